@@ -1,0 +1,1 @@
+//! (cc api: the pipeline calls)

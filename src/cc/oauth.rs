@@ -1,0 +1,1 @@
+//! (cc oauth: token endpoint calls; issue 3)

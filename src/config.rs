@@ -1,0 +1,559 @@
+//! Typed settings: `config/default.toml` (compiled in), then an optional file named by
+//! `CCSYNC_CONFIG`, then `CCSYNC_` environment variables (DESIGN §5.3).
+//!
+//! Parse, don't validate: [`Settings::load`] either returns settings whose URLs, list ids and keys
+//! are known good, or a [`ConfigError`] whose one line names the key and the problem. Secrets
+//! (`client_secret`, `token_encryption_key`, and the broker/Redis URLs, which carry passwords) are
+//! [`SecretString`]s: their `Debug` is redacted and [`Settings::redacted`] prints them masked.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use uuid::Uuid;
+
+/// The defaults, compiled in so the binary runs without the repository next to it.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// What went wrong with the configuration. Fatal at start: fix the named key and restart.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {key}: {problem}")]
+    Invalid { key: String, problem: String },
+    #[error("configuration: {0}")]
+    Load(String),
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// The raw, layered document. Kept private: the rest of the crate sees [`Settings`].
+#[derive(Debug, Deserialize)]
+struct Raw {
+    amqp_url: SecretString,
+    redis_url: SecretString,
+    #[serde(deserialize_with = "string_like")]
+    queue: String,
+    #[serde(deserialize_with = "string_like")]
+    client_id: String,
+    #[serde(deserialize_with = "secret_like")]
+    client_secret: SecretString,
+    api_base_url: String,
+    auth_base_url: String,
+    #[serde(deserialize_with = "string_like")]
+    default_list_ids: String,
+    #[serde(deserialize_with = "secret_like")]
+    token_encryption_key: SecretString,
+    metrics_addr: String,
+    log_format: String,
+    redis: RedisSettings,
+    auth: AuthSettings,
+    ratelimit: RateLimitSettings,
+    worker: WorkerSettings,
+    testing: TestingSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisSettings {
+    /// Prefix of every Redis key ccsync writes; lets tests (and several deployments) share one Redis.
+    #[serde(deserialize_with = "string_like")]
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    pub scope: String,
+    pub refresh_before_secs: u64,
+    pub lock_lease_ms: u64,
+    pub wait_bound_secs: u64,
+    pub keepalive_secs: u64,
+    pub jwks_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateLimitSettings {
+    pub per_second: u32,
+    pub daily_quota: u64,
+    pub daily_reserve: u64,
+    pub token_per_second: u32,
+    pub expected_replicas: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSettings {
+    pub prefetch: u16,
+    pub batch_max_contacts: usize,
+    pub batch_max_bytes: usize,
+    pub linger_min_ms: u64,
+    pub linger_max_ms: u64,
+    pub max_activities_in_flight: usize,
+    pub max_hold_secs: u64,
+    pub poll_initial_ms: u64,
+    pub poll_max_ms: u64,
+    pub shutdown_deadline_secs: u64,
+    pub create_custom_fields: bool,
+    pub max_redeliveries: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TestingSettings {
+    /// TEST ONLY: added to the system clock (see [`crate::clock`]).
+    pub clock_offset_secs: i64,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub amqp_url: SecretString,
+    pub redis_url: SecretString,
+    pub queue: String,
+    pub client_id: String,
+    /// `None` for a public client (device flow); `Some` sends HTTP Basic at the token endpoint.
+    pub client_secret: Option<SecretString>,
+    pub api_base_url: url::Url,
+    pub auth_base_url: url::Url,
+    pub default_list_ids: Vec<Uuid>,
+    /// 32 bytes for AES-256-GCM, or `None` (token set stored in clear; `config check` warns).
+    pub token_encryption_key: Option<TokenKey>,
+    pub metrics_addr: SocketAddr,
+    pub log_format: LogFormat,
+    pub redis: RedisSettings,
+    pub auth: AuthSettings,
+    pub ratelimit: RateLimitSettings,
+    pub worker: WorkerSettings,
+    pub testing: TestingSettings,
+}
+
+/// The token-set encryption key. Its `Debug` never shows the bytes.
+#[derive(Clone)]
+pub struct TokenKey(pub [u8; 32]);
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKey([REDACTED])")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+impl Settings {
+    /// Defaults, then `$CCSYNC_CONFIG` if set, then the environment.
+    pub fn load() -> Result<Settings, ConfigError> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Ok(path) = std::env::var("CCSYNC_CONFIG") {
+            if !std::path::Path::new(&path).exists() {
+                return Err(invalid(
+                    "CCSYNC_CONFIG",
+                    format!("file {path} does not exist"),
+                ));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        Self::from_figment(fig.merge(env_provider()))
+    }
+
+    /// Defaults overlaid with the given `(KEY, value)` pairs, named as in the environment
+    /// (`CCSYNC_QUEUE`, `CCSYNC_WORKER__PREFETCH`). The process environment is not read.
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Settings, ConfigError> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        for (k, v) in pairs {
+            let key = k
+                .strip_prefix("CCSYNC_")
+                .ok_or_else(|| invalid(k, "override keys start with CCSYNC_"))?
+                .to_ascii_lowercase()
+                .replace("__", ".");
+            // Parse the value as the environment provider does (numbers, booleans, strings).
+            let value: figment::value::Value = v.parse().unwrap_or_else(|_| v.into());
+            fig = fig.merge((key, value));
+        }
+        Self::from_figment(fig)
+    }
+
+    fn from_figment(fig: Figment) -> Result<Settings, ConfigError> {
+        let raw: Raw = fig.extract().map_err(|e| {
+            // figment names the path of the failing key; keep only the first error, on one line.
+            let key = e.path.join(".");
+            let msg = e.kind.to_string();
+            if key.is_empty() {
+                ConfigError::Load(msg)
+            } else {
+                invalid(&env_name(&key), msg)
+            }
+        })?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: Raw) -> Result<Settings, ConfigError> {
+        check_url(
+            "CCSYNC_AMQP_URL",
+            raw.amqp_url.expose_secret(),
+            &["amqp", "amqps"],
+        )?;
+        check_url(
+            "CCSYNC_REDIS_URL",
+            raw.redis_url.expose_secret(),
+            &["redis", "rediss"],
+        )?;
+        let api_base_url = check_url("CCSYNC_API_BASE_URL", &raw.api_base_url, &["http", "https"])?;
+        let auth_base_url = check_url(
+            "CCSYNC_AUTH_BASE_URL",
+            &raw.auth_base_url,
+            &["http", "https"],
+        )?;
+        if raw.queue.trim().is_empty() || raw.queue.len() > 200 {
+            return Err(invalid("CCSYNC_QUEUE", "must be 1 to 200 characters"));
+        }
+        let default_list_ids = parse_list_ids(&raw.default_list_ids)?;
+        let token_encryption_key = match raw.token_encryption_key.expose_secret().trim() {
+            "" => None,
+            b64 => {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|_| invalid("CCSYNC_TOKEN_ENCRYPTION_KEY", "is not valid base64"))?;
+                let key: [u8; 32] = bytes.try_into().map_err(|_| {
+                    invalid(
+                        "CCSYNC_TOKEN_ENCRYPTION_KEY",
+                        "must decode to exactly 32 bytes (try: head -c32 /dev/urandom | base64)",
+                    )
+                })?;
+                Some(TokenKey(key))
+            }
+        };
+        let metrics_addr = raw.metrics_addr.parse().map_err(|_| {
+            invalid(
+                "CCSYNC_METRICS_ADDR",
+                format!("'{}' is not a host:port socket address", raw.metrics_addr),
+            )
+        })?;
+        let log_format = match raw.log_format.as_str() {
+            "json" => LogFormat::Json,
+            "text" => LogFormat::Text,
+            other => {
+                return Err(invalid(
+                    "CCSYNC_LOG_FORMAT",
+                    format!("'{other}' is not json or text"),
+                ));
+            }
+        };
+        let client_secret =
+            (!raw.client_secret.expose_secret().is_empty()).then_some(raw.client_secret);
+        let s = Settings {
+            amqp_url: raw.amqp_url,
+            redis_url: raw.redis_url,
+            queue: raw.queue,
+            client_id: raw.client_id,
+            client_secret,
+            api_base_url,
+            auth_base_url,
+            default_list_ids,
+            token_encryption_key,
+            metrics_addr,
+            log_format,
+            redis: raw.redis,
+            auth: raw.auth,
+            ratelimit: raw.ratelimit,
+            worker: raw.worker,
+            testing: raw.testing,
+        };
+        s.check_numbers()?;
+        Ok(s)
+    }
+
+    fn check_numbers(&self) -> Result<(), ConfigError> {
+        let w = &self.worker;
+        if w.batch_max_contacts == 0 || w.batch_max_contacts > 40_000 {
+            return Err(invalid(
+                "CCSYNC_WORKER__BATCH_MAX_CONTACTS",
+                "must be 1..=40000 (CC's import limit)",
+            ));
+        }
+        if w.batch_max_bytes < 10_000 || w.batch_max_bytes >= 4_000_000 {
+            return Err(invalid(
+                "CCSYNC_WORKER__BATCH_MAX_BYTES",
+                "must be 10000..4000000 (CC silently drops what lies past 4 MB)",
+            ));
+        }
+        if w.prefetch == 0 {
+            return Err(invalid("CCSYNC_WORKER__PREFETCH", "must be at least 1"));
+        }
+        if w.linger_min_ms > w.linger_max_ms {
+            return Err(invalid(
+                "CCSYNC_WORKER__LINGER_MIN_MS",
+                "must not exceed worker.linger_max_ms",
+            ));
+        }
+        if w.max_hold_secs >= 1800 {
+            return Err(invalid(
+                "CCSYNC_WORKER__MAX_HOLD_SECS",
+                "must stay below RabbitMQ's 30-minute consumer timeout (1800 s)",
+            ));
+        }
+        if w.max_activities_in_flight == 0 || w.max_activities_in_flight > 1000 {
+            return Err(invalid(
+                "CCSYNC_WORKER__MAX_ACTIVITIES_IN_FLIGHT",
+                "must be 1..=1000 (CC queues at most 1,000 activities per account)",
+            ));
+        }
+        let r = &self.ratelimit;
+        if r.per_second == 0 || r.token_per_second == 0 || r.expected_replicas == 0 {
+            return Err(invalid(
+                "CCSYNC_RATELIMIT__PER_SECOND",
+                "rates and expected_replicas must be at least 1",
+            ));
+        }
+        if r.daily_reserve >= r.daily_quota {
+            return Err(invalid(
+                "CCSYNC_RATELIMIT__DAILY_RESERVE",
+                "must be smaller than ratelimit.daily_quota",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Configuration problems that do not stop the program but that an operator should hear of.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.token_encryption_key.is_none() {
+            w.push("CCSYNC_TOKEN_ENCRYPTION_KEY is not set: the token set is stored in Redis in clear text".into());
+        }
+        if self.client_id.is_empty() {
+            w.push("CCSYNC_CLIENT_ID is empty: no CC call can be made".into());
+        }
+        if self.default_list_ids.is_empty() {
+            w.push(
+                "CCSYNC_DEFAULT_LIST_IDS is empty: messages without list_ids will be dead-lettered"
+                    .into(),
+            );
+        }
+        if self.testing.clock_offset_secs != 0 {
+            w.push(
+                "CCSYNC_TESTING__CLOCK_OFFSET_SECS is set: a test-only clock shift is active"
+                    .into(),
+            );
+        }
+        w.push("hint: rotating refresh tokens cannot survive a lost refresh response; CC's long-lived refresh tokens (app setting) remove that failure entirely".into());
+        w
+    }
+
+    /// The effective configuration with every secret masked, for `config check`.
+    pub fn redacted(&self) -> String {
+        let mask = |s: &SecretString| -> String {
+            match url::Url::parse(s.expose_secret()) {
+                Ok(mut u) => {
+                    if u.password().is_some() {
+                        let _ = u.set_password(Some("REDACTED"));
+                    }
+                    u.to_string()
+                }
+                Err(_) => "[REDACTED]".into(),
+            }
+        };
+        let lists: Vec<String> = self
+            .default_list_ids
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        format!(
+            "amqp_url = {:?}\nredis_url = {:?}\nqueue = {:?}\nclient_id = {:?}\nclient_secret = {}\napi_base_url = {:?}\nauth_base_url = {:?}\ndefault_list_ids = {:?}\ntoken_encryption_key = {}\nmetrics_addr = {:?}\nlog_format = {:?}\n{:#?}\n{:#?}\n{:#?}\n{:#?}\n{:#?}",
+            mask(&self.amqp_url),
+            mask(&self.redis_url),
+            self.queue,
+            self.client_id,
+            if self.client_secret.is_some() {
+                "\"[REDACTED]\""
+            } else {
+                "\"\" (public client)"
+            },
+            self.api_base_url.as_str(),
+            self.auth_base_url.as_str(),
+            lists.join(","),
+            if self.token_encryption_key.is_some() {
+                "\"[REDACTED]\""
+            } else {
+                "\"\" (not set)"
+            },
+            self.metrics_addr.to_string(),
+            self.log_format,
+            self.redis,
+            self.auth,
+            self.ratelimit,
+            self.worker,
+            self.testing,
+        )
+    }
+
+    /// `<queue>.dlx`, the dead-letter exchange (DESIGN §2).
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.queue)
+    }
+
+    /// `<queue>.dead`, where dead letters wait for a human or `dlq replay`.
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead", self.queue)
+    }
+
+    pub fn linger_bounds(&self) -> (Duration, Duration) {
+        (
+            Duration::from_millis(self.worker.linger_min_ms),
+            Duration::from_millis(self.worker.linger_max_ms),
+        )
+    }
+}
+
+/// Environment values are typed by their look (`12345` is a number), but ids, prefixes and secrets
+/// may well look like numbers: accept any scalar where a string is expected.
+fn string_like<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        U(u64),
+        F(f64),
+        B(bool),
+    }
+    Ok(match Scalar::deserialize(d)? {
+        Scalar::S(s) => s,
+        Scalar::I(i) => i.to_string(),
+        Scalar::U(u) => u.to_string(),
+        Scalar::F(f) => f.to_string(),
+        Scalar::B(b) => b.to_string(),
+    })
+}
+
+fn secret_like<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
+    string_like(d).map(SecretString::from)
+}
+
+fn env_provider() -> Env {
+    // CCSYNC_CONFIG names a file, not a key.
+    Env::prefixed("CCSYNC_").split("__").ignore(&["config"])
+}
+
+/// `worker.prefetch` → `CCSYNC_WORKER__PREFETCH`, the name an operator sets.
+fn env_name(path: &str) -> String {
+    format!("CCSYNC_{}", path.to_ascii_uppercase().replace('.', "__"))
+}
+
+fn check_url(key: &str, value: &str, schemes: &[&str]) -> Result<url::Url, ConfigError> {
+    let u = url::Url::parse(value).map_err(|e| invalid(key, format!("is not a URL ({e})")))?;
+    if !schemes.contains(&u.scheme()) {
+        return Err(invalid(
+            key,
+            format!(
+                "scheme '{}' is not one of {}",
+                u.scheme(),
+                schemes.join(", ")
+            ),
+        ));
+    }
+    Ok(u)
+}
+
+fn parse_list_ids(s: &str) -> Result<Vec<Uuid>, ConfigError> {
+    let ids: Vec<Uuid> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            Uuid::parse_str(p).map_err(|_| {
+                invalid(
+                    "CCSYNC_DEFAULT_LIST_IDS",
+                    format!("'{p}' is not a list UUID"),
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    if ids.len() > 50 {
+        return Err(invalid(
+            "CCSYNC_DEFAULT_LIST_IDS",
+            "at most 50 lists (CC's import limit)",
+        ));
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_are_valid() {
+        let s = Settings::from_pairs([]).unwrap();
+        assert_eq!(s.queue, "ccsync.contacts");
+        assert_eq!(s.dead_letter_queue(), "ccsync.contacts.dead");
+        assert_eq!(s.api_base_url.as_str(), "https://api.cc.email/v3");
+        assert_eq!(s.ratelimit.per_second, 4);
+        assert!(s.client_secret.is_none());
+    }
+
+    #[test]
+    fn env_style_overrides_apply() {
+        let s = Settings::from_pairs([
+            ("CCSYNC_QUEUE", "q1"),
+            ("CCSYNC_CLIENT_ID", "12345"),
+            ("CCSYNC_WORKER__BATCH_MAX_CONTACTS", "500"),
+            (
+                "CCSYNC_DEFAULT_LIST_IDS",
+                "c2a2b8b4-0000-4000-8000-000000000001, c2a2b8b4-0000-4000-8000-000000000002",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(s.queue, "q1");
+        assert_eq!(s.client_id, "12345");
+        assert_eq!(s.worker.batch_max_contacts, 500);
+        assert_eq!(s.default_list_ids.len(), 2);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = Settings::from_pairs([("CCSYNC_DEFAULT_LIST_IDS", "nope")]).unwrap_err();
+        assert!(e.to_string().contains("CCSYNC_DEFAULT_LIST_IDS"), "{e}");
+        let e = Settings::from_pairs([("CCSYNC_AMQP_URL", "http://x")]).unwrap_err();
+        assert!(e.to_string().contains("CCSYNC_AMQP_URL"), "{e}");
+        let e = Settings::from_pairs([("CCSYNC_TOKEN_ENCRYPTION_KEY", "c2hvcnQ=")]).unwrap_err();
+        assert!(e.to_string().contains("32 bytes"), "{e}");
+        let e = Settings::from_pairs([("CCSYNC_WORKER__PREFETCH", "many")]).unwrap_err();
+        assert!(e.to_string().contains("CCSYNC_WORKER__PREFETCH"), "{e}");
+        let e = Settings::from_pairs([("CCSYNC_WORKER__BATCH_MAX_BYTES", "5000000")]).unwrap_err();
+        assert!(e.to_string().contains("4 MB"), "{e}");
+    }
+
+    #[test]
+    fn redaction_hides_secrets() {
+        let key = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
+        let s = Settings::from_pairs([
+            (
+                "CCSYNC_AMQP_URL",
+                "amqps://user:hunter2@mq.example:5671/%2f",
+            ),
+            (
+                "CCSYNC_REDIS_URL",
+                "rediss://ccsync:s3cret@redis.example:6380",
+            ),
+            ("CCSYNC_CLIENT_SECRET", "topsecret"),
+            ("CCSYNC_TOKEN_ENCRYPTION_KEY", key),
+        ])
+        .unwrap();
+        let out = s.redacted();
+        for secret in ["hunter2", "s3cret", "topsecret", key] {
+            assert!(!out.contains(secret), "{secret} leaked: {out}");
+        }
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(out.contains("mq.example"));
+    }
+}

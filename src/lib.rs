@@ -1,0 +1,39 @@
+//! # ccsync
+//!
+//! Keeps Constant Contact (CC) in sync with the contact events upstream systems publish to
+//! RabbitMQ: replicas share one token set and one request budget through Redis, coalesce events
+//! into bulk imports, and acknowledge a message only once CC has really taken it.
+//!
+//! # Layout
+//!
+//! Data flows one way: delivery → contact → batch → authenticated, rate-limited request → outcome
+//! → ack. Each room owns one concern and the external crates that serve it:
+//!
+//! | room | concern | external crates |
+//! |---|---|---|
+//! | [`config`] | typed settings, layered load, validation, redaction | figment, secrecy |
+//! | [`clock`] | UTC wall clock (quota day, token ages) with a test-only offset | time |
+//! | [`telemetry`] | tracing setup, the metrics registry, `/metrics` `/healthz` `/readyz` | tracing-subscriber, prometheus, axum |
+//! | [`contact`] | message DTO → validated `Contact` (pure), merge rules | serde_json, email_address |
+//! | [`queue`] | topology, consume, settle (ack / requeue / dead-letter with reason), publish | lapin |
+//! | [`batch`] | coalescing batcher (size, bytes, linger), no IO | — |
+//! | [`ratelimit`] | governor + shared Redis GCRA + daily quota + 429 handling | governor, redis |
+//! | [`auth`] | token set, Redis store, refresh lock, device flow, `TokenProvider` | redis, jsonwebtoken, aws-lc-rs |
+//! | [`cc`] | the only code that knows CC's URLs and JSON; classifies every outcome | reqwest |
+//! | [`pipeline`] | joins the rooms: deliveries → batches → CC → settlement; shutdown order | — |
+//! | [`sim`] | the local CC simulator (feature `sim`) | axum, jsonwebtoken, jsonschema |
+//! | [`cli`] | clap commands, each a few lines calling into a room | clap, indicatif |
+
+pub mod auth;
+pub mod batch;
+pub mod cc;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod contact;
+pub mod pipeline;
+pub mod queue;
+pub mod ratelimit;
+#[cfg(feature = "sim")]
+pub mod sim;
+pub mod telemetry;

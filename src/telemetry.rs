@@ -1,0 +1,356 @@
+//! Logs, metrics and the health server: the only room that knows the `prometheus` crate.
+//!
+//! Metric names follow DESIGN §5.4: `ccsync_<what>_<unit>`, counters end in `_total`, labels are
+//! small fixed sets (never an email, a token or an id). Every room records through [`metrics()`],
+//! one process-wide registry, so `/metrics` stays scrapeable whatever the worker is doing, paused
+//! included.
+//!
+//! `/healthz` answers 200 while the process runs (liveness: restart only a wedged process).
+//! `/readyz` answers 200 while the worker holds a broker connection and Redis answers; a replica
+//! paused for auth or quota is still ready (it is healthy and waiting, and restarting it would not
+//! help), which is why pauses are exported as `ccsync_paused{reason}` instead.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Every metric ccsync exports. Fields are public so a room records with one line.
+pub struct Metrics {
+    registry: Registry,
+    /// Settled messages by outcome: synced | dead_lettered | requeued | superseded.
+    pub messages: IntCounterVec,
+    /// Contacts CC confirmed (an import row counted in a completed activity, or a 2xx upsert).
+    pub contacts_synced: IntCounter,
+    /// Every CC call by endpoint and HTTP status (`error` for transport failures).
+    pub api_requests: IntCounterVec,
+    pub api_request_duration: HistogramVec,
+    /// 429s from CC by error_key (throttled | quota_exceeded | activities_queued).
+    pub rate_limited: IntCounterVec,
+    /// Time spent waiting for the local and shared rate limits.
+    pub ratelimit_wait: Histogram,
+    pub daily_quota_remaining: IntGauge,
+    /// Token refreshes by result: ok | invalid_grant | transport | throttled | lost_race | error.
+    pub token_refresh: IntCounterVec,
+    /// Auth failures by reason: invalid_grant | unauthorized | revoked | no_token_set | ...
+    pub auth_failures: IntCounterVec,
+    /// 1 while a usable token set exists, 0 when re-authorization is needed.
+    pub auth_state: IntGauge,
+    pub access_token_expiry: Gauge,
+    pub refresh_lock_wait: Histogram,
+    /// Contacts per import sent to CC.
+    pub batch_size: Histogram,
+    pub activities_in_flight: IntGauge,
+    /// From import created to activity terminal.
+    pub activity_duration: Histogram,
+    /// 1 while consumption is paused, by reason: auth | quota.
+    pub paused: IntGaugeVec,
+    pub refresh_token_age: Gauge,
+    pub build_info: IntGaugeVec,
+    /// Dead letters by reason code (the `x-ccsync-reason` header).
+    pub dead_letters: IntCounterVec,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new();
+        let messages = counter_vec(
+            &r,
+            "ccsync_messages_total",
+            "Messages settled, by outcome.",
+            &["outcome"],
+        );
+        for o in ["synced", "dead_lettered", "requeued", "superseded"] {
+            messages.with_label_values(&[o]);
+        }
+        let contacts_synced = IntCounter::new(
+            "ccsync_contacts_synced_total",
+            "Contacts Constant Contact confirmed.",
+        )
+        .expect("valid");
+        r.register(Box::new(contacts_synced.clone()))
+            .expect("unique");
+        let api_requests = counter_vec(
+            &r,
+            "ccsync_api_requests_total",
+            "Constant Contact calls, by endpoint and HTTP status.",
+            &["endpoint", "status"],
+        );
+        let api_request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "ccsync_api_request_duration_seconds",
+                "Constant Contact call latency, by endpoint.",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["endpoint"],
+        )
+        .expect("valid");
+        r.register(Box::new(api_request_duration.clone()))
+            .expect("unique");
+        let rate_limited = counter_vec(
+            &r,
+            "ccsync_rate_limited_total",
+            "429 answers from Constant Contact, by error_key.",
+            &["error_key"],
+        );
+        let ratelimit_wait = histogram(
+            &r,
+            "ccsync_ratelimit_wait_seconds",
+            "Time a call waited for the local and shared rate limits.",
+            vec![0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 60.0],
+        );
+        let daily_quota_remaining = IntGauge::new(
+            "ccsync_daily_quota_remaining",
+            "Requests left in today's (UTC) Constant Contact budget, as counted in Redis.",
+        )
+        .expect("valid");
+        r.register(Box::new(daily_quota_remaining.clone()))
+            .expect("unique");
+        let token_refresh = counter_vec(
+            &r,
+            "ccsync_token_refresh_total",
+            "Token refresh attempts by this replica, by result.",
+            &["result"],
+        );
+        let auth_failures = counter_vec(
+            &r,
+            "ccsync_auth_failures_total",
+            "Authentication failures, by reason.",
+            &["reason"],
+        );
+        let auth_state = IntGauge::new(
+            "ccsync_auth_state",
+            "1 while a usable token set exists, 0 when re-authorization (ccsync auth login) is needed.",
+        )
+        .expect("valid");
+        r.register(Box::new(auth_state.clone())).expect("unique");
+        let access_token_expiry = Gauge::new(
+            "ccsync_access_token_expiry_timestamp_seconds",
+            "Expiry (JWT exp) of the access token this replica holds.",
+        )
+        .expect("valid");
+        r.register(Box::new(access_token_expiry.clone()))
+            .expect("unique");
+        let refresh_lock_wait = histogram(
+            &r,
+            "ccsync_refresh_lock_wait_seconds",
+            "Time spent waiting for the distributed refresh lock or another replica's refresh.",
+            vec![0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 15.0, 30.0],
+        );
+        let batch_size = histogram(
+            &r,
+            "ccsync_batch_size",
+            "Contacts per import sent to Constant Contact.",
+            vec![
+                1.0, 10.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0, 20000.0, 40000.0,
+            ],
+        );
+        let activities_in_flight = IntGauge::new(
+            "ccsync_activities_in_flight",
+            "Import activities created and not yet terminal.",
+        )
+        .expect("valid");
+        r.register(Box::new(activities_in_flight.clone()))
+            .expect("unique");
+        let activity_duration = histogram(
+            &r,
+            "ccsync_activity_duration_seconds",
+            "From import created to activity terminal.",
+            vec![0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0],
+        );
+        let paused = IntGaugeVec::new(
+            Opts::new("ccsync_paused", "1 while consumption is paused, by reason."),
+            &["reason"],
+        )
+        .expect("valid");
+        r.register(Box::new(paused.clone())).expect("unique");
+        for reason in ["auth", "quota"] {
+            paused.with_label_values(&[reason]).set(0);
+        }
+        let refresh_token_age = Gauge::new(
+            "ccsync_refresh_token_age_seconds",
+            "Seconds since the stored refresh token was last used; CC kills it after 180 idle days.",
+        )
+        .expect("valid");
+        r.register(Box::new(refresh_token_age.clone()))
+            .expect("unique");
+        let build_info = IntGaugeVec::new(
+            Opts::new("ccsync_build_info", "Build information; always 1."),
+            &["version"],
+        )
+        .expect("valid");
+        r.register(Box::new(build_info.clone())).expect("unique");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let dead_letters = counter_vec(
+            &r,
+            "ccsync_dead_letters_total",
+            "Messages dead-lettered, by reason code.",
+            &["reason"],
+        );
+        Metrics {
+            registry: r,
+            messages,
+            contacts_synced,
+            api_requests,
+            api_request_duration,
+            rate_limited,
+            ratelimit_wait,
+            daily_quota_remaining,
+            token_refresh,
+            auth_failures,
+            auth_state,
+            access_token_expiry,
+            refresh_lock_wait,
+            batch_size,
+            activities_in_flight,
+            activity_duration,
+            paused,
+            refresh_token_age,
+            build_info,
+            dead_letters,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::new)
+}
+
+/// Readiness inputs, set by the rooms that own the connections.
+#[derive(Default)]
+pub struct Health {
+    pub broker_connected: AtomicBool,
+    pub redis_ok: AtomicBool,
+}
+
+impl Health {
+    pub fn ready(&self) -> bool {
+        self.broker_connected.load(Ordering::Relaxed) && self.redis_ok.load(Ordering::Relaxed)
+    }
+}
+
+/// The process-wide health flags.
+pub fn health() -> &'static Health {
+    static H: OnceLock<Health> = OnceLock::new();
+    H.get_or_init(Health::default)
+}
+
+/// Serve `/metrics`, `/healthz` and `/readyz` until `shutdown` fires. Returns the bound address
+/// (useful with port 0).
+pub async fn serve(
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    use axum::Router;
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    metrics().render(),
+                )
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(|| async {
+                if health().ready() {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: broker or redis\n",
+                    )
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let handle = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+    });
+    Ok((bound, handle))
+}
+
+/// Install the tracing subscriber: logs to stderr (stdout carries command output), JSON lines or
+/// text, filtered by `RUST_LOG` (default `info`). Emails and tokens are never logged above debug
+/// by the rooms; tokens never at all.
+pub fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_the_contract_metrics() {
+        let m = metrics();
+        m.api_requests
+            .with_label_values(&["contacts_json_import", "201"])
+            .inc();
+        let text = m.render();
+        for name in [
+            "ccsync_messages_total",
+            "ccsync_api_requests_total",
+            "ccsync_paused",
+            "ccsync_build_info",
+            "ccsync_auth_state",
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
+    }
+}
