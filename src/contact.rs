@@ -1,1 +1,562 @@
-//! (room: contact)
+//! Message DTO → validated [`Contact`] (pure, no IO), and the merge rule for repeats.
+//!
+//! Parse, don't validate: a [`Contact`] can only be built by [`decode`], so every contact that
+//! reaches the batcher has a syntactically valid email, fields within CC's length limits, at most 25
+//! custom fields, and 1–50 list ids. Anything else is a [`Rejection`]: a short reason code (the
+//! `x-ccsync-reason` header of the dead letter) and one human sentence. Rejections never name the
+//! email address (it would land in logs); the dead letter keeps the original body.
+//!
+//! Limits come from CC's Swagger (reference §5.1, §6.1, §11): names, job title and company ≤ 50,
+//! phone ≤ 25 (the strictest of the import (50) and sign-up-form (25) limits, so a contact can take
+//! either path), street ≤ 255, city/state/postal code/country ≤ 50, custom field values ≤ 255,
+//! ≤ 25 custom fields, birthday month 1–12 and day 1–31 given together. Email: CC allows 80
+//! characters on `POST /contacts` but only 50 on both `contacts_json_import` and `sign_up_form`,
+//! the two paths ccsync uses; a longer one would silently fail inside an import, so it is
+//! dead-lettered as `email_too_long` (DESIGN §2).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+/// Larger messages are dead-lettered unread: one contact is a few hundred bytes, and a 1 MB body is
+/// a bug or an attack, not a contact.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// The email length both CC write paths ccsync uses accept.
+pub const MAX_EMAIL_CHARS: usize = 50;
+
+/// Why a message cannot be synced. Dead-letter it with these two strings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {detail}")]
+pub struct Rejection {
+    /// Short code for `x-ccsync-reason`: `invalid_json`, `message_too_large`, `unknown_type`,
+    /// `unsupported_version`, `missing_field`, `wrong_type`, `invalid_email`, `email_too_long`,
+    /// `field_too_long`, `invalid_field`, `no_lists`, `unknown_custom_field`, `rejected_by_cc`.
+    pub code: &'static str,
+    /// One human sentence for `x-ccsync-detail`.
+    pub detail: String,
+}
+
+impl Rejection {
+    pub fn new(code: &'static str, detail: impl Into<String>) -> Rejection {
+        Rejection {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// How the person agreed to hear from the business (DESIGN §2 "consent-safe by default").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Consent {
+    /// Bulk import path; never upgrades permission.
+    #[default]
+    Implicit,
+    /// The person opted in on a form: `sign_up_form`, which sets explicit permission.
+    Explicit,
+}
+
+/// A contact's postal address, in message terms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Address {
+    pub street: Option<String>,
+    pub city: Option<String>,
+    pub state: Option<String>,
+    pub postal_code: Option<String>,
+    pub country: Option<String>,
+}
+
+/// The contact fields a message may set. `None` = not sent (CC leaves the stored value alone);
+/// merging takes the newer message's `Some` values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fields {
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub job_title: Option<String>,
+    pub company_name: Option<String>,
+    pub phone: Option<String>,
+    pub birthday: Option<(u8, u8)>,
+    pub anniversary: Option<String>,
+    pub address: Address,
+    /// CC custom-field *names* → values (sent as `cf:NAME`).
+    pub custom_fields: BTreeMap<String, String>,
+}
+
+/// A validated `contact.upsert` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    /// The message id (for logs and dead letters).
+    pub id: String,
+    pub occurred_at: OffsetDateTime,
+    pub account: String,
+    pub consent: Consent,
+    /// Lower-cased (CC matches emails case-insensitively); never logged above debug.
+    pub email: String,
+    pub fields: Fields,
+    /// Sorted, de-duplicated, 1–50 lists (the message's, or the configured defaults).
+    pub list_ids: Vec<Uuid>,
+}
+
+impl Contact {
+    /// The coalescing key (DESIGN §2): contacts for different list sets travel in different imports.
+    pub fn key(&self) -> (String, Vec<Uuid>, String) {
+        (
+            self.account.clone(),
+            self.list_ids.clone(),
+            self.email.clone(),
+        )
+    }
+
+    /// Merge a repeat of the same (account, lists, email): field by field, the later
+    /// `occurred_at` winning; on a tie the later delivery (`other`) wins. Consent once given
+    /// explicitly stays explicit.
+    pub fn merge(&mut self, other: Contact) {
+        // Afterwards `self` is the newer event and `older` the other one.
+        let older = if other.occurred_at >= self.occurred_at {
+            std::mem::replace(self, other)
+        } else {
+            other
+        };
+        let mut fields = older.fields;
+        fields.overlay(std::mem::take(&mut self.fields));
+        self.fields = fields;
+        self.consent = self.consent.max(older.consent);
+    }
+
+    /// Drop the field values (they are stale: a newer event already applied), keep the list
+    /// memberships, which only ever add up in CC (DESIGN §2).
+    pub fn strip_fields(&mut self) {
+        self.fields = Fields::default();
+    }
+
+    /// A rough upper bound of this contact's size inside an import payload, for the byte limit.
+    pub fn approx_json_bytes(&self) -> usize {
+        let f = &self.fields;
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, |v| v.len() + 20);
+        let cf: usize = f
+            .custom_fields
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 12)
+            .sum();
+        // Each JSON-escaped char may take up to 6 bytes (\uXXXX); names are mostly ASCII, so count
+        // 2x the raw length as a margin instead of 6x.
+        2 * (self.email.len()
+            + 16
+            + opt(&f.first_name)
+            + opt(&f.last_name)
+            + opt(&f.job_title)
+            + opt(&f.company_name)
+            + opt(&f.phone)
+            + opt(&f.anniversary)
+            + opt(&f.address.street)
+            + opt(&f.address.city)
+            + opt(&f.address.state)
+            + opt(&f.address.postal_code)
+            + opt(&f.address.country)
+            + f.birthday.map_or(0, |_| 40)
+            + cf)
+            + 4
+    }
+}
+
+impl Fields {
+    /// Take every field `newer` sets; keep ours where it sets nothing.
+    pub fn overlay(&mut self, newer: Fields) {
+        fn pick<T>(old: &mut Option<T>, new: Option<T>) {
+            if new.is_some() {
+                *old = new;
+            }
+        }
+        pick(&mut self.first_name, newer.first_name);
+        pick(&mut self.last_name, newer.last_name);
+        pick(&mut self.job_title, newer.job_title);
+        pick(&mut self.company_name, newer.company_name);
+        pick(&mut self.phone, newer.phone);
+        pick(&mut self.birthday, newer.birthday);
+        pick(&mut self.anniversary, newer.anniversary);
+        pick(&mut self.address.street, newer.address.street);
+        pick(&mut self.address.city, newer.address.city);
+        pick(&mut self.address.state, newer.address.state);
+        pick(&mut self.address.postal_code, newer.address.postal_code);
+        pick(&mut self.address.country, newer.address.country);
+        self.custom_fields.extend(newer.custom_fields);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Fields::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+#[derive(Deserialize)]
+struct EnvelopeDto {
+    #[serde(rename = "type")]
+    kind: Option<Value>,
+    version: Option<Value>,
+    id: Option<Value>,
+    occurred_at: Option<Value>,
+    account: Option<Value>,
+    consent: Option<Value>,
+    contact: Option<Value>,
+}
+
+/// Decode and validate one message body. `default_lists` apply when the message names none.
+pub fn decode(body: &[u8], default_lists: &[Uuid]) -> Result<Contact, Rejection> {
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(Rejection::new(
+            "message_too_large",
+            format!(
+                "message is {} bytes; at most {MAX_MESSAGE_BYTES} are accepted for one contact",
+                body.len()
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(body).map_err(|e| {
+        Rejection::new(
+            "invalid_json",
+            format!("message is not valid UTF-8 (byte {})", e.valid_up_to()),
+        )
+    })?;
+    // serde_json refuses nesting deeper than 128 levels, so a deeply nested body is an error here,
+    // not a stack overflow.
+    let dto: EnvelopeDto = serde_json::from_str(text).map_err(|e| {
+        let what = if e.is_data() {
+            "message is not a JSON object"
+        } else {
+            "message is not valid JSON"
+        };
+        Rejection::new("invalid_json", format!("{what}: {e}"))
+    })?;
+
+    match dto.kind {
+        Some(Value::String(ref t)) if t == "contact.upsert" => {}
+        Some(Value::String(t)) => {
+            return Err(Rejection::new(
+                "unknown_type",
+                format!("type '{}' is not contact.upsert", truncate(&t, 40)),
+            ));
+        }
+        Some(_) => return Err(wrong_type("type", "a string")),
+        None => return Err(missing("type")),
+    }
+    match dto.version {
+        Some(Value::Number(ref n)) if n.as_u64() == Some(1) => {}
+        Some(Value::Number(n)) => {
+            return Err(Rejection::new(
+                "unsupported_version",
+                format!("version {n} is not supported (this worker reads version 1)"),
+            ));
+        }
+        Some(_) => return Err(wrong_type("version", "the number 1")),
+        None => return Err(missing("version")),
+    }
+    let id = match dto.id {
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => s,
+        Some(Value::String(_)) => {
+            return Err(Rejection::new(
+                "invalid_field",
+                "id must be 1 to 200 characters",
+            ));
+        }
+        Some(_) => return Err(wrong_type("id", "a string")),
+        None => return Err(missing("id")),
+    };
+    let occurred_at = match dto.occurred_at {
+        Some(Value::String(s)) => OffsetDateTime::parse(&s, &Rfc3339).map_err(|_| {
+            Rejection::new("invalid_field", "occurred_at is not an RFC 3339 timestamp")
+        })?,
+        Some(_) => return Err(wrong_type("occurred_at", "an RFC 3339 string")),
+        None => return Err(missing("occurred_at")),
+    };
+    let account = match dto.account {
+        None | Some(Value::Null) => "default".to_string(),
+        Some(Value::String(s)) if valid_account(&s) => s,
+        Some(Value::String(_)) => {
+            return Err(Rejection::new(
+                "invalid_field",
+                "account must be 1 to 64 characters of letters, digits, '-', '_' or '.'",
+            ));
+        }
+        Some(_) => return Err(wrong_type("account", "a string")),
+    };
+    let consent = match dto.consent {
+        None | Some(Value::Null) => Consent::Implicit,
+        Some(Value::String(s)) if s == "implicit" => Consent::Implicit,
+        Some(Value::String(s)) if s == "explicit" => Consent::Explicit,
+        Some(Value::String(_)) => {
+            return Err(Rejection::new(
+                "invalid_field",
+                "consent must be implicit or explicit",
+            ));
+        }
+        Some(_) => return Err(wrong_type("consent", "a string")),
+    };
+    let c = match dto.contact {
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(wrong_type("contact", "an object")),
+        None => return Err(missing("contact")),
+    };
+    let email = match c.get("email") {
+        Some(Value::String(s)) => parse_email(s)?,
+        Some(Value::Null) | None => return Err(missing("contact.email")),
+        Some(_) => return Err(wrong_type("contact.email", "a string")),
+    };
+    let phone_limit = 25;
+    let mut fields = Fields {
+        first_name: text_field(&c, "first_name", 50)?,
+        last_name: text_field(&c, "last_name", 50)?,
+        job_title: text_field(&c, "job_title", 50)?,
+        company_name: text_field(&c, "company_name", 50)?,
+        phone: text_field(&c, "phone", phone_limit)?,
+        anniversary: text_field(&c, "anniversary", 10)?,
+        ..Fields::default()
+    };
+    if let Some(a) = &fields.anniversary {
+        if !valid_cc_date(a) {
+            return Err(Rejection::new(
+                "invalid_field",
+                "contact.anniversary must be a date such as 2020-06-01 or 06/01/2020",
+            ));
+        }
+    }
+    let month = small_int(&c, "birthday_month", 1, 12)?;
+    let day = small_int(&c, "birthday_day", 1, 31)?;
+    fields.birthday = match (month, day) {
+        (Some(m), Some(d)) => Some((m, d)),
+        (None, None) => None,
+        _ => {
+            return Err(Rejection::new(
+                "invalid_field",
+                "contact.birthday_month and contact.birthday_day must be given together",
+            ));
+        }
+    };
+    match c.get("address") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(a)) => {
+            fields.address = Address {
+                street: text_field(a, "street", 255).map_err(prefix("address"))?,
+                city: text_field(a, "city", 50).map_err(prefix("address"))?,
+                state: text_field(a, "state", 50).map_err(prefix("address"))?,
+                postal_code: text_field(a, "postal_code", 50).map_err(prefix("address"))?,
+                country: text_field(a, "country", 50).map_err(prefix("address"))?,
+            }
+        }
+        Some(_) => return Err(wrong_type("contact.address", "an object")),
+    }
+    match c.get("custom_fields") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            if m.len() > 25 {
+                return Err(Rejection::new(
+                    "field_too_long",
+                    format!(
+                        "contact.custom_fields has {} entries; CC accepts at most 25 per contact",
+                        m.len()
+                    ),
+                ));
+            }
+            for (name, v) in m {
+                if name.is_empty() || name.chars().count() > 50 || name.contains(char::is_control) {
+                    return Err(Rejection::new(
+                        "invalid_field",
+                        "custom field names must be 1 to 50 printable characters",
+                    ));
+                }
+                let value = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    _ => {
+                        return Err(wrong_type(
+                            "contact.custom_fields values",
+                            "strings, numbers or booleans",
+                        ));
+                    }
+                };
+                if value.chars().count() > 255 {
+                    return Err(Rejection::new(
+                        "field_too_long",
+                        format!(
+                            "custom field '{}' is longer than CC's 255 characters",
+                            truncate(name, 50)
+                        ),
+                    ));
+                }
+                fields.custom_fields.insert(name.clone(), value);
+            }
+        }
+        Some(_) => return Err(wrong_type("contact.custom_fields", "an object")),
+    }
+    let mut list_ids = match c.get("list_ids") {
+        None | Some(Value::Null) => default_lists.to_vec(),
+        Some(Value::Array(a)) if a.is_empty() => default_lists.to_vec(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .and_then(|s| Uuid::parse_str(s).ok())
+                    .ok_or_else(|| {
+                        Rejection::new("invalid_field", "contact.list_ids must be list UUIDs")
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => return Err(wrong_type("contact.list_ids", "an array of list UUIDs")),
+    };
+    list_ids.sort();
+    list_ids.dedup();
+    if list_ids.is_empty() {
+        return Err(Rejection::new(
+            "no_lists",
+            "the message names no list_ids and no default lists are configured (CCSYNC_DEFAULT_LIST_IDS)",
+        ));
+    }
+    if list_ids.len() > 50 {
+        return Err(Rejection::new(
+            "field_too_long",
+            "contact.list_ids names more than CC's 50 lists",
+        ));
+    }
+    Ok(Contact {
+        id,
+        occurred_at,
+        account,
+        consent,
+        email,
+        fields,
+        list_ids,
+    })
+}
+
+fn parse_email(raw: &str) -> Result<String, Rejection> {
+    let e = raw.trim().to_lowercase();
+    if e.chars().count() > MAX_EMAIL_CHARS {
+        return Err(Rejection::new(
+            "email_too_long",
+            format!(
+                "contact.email has {} characters; CC's import and sign-up form accept at most {MAX_EMAIL_CHARS}",
+                e.chars().count()
+            ),
+        ));
+    }
+    // email_address implements RFC 5322's addr-spec; CC also needs a dotted domain.
+    let ok = email_address::EmailAddress::parse_with_options(
+        &e,
+        email_address::Options::default().without_display_text(),
+    )
+    .is_ok()
+        && e.rsplit_once('@').is_some_and(|(_, d)| {
+            d.contains('.') && !d.starts_with('.') && !d.ends_with('.') && !d.starts_with('[')
+        });
+    if !ok {
+        return Err(Rejection::new(
+            "invalid_email",
+            "contact.email is not a valid email address",
+        ));
+    }
+    Ok(e)
+}
+
+fn text_field(
+    m: &serde_json::Map<String, Value>,
+    name: &str,
+    max: usize,
+) -> Result<Option<String>, Rejection> {
+    match m.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            let s = s.trim();
+            if s.chars().count() > max {
+                return Err(Rejection::new(
+                    "field_too_long",
+                    format!("contact.{name} is longer than CC's {max} characters"),
+                ));
+            }
+            if s.contains(|ch: char| ch.is_control()) {
+                return Err(Rejection::new(
+                    "invalid_field",
+                    format!("contact.{name} contains control characters"),
+                ));
+            }
+            Ok(Some(s.to_string()))
+        }
+        Some(_) => Err(wrong_type(&format!("contact.{name}"), "a string")),
+    }
+}
+
+fn small_int(
+    m: &serde_json::Map<String, Value>,
+    name: &str,
+    lo: u8,
+    hi: u8,
+) -> Result<Option<u8>, Rejection> {
+    match m.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .filter(|v| (lo as u64..=hi as u64).contains(v))
+            .map(|v| Some(v as u8))
+            .ok_or_else(|| {
+                Rejection::new(
+                    "invalid_field",
+                    format!("contact.{name} must be between {lo} and {hi}"),
+                )
+            }),
+        Some(_) => Err(wrong_type(&format!("contact.{name}"), "a number")),
+    }
+}
+
+/// CC's accepted date shapes: MM/DD/YYYY, M/D/YYYY, YYYY/MM/DD, YYYY/M/D, YYYY-MM-DD, YYYY-M-D,
+/// M-D-YYYY (Swagger `anniversary`).
+fn valid_cc_date(s: &str) -> bool {
+    let parts: Vec<&str> = s.split(['/', '-']).collect();
+    if parts.len() != 3 || !parts.iter().all(|p| p.chars().all(|c| c.is_ascii_digit())) {
+        return false;
+    }
+    let n = |p: &str| p.parse::<u32>().ok();
+    let (y, m, d) = if parts[0].len() == 4 {
+        (n(parts[0]), n(parts[1]), n(parts[2]))
+    } else if parts[2].len() == 4 {
+        (n(parts[2]), n(parts[0]), n(parts[1]))
+    } else {
+        return false;
+    };
+    matches!((y, m, d), (Some(y), Some(m), Some(d)) if (1800..=2200).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d))
+}
+
+fn valid_account(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn missing(field: &str) -> Rejection {
+    Rejection::new("missing_field", format!("{field} is required"))
+}
+
+fn wrong_type(field: &str, expected: &str) -> Rejection {
+    Rejection::new("wrong_type", format!("{field} must be {expected}"))
+}
+
+fn prefix(section: &'static str) -> impl Fn(Rejection) -> Rejection {
+    move |r| Rejection {
+        code: r.code,
+        detail: r
+            .detail
+            .replacen("contact.", &format!("contact.{section}."), 1),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+#[cfg(test)]
+mod tests;
