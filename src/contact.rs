@@ -317,13 +317,13 @@ pub fn decode(body: &[u8], default_lists: &[Uuid]) -> Result<Contact, Rejection>
         anniversary: text_field(&c, "anniversary", 10)?,
         ..Fields::default()
     };
-    if let Some(a) = &fields.anniversary {
-        if !valid_cc_date(a) {
-            return Err(Rejection::new(
-                "invalid_field",
-                "contact.anniversary must be a date such as 2020-06-01 or 06/01/2020",
-            ));
-        }
+    if let Some(a) = &fields.anniversary
+        && !valid_cc_date(a)
+    {
+        return Err(Rejection::new(
+            "invalid_field",
+            "contact.anniversary must be a date such as 2020-06-01 or 06/01/2020",
+        ));
     }
     let month = small_int(&c, "birthday_month", 1, 12)?;
     let day = small_int(&c, "birthday_day", 1, 31)?;
