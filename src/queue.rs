@@ -1,1 +1,384 @@
-//! (room: queue)
+//! RabbitMQ, the only room that knows `lapin`: topology, consuming with manual acks, settling
+//! (ack / requeue / dead-letter with a reason) and publishing with publisher confirms.
+//!
+//! Topology (declared idempotently by every worker and by `ccsync publish`):
+//! * `<queue>`: a durable **quorum** queue (replicated, and it counts redeliveries in
+//!   `x-delivery-count`, which the worker uses to dead-letter poison messages). If the queue
+//!   already exists with other arguments (for example a classic queue an operator made), the
+//!   worker uses it as it is and logs a warning instead of failing.
+//! * `<queue>.dlx`: a durable fanout exchange, bound to `<queue>.dead`, a durable queue.
+//!   Dead letters are published there by the worker with `x-ccsync-reason`, `x-ccsync-detail`
+//!   and `x-ccsync-failed-at` headers, confirmed by the broker, and only then is the original
+//!   acked (DESIGN §2): a crash in between leaves a duplicate dead letter, never a lost message.
+//!
+//! Following the lapin examples: `basic_qos` before `basic_consume`; on shutdown cancel the
+//! consumer first, settle, then close the channel and the connection.
+
+use std::collections::BTreeMap;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use secrecy::{ExposeSecret, SecretString};
+
+/// A broker failure. Every variant means: the connection or channel is gone or unusable;
+/// unsettled deliveries return to the queue by themselves; reconnect with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("cannot reach RabbitMQ: {0} (start it with `bash scripts/services.sh`, or check CCSYNC_AMQP_URL)")]
+    Connect(String),
+    #[error("RabbitMQ error: {0}")]
+    Broker(String),
+    #[error("RabbitMQ refused a publish (nack) for routing key {0}")]
+    Nacked(String),
+}
+
+impl From<lapin::Error> for QueueError {
+    fn from(e: lapin::Error) -> Self {
+        QueueError::Broker(e.to_string())
+    }
+}
+
+/// Names of the queue and its dead-letter pair.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub queue: String,
+    pub dlx: String,
+    pub dead: String,
+}
+
+impl Topology {
+    pub fn for_queue(queue: &str) -> Topology {
+        Topology {
+            queue: queue.to_string(),
+            dlx: format!("{queue}.dlx"),
+            dead: format!("{queue}.dead"),
+        }
+    }
+}
+
+/// A connection to the broker.
+pub struct Broker {
+    conn: Connection,
+}
+
+impl Broker {
+    /// Connect (amqp:// or amqps://; TLS through rustls with the platform's CA store).
+    pub async fn connect(url: &SecretString) -> Result<Broker, QueueError> {
+        let props = ConnectionProperties::default()
+            .with_connection_name(format!("ccsync-{}", std::process::id()).into());
+        let conn = Connection::connect(url.expose_secret(), props)
+            .await
+            .map_err(|e| QueueError::Connect(e.to_string()))?;
+        Ok(Broker { conn })
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.conn.status().connected()
+    }
+
+    /// Declare the queue, the dead-letter exchange and the dead-letter queue (idempotent).
+    pub async fn declare(&self, t: &Topology) -> Result<(), QueueError> {
+        let ch = self.conn.create_channel().await?;
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        if let Err(e) = ch.queue_declare(t.queue.as_str().into(), durable, args).await {
+            // PRECONDITION_FAILED closes the channel: check the existing queue on a new one.
+            tracing::warn!(queue = %t.queue, error = %e, "queue exists with other arguments; using it as it is");
+            let ch2 = self.conn.create_channel().await?;
+            ch2.queue_declare(
+                t.queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+            let _ = ch2.close(200, "ok".into()).await;
+        }
+        let ch = if ch.status().connected() {
+            ch
+        } else {
+            self.conn.create_channel().await?
+        };
+        ch.exchange_declare(
+            t.dlx.as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+        ch.queue_declare(t.dead.as_str().into(), durable, FieldTable::default())
+            .await?;
+        ch.queue_bind(
+            t.dead.as_str().into(),
+            t.dlx.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        let _ = ch.close(200, "ok".into()).await;
+        Ok(())
+    }
+
+    /// Start consuming `queue` with manual acks and this prefetch.
+    pub async fn consume(&self, t: &Topology, prefetch: u16) -> Result<Consumer, QueueError> {
+        let ch = self.conn.create_channel().await?;
+        ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        let dl = self.publisher().await?;
+        let tag = format!("ccsync-{}", uuid::Uuid::new_v4());
+        let inner = ch
+            .basic_consume(
+                t.queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Consumer {
+            channel: ch,
+            tag,
+            inner,
+            settler: Settler {
+                dl,
+                dlx: t.dlx.clone(),
+            },
+        })
+    }
+
+    /// A channel in confirm mode for publishing.
+    pub async fn publisher(&self) -> Result<Publisher, QueueError> {
+        let ch = self.conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Publisher { ch })
+    }
+
+    /// Number of messages ready in a queue (passive declare).
+    pub async fn queue_len(&self, queue: &str) -> Result<u32, QueueError> {
+        let ch = self.conn.create_channel().await?;
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let _ = ch.close(200, "ok".into()).await;
+        Ok(q.message_count())
+    }
+
+    pub async fn close(self) {
+        let _ = self.conn.close(200, "bye".into()).await;
+    }
+}
+
+/// One message taken from the queue, not yet settled.
+pub struct Incoming {
+    pub body: Vec<u8>,
+    /// How often the broker delivered it before (quorum queues' `x-delivery-count`).
+    pub delivery_count: u32,
+    pub redelivered: bool,
+    pub tag: Tag,
+}
+
+/// Settles one delivery. Dropping it unsettled leaves the message to the broker, which redelivers
+/// it when the channel closes.
+#[derive(Clone)]
+pub struct Tag {
+    acker: lapin::Acker,
+}
+
+impl std::fmt::Debug for Tag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tag")
+    }
+}
+
+impl Tag {
+    /// CC has the data: remove the message from the queue.
+    pub async fn ack(&self) -> Result<(), QueueError> {
+        self.acker.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    /// Not now: return the message to the queue for a later attempt.
+    pub async fn requeue(&self) -> Result<(), QueueError> {
+        self.acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// The consuming side.
+pub struct Consumer {
+    channel: Channel,
+    tag: String,
+    inner: lapin::Consumer,
+    settler: Settler,
+}
+
+impl Consumer {
+    /// The next delivery; `None` when the consumer was cancelled or the channel closed.
+    pub async fn next(&mut self) -> Option<Result<Incoming, QueueError>> {
+        let d = self.inner.next().await?;
+        Some(d.map(incoming).map_err(QueueError::from))
+    }
+
+    pub fn settler(&self) -> Settler {
+        self.settler.clone()
+    }
+
+    /// Stop receiving new deliveries; settled and unsettled ones stay valid until `close`.
+    pub async fn cancel(&self) -> Result<(), QueueError> {
+        self.channel
+            .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
+            .await?;
+        Ok(())
+    }
+
+    /// Close the channel: anything unsettled goes back to the queue.
+    pub async fn close(self) {
+        let _ = self.channel.close(200, "bye".into()).await;
+    }
+}
+
+fn incoming(d: Delivery) -> Incoming {
+    let delivery_count = d
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-delivery-count").cloned())
+        .and_then(|v| match v {
+            AMQPValue::LongLongInt(n) => u32::try_from(n).ok(),
+            AMQPValue::LongInt(n) => u32::try_from(n).ok(),
+            AMQPValue::ShortInt(n) => u32::try_from(n).ok(),
+            AMQPValue::LongUInt(n) => Some(n),
+            _ => None,
+        })
+        .unwrap_or(0);
+    Incoming {
+        body: d.data,
+        delivery_count,
+        redelivered: d.redelivered,
+        tag: Tag { acker: d.acker },
+    }
+}
+
+/// Dead-letters deliveries: publish to `<queue>.dlx` with the reason, await the confirm, then ack.
+#[derive(Clone)]
+pub struct Settler {
+    dl: Publisher,
+    dlx: String,
+}
+
+impl Settler {
+    pub async fn dead_letter(
+        &self,
+        tag: &Tag,
+        body: &[u8],
+        reason: &str,
+        detail: &str,
+    ) -> Result<(), QueueError> {
+        let failed_at = crate::clock::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let mut h = BTreeMap::new();
+        h.insert(
+            ShortString::from("x-ccsync-reason"),
+            AMQPValue::LongString(LongString::from(reason)),
+        );
+        h.insert(
+            ShortString::from("x-ccsync-detail"),
+            AMQPValue::LongString(LongString::from(detail)),
+        );
+        h.insert(
+            ShortString::from("x-ccsync-failed-at"),
+            AMQPValue::LongString(LongString::from(failed_at.as_str())),
+        );
+        self.dl
+            .publish_with_headers(&self.dlx, "", body, FieldTable::from(h))
+            .await?;
+        tag.ack().await
+    }
+}
+
+/// A confirm-mode channel.
+#[derive(Clone)]
+pub struct Publisher {
+    ch: Channel,
+}
+
+impl Publisher {
+    /// Publish a `contact.upsert` body the way upstream systems do: default exchange, routing key
+    /// = queue, persistent, `application/json`; returns once the broker confirmed it.
+    pub async fn publish(&self, queue: &str, body: &[u8]) -> Result<(), QueueError> {
+        self.send("", queue, body, FieldTable::default())
+            .await?
+            .await
+    }
+
+    /// Publish without waiting for the confirm; await the returned future later (pipelining).
+    pub async fn send(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        headers: FieldTable,
+    ) -> Result<impl std::future::Future<Output = Result<(), QueueError>> + use<>, QueueError>
+    {
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_headers(headers);
+        let confirm = self
+            .ch
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
+            .await?;
+        let rk = routing_key.to_string();
+        Ok(async move {
+            let c = confirm.await?;
+            if c.is_nack() {
+                return Err(QueueError::Nacked(rk));
+            }
+            Ok(())
+        })
+    }
+
+    async fn publish_with_headers(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        headers: FieldTable,
+    ) -> Result<(), QueueError> {
+        self.send(exchange, routing_key, body, headers).await?.await
+    }
+}

@@ -1,1 +1,406 @@
-//! (cc api: the pipeline calls)
+//! The V3 REST calls the pipeline makes, and the mapping from a validated [`Contact`] to CC's JSON.
+//!
+//! * `POST /activities/contacts_json_import` (reference §6.1): one import carries one `list_ids`;
+//!   rows map message fields to CC's keys (`address.postal_code` → `zip`, custom fields as
+//!   `cf:NAME`). New contacts get implicit permission; existing ones only change the fields sent,
+//!   so the bulk path never upgrades permission (DESIGN §2).
+//! * `GET /activities/{id}` (reference §6.5) to follow an import to a terminal state.
+//! * `POST /contacts/sign_up_form` (reference §5.1) for `"consent": "explicit"` only: it sets
+//!   explicit permission, one call per contact, custom fields by id.
+//! * `GET /contacts?email=&status=all` (reference §5.4) to find out whether a row landed.
+//! * `GET`/`POST /contact_custom_fields` (reference §5.6) to resolve names to ids.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::{CcError, Endpoint, record_call};
+use crate::contact::Contact;
+
+/// Client for the API host (`CCSYNC_API_BASE_URL`).
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// A created import activity.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub activity_id: String,
+}
+
+/// Where an activity stands (reference §6.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivityState {
+    Initialized,
+    Processing,
+    Completed,
+    Cancelled,
+    Failed,
+    TimedOut,
+}
+
+impl ActivityState {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, ActivityState::Initialized | ActivityState::Processing)
+    }
+}
+
+/// The parts of an activity the pipeline acts on.
+#[derive(Debug, Clone)]
+pub struct ActivityStatus {
+    pub state: ActivityState,
+    pub items_total: u64,
+    pub items_completed: u64,
+    pub errors: u64,
+    pub activity_errors: Vec<String>,
+}
+
+/// What `GET /contacts?email=` knows about one contact.
+#[derive(Debug, Clone)]
+pub struct RemoteContact {
+    pub list_ids: Vec<Uuid>,
+    pub updated_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ActivityDto {
+    activity_id: Option<String>,
+    state: Option<String>,
+    #[serde(default)]
+    activity_errors: Vec<Value>,
+    #[serde(default)]
+    status: StatusDto,
+}
+
+#[derive(Deserialize, Default)]
+struct StatusDto {
+    items_total_count: Option<u64>,
+    items_completed_count: Option<u64>,
+    error_count: Option<u64>,
+}
+
+impl Api {
+    pub fn new(http: reqwest::Client, base: &url::Url) -> Api {
+        Api {
+            http,
+            base: base.as_str().trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// The JSON body of one import. Built separately so the pipeline can measure it exactly
+    /// against the 4 MB limit before sending.
+    pub fn import_body(list_ids: &[Uuid], contacts: &[&Contact]) -> Vec<u8> {
+        let rows: Vec<Value> = contacts.iter().map(|c| Value::Object(import_row(c))).collect();
+        serde_json::to_vec(&json!({ "import_data": rows, "list_ids": list_ids }))
+            .expect("JSON of strings serializes")
+    }
+
+    /// `POST /activities/contacts_json_import` with a body from [`Api::import_body`].
+    pub async fn import(&self, token: &SecretString, body: Vec<u8>) -> Result<Created, CcError> {
+        let url = format!("{}/activities/contacts_json_import", self.base);
+        let req = self
+            .http
+            .post(url)
+            .bearer_auth(token.expose_secret())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let v: ActivityDto = self.send(Endpoint::ContactsJsonImport, req).await?;
+        let activity_id = v.activity_id.ok_or_else(|| CcError::Unexpected {
+            status: 201,
+            detail: "import answer without activity_id".into(),
+        })?;
+        Ok(Created { activity_id })
+    }
+
+    /// `GET /activities/{id}`.
+    pub async fn activity(&self, token: &SecretString, id: &str) -> Result<ActivityStatus, CcError> {
+        let url = format!("{}/activities/{}", self.base, urlencode(id));
+        let req = self.http.get(url).bearer_auth(token.expose_secret());
+        let v: ActivityDto = self.send(Endpoint::Activities, req).await?;
+        let state = match v.state.as_deref() {
+            Some("initialized") => ActivityState::Initialized,
+            Some("processing") => ActivityState::Processing,
+            Some("completed") => ActivityState::Completed,
+            Some("cancelled") => ActivityState::Cancelled,
+            Some("failed") => ActivityState::Failed,
+            Some("timed_out") => ActivityState::TimedOut,
+            other => {
+                return Err(CcError::Unexpected {
+                    status: 200,
+                    detail: format!("unknown activity state {other:?}"),
+                });
+            }
+        };
+        Ok(ActivityStatus {
+            state,
+            items_total: v.status.items_total_count.unwrap_or(0),
+            items_completed: v.status.items_completed_count.unwrap_or(0),
+            errors: v.status.error_count.unwrap_or(0),
+            activity_errors: v
+                .activity_errors
+                .into_iter()
+                .map(|e| match e {
+                    Value::String(s) => s,
+                    Value::Object(o) => o
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    other => other.to_string(),
+                })
+                .collect(),
+        })
+    }
+
+    /// `POST /contacts/sign_up_form`: create or update one contact with explicit permission.
+    pub async fn sign_up_form(
+        &self,
+        token: &SecretString,
+        c: &Contact,
+        custom_field_ids: &HashMap<String, String>,
+    ) -> Result<(), CcError> {
+        let url = format!("{}/contacts/sign_up_form", self.base);
+        let req = self
+            .http
+            .post(url)
+            .bearer_auth(token.expose_secret())
+            .json(&sign_up_body(c, custom_field_ids));
+        let _: Value = self.send(Endpoint::SignUpForm, req).await?;
+        Ok(())
+    }
+
+    /// `GET /contacts?email=…&status=all&include=list_memberships`: does CC hold this contact?
+    pub async fn find_contact(
+        &self,
+        token: &SecretString,
+        email: &str,
+    ) -> Result<Option<RemoteContact>, CcError> {
+        let url = format!("{}/contacts", self.base);
+        let req = self
+            .http
+            .get(url)
+            .bearer_auth(token.expose_secret())
+            .query(&[
+                ("email", email),
+                ("status", "all"),
+                ("include", "list_memberships"),
+            ]);
+        let v: Value = self.send(Endpoint::Contacts, req).await?;
+        let Some(first) = v
+            .get("contacts")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+        else {
+            return Ok(None);
+        };
+        let list_ids = first
+            .get("list_memberships")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().and_then(|s| Uuid::parse_str(s).ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(RemoteContact {
+            list_ids,
+            updated_at: first
+                .get("updated_at")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        }))
+    }
+
+    /// `GET /contact_custom_fields`: every custom field's name → id (following `_links.next`).
+    pub async fn custom_fields(
+        &self,
+        token: &SecretString,
+    ) -> Result<HashMap<String, String>, CcError> {
+        let mut out = HashMap::new();
+        let mut url = format!("{}/contact_custom_fields?limit=100", self.base);
+        // CC caps an account at 100 custom fields, so two pages at most; bound the loop anyway.
+        for _ in 0..10 {
+            let req = self.http.get(&url).bearer_auth(token.expose_secret());
+            let v: Value = self.send(Endpoint::ContactCustomFields, req).await?;
+            for f in v
+                .get("custom_fields")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let (Some(name), Some(id)) = (
+                    f.get("name").and_then(Value::as_str),
+                    f.get("custom_field_id").and_then(Value::as_str),
+                ) {
+                    out.insert(name.to_string(), id.to_string());
+                }
+            }
+            match v.pointer("/_links/next/href").and_then(Value::as_str) {
+                Some(next) => url = self.absolute(next),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// `POST /contact_custom_fields` with the name as label (CC derives the name from the label by
+    /// replacing blanks with underscores); returns the new id.
+    pub async fn create_custom_field(
+        &self,
+        token: &SecretString,
+        name: &str,
+    ) -> Result<String, CcError> {
+        let url = format!("{}/contact_custom_fields", self.base);
+        let req = self
+            .http
+            .post(url)
+            .bearer_auth(token.expose_secret())
+            .json(&json!({ "label": name, "type": "string" }));
+        let v: Value = self.send(Endpoint::ContactCustomFields, req).await?;
+        v.get("custom_field_id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| CcError::Unexpected {
+                status: 201,
+                detail: "custom field answer without custom_field_id".into(),
+            })
+    }
+
+    /// `_links` hrefs are path-relative (`/v3/...`); join them to the base's origin.
+    fn absolute(&self, href: &str) -> String {
+        if href.starts_with("http") {
+            return href.to_string();
+        }
+        match url::Url::parse(&self.base).and_then(|b| b.join(href)) {
+            Ok(u) => u.to_string(),
+            Err(_) => format!("{}{}", self.base, href),
+        }
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, CcError> {
+        let started = Instant::now();
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                record_call(endpoint, None, started);
+                return Err(CcError::Transport(transport_text(e)));
+            }
+        };
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await;
+        record_call(endpoint, Some(status), started);
+        let body = body.map_err(|e| CcError::Transport(transport_text(e)))?;
+        if !(200..300).contains(&status) {
+            return Err(CcError::from_response(status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| CcError::Unexpected {
+            status,
+            detail: format!("undecodable answer: {e}"),
+        })
+    }
+}
+
+/// reqwest errors may carry the URL; ours carry no secrets in URLs, but keep the text short.
+fn transport_text(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "io"
+    };
+    format!("{kind}: {}", e.without_url())
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn put(m: &mut Map<String, Value>, key: &str, v: &Option<String>) {
+    if let Some(v) = v {
+        m.insert(key.to_string(), Value::String(v.clone()));
+    }
+}
+
+/// One `import_data` row (Swagger `JsonImportContact`).
+pub fn import_row(c: &Contact) -> Map<String, Value> {
+    let f = &c.fields;
+    let mut m = Map::new();
+    m.insert("email".into(), Value::String(c.email.clone()));
+    put(&mut m, "first_name", &f.first_name);
+    put(&mut m, "last_name", &f.last_name);
+    put(&mut m, "job_title", &f.job_title);
+    put(&mut m, "company_name", &f.company_name);
+    put(&mut m, "phone", &f.phone);
+    put(&mut m, "anniversary", &f.anniversary);
+    if let Some((month, day)) = f.birthday {
+        m.insert("birthday_month".into(), json!(month));
+        m.insert("birthday_day".into(), json!(day));
+    }
+    put(&mut m, "street", &f.address.street);
+    put(&mut m, "city", &f.address.city);
+    put(&mut m, "state", &f.address.state);
+    put(&mut m, "zip", &f.address.postal_code);
+    put(&mut m, "country", &f.address.country);
+    for (name, value) in &f.custom_fields {
+        m.insert(format!("cf:{name}"), Value::String(value.clone()));
+    }
+    m
+}
+
+/// The `sign_up_form` body (Swagger `ContactCreateOrUpdateInput`).
+fn sign_up_body(c: &Contact, custom_field_ids: &HashMap<String, String>) -> Value {
+    let f = &c.fields;
+    let mut m = Map::new();
+    m.insert("email_address".into(), Value::String(c.email.clone()));
+    m.insert("list_memberships".into(), json!(c.list_ids));
+    put(&mut m, "first_name", &f.first_name);
+    put(&mut m, "last_name", &f.last_name);
+    put(&mut m, "job_title", &f.job_title);
+    put(&mut m, "company_name", &f.company_name);
+    put(&mut m, "phone_number", &f.phone);
+    put(&mut m, "anniversary", &f.anniversary);
+    if let Some((month, day)) = f.birthday {
+        m.insert("birthday_month".into(), json!(month));
+        m.insert("birthday_day".into(), json!(day));
+    }
+    let a = &f.address;
+    if a.street.is_some()
+        || a.city.is_some()
+        || a.state.is_some()
+        || a.postal_code.is_some()
+        || a.country.is_some()
+    {
+        let mut addr = Map::new();
+        addr.insert("kind".into(), json!("home"));
+        put(&mut addr, "street", &a.street);
+        put(&mut addr, "city", &a.city);
+        put(&mut addr, "state", &a.state);
+        put(&mut addr, "postal_code", &a.postal_code);
+        put(&mut addr, "country", &a.country);
+        m.insert("street_address".into(), Value::Object(addr));
+    }
+    let cfs: Vec<Value> = f
+        .custom_fields
+        .iter()
+        .filter_map(|(name, value)| {
+            custom_field_ids
+                .get(name)
+                .map(|id| json!({ "custom_field_id": id, "value": value }))
+        })
+        .collect();
+    if !cfs.is_empty() {
+        m.insert("custom_fields".into(), Value::Array(cfs));
+    }
+    Value::Object(m)
+}
