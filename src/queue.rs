@@ -31,7 +31,9 @@ use secrecy::{ExposeSecret, SecretString};
 /// unsettled deliveries return to the queue by themselves; reconnect with backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error("cannot reach RabbitMQ: {0} (start it with `bash scripts/services.sh`, or check CCSYNC_AMQP_URL)")]
+    #[error(
+        "cannot reach RabbitMQ: {0} (start it with `bash scripts/services.sh`, or check CCSYNC_AMQP_URL)"
+    )]
     Connect(String),
     #[error("RabbitMQ error: {0}")]
     Broker(String),
@@ -87,12 +89,18 @@ impl Broker {
     pub async fn declare(&self, t: &Topology) -> Result<(), QueueError> {
         let ch = self.conn.create_channel().await?;
         let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
         let durable = QueueDeclareOptions {
             durable: true,
             ..QueueDeclareOptions::default()
         };
-        if let Err(e) = ch.queue_declare(t.queue.as_str().into(), durable, args).await {
+        if let Err(e) = ch
+            .queue_declare(t.queue.as_str().into(), durable, args)
+            .await
+        {
             // PRECONDITION_FAILED closes the channel: check the existing queue on a new one.
             tracing::warn!(queue = %t.queue, error = %e, "queue exists with other arguments; using it as it is");
             let ch2 = self.conn.create_channel().await?;
@@ -346,8 +354,7 @@ impl Publisher {
         routing_key: &str,
         body: &[u8],
         headers: FieldTable,
-    ) -> Result<impl std::future::Future<Output = Result<(), QueueError>> + use<>, QueueError>
-    {
+    ) -> Result<impl std::future::Future<Output = Result<(), QueueError>> + use<>, QueueError> {
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())

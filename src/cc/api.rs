@@ -96,7 +96,10 @@ impl Api {
     /// The JSON body of one import. Built separately so the pipeline can measure it exactly
     /// against the 4 MB limit before sending.
     pub fn import_body(list_ids: &[Uuid], contacts: &[&Contact]) -> Vec<u8> {
-        let rows: Vec<Value> = contacts.iter().map(|c| Value::Object(import_row(c))).collect();
+        let rows: Vec<Value> = contacts
+            .iter()
+            .map(|c| Value::Object(import_row(c)))
+            .collect();
         serde_json::to_vec(&json!({ "import_data": rows, "list_ids": list_ids }))
             .expect("JSON of strings serializes")
     }
@@ -119,7 +122,11 @@ impl Api {
     }
 
     /// `GET /activities/{id}`.
-    pub async fn activity(&self, token: &SecretString, id: &str) -> Result<ActivityStatus, CcError> {
+    pub async fn activity(
+        &self,
+        token: &SecretString,
+        id: &str,
+    ) -> Result<ActivityStatus, CcError> {
         let url = format!("{}/activities/{}", self.base, urlencode(id));
         let req = self.http.get(url).bearer_auth(token.expose_secret());
         let v: ActivityDto = self.send(Endpoint::Activities, req).await?;

@@ -1,0 +1,313 @@
+//! Joins the rooms: deliveries → contacts → batches → authenticated, rate-limited CC calls →
+//! outcomes → settlement. The only room that knows all the others; it owns no external crate.
+//!
+//! # Acknowledge only when CC has the data
+//! A delivery is acked after the import activity that carries it reaches `completed` with every
+//! row accounted for, or after a 2xx `sign_up_form` (DESIGN §2). Until then it stays unacked and
+//! the broker redelivers it if the worker dies; CC writes are create-or-update by email, so
+//! redelivery is safe. See [`sender`] for what happens on each CC outcome.
+//!
+//! # Holding deliveries
+//! RabbitMQ closes a channel that holds a delivery unacked longer than its consumer timeout
+//! (30 minutes by default). The worker keeps its own bound, `worker.max_hold_secs` (25 minutes),
+//! measured from the moment the batch's oldest delivery arrived: a batch whose activity is still
+//! not terminal by then is requeued (re-importing it later is safe), and a message redelivered more
+//! than `worker.max_redeliveries` times is dead-lettered as `redelivered_too_often` — so an
+//! activity that never finishes cannot become an endless redelivery loop.
+//!
+//! # Pauses
+//! A dead connection (`invalid_grant`, revoked app) or a spent daily quota stops consumption as a
+//! whole (one queue serves all accounts, DESIGN §3): held deliveries are requeued (never acked,
+//! never dead-lettered), the consumer is cancelled, `ccsync_paused{reason}` is set, and the worker
+//! resumes by itself when a token set reappears or the quota resets at 00:00 UTC.
+//!
+//! # Shutdown (SIGTERM)
+//! Cancel the consumer, requeue what waits in the batcher, give in-flight imports until
+//! `worker.shutdown_deadline_secs` to finish (their deliveries are settled normally), then close
+//! the channel (anything still unsettled returns to the queue) and the connection, and return.
+
+pub mod sender;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{Batch, Batcher, Coalesce, Limits};
+use crate::config::Settings;
+use crate::contact::{self, Consent, Contact};
+use crate::queue::{Broker, Incoming, QueueError, Settler, Tag, Topology};
+use crate::telemetry::{health, metrics};
+
+pub use sender::{Ctx, Pacing, Pause, TokenError, TokenSource};
+
+/// One delivery as the pipeline holds it: the settle handle and the original body (kept for the
+/// dead letter, which carries the body exactly as it was published).
+#[derive(Debug)]
+pub struct Held {
+    pub tag: Tag,
+    pub body: Vec<u8>,
+    /// When the delivery arrived: the hold bound counts from the batch's oldest delivery.
+    pub received: Instant,
+}
+
+/// Contacts group by import: same account, same list set, same write path.
+impl Coalesce for Contact {
+    type Group = (String, Vec<uuid::Uuid>, Consent);
+    type Key = String;
+    fn group(&self) -> Self::Group {
+        (self.account.clone(), self.list_ids.clone(), self.consent)
+    }
+    fn key(&self) -> String {
+        self.email.clone()
+    }
+    fn bytes(&self) -> usize {
+        self.approx_json_bytes()
+    }
+    fn merge(&mut self, other: Self) {
+        Contact::merge(self, other)
+    }
+}
+
+pub type ContactBatch = Batch<Contact, Held>;
+
+/// Why the worker stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// Run the worker until `shutdown` fires. Broker connection losses are retried with backoff.
+pub async fn run(
+    settings: Settings,
+    ctx: Arc<Ctx>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let topo = Topology::for_queue(&settings.queue);
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let broker = match Broker::connect(&settings.amqp_url).await {
+            Ok(b) => b,
+            Err(e) => {
+                health()
+                    .broker_connected
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "broker unavailable");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        health()
+            .broker_connected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        backoff = Duration::from_millis(500);
+        broker.declare(&topo).await?;
+        let end = session(&settings, &ctx, &broker, &topo, &shutdown).await;
+        health()
+            .broker_connected
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        match end {
+            SessionEnd::Shutdown => {
+                broker.close().await;
+                return Ok(());
+            }
+            SessionEnd::Lost(e) => {
+                tracing::warn!(error = %e, "broker connection lost; reconnecting");
+            }
+            SessionEnd::Paused(p) => {
+                broker.close().await;
+                wait_out_pause(&ctx, p, &shutdown).await;
+            }
+        }
+    }
+}
+
+enum SessionEnd {
+    Shutdown,
+    Lost(QueueError),
+    Paused(Pause),
+}
+
+/// One consumer's life: consume, batch, dispatch, settle; ends on shutdown, pause or broker loss.
+async fn session(
+    settings: &Settings,
+    ctx: &Arc<Ctx>,
+    broker: &Broker,
+    topo: &Topology,
+    shutdown: &CancellationToken,
+) -> SessionEnd {
+    let w = &settings.worker;
+    let mut consumer = match broker.consume(topo, w.prefetch).await {
+        Ok(c) => c,
+        Err(e) => return SessionEnd::Lost(e),
+    };
+    let settler = consumer.settler();
+    let mut batcher: Batcher<Contact, Held> = Batcher::new(Limits {
+        max_items: w.batch_max_contacts,
+        max_bytes: w.batch_max_bytes,
+    });
+    let mut ready: VecDeque<ContactBatch> = VecDeque::new();
+    let mut senders: JoinSet<Option<Pause>> = JoinSet::new();
+    let mut pause: Option<Pause> = None;
+    let mut lost: Option<QueueError> = None;
+    let mut linger = ctx.linger().await;
+    let mut linger_checked = Instant::now();
+
+    loop {
+        // Hand ready batches to free sender slots.
+        while senders.len() < w.max_activities_in_flight {
+            let Some(b) = ready.pop_front() else { break };
+            let ctx = ctx.clone();
+            let settler = settler.clone();
+            senders.spawn(async move { sender::send(ctx, settler, b).await });
+        }
+        metrics().activities_in_flight.set(senders.len() as i64);
+        if linger_checked.elapsed() > Duration::from_secs(5) {
+            linger = ctx.linger().await;
+            linger_checked = Instant::now();
+        }
+        let next_due = batcher.next_due(linger);
+        // Back-pressure: stop reading while the broker's prefetch is held in ready batches.
+        let can_read = ready.len() < 2 * w.max_activities_in_flight;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(joined) = senders.join_next(), if !senders.is_empty() => {
+                if let Ok(Some(p)) = joined {
+                    pause = Some(p);
+                    break;
+                }
+            }
+            _ = async { tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)).await },
+                if next_due.is_some() => {
+                ready.extend(batcher.due(Instant::now(), linger));
+            }
+            d = consumer.next(), if can_read => match d {
+                Some(Ok(inc)) => {
+                    if let Some(b) = accept(settings, &settler, &mut batcher, inc).await {
+                        ready.extend(b);
+                    }
+                }
+                Some(Err(e)) => { lost = Some(e); break; }
+                None => { lost = Some(QueueError::Broker("consumer cancelled by the broker".into())); break; }
+            },
+        }
+    }
+
+    // Leaving the session: stop receiving, return what has not been sent, let in-flight work end.
+    let _ = consumer.cancel().await;
+    for b in batcher.drain().into_iter().chain(ready.drain(..)) {
+        sender::requeue_batch(&b).await;
+    }
+    let deadline = if shutdown.is_cancelled() {
+        Duration::from_secs(w.shutdown_deadline_secs)
+    } else {
+        // Pausing or reconnecting: in-flight imports settle or requeue on their own quickly
+        // (a paused gate answers at once); give them the same bound.
+        Duration::from_secs(w.shutdown_deadline_secs)
+    };
+    let drained = tokio::time::timeout(deadline, async {
+        while let Some(j) = senders.join_next().await {
+            if let Ok(Some(p)) = j {
+                pause.get_or_insert(p);
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "in-flight imports outlived the deadline; their messages return to the queue"
+        );
+        senders.abort_all();
+    }
+    metrics().activities_in_flight.set(0);
+    consumer.close().await;
+    if let Some(e) = lost {
+        return SessionEnd::Lost(e);
+    }
+    match pause {
+        Some(p) if !shutdown.is_cancelled() => SessionEnd::Paused(p),
+        _ => SessionEnd::Shutdown,
+    }
+}
+
+/// Decode one delivery: a bad one is dead-lettered at once, a good one joins the batcher.
+async fn accept(
+    settings: &Settings,
+    settler: &Settler,
+    batcher: &mut Batcher<Contact, Held>,
+    inc: Incoming,
+) -> Option<Vec<ContactBatch>> {
+    let Incoming {
+        body,
+        delivery_count,
+        tag,
+        ..
+    } = inc;
+    if delivery_count > settings.worker.max_redeliveries {
+        let detail = format!(
+            "delivered {delivery_count} times without CC completing it (worker.max_redeliveries = {})",
+            settings.worker.max_redeliveries
+        );
+        sender::dead_letter(settler, &tag, &body, "redelivered_too_often", &detail).await;
+        return None;
+    }
+    match contact::decode(&body, &settings.default_list_ids) {
+        Ok(c) => {
+            let now = Instant::now();
+            Some(batcher.push(
+                c,
+                Held {
+                    tag,
+                    body,
+                    received: now,
+                },
+                now,
+            ))
+        }
+        Err(r) => {
+            sender::dead_letter(settler, &tag, &body, r.code, &r.detail).await;
+            None
+        }
+    }
+}
+
+/// Wait until the reason for a pause is gone (or shutdown).
+async fn wait_out_pause(ctx: &Ctx, p: Pause, shutdown: &CancellationToken) {
+    let m = metrics();
+    match p {
+        Pause::Auth { account } => {
+            m.paused.with_label_values(&["auth"]).set(1);
+            tracing::error!(account = %account, "paused: the CC connection needs re-authorization; run `ccsync auth login --account {account}`; messages stay queued");
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = ctx.tokens.wait_until_alive(&account) => {
+                    tracing::info!(account = %account, "token set is back; resuming");
+                }
+            }
+            m.paused.with_label_values(&["auth"]).set(0);
+        }
+        Pause::Quota { wait } => {
+            m.paused.with_label_values(&["quota"]).set(1);
+            tracing::warn!(
+                resume_in_secs = wait.as_secs(),
+                "paused: CC's daily quota is spent; resuming after 00:00 UTC; messages stay queued"
+            );
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            m.paused.with_label_values(&["quota"]).set(0);
+        }
+    }
+}
