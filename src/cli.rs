@@ -128,6 +128,79 @@ pub async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Publish(args) => {
+            let settings = Settings::load()?;
+            crate::telemetry::init_tracing(crate::config::LogFormat::Text);
+            publish_cmd(&settings, args).await
+        }
         other => Err(format!("command not available yet: {other:?}").into()),
     }
+}
+
+async fn publish_cmd(settings: &Settings, args: PublishArgs) -> Result<ExitCode, BoxError> {
+    use crate::publish::{Format, Options};
+    use crate::queue::{Broker, Topology};
+    use std::io::BufRead;
+
+    let format = match args.format.as_deref() {
+        Some("csv") => Format::Csv,
+        Some(_) => Format::Ndjson,
+        None => Format::detect(&args.file),
+    };
+    let (input, total): (Box<dyn BufRead + Send>, Option<u64>) = if args.file == "-" {
+        (Box::new(std::io::BufReader::new(std::io::stdin())), None)
+    } else {
+        let f = std::fs::File::open(&args.file).map_err(|e| format!("{}: {e}", args.file))?;
+        let len = f.metadata().ok().map(|m| m.len());
+        (Box::new(std::io::BufReader::with_capacity(1 << 16, f)), len)
+    };
+    let broker = Broker::connect(&settings.amqp_url).await?;
+    broker
+        .declare(&Topology::for_queue(&settings.queue))
+        .await?;
+    let publisher = broker.publisher().await?;
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        match total {
+            Some(t) => indicatif::ProgressBar::new(t).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {msg} ({per_sec}, ETA {eta})",
+                )
+                .expect("valid template"),
+            ),
+            None => indicatif::ProgressBar::new_spinner(),
+        }
+    };
+    let progress = |rows: u64, bytes: u64| {
+        if rows % 500 == 0 {
+            bar.set_position(bytes);
+            bar.set_message(format!("{rows} rows"));
+        }
+    };
+    let opts = Options {
+        queue: &settings.queue,
+        account: &args.account,
+        default_lists: &settings.default_list_ids,
+        progress: &progress,
+    };
+    let started = std::time::Instant::now();
+    let summary = crate::publish::publish(&publisher, input, format, &opts).await?;
+    bar.finish_and_clear();
+    broker.close().await;
+    println!(
+        "published {} messages to {} in {:.1}s (broker-confirmed); skipped {} invalid rows",
+        summary.published,
+        settings.queue,
+        started.elapsed().as_secs_f64(),
+        summary.skipped
+    );
+    for (line, code, detail) in &summary.first_skips {
+        println!("  line {line}: {code}: {detail}");
+    }
+    Ok(if summary.skipped > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -16,6 +16,7 @@
 //! | [`telemetry`] | tracing setup, the metrics registry, `/metrics` `/healthz` `/readyz` | tracing-subscriber, prometheus, axum |
 //! | [`contact`] | message DTO → validated `Contact` (pure), merge rules | serde_json, email_address |
 //! | [`queue`] | topology, consume, settle (ack / requeue / dead-letter with reason), publish | lapin |
+//! | [`publish`] | `ccsync publish`: NDJSON/CSV → queue, streaming, with confirms | csv |
 //! | [`batch`] | coalescing batcher (size, bytes, linger), no IO | — |
 //! | [`ratelimit`] | governor + shared Redis GCRA + daily quota + 429 handling | governor, redis |
 //! | [`auth`] | token set, Redis store, refresh lock, device flow, `TokenProvider` | redis, jsonwebtoken, aws-lc-rs |
@@ -32,6 +33,7 @@ pub mod clock;
 pub mod config;
 pub mod contact;
 pub mod pipeline;
+pub mod publish;
 pub mod queue;
 pub mod ratelimit;
 #[cfg(feature = "sim")]
