@@ -173,7 +173,7 @@ async fn publish_cmd(settings: &Settings, args: PublishArgs) -> Result<ExitCode,
         }
     };
     let progress = |rows: u64, bytes: u64| {
-        if rows % 500 == 0 {
+        if rows.is_multiple_of(500) {
             bar.set_position(bytes);
             bar.set_message(format!("{rows} rows"));
         }

@@ -26,6 +26,9 @@ use crate::queue::{Publisher, QueueError};
 /// Publishes awaiting their confirm at once.
 pub const CONFIRM_WINDOW: usize = 1_000;
 
+/// A publish waiting for the broker's confirm.
+type Confirm = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), QueueError>> + Send>>;
+
 /// Input formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -156,9 +159,7 @@ async fn send(
     publisher: &Publisher,
     queue: &str,
     body: Vec<u8>,
-    pending: &mut VecDeque<
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), QueueError>> + Send>>,
-    >,
+    pending: &mut VecDeque<Confirm>,
     summary: &mut Summary,
 ) -> Result<(), QueueError> {
     let confirm = publisher.send("", queue, &body, Default::default()).await?;
