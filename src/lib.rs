@@ -21,6 +21,7 @@
 //! | [`ratelimit`] | governor + shared Redis GCRA + daily quota + 429 handling | governor, redis |
 //! | [`auth`] | token set, Redis store, refresh lock, device flow, `TokenProvider` | redis, jsonwebtoken, aws-lc-rs |
 //! | [`cc`] | the only code that knows CC's URLs and JSON; classifies every outcome | reqwest |
+//! | [`ledger`] | newest-event ledger per (account, email) shared by replicas | redis |
 //! | [`pipeline`] | joins the rooms: deliveries → batches → CC → settlement; shutdown order | — |
 //! | [`sim`] | the local CC simulator (feature `sim`) | axum, jsonwebtoken, jsonschema |
 //! | [`cli`] | clap commands, each a few lines calling into a room | clap, indicatif |
@@ -32,6 +33,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod contact;
+pub mod ledger;
 pub mod pipeline;
 pub mod publish;
 pub mod queue;

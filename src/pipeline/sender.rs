@@ -30,6 +30,7 @@ use crate::cc::api::{ActivityState, Api};
 use crate::cc::{CcError, RetryAction};
 use crate::config::WorkerSettings;
 use crate::contact::{Consent, Contact};
+use crate::ledger::{Ledger, Verdict};
 use crate::queue::{Settler, Tag};
 use crate::ratelimit::{CallKind, Gate, RateLimitError};
 use crate::telemetry::metrics;
@@ -80,6 +81,8 @@ pub struct Ctx {
     pub tokens: Arc<dyn TokenSource>,
     pub gate: Arc<dyn Gate>,
     pub pacing: Option<Arc<dyn Pacing>>,
+    /// The newest-event ledger; `None` only in tests that run one batch at a time.
+    pub ledger: Option<Arc<Ledger>>,
     pub worker: WorkerSettings,
     /// Per account: CC custom-field name → id, and when it was fetched.
     custom_fields: Mutex<HashMap<String, FieldIds>>,
@@ -94,6 +97,7 @@ impl Ctx {
         tokens: Arc<dyn TokenSource>,
         gate: Arc<dyn Gate>,
         pacing: Option<Arc<dyn Pacing>>,
+        ledger: Option<Arc<Ledger>>,
         worker: WorkerSettings,
     ) -> Ctx {
         Ctx {
@@ -101,6 +105,7 @@ impl Ctx {
             tokens,
             gate,
             pacing,
+            ledger,
             worker,
             custom_fields: Mutex::new(HashMap::new()),
         }
@@ -144,15 +149,113 @@ pub async fn send(ctx: Arc<Ctx>, settler: Settler, batch: ContactBatch) -> Optio
             Ok(v) => v,
             Err((rest, stop)) => return settle_stop(rest, stop).await,
         };
+    let Some(ledger) = ctx.ledger.clone() else {
+        return send_group(
+            &ctx, &settler, &account, &lists, consent, entries, &cf_ids, deadline,
+        )
+        .await;
+    };
+    // Claim the emails in the shared ledger; send what is free, retry what another import carries
+    // once this one has settled (see `crate::ledger`).
+    let owner = uuid::Uuid::now_v7().to_string();
+    let mut pending = entries;
+    let mut round = 0u32;
+    while !pending.is_empty() {
+        let (go, busy) = match claim(&ledger, &owner, &account, pending).await {
+            Ok(v) => v,
+            Err((rest, e)) => {
+                tracing::warn!(error = %e, "cannot claim emails; retrying");
+                if Instant::now() >= deadline {
+                    return settle_stop(rest, Stop::Deadline).await;
+                }
+                backoff_sleep(round, deadline).await;
+                round += 1;
+                pending = rest;
+                continue;
+            }
+        };
+        let emails: Vec<String> = go.iter().map(|e| e.item.email.clone()).collect();
+        let pause = if go.is_empty() {
+            None
+        } else {
+            send_group(
+                &ctx, &settler, &account, &lists, consent, go, &cf_ids, deadline,
+            )
+            .await
+        };
+        let refs: Vec<(&str, &str)> = emails
+            .iter()
+            .map(|e| (account.as_str(), e.as_str()))
+            .collect();
+        if let Err(e) = ledger.release(&owner, &refs).await {
+            tracing::warn!(error = %e, "cannot release ledger leases; they expire on their own");
+        }
+        if let Some(p) = pause {
+            requeue_chunk(busy).await;
+            return Some(p);
+        }
+        if !busy.is_empty() {
+            if Instant::now() >= deadline {
+                return settle_stop(busy, Stop::Deadline).await;
+            }
+            backoff_sleep(round.min(3), deadline).await;
+            round += 1;
+        }
+        pending = busy;
+    }
+    None
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send_group(
+    ctx: &Ctx,
+    settler: &Settler,
+    account: &str,
+    lists: &[uuid::Uuid],
+    consent: Consent,
+    entries: Chunk,
+    cf_ids: &HashMap<String, String>,
+    deadline: Instant,
+) -> Option<Pause> {
     if entries.is_empty() {
         return None;
     }
     match consent {
-        Consent::Explicit => {
-            sign_up_each(&ctx, &settler, &account, entries, &cf_ids, deadline).await
-        }
-        Consent::Implicit => import_all(&ctx, &settler, &account, &lists, entries, deadline).await,
+        Consent::Explicit => sign_up_each(ctx, settler, account, entries, cf_ids, deadline).await,
+        Consent::Implicit => import_all(ctx, settler, account, lists, entries, deadline).await,
     }
+}
+
+/// Split entries into (send now, with stale ones stripped of their fields) and (busy elsewhere).
+async fn claim(
+    ledger: &Ledger,
+    owner: &str,
+    account: &str,
+    entries: Chunk,
+) -> Result<(Chunk, Chunk), (Chunk, crate::ledger::LedgerError)> {
+    let items: Vec<(&str, &str, i64)> = entries
+        .iter()
+        .map(|e| {
+            let ms = (e.item.occurred_at.unix_timestamp_nanos() / 1_000_000) as i64;
+            (account, e.item.email.as_str(), ms)
+        })
+        .collect();
+    let verdicts = match ledger.claim(owner, &items).await {
+        Ok(v) => v,
+        Err(e) => return Err((entries, e)),
+    };
+    let (mut go, mut busy) = (Vec::new(), Vec::new());
+    for (mut e, v) in entries.into_iter().zip(verdicts) {
+        match v {
+            Verdict::Fresh => go.push(e),
+            Verdict::Stale => {
+                e.item.strip_fields();
+                go.push(e);
+            }
+            Verdict::Busy => busy.push(e),
+        }
+    }
+    Ok((go, busy))
 }
 
 async fn import_all(
