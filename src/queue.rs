@@ -193,9 +193,74 @@ impl Broker {
         Ok(q.message_count())
     }
 
+    /// Take one message from a queue (`basic.get`) and ack it; for `dlq` tools and tests.
+    pub async fn take(&self, queue: &str) -> Result<Option<Fetched>, QueueError> {
+        let ch = self.conn.create_channel().await?;
+        let got = ch
+            .basic_get(queue.into(), lapin::options::BasicGetOptions::default())
+            .await?;
+        let out = match got {
+            None => None,
+            Some(m) => {
+                let d = m.delivery;
+                let header = |k: &str| {
+                    d.properties
+                        .headers()
+                        .as_ref()
+                        .and_then(|h| h.inner().get(k).cloned())
+                        .and_then(|v| match v {
+                            AMQPValue::LongString(s) => {
+                                Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                            }
+                            AMQPValue::ShortString(s) => Some(s.to_string()),
+                            _ => None,
+                        })
+                };
+                let f = Fetched {
+                    reason: header("x-ccsync-reason"),
+                    detail: header("x-ccsync-detail"),
+                    failed_at: header("x-ccsync-failed-at"),
+                    body: d.data.clone(),
+                };
+                d.acker.ack(BasicAckOptions::default()).await?;
+                Some(f)
+            }
+        };
+        let _ = ch.close(200, "ok".into()).await;
+        Ok(out)
+    }
+
+    /// Delete the queue and its dead-letter pair (demo and test clean-up).
+    pub async fn delete(&self, t: &Topology) -> Result<(), QueueError> {
+        let ch = self.conn.create_channel().await?;
+        for q in [&t.queue, &t.dead] {
+            ch.queue_delete(
+                q.as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await?;
+        }
+        ch.exchange_delete(
+            t.dlx.as_str().into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await?;
+        let _ = ch.close(200, "ok".into()).await;
+        Ok(())
+    }
+
     pub async fn close(self) {
         let _ = self.conn.close(200, "bye".into()).await;
     }
+}
+
+/// A message taken with [`Broker::take`], with the dead-letter headers when present.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub body: Vec<u8>,
+    pub reason: Option<String>,
+    pub detail: Option<String>,
+    pub failed_at: Option<String>,
 }
 
 /// One message taken from the queue, not yet settled.

@@ -1,0 +1,163 @@
+//! Assembles a worker from the rooms: metrics server, shared limiter, token provider, ordering
+//! ledger, CC client, pipeline; and the signal handling that turns SIGTERM/SIGINT into an orderly
+//! shutdown (Kubernetes sends SIGTERM, DESIGN §7).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{AccessToken, AuthError, TokenProvider};
+use crate::cc::api::Api;
+use crate::config::Settings;
+use crate::ledger::Ledger;
+use crate::pipeline::{self, Ctx, Pacing, TokenError, TokenSource};
+use crate::ratelimit::{Gate, SharedLimiter, pacing_linger};
+
+/// Why the worker could not start or stopped with an error. Fix and restart.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("metrics server: cannot bind {addr}: {err}")]
+    Metrics { addr: String, err: std::io::Error },
+    #[error("{0}")]
+    Start(String),
+    #[error(transparent)]
+    Worker(#[from] pipeline::WorkerError),
+}
+
+#[async_trait::async_trait]
+impl TokenSource for TokenProvider {
+    async fn access_token(&self, account: &str) -> Result<SecretString, TokenError> {
+        TokenProvider::access_token(self, account)
+            .await
+            .map(|t| SecretString::from(t.expose().to_string()))
+            .map_err(token_error)
+    }
+
+    async fn token_rejected(
+        &self,
+        account: &str,
+        rejected: &SecretString,
+    ) -> Result<SecretString, TokenError> {
+        use secrecy::ExposeSecret;
+        let rejected = AccessToken::new(rejected.expose_secret().to_string());
+        TokenProvider::token_rejected(self, account, &rejected)
+            .await
+            .map(|t| SecretString::from(t.expose().to_string()))
+            .map_err(token_error)
+    }
+
+    async fn wait_until_alive(&self, account: &str) {
+        TokenProvider::wait_until_alive(self, account).await
+    }
+}
+
+fn token_error(e: AuthError) -> TokenError {
+    match e {
+        AuthError::Dead { reason, .. } => TokenError::Dead(reason),
+        AuthError::Unavailable(r) => TokenError::Unavailable(r),
+    }
+}
+
+/// A batch costs one import plus, typically, a few polls.
+const CALLS_PER_BATCH: f64 = 4.0;
+
+struct LimiterPacing {
+    limiter: Arc<SharedLimiter>,
+    min: Duration,
+    max: Duration,
+}
+
+#[async_trait::async_trait]
+impl Pacing for LimiterPacing {
+    async fn linger(&self) -> Duration {
+        // Piggy-back readiness on the pacing check (every few seconds): Redis answers unless the
+        // limiter runs on its fallback share.
+        crate::telemetry::health()
+            .redis_ok
+            .store(!self.limiter.is_degraded(), std::sync::atomic::Ordering::Relaxed);
+        let budget = self.limiter.budget().await;
+        pacing_linger(&budget, CALLS_PER_BATCH, self.min, self.max)
+    }
+}
+
+/// A cancellation token fired by SIGTERM or SIGINT.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let term = async {
+            #[cfg(unix)]
+            {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            }
+            #[cfg(not(unix))]
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = term => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        }
+        t.cancel();
+    });
+    token
+}
+
+/// Run a worker until `shutdown` fires.
+pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> Result<(), AppError> {
+    crate::clock::set_offset_secs(settings.testing.clock_offset_secs);
+    let m = crate::telemetry::metrics();
+    let (addr, server) = crate::telemetry::serve(settings.metrics_addr, shutdown.clone())
+        .await
+        .map_err(|err| AppError::Metrics {
+            addr: settings.metrics_addr.to_string(),
+            err,
+        })?;
+    tracing::info!(%addr, queue = %settings.queue, "worker starting; metrics on /metrics");
+    for w in settings.warnings() {
+        tracing::warn!("{w}");
+    }
+    m.auth_state.set(1);
+    let limiter = SharedLimiter::connect(&settings, &settings.client_id)
+        .await
+        .map_err(|e| AppError::Start(e.to_string()))?;
+    let gate: Arc<dyn Gate> = limiter.clone();
+    let tokens = TokenProvider::connect(&settings, gate.clone())
+        .await
+        .map_err(|e| AppError::Start(e.to_string()))?;
+    crate::telemetry::health()
+        .redis_ok
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let background = tokens.spawn_background(shutdown.clone());
+    let ledger = Ledger::connect(&settings).map_err(|e| AppError::Start(e.to_string()))?;
+    let (min, max) = settings.linger_bounds();
+    let pacing = Arc::new(LimiterPacing {
+        limiter: limiter.clone(),
+        min,
+        max,
+    });
+    let api = Api::new(
+        crate::cc::http_client(Duration::from_secs(60)),
+        &settings.api_base_url,
+    );
+    let ctx = Arc::new(Ctx::new(
+        api,
+        tokens,
+        gate,
+        Some(pacing),
+        Some(Arc::new(ledger)),
+        settings.worker.clone(),
+    ));
+    let res = pipeline::run(settings, ctx, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = background.await;
+    let _ = server.await;
+    tracing::info!("worker stopped");
+    res.map_err(AppError::from)
+}
