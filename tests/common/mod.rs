@@ -1,0 +1,210 @@
+//! Each test's own world (zero-to-production's `spawn_app`): a simulator on a random port, a
+//! random queue name and Redis key prefix, worker processes started from the real binary with
+//! `CCSYNC_*` variables, and helpers to publish, wait and inspect.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ccsync::config::Settings;
+use ccsync::queue::{Broker, Fetched, Topology};
+use ccsync::sim::{Sim, SimConfig};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+pub const CLIENT_ID: &str = "test-client";
+
+pub struct World {
+    pub sim: Sim,
+    pub queue: String,
+    pub prefix: String,
+    pub lists: Vec<Uuid>,
+    pub broker: Broker,
+    extra: Vec<(String, String)>,
+}
+
+impl World {
+    /// A world whose simulator uses `cfg` and has two lists and the custom field `tier`.
+    pub async fn new(cfg: SimConfig) -> World {
+        let sim = Sim::start(cfg).await.expect("simulator starts");
+        let lists = vec![sim.create_list("Customers"), sim.create_list("Newsletter")];
+        sim.create_custom_field("tier");
+        let id = Uuid::new_v4().simple().to_string();
+        let queue = format!("test.{}", &id[..12]);
+        let prefix = format!("test-{}", &id[..12]);
+        let settings = Settings::from_pairs([]).unwrap();
+        let broker = Broker::connect(&settings.amqp_url)
+            .await
+            .expect("RabbitMQ answers on 127.0.0.1:5672 (bash scripts/services.sh)");
+        broker
+            .declare(&Topology::for_queue(&queue))
+            .await
+            .expect("declare");
+        World {
+            sim,
+            queue,
+            prefix,
+            lists,
+            broker,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Fast timings for tests: short linger and polls.
+    pub fn fast_sim() -> SimConfig {
+        SimConfig {
+            processing: Duration::from_millis(150),
+            auto_approve: true,
+            device_interval_secs: 1,
+            ..SimConfig::default()
+        }
+    }
+
+    /// Extra `CCSYNC_*` variables for workers started after this call.
+    pub fn set(&mut self, k: &str, v: &str) {
+        self.extra.push((k.to_string(), v.to_string()));
+    }
+
+    /// The environment a worker process of this world gets.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = [
+            ("CCSYNC_QUEUE", self.queue.clone()),
+            ("CCSYNC_REDIS__KEY_PREFIX", self.prefix.clone()),
+            ("CCSYNC_API_BASE_URL", self.sim.api_base_url()),
+            ("CCSYNC_AUTH_BASE_URL", self.sim.auth_base_url()),
+            ("CCSYNC_CLIENT_ID", CLIENT_ID.to_string()),
+            ("CCSYNC_DEFAULT_LIST_IDS", self.lists[0].to_string()),
+            ("CCSYNC_METRICS_ADDR", "127.0.0.1:0".to_string()),
+            ("CCSYNC_LOG_FORMAT", "text".to_string()),
+            ("CCSYNC_WORKER__LINGER_MIN_MS", "300".to_string()),
+            ("CCSYNC_WORKER__LINGER_MAX_MS", "300".to_string()),
+            ("CCSYNC_WORKER__POLL_INITIAL_MS", "100".to_string()),
+            ("CCSYNC_WORKER__POLL_MAX_MS", "500".to_string()),
+            ("CCSYNC_WORKER__SHUTDOWN_DEADLINE_SECS", "10".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        v.extend(self.extra.iter().cloned());
+        v
+    }
+
+    pub fn settings(&self) -> Settings {
+        let env = self.env();
+        Settings::from_pairs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap()
+    }
+
+    /// Store a token set for `account` as an approved login would.
+    pub async fn seed_tokens(&self, account: &str) {
+        use ccsync::auth::{AccessToken, RefreshMode, RefreshToken, Store, store_new_set};
+        let (access, refresh) = self.sim.issue_tokens(CLIENT_ID, account);
+        let store = Store::from_settings(&self.settings()).unwrap();
+        store_new_set(
+            &store,
+            account,
+            AccessToken::new(access),
+            RefreshToken::new(refresh),
+            None,
+            RefreshMode::Rotating,
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Start `ccsync worker` as its own OS process (killed when the handle drops).
+    pub fn spawn_worker(&self) -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccsync"));
+        cmd.arg("worker")
+            .envs(self.env())
+            .env("RUST_LOG", "info,ccsync=debug")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true);
+        cmd.spawn().expect("worker starts")
+    }
+
+    pub async fn publish(&self, bodies: &[Vec<u8>]) {
+        let p = self.broker.publisher().await.unwrap();
+        for b in bodies {
+            p.publish(&self.queue, b).await.unwrap();
+        }
+    }
+
+    pub async fn queue_len(&self) -> u32 {
+        self.broker.queue_len(&self.queue).await.unwrap()
+    }
+
+    pub async fn dead_len(&self) -> u32 {
+        self.broker
+            .queue_len(&format!("{}.dead", self.queue))
+            .await
+            .unwrap()
+    }
+
+    /// Take every dead letter.
+    pub async fn dead_letters(&self) -> Vec<Fetched> {
+        let mut out = Vec::new();
+        let dead = format!("{}.dead", self.queue);
+        while let Some(f) = self.broker.take(&dead).await.unwrap() {
+            out.push(f);
+        }
+        out
+    }
+
+    /// Import calls the simulator received.
+    pub fn imports(&self) -> usize {
+        self.sim
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/activities/contacts_json_import") && r.status == Some(201))
+            .count()
+    }
+
+    pub async fn cleanup(self) {
+        let _ = self.broker.delete(&Topology::for_queue(&self.queue)).await;
+        self.broker.close().await;
+        self.sim.shutdown().await;
+    }
+}
+
+/// Poll `cond` every 100 ms until it holds or `limit` passes; panics with `what` on timeout.
+pub async fn wait_for<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < limit {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {limit:?} waiting for: {what}");
+}
+
+/// A `contact.upsert` body.
+pub fn message(email: &str, occurred_at: &str, contact: Value) -> Vec<u8> {
+    let mut c = json!({ "email": email });
+    if let Value::Object(extra) = contact {
+        c.as_object_mut().unwrap().extend(extra);
+    }
+    serde_json::to_vec(&json!({
+        "type": "contact.upsert",
+        "version": 1,
+        "id": Uuid::new_v4().to_string(),
+        "occurred_at": occurred_at,
+        "contact": c,
+    }))
+    .unwrap()
+}
+
+/// The simulator's store as email → (fields, lists).
+pub fn store(sim: &Sim) -> BTreeMap<String, ccsync::sim::SimContact> {
+    sim.contacts()
+        .into_iter()
+        .map(|c| (c.email.clone(), c))
+        .collect()
+}
