@@ -562,7 +562,9 @@ impl SharedLimiter {
                 }
                 continue;
             }
-            if !smoothed {
+            // A probe while degraded skips the local smoothing: probes already come at most once
+            // a second, and the shared GCRA still decides.
+            if !smoothed && !self.is_degraded() {
                 self.smooth(kind).await;
                 smoothed = true;
             }
