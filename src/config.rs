@@ -84,6 +84,13 @@ pub struct RateLimitSettings {
     pub daily_reserve: u64,
     pub token_per_second: u32,
     pub expected_replicas: u32,
+    /// Extra spacing (over 1 s / per_second) that absorbs network jitter between a permit and
+    /// the moment CC counts the request (see `crate::ratelimit` docs).
+    pub jitter_allowance_ms: u64,
+    /// Shared cool-down after a `throttled` 429.
+    pub throttle_cooldown_ms: u64,
+    /// Bound on one Redis round trip of the limiter before it falls back to local limits.
+    pub redis_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -313,6 +320,18 @@ impl Settings {
             return Err(invalid(
                 "CCSYNC_RATELIMIT__PER_SECOND",
                 "rates and expected_replicas must be at least 1",
+            ));
+        }
+        if r.jitter_allowance_ms == 0 || r.jitter_allowance_ms >= 1000 {
+            return Err(invalid(
+                "CCSYNC_RATELIMIT__JITTER_ALLOWANCE_MS",
+                "must be 1..=999 (0 leaves no margin for network jitter)",
+            ));
+        }
+        if r.redis_timeout_ms == 0 {
+            return Err(invalid(
+                "CCSYNC_RATELIMIT__REDIS_TIMEOUT_MS",
+                "must be at least 1",
             ));
         }
         if r.daily_reserve >= r.daily_quota {

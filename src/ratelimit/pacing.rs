@@ -1,0 +1,250 @@
+//! Budget-aware batching: how long a batch may linger so that the day's remaining requests last
+//! until 00:00 UTC (DESIGN §4). Pure: the batcher asks [`super::SharedLimiter::budget`] for a
+//! [`Budget`] and feeds it to [`pacing_linger`].
+
+use std::time::Duration;
+
+/// What is left of today's (UTC) request budget, as the shared counter in Redis sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    /// Requests left today for every kind of call (`daily_quota - used`).
+    pub remaining_today: u64,
+    /// The part of `remaining_today` kept back for polls, look-ups (`CallKind::uses_reserve`).
+    pub reserve: u64,
+    /// Time until 00:00 UTC, when CC resets the quota.
+    pub until_reset: Duration,
+    /// How many replicas are expected to share the budget (`ratelimit.expected_replicas`); each
+    /// paces itself to its share, so together they last until the reset.
+    pub replicas: u32,
+    /// `Some(next 00:00 UTC)` while new imports cannot go today (the import budget is spent, or CC
+    /// answered `quota_exceeded`); the batcher stops sending and keeps messages queued.
+    pub paused_until: Option<time::OffsetDateTime>,
+}
+
+impl Budget {
+    /// Requests that imports and upserts may still use today (the reserve is not theirs).
+    pub fn remaining_for_imports(&self) -> u64 {
+        self.remaining_today.saturating_sub(self.reserve)
+    }
+}
+
+/// The batch linger that spreads the remaining import budget over the time left until reset.
+///
+/// `linger = until_reset × calls_per_batch × replicas / remaining_for_imports`, clamped to
+/// `[min, max]`; `max` when nothing is left for imports or the budget is paused. `calls_per_batch` is what one
+/// batch costs in requests (1 import plus the polls it typically needs); a value that is not
+/// positive and finite counts as 1. Worked example in the [`crate::ratelimit`] module docs.
+pub fn pacing_linger(
+    budget: &Budget,
+    calls_per_batch: f64,
+    min: Duration,
+    max: Duration,
+) -> Duration {
+    let max = max.max(min);
+    let available = budget.remaining_for_imports();
+    if budget.paused_until.is_some() || available == 0 {
+        return max;
+    }
+    let cost = if calls_per_batch.is_finite() && calls_per_batch > 0.0 {
+        calls_per_batch
+    } else {
+        1.0
+    };
+    let replicas = f64::from(budget.replicas.max(1));
+    let secs = budget.until_reset.as_secs_f64() * cost * replicas / available as f64;
+    if !secs.is_finite() || secs >= max.as_secs_f64() {
+        return max;
+    }
+    Duration::from_secs_f64(secs).clamp(min, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    const MIN: Duration = Duration::from_secs(2);
+    const MAX: Duration = Duration::from_secs(600);
+
+    fn budget(remaining: u64, until_reset_s: u64) -> Budget {
+        Budget {
+            remaining_today: remaining,
+            reserve: 300,
+            until_reset: Duration::from_secs(until_reset_s),
+            replicas: 1,
+            paused_until: None,
+        }
+    }
+
+    #[test]
+    fn worked_example_from_the_module_docs() {
+        // Noon UTC, 4,700 used of 10,000, reserve 300: 5,000 left for imports over 43,200 s, 4
+        // calls a batch → one batch every 34.56 s.
+        let l = pacing_linger(&budget(5_300, 43_200), 4.0, MIN, MAX);
+        assert_eq!(l, Duration::from_secs_f64(34.56));
+        // Three replicas: each takes a third, one batch every 103.68 s each.
+        let mut b = budget(5_300, 43_200);
+        b.replicas = 3;
+        assert_eq!(
+            pacing_linger(&b, 4.0, MIN, MAX),
+            Duration::from_secs_f64(103.68)
+        );
+    }
+
+    #[test]
+    fn clamps_and_edges() {
+        // Plenty left near the reset: the minimum.
+        assert_eq!(pacing_linger(&budget(9_000, 60), 4.0, MIN, MAX), MIN);
+        // Little left early in the day: the maximum.
+        assert_eq!(pacing_linger(&budget(310, 80_000), 4.0, MIN, MAX), MAX);
+        // Only the reserve left, or paused: the maximum.
+        assert_eq!(pacing_linger(&budget(300, 100), 1.0, MIN, MAX), MAX);
+        let mut b = budget(5_000, 100);
+        b.paused_until = Some(time::OffsetDateTime::UNIX_EPOCH);
+        assert_eq!(pacing_linger(&b, 1.0, MIN, MAX), MAX);
+        // Nonsense cost counts as 1 call.
+        assert_eq!(
+            pacing_linger(&budget(1_300, 10_000), f64::NAN, MIN, MAX),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            pacing_linger(&budget(1_300, 10_000), -3.0, MIN, MAX),
+            Duration::from_secs(10)
+        );
+    }
+
+    /// What a simulated day ended with.
+    #[derive(Debug)]
+    struct Day {
+        used: u64,
+        batches: u64,
+        delivered: u64,
+        offered: u64,
+        /// Time before the reset at which the limiter first refused an import (`QuotaPaused`).
+        first_refusal_before_reset: Option<Duration>,
+    }
+
+    /// A day of trickle load on paused tokio time: one contact every 2 s (43,200 a day, far more
+    /// batches than 10,000 requests allow at the minimum linger). `replicas` batchers share one
+    /// counter, each sending whatever it holds when its linger ends and paying 3 calls (1 import,
+    /// 2 polls); like the real limiter, the counter refuses an import past `quota - reserve`, and
+    /// the refused replica then waits for the reset with its contacts still pending.
+    async fn simulate_day(replicas: usize, expected_replicas: u32) -> Day {
+        const QUOTA: u64 = 10_000;
+        const DAY: Duration = Duration::from_secs(86_400);
+        let start = tokio::time::Instant::now();
+        let reset = start + DAY;
+        // (used today, batches, delivered, first refusal)
+        let shared = Arc::new(Mutex::new((0u64, 0u64, 0u64, None::<Duration>)));
+        let pending = Arc::new(Mutex::new(vec![0u64; replicas]));
+        // The trickle: contacts arrive round-robin at the replicas, one every 2 s.
+        let producer = {
+            let pending = pending.clone();
+            tokio::spawn(async move {
+                let mut offered = 0u64;
+                let mut tick = tokio::time::interval(Duration::from_secs(2));
+                while tokio::time::Instant::now() + Duration::from_secs(2) < reset {
+                    tick.tick().await;
+                    pending.lock().unwrap()[offered as usize % replicas] += 1;
+                    offered += 1;
+                }
+                offered
+            })
+        };
+        let mut batchers = Vec::new();
+        for r in 0..replicas {
+            let (shared, pending) = (shared.clone(), pending.clone());
+            batchers.push(tokio::spawn(async move {
+                loop {
+                    let now = tokio::time::Instant::now();
+                    if now >= reset {
+                        return;
+                    }
+                    let used = shared.lock().unwrap().0;
+                    let b = Budget {
+                        remaining_today: QUOTA - used,
+                        reserve: 300,
+                        until_reset: reset - now,
+                        replicas: expected_replicas,
+                        paused_until: None,
+                    };
+                    let linger = pacing_linger(&b, 3.0, MIN, MAX);
+                    tokio::time::sleep(linger.min(reset - now)).await;
+                    let now = tokio::time::Instant::now();
+                    if now >= reset {
+                        return;
+                    }
+                    if pending.lock().unwrap()[r] == 0 {
+                        continue;
+                    }
+                    let refused = {
+                        let mut s = shared.lock().unwrap();
+                        if s.0 + 3 > QUOTA - 300 {
+                            s.3.get_or_insert(reset - now);
+                            true
+                        } else {
+                            let held = std::mem::take(&mut pending.lock().unwrap()[r]);
+                            s.0 += 3;
+                            s.1 += 1;
+                            s.2 += held;
+                            false
+                        }
+                    };
+                    if refused {
+                        tokio::time::sleep(reset - now).await;
+                        return;
+                    }
+                }
+            }));
+        }
+        for b in batchers {
+            b.await.unwrap();
+        }
+        let offered = producer.await.unwrap();
+        let s = *shared.lock().unwrap();
+        Day {
+            used: s.0,
+            batches: s.1,
+            delivered: s.2,
+            offered,
+            first_refusal_before_reset: s.3,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn trickle_day_one_replica_lasts_until_reset() {
+        let d = simulate_day(1, 1).await;
+        eprintln!("{d:?}");
+        assert_eq!(d.first_refusal_before_reset, None, "{d:?}");
+        // Used most of the budget instead of hoarding it, and never more than the imports' part.
+        assert!(d.used <= 9_700 && d.used >= 9_000, "{d:?}");
+        assert_eq!(d.used, 3 * d.batches);
+        // Everything offered before the last linger was delivered: at most the last batch's
+        // worth (< 600 s of arrivals) is still waiting at the reset.
+        assert!(d.offered - d.delivered <= 300, "{d:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn trickle_day_three_replicas_share_one_budget() {
+        let d = simulate_day(3, 3).await;
+        eprintln!("{d:?}");
+        // Three replicas pacing on one shared count: the imports' budget lasts (the limiter only
+        // ever refuses in the last minutes, when the replicas' final batches meet).
+        if let Some(before) = d.first_refusal_before_reset {
+            assert!(before <= Duration::from_secs(300), "{d:?}");
+        }
+        assert!(d.used <= 9_700 && d.used >= 9_000, "{d:?}");
+        assert!(d.offered - d.delivered <= 3 * 300, "{d:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn trickle_day_fewer_replicas_than_expected_stays_safe() {
+        // One replica running where three are expected: it paces to a third, never runs out,
+        // and still delivers everything; the price is an unused part of the budget.
+        let d = simulate_day(1, 3).await;
+        eprintln!("{d:?}");
+        assert_eq!(d.first_refusal_before_reset, None, "{d:?}");
+        assert!(d.used >= 8_000, "{d:?}");
+        assert!(d.offered - d.delivered <= 300, "{d:?}");
+    }
+}
