@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
-use crate::cc::oauth::{OAuthClient, OAuthError, TokenResponse};
+use crate::cc::oauth::{DeviceAuthorization, OAuthClient, OAuthError, TokenResponse};
 use crate::ratelimit::{CallKind, Gate};
 
 /// Why a login ended without a token set. Each says what the operator does next.
@@ -59,9 +59,21 @@ pub async fn device_login(
         dev.expires_in
     );
     let _ = out.flush();
+    poll_device(oauth, gate, &dev).await
+}
 
+/// Poll the token endpoint for an authorized device code until it yields tokens or a final
+/// answer. Waits `interval` before each poll; `slow_down` adds 5 s for all later polls.
+pub async fn poll_device(
+    oauth: &OAuthClient,
+    gate: &dyn Gate,
+    dev: &DeviceAuthorization,
+) -> Result<TokenResponse, LoginError> {
     let mut interval = Duration::from_secs(dev.interval.max(1));
-    let expires = tokio::time::Instant::now() + Duration::from_secs(dev.expires_in);
+    // The server's `expired_token` is the normal end; this local bound (one interval of grace)
+    // only stops a client whose server never says it.
+    let expires =
+        tokio::time::Instant::now() + Duration::from_secs(dev.expires_in) + interval;
     loop {
         tokio::time::sleep(interval).await;
         if tokio::time::Instant::now() >= expires {
