@@ -44,7 +44,10 @@ struct Counts {
 }
 
 fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 /// `GET path` with a bearer token; the HTTP status, or `None` on a transport failure.

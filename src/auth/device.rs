@@ -72,8 +72,7 @@ pub async fn poll_device(
     let mut interval = Duration::from_secs(dev.interval.max(1));
     // The server's `expired_token` is the normal end; this local bound (one interval of grace)
     // only stops a client whose server never says it.
-    let expires =
-        tokio::time::Instant::now() + Duration::from_secs(dev.expires_in) + interval;
+    let expires = tokio::time::Instant::now() + Duration::from_secs(dev.expires_in) + interval;
     loop {
         tokio::time::sleep(interval).await;
         if tokio::time::Instant::now() >= expires {

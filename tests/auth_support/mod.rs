@@ -183,10 +183,7 @@ pub fn hammer_bin() -> std::path::PathBuf {
 }
 
 /// Start a hammer process for this world.
-pub fn spawn_hammer(
-    world: &World,
-    extra_env: &[(&str, String)],
-) -> tokio::process::Child {
+pub fn spawn_hammer(world: &World, extra_env: &[(&str, String)]) -> tokio::process::Child {
     let mut cmd = tokio::process::Command::new(hammer_bin());
     cmd.env_clear();
     cmd.env("PATH", std::env::var("PATH").unwrap_or_default());
