@@ -151,6 +151,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             crate::telemetry::init_tracing(crate::config::LogFormat::Text);
             publish_cmd(&settings, args).await
         }
+        Command::Auth(cmd) => run_auth(cmd).await,
         #[cfg(feature = "sim")]
         Command::Sim(args) => {
             crate::sim::run_cli(&args).await?;
@@ -226,4 +227,25 @@ async fn publish_cmd(settings: &Settings, args: PublishArgs) -> Result<ExitCode,
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `ccsync auth ...` (issue 3). The token-endpoint gate here is per process (1 request/s); a CLI
+/// makes a handful of token calls, so it does not need the workers' shared limiter.
+async fn run_auth(cmd: AuthCommand) -> Result<ExitCode, BoxError> {
+    use crate::auth::cli as auth_cli;
+    let settings = Settings::load()?;
+    let gate: std::sync::Arc<dyn crate::ratelimit::Gate> = std::sync::Arc::new(
+        auth_cli::ProcessTokenGate::new(settings.ratelimit.token_per_second),
+    );
+    let mut out = std::io::stdout();
+    let code = match cmd {
+        AuthCommand::Login(a) => auth_cli::login(&settings, gate, &a.account, &mut out).await?,
+        AuthCommand::Import(a) => {
+            let mut input = std::io::stdin().lock();
+            auth_cli::import(&settings, gate, &a.account, &mut input, &mut out).await?
+        }
+        AuthCommand::Status(a) => auth_cli::status(&settings, &a.account, &mut out).await?,
+        AuthCommand::Logout(a) => auth_cli::logout(&settings, &a.account, &mut out).await?,
+    };
+    Ok(code)
 }

@@ -1,1 +1,436 @@
-//! (cc oauth: token endpoint calls; issue 3)
+//! The authorization server: device authorization, device-code polling, refresh
+//! (reference §2.3, §2.5, §3.1, §3.6).
+//!
+//! Choices where the reference is silent or split:
+//! * Parameters travel as an `application/x-www-form-urlencoded` body (CC accepts a form body or a
+//!   query string, reference §2.3; a body keeps refresh tokens out of URLs, which proxies log).
+//! * A confidential client authenticates with HTTP Basic; a public (device-flow) client sends only
+//!   `client_id` (reference §2.3).
+//! * Every answer is classified into an [`OAuthError`] that says what to do next. Unknown 4xx
+//!   errors other than the RFC 8628 polling codes count as [`OAuthError::InvalidGrant`]-like only
+//!   when CC says `invalid_grant`; anything else unrecognised is [`OAuthError::Unexpected`], which
+//!   the refresh protocol treats as transient (the strict choice: never declare a connection dead
+//!   on a guess).
+//! * Nothing here logs a token, a device code or an `Authorization` header; errors carry CC's
+//!   `error` code and `error_description` only (those never contain secrets).
+
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::{Endpoint, record_call};
+
+/// How a token-endpoint call failed, and therefore what the caller does next.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OAuthError {
+    /// The refresh token (or device code) is spent, expired or revoked: the connection is dead;
+    /// a human runs `ccsync auth login`. Never retried.
+    #[error("invalid_grant: {0}")]
+    InvalidGrant(String),
+    /// Device flow: the user has not approved yet; poll again after `interval`.
+    #[error("authorization_pending")]
+    AuthorizationPending,
+    /// Device flow: polling too fast; add 5 s to the interval (RFC 8628 §3.5).
+    #[error("slow_down")]
+    SlowDown,
+    /// Device flow: the device code expired; start the login again.
+    #[error("expired_token: the device code expired before it was approved")]
+    ExpiredToken,
+    /// Device flow: the user refused.
+    #[error("access_denied: the authorization request was denied")]
+    AccessDenied,
+    /// The client id/secret is wrong (or the secret was regenerated): fix the configuration.
+    #[error("invalid_client: {0}")]
+    InvalidClient(String),
+    /// 429 from the token endpoint (1 request/s per client, reference §3.6): wait, then retry.
+    #[error("token endpoint rate limit (429)")]
+    Throttled,
+    /// 5xx: transient, retry with the same refresh token.
+    #[error("authorization server error ({0})")]
+    Server(u16),
+    /// No answer (connect error, timeout, dropped connection): the request may or may not have
+    /// reached CC; retry with the same refresh token.
+    #[error("transport failure talking to the authorization server: {0}")]
+    Transport(String),
+    /// An answer ccsync does not understand; treated as transient.
+    #[error("unexpected answer from the authorization server ({status}): {detail}")]
+    Unexpected { status: u16, detail: String },
+}
+
+impl OAuthError {
+    /// True when retrying the same request later can succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            OAuthError::Throttled
+                | OAuthError::Server(_)
+                | OAuthError::Transport(_)
+                | OAuthError::Unexpected { .. }
+        )
+    }
+
+    /// Short label for `ccsync_token_refresh_total{result}` / `ccsync_auth_failures_total{reason}`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            OAuthError::InvalidGrant(_) => "invalid_grant",
+            OAuthError::AuthorizationPending => "authorization_pending",
+            OAuthError::SlowDown => "slow_down",
+            OAuthError::ExpiredToken => "expired_token",
+            OAuthError::AccessDenied => "access_denied",
+            OAuthError::InvalidClient(_) => "invalid_client",
+            OAuthError::Throttled => "throttled",
+            OAuthError::Server(_) => "server",
+            OAuthError::Transport(_) => "transport",
+            OAuthError::Unexpected { .. } => "error",
+        }
+    }
+
+    /// Classify a non-2xx answer of the token / device endpoints.
+    pub fn from_response(status: u16, body: &[u8]) -> OAuthError {
+        #[derive(Deserialize, Default)]
+        struct Body {
+            #[serde(default)]
+            error: String,
+            #[serde(default)]
+            error_description: String,
+        }
+        let b: Body = serde_json::from_slice(body).unwrap_or_default();
+        // error_description is CC's human text; cap it so a huge body cannot flood a log line.
+        let desc: String = b.error_description.chars().take(200).collect();
+        match (status, b.error.as_str()) {
+            (429, _) => OAuthError::Throttled,
+            (500..=599, _) => OAuthError::Server(status),
+            (_, "invalid_grant") => OAuthError::InvalidGrant(desc),
+            (_, "authorization_pending") => OAuthError::AuthorizationPending,
+            (_, "slow_down") => OAuthError::SlowDown,
+            (_, "expired_token") => OAuthError::ExpiredToken,
+            (_, "access_denied") => OAuthError::AccessDenied,
+            (_, "invalid_client") | (401, _) => OAuthError::InvalidClient(desc),
+            _ => OAuthError::Unexpected {
+                status,
+                detail: if b.error.is_empty() {
+                    "no OAuth error code".into()
+                } else {
+                    format!("{}: {desc}", b.error)
+                },
+            },
+        }
+    }
+}
+
+/// A successful token-endpoint answer (reference §3.1). Secret fields are secret types.
+pub struct TokenResponse {
+    pub access_token: SecretString,
+    /// Absent when `offline_access` was not granted (reference §8.8).
+    pub refresh_token: Option<SecretString>,
+    pub expires_in: Option<u64>,
+    pub scope: Option<String>,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &"[REDACTED]")
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct RawToken {
+    access_token: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// The device authorization answer (reference §2.5 Step 1).
+pub struct DeviceAuthorization {
+    /// Secret: whoever holds it can collect the tokens once the user approves.
+    pub device_code: SecretString,
+    pub user_code: String,
+    pub verification_uri: String,
+    pub verification_uri_complete: Option<String>,
+    pub expires_in: u64,
+    pub interval: u64,
+}
+
+impl std::fmt::Debug for DeviceAuthorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceAuthorization")
+            .field("device_code", &"[REDACTED]")
+            .field("user_code", &self.user_code)
+            .field("verification_uri", &self.verification_uri)
+            .field("expires_in", &self.expires_in)
+            .field("interval", &self.interval)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct RawDevice {
+    device_code: String,
+    user_code: String,
+    verification_uri: String,
+    #[serde(default)]
+    verification_uri_complete: Option<String>,
+    /// Okta defaults (reference §2.5, INF) when CC leaves them out.
+    #[serde(default = "default_device_expiry")]
+    expires_in: u64,
+    #[serde(default = "default_interval")]
+    interval: u64,
+}
+fn default_device_expiry() -> u64 {
+    600
+}
+fn default_interval() -> u64 {
+    5
+}
+
+/// RFC 8628 device-code grant type.
+pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// The authorization-server client. Cheap to clone (reqwest's client is an `Arc`).
+#[derive(Clone)]
+pub struct OAuthClient {
+    http: reqwest::Client,
+    token_url: url::Url,
+    device_url: url::Url,
+    client_id: String,
+    client_secret: Option<SecretString>,
+}
+
+impl std::fmt::Debug for OAuthClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthClient")
+            .field("token_url", &self.token_url.as_str())
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "[REDACTED]"),
+            )
+            .finish()
+    }
+}
+
+/// Join `path` under `base` even when `base` lacks a trailing slash
+/// (`…/oauth2/default/v1` + `token` → `…/oauth2/default/v1/token`).
+fn join(base: &url::Url, path: &str) -> url::Url {
+    let mut u = base.clone();
+    {
+        let p = u.path().trim_end_matches('/').to_string();
+        u.set_path(&format!("{p}/{path}"));
+    }
+    u
+}
+
+impl OAuthClient {
+    /// `auth_base_url` is `…/oauth2/default/v1` (reference §1). `timeout` bounds every call, so a
+    /// hanging authorization server turns into [`OAuthError::Transport`] instead of a wedged refresh.
+    pub fn new(
+        auth_base_url: &url::Url,
+        client_id: &str,
+        client_secret: Option<SecretString>,
+        timeout: Duration,
+    ) -> OAuthClient {
+        OAuthClient {
+            http: super::http_client(timeout),
+            token_url: join(auth_base_url, "token"),
+            device_url: join(auth_base_url, "device/authorize"),
+            client_id: client_id.to_string(),
+            client_secret,
+        }
+    }
+
+    async fn post(
+        &self,
+        endpoint: Endpoint,
+        url: &url::Url,
+        form: &[(&str, &str)],
+    ) -> Result<Vec<u8>, OAuthError> {
+        let started = Instant::now();
+        let mut req = self.http.post(url.clone()).form(form);
+        if let Some(secret) = &self.client_secret {
+            req = req.basic_auth(&self.client_id, Some(secret.expose_secret()));
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                record_call(endpoint, None, started);
+                // reqwest's error text names the URL (no secrets: parameters are in the body).
+                return Err(OAuthError::Transport(e.without_url().to_string()));
+            }
+        };
+        let status = resp.status().as_u16();
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                record_call(endpoint, None, started);
+                return Err(OAuthError::Transport(e.without_url().to_string()));
+            }
+        };
+        record_call(endpoint, Some(status), started);
+        if (200..300).contains(&status) {
+            Ok(body.to_vec())
+        } else {
+            Err(OAuthError::from_response(status, &body))
+        }
+    }
+
+    fn parse_token(body: &[u8]) -> Result<TokenResponse, OAuthError> {
+        let raw: RawToken = serde_json::from_slice(body).map_err(|e| OAuthError::Unexpected {
+            status: 200,
+            // serde's message names the field, never its value.
+            detail: format!("token response is not the expected JSON: {e}"),
+        })?;
+        Ok(TokenResponse {
+            access_token: SecretString::from(raw.access_token),
+            refresh_token: raw
+                .refresh_token
+                .filter(|r| !r.is_empty())
+                .map(SecretString::from),
+            expires_in: raw.expires_in,
+            scope: raw.scope,
+        })
+    }
+
+    /// `grant_type=refresh_token` (reference §3.4). The caller has already passed the shared
+    /// 1 request/s gate.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenResponse, OAuthError> {
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ];
+        if self.client_secret.is_none() {
+            form.push(("client_id", self.client_id.as_str()));
+        }
+        let body = self.post(Endpoint::Token, &self.token_url, &form).await?;
+        Self::parse_token(&body)
+    }
+
+    /// Step 1 of the device flow (reference §2.5).
+    pub async fn device_authorize(&self, scope: &str) -> Result<DeviceAuthorization, OAuthError> {
+        let form = [("client_id", self.client_id.as_str()), ("scope", scope)];
+        let body = self
+            .post(Endpoint::DeviceAuthorize, &self.device_url, &form)
+            .await?;
+        let raw: RawDevice = serde_json::from_slice(&body).map_err(|e| OAuthError::Unexpected {
+            status: 200,
+            detail: format!("device authorization response is not the expected JSON: {e}"),
+        })?;
+        Ok(DeviceAuthorization {
+            device_code: SecretString::from(raw.device_code),
+            user_code: raw.user_code,
+            verification_uri: raw.verification_uri,
+            verification_uri_complete: raw.verification_uri_complete,
+            expires_in: raw.expires_in,
+            interval: raw.interval.max(1),
+        })
+    }
+
+    /// Step 4 of the device flow: one poll of the token endpoint.
+    pub async fn poll_device_token(&self, device_code: &str) -> Result<TokenResponse, OAuthError> {
+        let form = [
+            ("grant_type", DEVICE_GRANT),
+            ("device_code", device_code),
+            ("client_id", self.client_id.as_str()),
+        ];
+        let body = self.post(Endpoint::Token, &self.token_url, &form).await?;
+        Self::parse_token(&body)
+    }
+
+    /// Fetch a JWKS document (`auth.jwks_url`) for access-token signature checks.
+    pub async fn fetch_jwks(&self, url: &str) -> Result<Vec<u8>, OAuthError> {
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| OAuthError::Transport(e.without_url().to_string()))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| OAuthError::Transport(e.without_url().to_string()))?;
+        if status != 200 {
+            return Err(OAuthError::Unexpected {
+                status,
+                detail: "JWKS fetch failed".into(),
+            });
+        }
+        Ok(body.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_token_endpoint_answers() {
+        let c = |s, b: &str| OAuthError::from_response(s, b.as_bytes());
+        assert!(matches!(
+            c(400, r#"{"error":"invalid_grant","error_description":"The refresh token is invalid or expired."}"#),
+            OAuthError::InvalidGrant(d) if d.contains("invalid or expired")
+        ));
+        assert!(matches!(
+            c(400, r#"{"error":"authorization_pending"}"#),
+            OAuthError::AuthorizationPending
+        ));
+        assert!(matches!(
+            c(400, r#"{"error":"slow_down"}"#),
+            OAuthError::SlowDown
+        ));
+        assert!(matches!(
+            c(400, r#"{"error":"expired_token"}"#),
+            OAuthError::ExpiredToken
+        ));
+        assert!(matches!(
+            c(400, r#"{"error":"access_denied"}"#),
+            OAuthError::AccessDenied
+        ));
+        assert!(matches!(
+            c(401, r#"{"error":"invalid_client"}"#),
+            OAuthError::InvalidClient(_)
+        ));
+        assert!(matches!(c(429, ""), OAuthError::Throttled));
+        assert!(matches!(c(503, "oops"), OAuthError::Server(503)));
+        let u = c(400, r#"{"error":"weird"}"#);
+        assert!(u.is_transient());
+        assert!(!c(400, r#"{"error":"invalid_grant"}"#).is_transient());
+    }
+
+    #[test]
+    fn joins_paths_under_the_base() {
+        let base = url::Url::parse("http://127.0.0.1:1/oauth2/default/v1").unwrap();
+        assert_eq!(
+            join(&base, "device/authorize").as_str(),
+            "http://127.0.0.1:1/oauth2/default/v1/device/authorize"
+        );
+        let base = url::Url::parse("http://h/oauth2/default/v1/").unwrap();
+        assert_eq!(
+            join(&base, "token").as_str(),
+            "http://h/oauth2/default/v1/token"
+        );
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let t = OAuthClient::parse_token(
+            br#"{"access_token":"AAA-secret","refresh_token":"RRR-secret","expires_in":5}"#,
+        )
+        .unwrap();
+        let s = format!("{t:?}");
+        assert!(!s.contains("secret"), "{s}");
+        assert_eq!(t.expires_in, Some(5));
+    }
+}
