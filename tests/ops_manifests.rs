@@ -657,6 +657,40 @@ fn kustomize_renders_base_and_example_overlay() {
         "registry.example.com/ccsync:0.1.0",
         "the overlay's image is applied"
     );
+    // The overlay's NetworkPolicy lets the pods reach the broker and Redis where the example
+    // Secret's URLs put them (`<service>.<namespace>.svc`).
+    let secret = example.iter().find(|d| kind_of(d) == "Secret").unwrap();
+    let np = example
+        .iter()
+        .find(|d| kind_of(d) == "NetworkPolicy")
+        .unwrap();
+    for (key, port) in [("CCSYNC_AMQP_URL", 5671), ("CCSYNC_REDIS_URL", 6379)] {
+        let url = url::Url::parse(s(get(secret, "stringData"), key)).expect("example URL");
+        let host = url.host_str().unwrap();
+        let ns = host.split('.').nth(1).expect("<service>.<namespace>.svc");
+        let allowed = get(np, "spec.egress")
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|r| {
+                let ports_match = get(r, "ports")
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|p| n(p, "port") == port);
+                let ns_match = get(r, "to").as_sequence().unwrap().iter().any(|t| {
+                    opt(t, "namespaceSelector.matchLabels")
+                        .and_then(|m| m.get("kubernetes.io/metadata.name"))
+                        .and_then(Value::as_str)
+                        == Some(ns)
+                });
+                ports_match && ns_match
+            });
+        assert!(
+            allowed,
+            "no egress to namespace {ns} on port {port} for {key}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
