@@ -35,7 +35,13 @@ if [ ${#pip_pkgs[@]} -gt 0 ]; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${pip_pkgs[@]}"
   # pyenv installs console scripts behind shims that appear only after a rehash.
   if have pyenv; then pyenv rehash; fi
+  # If this Python's script directory is not on PATH (no pyenv shims), link the tools where the
+  # tests look: the PATH.
+  scripts_dir="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
   for t in kubernetes-validate hadolint yamllint; do
+    if ! have "$t" && [ -x "$scripts_dir/$t" ]; then
+      ln -sf "$scripts_dir/$t" "/usr/local/bin/$t"
+    fi
     have "$t" || { echo "ci-tools: $t still missing after pip install" >&2; exit 1; }
   done
 fi
