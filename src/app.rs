@@ -74,9 +74,10 @@ impl Pacing for LimiterPacing {
     async fn linger(&self) -> Duration {
         // Piggy-back readiness on the pacing check (every few seconds): Redis answers unless the
         // limiter runs on its fallback share.
-        crate::telemetry::health()
-            .redis_ok
-            .store(!self.limiter.is_degraded(), std::sync::atomic::Ordering::Relaxed);
+        crate::telemetry::health().redis_ok.store(
+            !self.limiter.is_degraded(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let budget = self.limiter.budget().await;
         pacing_linger(&budget, CALLS_PER_BATCH, self.min, self.max)
     }

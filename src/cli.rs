@@ -152,6 +152,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             publish_cmd(&settings, args).await
         }
         Command::Auth(cmd) => run_auth(cmd).await,
+        Command::Worker => {
+            let settings = Settings::load()?;
+            crate::telemetry::init_tracing(settings.log_format);
+            let shutdown = crate::app::shutdown_on_signals();
+            crate::app::run_worker(settings, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         #[cfg(feature = "sim")]
         Command::Sim(args) => {
             crate::sim::run_cli(&args).await?;

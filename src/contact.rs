@@ -127,12 +127,6 @@ impl Contact {
         self.consent = self.consent.max(older.consent);
     }
 
-    /// Drop the field values (they are stale: a newer event already applied), keep the list
-    /// memberships, which only ever add up in CC (DESIGN §2).
-    pub fn strip_fields(&mut self) {
-        self.fields = Fields::default();
-    }
-
     /// A rough upper bound of this contact's size inside an import payload, for the byte limit.
     pub fn approx_json_bytes(&self) -> usize {
         let f = &self.fields;
@@ -188,6 +182,58 @@ impl Fields {
 
     pub fn is_empty(&self) -> bool {
         *self == Fields::default()
+    }
+
+    /// The names of the fields this event sets (custom fields as `cf:NAME`), for the per-field
+    /// newest-wins ledger.
+    pub fn names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let a = &self.address;
+        for (name, set) in [
+            ("first_name", self.first_name.is_some()),
+            ("last_name", self.last_name.is_some()),
+            ("job_title", self.job_title.is_some()),
+            ("company_name", self.company_name.is_some()),
+            ("phone", self.phone.is_some()),
+            ("birthday", self.birthday.is_some()),
+            ("anniversary", self.anniversary.is_some()),
+            ("street", a.street.is_some()),
+            ("city", a.city.is_some()),
+            ("state", a.state.is_some()),
+            ("postal_code", a.postal_code.is_some()),
+            ("country", a.country.is_some()),
+        ] {
+            if set {
+                out.push(name.to_string());
+            }
+        }
+        out.extend(self.custom_fields.keys().map(|k| format!("cf:{k}")));
+        out
+    }
+
+    /// Drop the named fields (names as in [`Fields::names`]): a newer event already set them.
+    pub fn drop_named(&mut self, names: &[String]) {
+        for n in names {
+            match n.as_str() {
+                "first_name" => self.first_name = None,
+                "last_name" => self.last_name = None,
+                "job_title" => self.job_title = None,
+                "company_name" => self.company_name = None,
+                "phone" => self.phone = None,
+                "birthday" => self.birthday = None,
+                "anniversary" => self.anniversary = None,
+                "street" => self.address.street = None,
+                "city" => self.address.city = None,
+                "state" => self.address.state = None,
+                "postal_code" => self.address.postal_code = None,
+                "country" => self.address.country = None,
+                other => {
+                    if let Some(cf) = other.strip_prefix("cf:") {
+                        self.custom_fields.remove(cf);
+                    }
+                }
+            }
+        }
     }
 }
 

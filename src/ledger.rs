@@ -3,15 +3,21 @@
 //!
 //! Per (account, email) it keeps two keys, named by a SHA-256 of account and email (Redis never
 //! holds an address in clear):
-//! * `…:newest:<h>`: the newest `occurred_at` (ms) already applied or in flight, with a TTL
-//!   (`LEDGER_TTL`, longer than any redelivery cycle);
-//! * `…:fly:<h>`: the id of the import currently carrying this email, as a lease that expires on
-//!   its own (the worker's hold bound) if a replica dies.
+//! * `…:f:<h>`: a hash field name → the newest `occurred_at` (ms) that set this field, applied or
+//!   in flight, with a TTL (`LEDGER_TTL`, longer than any redelivery cycle). Fields are tracked one
+//!   by one, so the outcome equals applying every event in `occurred_at` order whatever order the
+//!   events arrive, batch or replica they travel in — the same field-by-field rule the batcher's
+//!   coalescing uses inside one batch;
+//! * `…:fly:<h>`: the id of the import currently carrying this email, as a short lease
+//!   ([`LEASE`]) that the sender renews while its import is in flight ([`Ledger::renew`]) and that
+//!   expires on its own if the replica dies, so a restarted or other replica takes the email over
+//!   within seconds. (After such a death CC may still be processing the dead replica's import; the
+//!   next import of those emails can then overlap it once — the price of not waiting a whole hold
+//!   bound after every crash.)
 //!
 //! Before an import, a sender *claims* its contacts in one atomic Lua call. Each contact gets:
-//! * `Fresh`: newest so far (ties: the later delivery wins) → send fields and lists;
-//! * `Stale`: an event newer than this one was already applied or is in flight → its field
-//!   values are dropped, its list memberships still go (imports never remove a list);
+//! * `Go { stale }`: send it, without the fields in `stale` (a newer event already set them; ties
+//!   go to the later delivery). List memberships always go (imports never remove a list).
 //! * `Busy`: another import carrying this email is in flight → not sent now; the sender retries the
 //!   claim after its current import settles, so no two imports with the same email are ever in
 //!   flight at once, and no replica waits while holding claims (no deadlock).
@@ -30,11 +36,15 @@ use crate::config::Settings;
 /// How long the ledger remembers an email's newest event.
 pub const LEDGER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// How long an in-flight claim survives without renewal.
+pub const LEASE: Duration = Duration::from_secs(15);
+
 /// The verdict for one contact of a claim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Fresh,
-    Stale,
+    /// Send it, leaving out these fields (a newer event set them).
+    Go { stale: Vec<String> },
+    /// Another import carrying this email is in flight.
     Busy,
 }
 
@@ -49,24 +59,35 @@ pub struct Ledger {
     lease: Duration,
 }
 
+/// KEYS: (fields hash, fly lease) per contact. ARGV: owner, ttl ms, lease ms, then per contact
+/// its occurred_at ms and its field names joined by "\31". Returns per contact -1 (busy) or a
+/// string of '0'/'1' per field ('1' = this event is the newest for that field).
 const CLAIM: &str = r#"
 local out = {}
 local n = #KEYS / 2
 for i = 1, n do
-  local nk, fk = KEYS[2*i-1], KEYS[2*i]
-  local occ = tonumber(ARGV[3+i])
+  local hk, fk = KEYS[2*i-1], KEYS[2*i]
+  local occ = tonumber(ARGV[2+2*i])
+  local names = ARGV[3+2*i]
   local fly = redis.call('GET', fk)
   if fly and fly ~= ARGV[1] then
-    out[i] = 0
+    out[i] = -1
   else
     redis.call('SET', fk, ARGV[1], 'PX', ARGV[3])
-    local newest = tonumber(redis.call('GET', nk) or '-1')
-    if occ < newest then
-      out[i] = 2
-    else
-      redis.call('SET', nk, ARGV[3+i], 'PX', ARGV[2])
-      out[i] = 1
+    local mask = ''
+    if names ~= '' then
+      for name in string.gmatch(names, '[^\31]+') do
+        local stored = tonumber(redis.call('HGET', hk, name) or '-1')
+        if occ >= stored then
+          redis.call('HSET', hk, name, ARGV[2+2*i])
+          mask = mask .. '1'
+        else
+          mask = mask .. '0'
+        end
+      end
     end
+    redis.call('PEXPIRE', hk, ARGV[2])
+    out[i] = mask
   end
 end
 return out
@@ -79,6 +100,13 @@ end
 return 1
 "#;
 
+const RENEW: &str = r#"
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+end
+return 1
+"#;
+
 impl Ledger {
     pub fn connect(settings: &Settings) -> Result<Ledger, LedgerError> {
         let pool = Config::from_url(settings.redis_url.expose_secret())
@@ -87,7 +115,7 @@ impl Ledger {
         Ok(Ledger {
             pool,
             prefix: format!("{}:ledger", settings.redis.key_prefix),
-            lease: Duration::from_secs(settings.worker.max_hold_secs + 60),
+            lease: LEASE,
         })
     }
 
@@ -99,11 +127,11 @@ impl Ledger {
             .collect()
     }
 
-    /// Claim `(account, email, occurred_at ms)` items for the import `owner`.
+    /// Claim contacts `(account, email, occurred_at ms, field names)` for the import `owner`.
     pub async fn claim(
         &self,
         owner: &str,
-        items: &[(&str, &str, i64)],
+        items: &[(&str, &str, i64, Vec<String>)],
     ) -> Result<Vec<Verdict>, LedgerError> {
         let mut out = Vec::with_capacity(items.len());
         let mut conn = self
@@ -115,38 +143,64 @@ impl Ledger {
         // Keep each script call small so Redis is never blocked for long.
         for chunk in items.chunks(500) {
             let mut inv = script.prepare_invoke();
-            for (account, email, _) in chunk {
+            for (account, email, _, _) in chunk {
                 let h = Self::hash(account, email);
-                inv.key(format!("{}:newest:{h}", self.prefix));
+                inv.key(format!("{}:f:{h}", self.prefix));
                 inv.key(format!("{}:fly:{h}", self.prefix));
             }
             inv.arg(owner)
                 .arg(LEDGER_TTL.as_millis() as u64)
                 .arg(self.lease.as_millis() as u64);
-            for (_, _, occ) in chunk {
-                inv.arg(*occ);
+            for (_, _, occ, names) in chunk {
+                inv.arg(*occ).arg(names.join("\u{1f}"));
             }
-            let codes: Vec<i64> = inv
+            let replies: Vec<redis::Value> = inv
                 .invoke_async(&mut *conn)
                 .await
                 .map_err(|e| LedgerError(e.to_string()))?;
-            out.extend(codes.into_iter().map(|c| match c {
-                1 => Verdict::Fresh,
-                2 => Verdict::Stale,
-                _ => Verdict::Busy,
-            }));
+            for ((_, _, _, names), r) in chunk.iter().zip(replies) {
+                out.push(match r {
+                    redis::Value::Int(_) => Verdict::Busy,
+                    redis::Value::BulkString(mask) => Verdict::Go {
+                        stale: names
+                            .iter()
+                            .zip(mask.iter())
+                            .filter(|(_, m)| **m == b'0')
+                            .map(|(n, _)| n.clone())
+                            .collect(),
+                    },
+                    other => {
+                        return Err(LedgerError(format!("unexpected ledger reply {other:?}")));
+                    }
+                });
+            }
         }
         Ok(out)
     }
 
     /// Release the in-flight leases `owner` holds on these emails (after settlement).
     pub async fn release(&self, owner: &str, items: &[(&str, &str)]) -> Result<(), LedgerError> {
+        self.per_fly(RELEASE, owner, items, None).await
+    }
+
+    /// Extend the in-flight leases `owner` holds (call every few seconds while importing).
+    pub async fn renew(&self, owner: &str, items: &[(&str, &str)]) -> Result<(), LedgerError> {
+        self.per_fly(RENEW, owner, items, Some(self.lease)).await
+    }
+
+    async fn per_fly(
+        &self,
+        lua: &str,
+        owner: &str,
+        items: &[(&str, &str)],
+        lease: Option<Duration>,
+    ) -> Result<(), LedgerError> {
         let mut conn = self
             .pool
             .get()
             .await
             .map_err(|e| LedgerError(e.to_string()))?;
-        let script = redis::Script::new(RELEASE);
+        let script = redis::Script::new(lua);
         for chunk in items.chunks(500) {
             let mut inv = script.prepare_invoke();
             for (account, email) in chunk {
@@ -157,6 +211,9 @@ impl Ledger {
                 ));
             }
             inv.arg(owner);
+            if let Some(l) = lease {
+                inv.arg(l.as_millis() as u64);
+            }
             let _: i64 = inv
                 .invoke_async(&mut *conn)
                 .await
@@ -176,29 +233,53 @@ mod tests {
         Ledger::connect(&s).unwrap()
     }
 
+    fn go(stale: &[&str]) -> Verdict {
+        Verdict::Go {
+            stale: stale.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
     #[tokio::test]
-    async fn newest_wins_and_one_import_per_email_in_flight() {
+    async fn newest_wins_field_by_field_and_one_import_per_email_in_flight() {
         let l = ledger();
-        let a = [("default", "a@x.co", 2_000)];
-        assert_eq!(l.claim("imp1", &a).await.unwrap(), vec![Verdict::Fresh]);
+        let newer = [("default", "a@x.co", 2_000, names(&["first_name"]))];
+        assert_eq!(l.claim("imp1", &newer).await.unwrap(), vec![go(&[])]);
         // Another import for the same email while imp1 is in flight: busy.
-        let older = [("default", "a@x.co", 1_000)];
+        let older = [(
+            "default",
+            "a@x.co",
+            1_000,
+            names(&["first_name", "last_name"]),
+        )];
         assert_eq!(l.claim("imp2", &older).await.unwrap(), vec![Verdict::Busy]);
         // Other emails and other accounts are independent.
-        let other = [("default", "b@x.co", 1_000), ("acme", "a@x.co", 1_000)];
+        let other = [
+            ("default", "b@x.co", 1_000, names(&[])),
+            ("acme", "a@x.co", 1_000, names(&["first_name"])),
+        ];
         assert_eq!(
             l.claim("imp2", &other).await.unwrap(),
-            vec![Verdict::Fresh, Verdict::Fresh]
+            vec![go(&[]), go(&[])]
         );
         l.release("imp1", &[("default", "a@x.co")]).await.unwrap();
-        // The older event now loses its fields (stale) but may travel for its lists.
-        assert_eq!(l.claim("imp2", &older).await.unwrap(), vec![Verdict::Stale]);
+        // The older event loses the field the newer one set, keeps the one it alone sets.
+        assert_eq!(
+            l.claim("imp2", &older).await.unwrap(),
+            vec![go(&["first_name"])]
+        );
         l.release("imp2", &[("default", "a@x.co")]).await.unwrap();
         // Equal occurred_at: the later delivery wins.
-        let same = [("default", "a@x.co", 2_000)];
-        assert_eq!(l.claim("imp3", &same).await.unwrap(), vec![Verdict::Fresh]);
-        // Releasing with the wrong owner does not free the lease.
+        let same = [("default", "a@x.co", 2_000, names(&["first_name"]))];
+        assert_eq!(l.claim("imp3", &same).await.unwrap(), vec![go(&[])]);
+        // Releasing (or renewing) with the wrong owner does not touch the lease.
         l.release("imp9", &[("default", "a@x.co")]).await.unwrap();
+        l.renew("imp9", &[("default", "a@x.co")]).await.unwrap();
+        assert_eq!(l.claim("imp4", &same).await.unwrap(), vec![Verdict::Busy]);
+        l.renew("imp3", &[("default", "a@x.co")]).await.unwrap();
         assert_eq!(l.claim("imp4", &same).await.unwrap(), vec![Verdict::Busy]);
     }
 }

@@ -26,6 +26,7 @@
 //! | [`sim`] | the local CC simulator (feature `sim`) | axum, jsonwebtoken, jsonschema |
 //! | [`cli`] | clap commands, each a few lines calling into a room | clap, indicatif |
 
+pub mod app;
 pub mod auth;
 pub mod batch;
 pub mod cc;

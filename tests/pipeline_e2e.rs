@@ -23,7 +23,11 @@ async fn backlog_is_merged_synced_and_invalid_ones_dead_lettered() {
     let mut expected: BTreeMap<String, String> = BTreeMap::new();
     for i in 0..9_000u32 {
         let email = format!("person{i}@example.com");
-        bodies.push(message(&email, &ts(0), json!({"first_name": format!("First{i}"), "last_name": "Kept"})));
+        bodies.push(message(
+            &email,
+            &ts(0),
+            json!({"first_name": format!("First{i}"), "last_name": "Kept"}),
+        ));
         expected.insert(email, format!("First{i}"));
     }
     for i in (0..9_000u32).step_by(10) {
@@ -42,44 +46,85 @@ async fn backlog_is_merged_synced_and_invalid_ones_dead_lettered() {
         let body = match i % 4 {
             0 => b"{not json".to_vec(),
             1 => message("not-an-email", &ts(0), json!({})),
-            2 => message(&format!("long{i}@example.com"), &ts(0), json!({"first_name": "x".repeat(80)})),
-            _ => br#"{"type":"contact.upsert","version":1,"id":"x","contact":{"email":"a@b.co"}}"#.to_vec(),
+            2 => message(
+                &format!("long{i}@example.com"),
+                &ts(0),
+                json!({"first_name": "x".repeat(80)}),
+            ),
+            _ => br#"{"type":"contact.upsert","version":1,"id":"x","contact":{"email":"a@b.co"}}"#
+                .to_vec(),
         };
         bodies.push(body);
         invalid += 1;
     }
     assert_eq!(bodies.len(), 10_000);
     world.publish(&bodies).await;
-    let mut worker = world.spawn_worker();
+    let worker = world.spawn_worker();
 
-    wait_for(Duration::from_secs(120), "all contacts in CC", || async {
-        world.sim.contacts().len() == expected.len()
+    // Converged: every contact holds the newest values (field by field).
+    wait_for(
+        Duration::from_secs(120),
+        "CC holds exactly the merged contacts",
+        || async {
+            let held = store(&world.sim);
+            held.len() == expected.len()
+                && expected.iter().all(|(email, name)| {
+                    held.get(email).is_some_and(|c| {
+                        c.fields.get("first_name") == Some(name)
+                            && c.fields.get("last_name").map(String::as_str) == Some("Kept")
+                    })
+                })
+        },
+    )
+    .await;
+    wait_for(Duration::from_secs(30), "dead letters", || async {
+        world.dead_len().await == invalid
     })
     .await;
-    wait_for(Duration::from_secs(30), "queue drained", || async {
-        world.queue_len().await == 0 && world.dead_len().await == invalid
-    })
-    .await;
+    // Every delivery settled: after a clean stop nothing returns to the queue.
+    let status = world.terminate(worker).await;
+    assert!(status.success());
+    assert_eq!(world.queue_len().await, 0);
     let held = store(&world.sim);
+    let mut wrong = Vec::new();
     for (email, name) in &expected {
         let c = held.get(email).unwrap_or_else(|| panic!("{email} missing"));
-        assert_eq!(c.fields.get("first_name"), Some(name), "{email}");
-        assert_eq!(c.fields.get("last_name").map(String::as_str), Some("Kept"));
+        if c.fields.get("first_name") != Some(name)
+            || c.fields.get("last_name").map(String::as_str) != Some("Kept")
+        {
+            wrong.push((email.clone(), c.fields.clone(), c.writes));
+        }
         assert_eq!(c.list_ids, BTreeSet::from([world.lists[0]]));
         assert_eq!(c.permission_to_send, "implicit");
     }
+    assert!(
+        wrong.is_empty(),
+        "{} contacts hold the wrong fields, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
     let dead = world.dead_letters().await;
     assert_eq!(dead.len() as u32, invalid);
     let reasons: BTreeSet<String> = dead.iter().filter_map(|d| d.reason.clone()).collect();
     assert_eq!(
         reasons,
-        BTreeSet::from(["invalid_json", "invalid_email", "field_too_long", "missing_field"].map(String::from))
+        BTreeSet::from(
+            [
+                "invalid_json",
+                "invalid_email",
+                "field_too_long",
+                "missing_field"
+            ]
+            .map(String::from)
+        )
     );
-    assert!(dead.iter().all(|d| d.detail.as_ref().is_some_and(|s| !s.is_empty()) && d.failed_at.is_some()));
+    assert!(
+        dead.iter()
+            .all(|d| d.detail.as_ref().is_some_and(|s| !s.is_empty()) && d.failed_at.is_some())
+    );
     // Batching: a handful of imports for 9,000 contacts, never one per contact.
     let imports = world.imports();
     assert!((1..=60).contains(&imports), "{imports} imports");
-    worker.kill().await.ok();
     world.cleanup().await;
 }
 
@@ -90,8 +135,16 @@ async fn list_sets_travel_apart_and_explicit_consent_uses_sign_up_form() {
     let (a, b) = (world.lists[0], world.lists[1]);
     let mut bodies = Vec::new();
     for i in 0..30 {
-        bodies.push(message(&format!("a{i}@example.com"), &ts(0), json!({"list_ids": [a]})));
-        bodies.push(message(&format!("b{i}@example.com"), &ts(0), json!({"list_ids": [b], "custom_fields": {"tier": "gold"}})));
+        bodies.push(message(
+            &format!("a{i}@example.com"),
+            &ts(0),
+            json!({"list_ids": [a]}),
+        ));
+        bodies.push(message(
+            &format!("b{i}@example.com"),
+            &ts(0),
+            json!({"list_ids": [b], "custom_fields": {"tier": "gold"}}),
+        ));
     }
     for i in 0..5 {
         let mut m: serde_json::Value = serde_json::from_slice(&message(
@@ -105,8 +158,14 @@ async fn list_sets_travel_apart_and_explicit_consent_uses_sign_up_form() {
     }
     world.publish(&bodies).await;
     let mut worker = world.spawn_worker();
-    wait_for(Duration::from_secs(60), "65 contacts", || async { world.sim.contacts().len() == 65 }).await;
-    wait_for(Duration::from_secs(20), "queue drained", || async { world.queue_len().await == 0 }).await;
+    wait_for(Duration::from_secs(60), "65 contacts", || async {
+        world.sim.contacts().len() == 65
+    })
+    .await;
+    wait_for(Duration::from_secs(20), "queue drained", || async {
+        world.queue_len().await == 0
+    })
+    .await;
     for c in world.sim.contacts() {
         // An import carries one list_ids for all its rows: a contact on exactly its own list
         // proves the two list sets never shared an import.
@@ -117,14 +176,19 @@ async fn list_sets_travel_apart_and_explicit_consent_uses_sign_up_form() {
                 assert_eq!(c.fields.get("cf:tier").map(String::as_str), Some("gold"));
                 assert_eq!(c.permission_to_send, "implicit");
             }
-            _ => assert_eq!(c.permission_to_send, "explicit", "explicit consent goes through sign_up_form"),
+            _ => assert_eq!(
+                c.permission_to_send, "explicit",
+                "explicit consent goes through sign_up_form"
+            ),
         }
     }
     let sign_ups = world
         .sim
         .requests()
         .iter()
-        .filter(|r| r.path.ends_with("/contacts/sign_up_form") && matches!(r.status, Some(200 | 201)))
+        .filter(|r| {
+            r.path.ends_with("/contacts/sign_up_form") && matches!(r.status, Some(200 | 201))
+        })
         .count();
     assert_eq!(sign_ups, 5);
     assert_eq!(world.dead_len().await, 0);
@@ -152,7 +216,13 @@ async fn malformed_input_is_dead_lettered_with_a_reason_each_and_the_worker_goes
     ];
     let bodies: Vec<Vec<u8>> = cases.iter().map(|(_, b)| b.clone()).collect();
     world.publish(&bodies).await;
-    world.publish(&[message("good@example.com", &ts(0), json!({"first_name": "Good"}))]).await;
+    world
+        .publish(&[message(
+            "good@example.com",
+            &ts(0),
+            json!({"first_name": "Good"}),
+        )])
+        .await;
     let mut worker = world.spawn_worker();
     wait_for(Duration::from_secs(60), "all dead letters", || async {
         world.dead_len().await == cases.len() as u32
@@ -163,14 +233,20 @@ async fn malformed_input_is_dead_lettered_with_a_reason_each_and_the_worker_goes
     })
     .await;
     let dead = world.dead_letters().await;
-    let mut got: Vec<String> = dead.iter().map(|d| d.reason.clone().unwrap_or_default()).collect();
+    let mut got: Vec<String> = dead
+        .iter()
+        .map(|d| d.reason.clone().unwrap_or_default())
+        .collect();
     let mut want: Vec<String> = cases.iter().map(|(r, _)| r.to_string()).collect();
     got.sort();
     want.sort();
     assert_eq!(got, want);
     // The dead letter carries the original body unchanged.
     assert!(dead.iter().any(|d| d.body == b"plain text"));
-    assert!(worker.try_wait().unwrap().is_none(), "the worker keeps running");
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the worker keeps running"
+    );
     worker.kill().await.ok();
     world.cleanup().await;
 }
@@ -190,13 +266,18 @@ async fn rows_cc_rejects_inside_an_import_are_found_and_dead_lettered() {
     bodies.push(message("also.reject@example.com", &ts(0), json!({})));
     world.publish(&bodies).await;
     let mut worker = world.spawn_worker();
-    wait_for(Duration::from_secs(90), "two dead letters, queue drained", || async {
-        world.dead_len().await == 2 && world.queue_len().await == 0
-    })
+    wait_for(
+        Duration::from_secs(90),
+        "two dead letters, queue drained",
+        || async { world.dead_len().await == 2 && world.queue_len().await == 0 },
+    )
     .await;
     assert_eq!(world.sim.contacts().len(), 200);
     let dead = world.dead_letters().await;
-    assert!(dead.iter().all(|d| d.reason.as_deref() == Some("rejected_by_cc")));
+    assert!(
+        dead.iter()
+            .all(|d| d.reason.as_deref() == Some("rejected_by_cc"))
+    );
     worker.kill().await.ok();
     world.cleanup().await;
 }
@@ -215,9 +296,20 @@ async fn cc_faults_never_ack_early_and_everything_arrives_after() {
         .collect();
     world.publish(&bodies).await;
     let mut worker = world.spawn_worker();
-    wait_for(Duration::from_secs(20), "the worker hit the 503s", || async {
-        world.sim.counters().by_status.get(&503).copied().unwrap_or(0) >= 2
-    })
+    wait_for(
+        Duration::from_secs(20),
+        "the worker hit the 503s",
+        || async {
+            world
+                .sim
+                .counters()
+                .by_status
+                .get(&503)
+                .copied()
+                .unwrap_or(0)
+                >= 2
+        },
+    )
     .await;
     // Failed activities next: CC takes the import, then the activity fails.
     world.sim.set_faults(Faults {
@@ -228,14 +320,22 @@ async fn cc_faults_never_ack_early_and_everything_arrives_after() {
         world.sim.counters().activities_failed >= 1
     })
     .await;
-    assert!(world.sim.contacts().is_empty(), "nothing written by failed activities");
+    assert!(
+        world.sim.contacts().is_empty(),
+        "nothing written by failed activities"
+    );
     // Hanging requests: the client times out and retries.
     world.sim.set_faults(Faults::default());
-    wait_for(Duration::from_secs(60), "all 300 arrive once faults stop", || async {
-        world.sim.contacts().len() == 300
+    wait_for(
+        Duration::from_secs(60),
+        "all 300 arrive once faults stop",
+        || async { world.sim.contacts().len() == 300 },
+    )
+    .await;
+    wait_for(Duration::from_secs(20), "queue drained", || async {
+        world.queue_len().await == 0
     })
     .await;
-    wait_for(Duration::from_secs(20), "queue drained", || async { world.queue_len().await == 0 }).await;
     assert_eq!(world.dead_len().await, 0, "faults are never dead letters");
     worker.kill().await.ok();
     world.cleanup().await;
@@ -248,22 +348,39 @@ async fn sigkill_mid_batch_loses_nothing_and_sigterm_drains_and_exits_zero() {
     let world = World::new(sim).await;
     world.seed_tokens("default").await;
     let bodies: Vec<Vec<u8>> = (0..500)
-        .map(|i| message(&format!("k{i}@example.com"), &ts(0), json!({"first_name": "K"})))
+        .map(|i| {
+            message(
+                &format!("k{i}@example.com"),
+                &ts(0),
+                json!({"first_name": "K"}),
+            )
+        })
         .collect();
     world.publish(&bodies).await;
     let mut worker = world.spawn_worker();
-    wait_for(Duration::from_secs(30), "an import in flight", || async { world.imports() >= 1 }).await;
+    wait_for(Duration::from_secs(30), "an import in flight", || async {
+        world.imports() >= 1
+    })
+    .await;
     worker.start_kill().unwrap(); // SIGKILL
     worker.wait().await.unwrap();
     let before = world.imports();
     // Everything is still in the queue (unacked deliveries return when the connection dies).
     let mut worker = world.spawn_worker();
-    wait_for(Duration::from_secs(60), "all 500 arrive after the restart", || async {
-        world.sim.contacts().len() == 500
-    })
+    // CC completes the killed worker's activity on its own; the restarted worker must still
+    // import (and then ack) every message the killed one never acknowledged.
+    wait_for(
+        Duration::from_secs(60),
+        "the restarted worker re-imports",
+        || async { world.imports() > before },
+    )
     .await;
-    wait_for(Duration::from_secs(20), "queue drained", || async { world.queue_len().await == 0 }).await;
-    assert!(world.imports() > before, "the restarted worker re-imported");
+    wait_for(
+        Duration::from_secs(60),
+        "all 500 arrive after the restart",
+        || async { world.sim.contacts().len() == 500 },
+    )
+    .await;
     assert_eq!(world.dead_len().await, 0, "nothing wrongly dead-lettered");
 
     // SIGTERM with an import in flight: the worker drains within its deadline and exits 0.
@@ -272,9 +389,17 @@ async fn sigkill_mid_batch_loses_nothing_and_sigterm_drains_and_exits_zero() {
         .collect();
     world.publish(&more).await;
     let n = world.imports();
-    wait_for(Duration::from_secs(30), "the next import in flight", || async { world.imports() > n }).await;
+    wait_for(
+        Duration::from_secs(30),
+        "the next import in flight",
+        || async { world.imports() > n },
+    )
+    .await;
     let pid = worker.id().unwrap();
-    let st = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(st.success());
     let exit = tokio::time::timeout(Duration::from_secs(20), worker.wait())
         .await
@@ -284,5 +409,39 @@ async fn sigkill_mid_batch_loses_nothing_and_sigterm_drains_and_exits_zero() {
     // Drained: the in-flight import completed and was acked before exit.
     assert_eq!(world.sim.contacts().len(), 600);
     assert_eq!(world.queue_len().await, 0);
+    world.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_event_after_newer_keeps_its_other_fields() {
+    let world = World::new(World::fast_sim()).await;
+    world.seed_tokens("default").await;
+    let mut worker = world.spawn_worker();
+    world
+        .publish(&[message(
+            "p@example.com",
+            "2026-11-23T08:05:00Z",
+            json!({"first_name": "Renamed"}),
+        )])
+        .await;
+    wait_for(Duration::from_secs(30), "first", || async {
+        world.sim.contact("p@example.com").is_some()
+    })
+    .await;
+    world
+        .publish(&[message(
+            "p@example.com",
+            "2026-11-23T08:00:00Z",
+            json!({"first_name": "First", "last_name": "Kept"}),
+        )])
+        .await;
+    wait_for(Duration::from_secs(30), "second", || async {
+        world.sim.contact("p@example.com").unwrap().writes == 2
+    })
+    .await;
+    let c = world.sim.contact("p@example.com").unwrap();
+    assert_eq!(c.fields.get("first_name").unwrap(), "Renamed");
+    assert_eq!(c.fields.get("last_name").unwrap(), "Kept");
+    worker.kill().await.ok();
     world.cleanup().await;
 }

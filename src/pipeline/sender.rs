@@ -233,11 +233,11 @@ async fn claim(
     account: &str,
     entries: Chunk,
 ) -> Result<(Chunk, Chunk), (Chunk, crate::ledger::LedgerError)> {
-    let items: Vec<(&str, &str, i64)> = entries
+    let items: Vec<(&str, &str, i64, Vec<String>)> = entries
         .iter()
         .map(|e| {
             let ms = (e.item.occurred_at.unix_timestamp_nanos() / 1_000_000) as i64;
-            (account, e.item.email.as_str(), ms)
+            (account, e.item.email.as_str(), ms, e.item.fields.names())
         })
         .collect();
     let verdicts = match ledger.claim(owner, &items).await {
@@ -245,16 +245,24 @@ async fn claim(
         Err(e) => return Err((entries, e)),
     };
     let (mut go, mut busy) = (Vec::new(), Vec::new());
+    let mut stale_fields = 0;
     for (mut e, v) in entries.into_iter().zip(verdicts) {
         match v {
-            Verdict::Fresh => go.push(e),
-            Verdict::Stale => {
-                e.item.strip_fields();
+            Verdict::Go { stale } => {
+                stale_fields += stale.len();
+                e.item.fields.drop_named(&stale);
                 go.push(e);
             }
             Verdict::Busy => busy.push(e),
         }
     }
+    tracing::debug!(
+        account,
+        go = go.len(),
+        busy = busy.len(),
+        stale_fields,
+        "claimed emails in the ordering ledger"
+    );
     Ok((go, busy))
 }
 

@@ -97,7 +97,9 @@ impl World {
 
     /// Store a token set for `account` as an approved login would.
     pub async fn seed_tokens(&self, account: &str) {
-        use ccsync::auth::{AccessToken, RefreshMode, RefreshToken, Store, store_new_set};
+        use ccsync::auth::cli::store_new_set;
+        use ccsync::auth::store::Store;
+        use ccsync::auth::{AccessToken, RefreshMode, RefreshToken};
         let (access, refresh) = self.sim.issue_tokens(CLIENT_ID, account);
         let store = Store::from_settings(&self.settings()).unwrap();
         store_new_set(
@@ -123,6 +125,20 @@ impl World {
             .stderr(std::process::Stdio::inherit())
             .kill_on_drop(true);
         cmd.spawn().expect("worker starts")
+    }
+
+    /// SIGTERM a worker and wait for it to exit (its unacked deliveries return to the queue, so
+    /// `queue_len` is exact afterwards).
+    pub async fn terminate(&self, mut worker: Child) -> std::process::ExitStatus {
+        if let Some(pid) = worker.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        tokio::time::timeout(Duration::from_secs(30), worker.wait())
+            .await
+            .expect("worker exits within 30 s of SIGTERM")
+            .expect("wait")
     }
 
     pub async fn publish(&self, bodies: &[Vec<u8>]) {
@@ -158,7 +174,9 @@ impl World {
         self.sim
             .requests()
             .iter()
-            .filter(|r| r.path.ends_with("/activities/contacts_json_import") && r.status == Some(201))
+            .filter(|r| {
+                r.path.ends_with("/activities/contacts_json_import") && r.status == Some(201)
+            })
             .count()
     }
 
