@@ -160,11 +160,16 @@ pub async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "sim")]
+        Command::Demo(args) => {
+            crate::telemetry::init_tracing_with(crate::config::LogFormat::Text, "warn");
+            crate::demo::run(args.contacts).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(feature = "sim")]
         Command::Sim(args) => {
             crate::sim::run_cli(&args).await?;
             Ok(ExitCode::SUCCESS)
         }
-        other => Err(format!("command not available yet: {other:?}").into()),
     }
 }
 

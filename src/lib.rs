@@ -34,6 +34,8 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod contact;
+#[cfg(feature = "sim")]
+pub mod demo;
 pub mod ledger;
 pub mod pipeline;
 pub mod publish;

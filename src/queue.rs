@@ -331,9 +331,10 @@ impl Consumer {
         Ok(())
     }
 
-    /// Close the channel: anything unsettled goes back to the queue.
+    /// Close the channels: anything unsettled goes back to the queue.
     pub async fn close(self) {
         let _ = self.channel.close(200, "bye".into()).await;
+        let _ = self.settler.dl.ch.close(200, "bye".into()).await;
     }
 }
 

@@ -318,7 +318,13 @@ pub async fn serve(
 /// text, filtered by `RUST_LOG` (default `info`). Emails and tokens are never logged above debug
 /// by the rooms; tokens never at all.
 pub fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_tracing_with(format, "info")
+}
+
+/// [`init_tracing`] with another default filter when `RUST_LOG` is unset.
+pub fn init_tracing_with(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
