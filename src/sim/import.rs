@@ -380,7 +380,12 @@ fn accept(
         state: AState::Initialized,
         person_count: 0,
     };
-    let out = a.to_json();
+    let mut out = a.to_json();
+    // The create answer is an `ActivityImport`, whose `status` has no `items_completed_count`
+    // (that one belongs to the `Activity` a GET returns).
+    if let Some(st) = out["status"].as_object_mut() {
+        st.remove("items_completed_count");
+    }
     s.activities.push(a);
     Ok(out)
 }
