@@ -101,6 +101,24 @@ pub struct SimArgs {
     /// Milliseconds an import activity spends processing.
     #[arg(long, default_value_t = 1_000)]
     pub processing_ms: u64,
+    /// Address to bind (use 0.0.0.0 inside a container).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Token-endpoint requests per second per client (CC: 1).
+    #[arg(long, default_value_t = 1)]
+    pub token_per_second: u32,
+    /// Device-flow polling interval announced to clients, seconds.
+    #[arg(long, default_value_t = 5)]
+    pub device_interval_secs: u64,
+    /// Require this client secret in HTTP Basic auth (default: accept any client).
+    #[arg(long, env = "CCSYNC_SIM_CLIENT_SECRET", hide_env_values = true)]
+    pub client_secret: Option<String>,
+    /// Reusing a rotated refresh token after the grace window also kills the current one.
+    #[arg(long)]
+    pub reuse_revokes_family: bool,
+    /// Seed for the fault random number generator.
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 #[cfg(feature = "sim")]
@@ -126,6 +144,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             for w in settings.warnings() {
                 println!("warning: {w}");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(feature = "sim")]
+        Command::Sim(args) => {
+            crate::sim::run_cli(&args).await?;
             Ok(ExitCode::SUCCESS)
         }
         other => Err(format!("command not available yet: {other:?}").into()),

@@ -1,1 +1,353 @@
-//! (room: sim)
+//! A faithful local Constant Contact V3 (issue 2, DESIGN §5.5): the OAuth server, the `/v3` API
+//! the worker uses, CC's limits and error bodies, fault switches and introspection.
+//!
+//! Written from `reference/constant-contact-v3.md` and CC's Swagger only, never from the
+//! worker's wire types, so tests check the contract instead of echoing it. Where the reference
+//! is silent, each module documents the strictest plausible choice it made:
+//! [`tokens`] (rotation, grace, idle expiry), [`oauth`] (parameters, client auth, token 429),
+//! [`limits`] (sliding window, quota, what counts), [`activity`] (states, counts),
+//! [`import`] (4 MB cut, row errors, duplicates), [`api`] (401, 415, 400 forms), [`schema`]
+//! (Swagger → JSON Schema), [`faults`] (drop, hang, 503), [`admin`] (the `/_sim/` API).
+//!
+//! Start one in-process with [`Sim::start`] (random port) or standalone with `ccsync sim`.
+//! Everything the handle offers is also on the admin HTTP API under `/_sim/` (see
+//! `docs/simulator.md`).
+
+pub mod activity;
+pub mod admin;
+pub mod api;
+pub mod bytecut;
+pub mod config;
+pub mod contacts;
+pub mod faults;
+pub mod import;
+pub mod jwt;
+pub mod limits;
+pub mod oauth;
+pub mod oauth_error;
+pub mod resources;
+pub mod schema;
+pub mod state;
+pub mod store;
+pub mod tokens;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+pub use config::{Faults, LostMode, LostResponse, RefreshMode, SimConfig};
+pub use state::RequestRecord;
+pub use store::SimContact;
+
+use faults::{ConnHandle, KillListener};
+use state::{Shared, lock};
+
+/// Scope `issue_tokens` grants (what a sync worker asks for, reference §2.2).
+pub const DEFAULT_SCOPE: &str = "contact_data offline_access";
+
+/// A running simulator. Dropping it without [`Sim::shutdown`] leaves the server task running
+/// until the runtime ends.
+pub struct Sim {
+    shared: Arc<Shared>,
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Request counters (admin `GET /_sim/counters`).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct Counters {
+    pub requests: u64,
+    pub api_requests: u64,
+    pub token_requests: u64,
+    /// Successful refresh-token grants.
+    pub refreshes: u64,
+    /// Status code → count, over all logged requests.
+    pub by_status: BTreeMap<u16, u64>,
+    /// `error` / `error_key` → count.
+    pub by_error: BTreeMap<String, u64>,
+    /// Requests whose response was lost or that hang (no status).
+    pub unanswered: u64,
+    pub activities: u64,
+    pub activities_completed: u64,
+    pub activities_failed: u64,
+    pub contacts: u64,
+    /// client_id → API requests counted against today's quota (simulator UTC day).
+    pub quota_used_today: BTreeMap<String, u64>,
+}
+
+impl Sim {
+    /// Start on `127.0.0.1:0` (a free port).
+    pub async fn start(cfg: SimConfig) -> std::io::Result<Sim> {
+        Self::start_on(0, cfg).await
+    }
+
+    /// Start on `127.0.0.1:port` (0 = any free port).
+    pub async fn start_on(port: u16, cfg: SimConfig) -> std::io::Result<Sim> {
+        Self::start_at(std::net::SocketAddr::from(([127, 0, 0, 1], port)), cfg).await
+    }
+
+    /// Start on any address (the CLI may bind 0.0.0.0 for containers).
+    pub async fn start_at(addr: std::net::SocketAddr, cfg: SimConfig) -> std::io::Result<Sim> {
+        let key = jwt::signing_key()?;
+        // Load the Swagger once per process before serving (a bad document fails the start).
+        schema::preload().map_err(std::io::Error::other)?;
+        let listener = TcpListener::bind(addr).await?;
+        let port = listener.local_addr()?.port();
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            addr.ip().to_string()
+        };
+        let shared = Arc::new(Shared::new(cfg, key, format!("http://{host}:{port}")));
+        let app = router(shared.clone());
+        let stop = shared.shutdown.clone();
+        let task = tokio::spawn(async move {
+            let svc = app.into_make_service_with_connect_info::<ConnHandle>();
+            if let Err(e) = axum::serve(KillListener(listener), svc)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::warn!(error = %e, "simulator server stopped with an error");
+            }
+        });
+        Ok(Sim { shared, port, task })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    /// `http://127.0.0.1:PORT`
+    pub fn base_url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+    /// `{base}/v3` (what `CCSYNC_API_BASE_URL` points at).
+    pub fn api_base_url(&self) -> String {
+        format!("{}/v3", self.shared.base_url)
+    }
+    /// `{base}/oauth2/default/v1` (what `CCSYNC_AUTH_BASE_URL` points at).
+    pub fn auth_base_url(&self) -> String {
+        format!("{}/oauth2/default/v1", self.shared.base_url)
+    }
+    /// `{base}/oauth2/default/v1/keys`
+    pub fn jwks_url(&self) -> String {
+        format!("{}/keys", self.auth_base_url())
+    }
+
+    /// A fresh token pair as if a device flow for `account` had just been approved
+    /// (scope `contact_data offline_access`).
+    pub fn issue_tokens(&self, client_id: &str, account: &str) -> (String, String) {
+        let sh = &self.shared;
+        let t = lock(&sh.auth).new_grant(
+            client_id,
+            account,
+            DEFAULT_SCOPE,
+            sh.clock.mono(),
+            &sh.cfg,
+            sh.key,
+            sh.clock.now().unix_timestamp(),
+        );
+        (t.access_token, t.refresh_token.unwrap_or_default())
+    }
+
+    /// Approve a pending user code for account `default`.
+    pub fn approve(&self, user_code: &str) -> bool {
+        self.approve_for(user_code, "default")
+    }
+    /// Approve a pending user code for `account` (its tokens carry it as `platform_user_id`).
+    pub fn approve_for(&self, user_code: &str, account: &str) -> bool {
+        lock(&self.shared.auth).decide(user_code, Some(account))
+    }
+    /// Refuse a pending user code (the poller then gets `access_denied`).
+    pub fn deny(&self, user_code: &str) -> bool {
+        lock(&self.shared.auth).decide(user_code, None)
+    }
+
+    pub fn set_faults(&self, f: Faults) {
+        *lock(&self.shared.faults) = f;
+    }
+    pub fn faults(&self) -> Faults {
+        self.shared.faults()
+    }
+
+    /// Move the simulator clock forward (token expiry, idle expiry, device codes, rate windows,
+    /// the quota day). Activity processing stays on real time.
+    pub fn advance_clock(&self, by: Duration) {
+        self.shared.clock.advance(by);
+    }
+    /// The simulator clock (UTC).
+    pub fn now(&self) -> OffsetDateTime {
+        self.shared.clock.now()
+    }
+    /// How far the simulator clock is ahead of real time.
+    pub fn clock_offset(&self) -> Duration {
+        self.shared.clock.offset()
+    }
+
+    /// Kill every access and refresh token (the user revoked the app).
+    pub fn revoke_all(&self) {
+        lock(&self.shared.auth).revoke_all();
+    }
+
+    /// Every non-admin request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.shared.log).clone()
+    }
+
+    pub fn counters(&self) -> Counters {
+        admin::counters(&self.shared)
+    }
+
+    /// Create a contact list (as if made in CC's UI).
+    pub fn create_list(&self, name: &str) -> Uuid {
+        let mut s = lock(&self.shared.store);
+        let now = self.shared.clock.now();
+        match s.create_list(name, None, false, now) {
+            Ok(id) => id,
+            Err(_) => s
+                .lists
+                .iter()
+                .find(|l| l.name == name)
+                .map_or_else(Uuid::nil, |l| l.id),
+        }
+    }
+
+    /// Create a custom field (type `string`); returns the existing one's id if the name exists.
+    pub fn create_custom_field(&self, name: &str) -> Uuid {
+        let mut s = lock(&self.shared.store);
+        let now = self.shared.clock.now();
+        match s.create_field(name, "string", now) {
+            Ok(id) => id,
+            Err(_) => s
+                .field_by_name(&name.replace(' ', "_"))
+                .map_or_else(Uuid::nil, |f| f.id),
+        }
+    }
+
+    /// Every contact, after settling the activities that are due.
+    pub fn contacts(&self) -> Vec<SimContact> {
+        let mut s = lock(&self.shared.store);
+        activity::settle(&mut s);
+        s.contacts.values().cloned().collect()
+    }
+
+    /// One contact by email (case-insensitive).
+    pub fn contact(&self, email: &str) -> Option<SimContact> {
+        let mut s = lock(&self.shared.store);
+        activity::settle(&mut s);
+        s.contact(email).cloned()
+    }
+
+    /// Stop serving: hanging requests are released (their connections dropped), then the server
+    /// drains.
+    pub async fn shutdown(self) {
+        self.shared.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+fn router(sh: Arc<Shared>) -> Router {
+    let oauth = Router::new()
+        .route("/device/authorize", post(oauth::device_authorize))
+        .route("/token", post(oauth::token))
+        .route("/authorize", get(oauth::authorize))
+        .route("/keys", get(oauth::keys));
+    Router::new()
+        .nest("/oauth2/default/v1", oauth)
+        .nest("/v3", api::router(sh.clone()))
+        .nest("/_sim", admin::router())
+        // CC takes bodies over 4 MB (and drops the excess, see import.rs); the simulator reads
+        // up to 64 MiB before answering 413.
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
+        .layer(axum::middleware::from_fn_with_state(
+            sh.clone(),
+            faults::outer,
+        ))
+        .with_state(sh)
+}
+
+/// `ccsync sim`: map the flags onto a [`SimConfig`] and run until Ctrl-C or SIGTERM.
+pub async fn run_cli(a: &crate::cli::SimArgs) -> std::io::Result<()> {
+    let cfg = SimConfig {
+        token_ttl: Duration::from_secs(a.token_ttl),
+        refresh_mode: if a.refresh_mode == "long-lived" {
+            RefreshMode::LongLived
+        } else {
+            RefreshMode::Rotating
+        },
+        grace: Duration::from_secs(a.grace_secs),
+        reuse_revokes_family: a.reuse_revokes_family,
+        per_second: a.per_second,
+        daily_quota: a.daily_quota,
+        token_per_second: a.token_per_second,
+        auto_approve: a.auto_approve,
+        device_interval_secs: a.device_interval_secs,
+        processing: Duration::from_millis(a.processing_ms),
+        client_secret: a.client_secret.clone(),
+        seed: a.seed,
+        ..SimConfig::default()
+    };
+    run_standalone(std::net::SocketAddr::new(a.host, a.port), cfg).await
+}
+
+/// Run standalone until Ctrl-C or SIGTERM.
+pub async fn run_standalone(addr: std::net::SocketAddr, cfg: SimConfig) -> std::io::Result<()> {
+    let sim = Sim::start_at(addr, cfg.clone()).await?;
+    println!("Constant Contact simulator listening on {}", sim.base_url());
+    println!("  CCSYNC_API_BASE_URL={}", sim.api_base_url());
+    println!("  CCSYNC_AUTH_BASE_URL={}", sim.auth_base_url());
+    println!(
+        "  JWKS: {}   admin API: {}/_sim/",
+        sim.jwks_url(),
+        sim.base_url()
+    );
+    println!("  any client_id is accepted (e.g. CCSYNC_CLIENT_ID=sim-client)");
+    println!(
+        "  refresh tokens: {:?}, grace {} s, access-token ttl {} s, {} req/s, {} req/day, auto-approve: {}",
+        cfg.refresh_mode,
+        cfg.grace.as_secs(),
+        cfg.token_ttl.as_secs(),
+        cfg.per_second,
+        cfg.daily_quota,
+        cfg.auto_approve
+    );
+    shutdown_signal().await;
+    println!("simulator shutting down");
+    sim.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,127 @@
+//! The simulator's knobs ([`SimConfig`], fixed at start) and fault switches ([`Faults`], changed at
+//! run time through [`super::Sim::set_faults`] or `PUT /_sim/faults`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How the token endpoint treats a refresh token after it has been used (reference §3.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefreshMode {
+    /// Single use: every refresh returns a new refresh token and kills every older one of the
+    /// same grant (CC's recommended app setting).
+    Rotating,
+    /// The same refresh token value comes back on every refresh; it only dies after 180 idle days.
+    LongLived,
+}
+
+/// Start-time configuration. `Default` holds CC's values (reference §11).
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Access-token lifetime (CC: 24 h, static).
+    pub token_ttl: Duration,
+    /// Refresh-token mode of the simulated app.
+    pub refresh_mode: RefreshMode,
+    /// How long a just-rotated refresh token keeps working (CC: unknown; Okta default 30 s;
+    /// default here 0, the strictest).
+    pub grace: Duration,
+    /// Okta-style reuse detection: presenting a rotated token after the grace window also kills
+    /// the grant's current refresh token. Off by default (plain `invalid_grant` for the reuser).
+    pub reuse_revokes_family: bool,
+    /// Idle expiry of refresh tokens on the simulator clock (CC: 180 days, both modes).
+    pub refresh_idle_expiry: Duration,
+    /// API requests allowed in any sliding 1-second window per client_id (CC: 4).
+    pub per_second: u32,
+    /// API requests per client_id per UTC day of the simulator clock (CC: 10,000).
+    pub daily_quota: u64,
+    /// Token-endpoint requests in any sliding 1-second window per client_id (CC: 1).
+    pub token_per_second: u32,
+    /// Approve every device code as soon as it is issued (tests, demo).
+    pub auto_approve: bool,
+    /// Device-flow polling interval announced to clients, seconds (Okta default 5).
+    pub device_interval_secs: u64,
+    /// Device-code lifetime, seconds (Okta default 600).
+    pub device_expires_secs: u64,
+    /// Real time an import activity takes from creation to `completed` (half of it is spent
+    /// `initialized`, the other half `processing`).
+    pub processing: Duration,
+    /// Non-terminal activities allowed per account before imports get 429 (CC: 1,000).
+    pub max_queued_activities: usize,
+    /// When set, HTTP Basic client authentication must carry this secret (confidential app).
+    /// When unset, any secret (or none: public client) is accepted.
+    pub client_secret: Option<String>,
+    /// Seed of the fault RNG; `None` seeds from the OS.
+    pub seed: Option<u64>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            token_ttl: Duration::from_secs(86_400),
+            refresh_mode: RefreshMode::Rotating,
+            grace: Duration::ZERO,
+            reuse_revokes_family: false,
+            refresh_idle_expiry: Duration::from_secs(180 * 86_400),
+            per_second: 4,
+            daily_quota: 10_000,
+            token_per_second: 1,
+            auto_approve: false,
+            device_interval_secs: 5,
+            device_expires_secs: 600,
+            processing: Duration::from_millis(1_000),
+            max_queued_activities: 1_000,
+            client_secret: None,
+            seed: None,
+        }
+    }
+}
+
+/// What a "commit, then lose the response" fault does to the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LostMode {
+    /// The work is committed, then the connection is closed without a single response byte.
+    Drop,
+    /// The work is committed, then the request never gets an answer (until shutdown).
+    Hang,
+}
+
+/// A "commit, then lose the response" switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostResponse {
+    pub mode: LostMode,
+    /// How many more responses to lose; `None` = every one until the fault is cleared. Counts
+    /// down by one per lost response; at 0 the switch turns itself off.
+    #[serde(default)]
+    pub times: Option<u32>,
+}
+
+/// Fault switches. All off by default; rates are probabilities in 0.0–1.0 (tests use 0 or 1).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Faults {
+    /// Added before every non-admin request is handled.
+    pub latency_ms: u64,
+    /// Share of non-admin requests answered 503 before anything else happens (nothing is counted
+    /// against rate limits, nothing is committed).
+    pub error_rate: f64,
+    /// Share of non-admin requests that never get an answer (nothing committed).
+    pub hang_rate: f64,
+    /// When set, `latency_ms`, `error_rate` and `hang_rate` only apply to paths starting with it
+    /// (e.g. `/v3/` or `/oauth2/default/v1/token`).
+    pub path_prefix: Option<String>,
+    /// Successful token responses (all grants) are committed, then lost.
+    pub token_lost_response: Option<LostResponse>,
+    /// Accepted imports (`201`) are committed (the activity exists and will run), then lost.
+    pub import_lost_response: Option<LostResponse>,
+    /// Share of new import activities that end `failed` (nothing written).
+    pub activity_failure_rate: f64,
+    /// Extra real time added to every new activity's processing.
+    pub extra_processing_ms: u64,
+    /// Random extra processing in 0..=this many ms per new activity (activities then complete
+    /// out of order).
+    pub processing_jitter_ms: u64,
+    /// Import rows whose email contains this text (case-insensitive) become row errors.
+    pub reject_emails_containing: Option<String>,
+}

@@ -1,0 +1,193 @@
+//! The account's data as CC would hold it: contact lists, custom fields, contacts, activities.
+//!
+//! Choices where the reference is silent:
+//! - One store per simulator, shared by every account (`platform_user_id`) and client; the account
+//!   only scopes the 1,000-queued-activities cap.
+//! - Contacts are keyed by email, matched **case-insensitively**; the address keeps the spelling of
+//!   the call that created it.
+//! - [`SimContact::fields`] uses the import's column names (`first_name`, `phone`, `street`,
+//!   `zip`, …); `sign_up_form` fields are mapped onto them (`phone_number` → `phone`,
+//!   `street_address.postal_code` → `zip`, …). Custom fields are stored as `cf:<name>`.
+//! - List names and custom-field names are unique (a duplicate is a 409 conflict).
+//! - Custom-field `name` = `label` with blanks replaced by underscores (Swagger `CustomField.name`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::activity::Activity;
+
+/// A contact as the simulator holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimContact {
+    pub contact_id: Uuid,
+    pub email: String,
+    /// Import column names → values; custom fields as `cf:<name>`.
+    pub fields: BTreeMap<String, String>,
+    pub list_ids: BTreeSet<Uuid>,
+    /// `implicit` (created by an import), `explicit` (sign-up form).
+    pub permission_to_send: String,
+    /// `Account` (import) or `Contact` (sign-up form).
+    pub opt_in_source: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// How many times a call wrote this contact (imports count once per activity).
+    pub writes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListRec {
+    pub id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub favorite: bool,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct FieldRec {
+    pub id: Uuid,
+    pub label: String,
+    pub name: String,
+    pub kind: String,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// How a write reached the contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Import,
+    SignUpForm,
+}
+
+/// CC's cap on custom fields per account (reference §5.6).
+pub const MAX_CUSTOM_FIELDS: usize = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateError {
+    Conflict,
+    Limit,
+}
+
+#[derive(Debug, Default)]
+pub struct Store {
+    pub lists: Vec<ListRec>,
+    pub fields: Vec<FieldRec>,
+    /// lowercase email → contact.
+    pub contacts: BTreeMap<String, SimContact>,
+    /// In creation order.
+    pub activities: Vec<Activity>,
+}
+
+impl Store {
+    pub fn create_list(
+        &mut self,
+        name: &str,
+        description: Option<String>,
+        favorite: bool,
+        now: OffsetDateTime,
+    ) -> Result<Uuid, CreateError> {
+        if self.lists.iter().any(|l| l.name == name) {
+            return Err(CreateError::Conflict);
+        }
+        let id = Uuid::new_v4();
+        self.lists.push(ListRec {
+            id,
+            name: name.into(),
+            description,
+            favorite,
+            created_at: now,
+            updated_at: now,
+        });
+        Ok(id)
+    }
+
+    pub fn create_field(
+        &mut self,
+        label: &str,
+        kind: &str,
+        now: OffsetDateTime,
+    ) -> Result<Uuid, CreateError> {
+        let name = label.trim().replace(' ', "_");
+        if self
+            .fields
+            .iter()
+            .any(|f| f.name.eq_ignore_ascii_case(&name))
+        {
+            return Err(CreateError::Conflict);
+        }
+        if self.fields.len() >= MAX_CUSTOM_FIELDS {
+            return Err(CreateError::Limit);
+        }
+        let id = Uuid::new_v4();
+        self.fields.push(FieldRec {
+            id,
+            label: label.into(),
+            name,
+            kind: kind.into(),
+            created_at: now,
+            updated_at: now,
+        });
+        Ok(id)
+    }
+
+    pub fn list_exists(&self, id: &Uuid) -> bool {
+        self.lists.iter().any(|l| l.id == *id)
+    }
+
+    pub fn field_by_name(&self, name: &str) -> Option<&FieldRec> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    pub fn field_by_id(&self, id: &Uuid) -> Option<&FieldRec> {
+        self.fields.iter().find(|f| f.id == *id)
+    }
+
+    pub fn contact(&self, email: &str) -> Option<&SimContact> {
+        self.contacts.get(&email.to_lowercase())
+    }
+
+    /// Create or update a contact: only `fields` sent change, `lists` are added (never removed).
+    /// Returns the contact id and whether it was created.
+    pub fn upsert(
+        &mut self,
+        email: &str,
+        fields: BTreeMap<String, String>,
+        lists: &BTreeSet<Uuid>,
+        source: Source,
+        now: OffsetDateTime,
+    ) -> (Uuid, bool) {
+        let key = email.to_lowercase();
+        let created = !self.contacts.contains_key(&key);
+        let c = self.contacts.entry(key).or_insert_with(|| SimContact {
+            contact_id: Uuid::new_v4(),
+            email: email.to_owned(),
+            fields: BTreeMap::new(),
+            list_ids: BTreeSet::new(),
+            // Import: new contacts get implicit permission, source Account (reference §6.1).
+            permission_to_send: "implicit".into(),
+            opt_in_source: "Account".into(),
+            created_at: now,
+            updated_at: now,
+            writes: 0,
+        });
+        if source == Source::SignUpForm {
+            // sign_up_form sets explicit permission, even for existing contacts (reference §5.1).
+            c.permission_to_send = "explicit".into();
+            if created {
+                c.opt_in_source = "Contact".into();
+            }
+        }
+        c.fields.extend(fields);
+        c.list_ids.extend(lists.iter().copied());
+        c.updated_at = now;
+        c.writes += 1;
+        (c.contact_id, created)
+    }
+}
