@@ -139,7 +139,7 @@ impl CallKind {
 }
 
 /// Why a call may not go now. Each variant says what the caller does next.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RateLimitError {
     /// The day's budget (for this kind of call) is spent: pause until 00:00 UTC, keep messages queued.
     #[error("daily quota spent; paused for {0:?} until 00:00 UTC")]
