@@ -94,13 +94,17 @@
 //! `{prefix}:rl:{client_id}:gcra`, `…:cooldown`, `…:token:gcra`, `…:token:cooldown`,
 //! `…:day:{YYYY-MM-DD}`.
 
+mod fallback;
 mod gcra;
+mod limits;
 mod pacing;
 mod shared;
+mod store;
 
 pub use gcra::{GcraDecision, GcraParams, LocalGcra, gcra_decide, max_in_sliding_window};
 pub use pacing::{Budget, pacing_linger};
-pub use shared::{LimiterError, SharedDecision, SharedLimiter};
+pub use shared::SharedLimiter;
+pub use store::{LimiterError, SharedDecision};
 
 use std::time::Duration;
 
