@@ -391,3 +391,30 @@ impl Proxy {
         Self::bind(addr).await
     }
 }
+
+/// Production Redis uses TLS and a password (DESIGN §5.3): a `rediss://` URL builds a limiter
+/// (degraded here, nothing listens on port 1), and neither its `Debug` nor its errors show the
+/// password.
+#[tokio::test]
+async fn rediss_urls_work_and_the_password_never_shows() {
+    let s = ccsync::config::Settings::from_pairs([
+        ("CCSYNC_REDIS_URL", "rediss://ccsync:s3cret-pw@127.0.0.1:1"),
+        ("CCSYNC_RATELIMIT__REDIS_TIMEOUT_MS", "300"),
+    ])
+    .unwrap();
+    let lim = SharedLimiter::connect(&s, CID).await.unwrap();
+    assert!(lim.is_degraded());
+    assert!(!format!("{lim:?}").contains("s3cret-pw"));
+
+    let bad = ccsync::config::Settings::from_pairs([(
+        "CCSYNC_REDIS_URL",
+        "redis://ccsync:s3cret-pw@127.0.0.1:6379/not-a-db",
+    )])
+    .unwrap();
+    let err = SharedLimiter::connect(&bad, CID).await.unwrap_err();
+    assert!(matches!(
+        err,
+        ccsync::ratelimit::LimiterError::InvalidRedisUrl(_)
+    ));
+    assert!(!err.to_string().contains("s3cret-pw"), "{err}");
+}
