@@ -129,4 +129,24 @@ mod tests {
         );
         assert_eq!(k.day("2026-11-23"), "ccsync:rl:{abc}:day:2026-11-23");
     }
+
+    #[test]
+    fn partner_limits_and_bad_values() {
+        let s = Settings::from_pairs([
+            ("CCSYNC_RATELIMIT__PER_SECOND", "10"),
+            ("CCSYNC_RATELIMIT__DAILY_QUOTA", "250000"),
+        ])
+        .unwrap();
+        let l = Limits::from_settings(&s);
+        assert_eq!(l.api.interval_us, 110_000);
+        assert_eq!(l.daily_limit(CallKind::Import), 249_700);
+        for (key, value) in [
+            ("CCSYNC_RATELIMIT__JITTER_ALLOWANCE_MS", "0"),
+            ("CCSYNC_RATELIMIT__JITTER_ALLOWANCE_MS", "1000"),
+            ("CCSYNC_RATELIMIT__REDIS_TIMEOUT_MS", "0"),
+        ] {
+            let e = Settings::from_pairs([(key, value)]).unwrap_err();
+            assert!(e.to_string().contains(key), "{e}");
+        }
+    }
 }
