@@ -42,6 +42,9 @@ async fn budget_pauses_until_midnight_and_serves_again_after_it() {
     let a = SharedLimiter::connect(&s, CID).await.unwrap();
     let b = SharedLimiter::connect(&s, CID).await.unwrap();
 
+    let waits_before = ccsync::telemetry::metrics()
+        .ratelimit_wait
+        .get_sample_count();
     // Day 1: 40 imports go (quota − reserve), the 41st is refused at once with the time to
     // midnight, and the pause is exported.
     for i in 0..40 {
@@ -57,6 +60,14 @@ async fn budget_pauses_until_midnight_and_serves_again_after_it() {
     );
     assert_eq!(paused_gauge(), 1);
     assert_eq!(remaining_gauge(), 10);
+    // Every acquire's wait was observed, the refused one included.
+    assert_eq!(
+        ccsync::telemetry::metrics()
+            .ratelimit_wait
+            .get_sample_count()
+            - waits_before,
+        41
+    );
     let budget = a.budget().await;
     assert_eq!(budget.remaining_for_imports(), 0);
     assert!(budget.paused_until.is_some());

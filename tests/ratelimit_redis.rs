@@ -268,6 +268,8 @@ async fn unreachable_redis_falls_back_to_the_local_share_not_unlimited() {
         ("CCSYNC_RATELIMIT__DAILY_RESERVE", "10"),
     ])
     .unwrap();
+    let logs = LogCapture::default();
+    let _guard = logs.install();
     let lim = SharedLimiter::connect(&s, CID).await.unwrap();
     assert!(lim.is_degraded());
     let start = tokio::time::Instant::now();
@@ -293,6 +295,8 @@ async fn unreachable_redis_falls_back_to_the_local_share_not_unlimited() {
     assert_eq!(polls, 3);
     assert!(lim.budget().await.paused_until.is_some());
     assert!(lim.is_degraded());
+    // Dozens of failed probes later, the transition was logged once, not per call.
+    assert_eq!(logs.count("Redis unreachable"), 1);
 }
 
 /// A TCP proxy in front of the real Redis that the test can cut and restore: the limiter falls
@@ -310,6 +314,8 @@ async fn limiter_recovers_when_redis_comes_back() {
         ("CCSYNC_RATELIMIT__REDIS_TIMEOUT_MS", "300"),
     ])
     .unwrap();
+    let logs = LogCapture::default();
+    let _guard = logs.install();
     let lim = SharedLimiter::connect(&s, CID).await.unwrap();
     lim.acquire(CallKind::Import).await.unwrap();
     assert!(!lim.is_degraded());
@@ -334,6 +340,9 @@ async fn limiter_recovers_when_redis_comes_back() {
     );
     assert!(used >= 4, "shared count {used}");
     assert_eq!(budget.remaining_today, 10_000 - used);
+    // One line per transition.
+    assert_eq!(logs.count("Redis unreachable"), 1);
+    assert_eq!(logs.count("Redis is back"), 1);
     drop(proxy);
     cleanup(&prefix).await;
 }
@@ -381,4 +390,31 @@ impl Proxy {
         let _ = self.task.await;
         Self::bind(addr).await
     }
+}
+
+/// Production Redis uses TLS and a password (DESIGN §5.3): a `rediss://` URL builds a limiter
+/// (degraded here, nothing listens on port 1), and neither its `Debug` nor its errors show the
+/// password.
+#[tokio::test]
+async fn rediss_urls_work_and_the_password_never_shows() {
+    let s = ccsync::config::Settings::from_pairs([
+        ("CCSYNC_REDIS_URL", "rediss://ccsync:s3cret-pw@127.0.0.1:1"),
+        ("CCSYNC_RATELIMIT__REDIS_TIMEOUT_MS", "300"),
+    ])
+    .unwrap();
+    let lim = SharedLimiter::connect(&s, CID).await.unwrap();
+    assert!(lim.is_degraded());
+    assert!(!format!("{lim:?}").contains("s3cret-pw"));
+
+    let bad = ccsync::config::Settings::from_pairs([(
+        "CCSYNC_REDIS_URL",
+        "redis://ccsync:s3cret-pw@127.0.0.1:6379/not-a-db",
+    )])
+    .unwrap();
+    let err = SharedLimiter::connect(&bad, CID).await.unwrap_err();
+    assert!(matches!(
+        err,
+        ccsync::ratelimit::LimiterError::InvalidRedisUrl(_)
+    ));
+    assert!(!err.to_string().contains("s3cret-pw"), "{err}");
 }

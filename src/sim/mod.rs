@@ -16,6 +16,7 @@
 pub mod activity;
 pub mod admin;
 pub mod api;
+pub mod bytecut;
 pub mod config;
 pub mod contacts;
 pub mod faults;
@@ -23,6 +24,7 @@ pub mod import;
 pub mod jwt;
 pub mod limits;
 pub mod oauth;
+pub mod oauth_error;
 pub mod resources;
 pub mod schema;
 pub mod state;
