@@ -211,6 +211,22 @@ impl Metrics {
             "Messages dead-lettered, by reason code.",
             &["reason"],
         );
+        // Export every known label value from the start, so dashboards and alerts see 0 instead of
+        // nothing before the first event.
+        for k in [
+            "throttled",
+            "quota_exceeded",
+            "activities_queued",
+            "unrecognized",
+        ] {
+            rate_limited.with_label_values(&[k]);
+        }
+        for k in ["ok", "lost_race", "invalid_grant", "error"] {
+            token_refresh.with_label_values(&[k]);
+        }
+        for k in ["invalid_grant", "unauthorized", "jwt_invalid"] {
+            auth_failures.with_label_values(&[k]);
+        }
         Metrics {
             registry: r,
             messages,

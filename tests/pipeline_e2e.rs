@@ -406,9 +406,17 @@ async fn sigkill_mid_batch_loses_nothing_and_sigterm_drains_and_exits_zero() {
         .expect("exits within the shutdown deadline")
         .unwrap();
     assert!(exit.success(), "exit status {exit:?}");
-    // Drained: the in-flight import completed and was acked before exit.
-    assert_eq!(world.sim.contacts().len(), 600);
-    assert_eq!(world.queue_len().await, 0);
+    // Drained: the in-flight import completed before exit; whatever was still waiting in the
+    // batcher went back to the queue. Nothing is lost either way.
+    let held = world.sim.contacts().len();
+    let queued = world.queue_len().await as usize;
+    assert!(held > 500, "the in-flight import finished before exit");
+    assert_eq!(
+        held + queued,
+        600,
+        "every message is in CC or back in the queue"
+    );
+    assert_eq!(world.dead_len().await, 0);
     world.cleanup().await;
 }
 

@@ -198,7 +198,8 @@ pub async fn send(ctx: Arc<Ctx>, settler: Settler, batch: ContactBatch) -> Optio
             if Instant::now() >= deadline {
                 return settle_stop(busy, Stop::Deadline).await;
             }
-            backoff_sleep(round.min(3), deadline).await;
+            // The other import usually completes within seconds: look again soon.
+            backoff_sleep(0, deadline).await;
             round += 1;
         }
         pending = busy;
@@ -530,8 +531,8 @@ where
                 };
             }
             RetryAction::RateLimited => {
+                // The gate counts it in `ccsync_rate_limited_total` and shares the consequence.
                 if let CcError::RateLimited { error_key } = &err {
-                    metrics().rate_limited.with_label_values(&[error_key]).inc();
                     ctx.gate.report_429(kind, error_key).await;
                 }
             }

@@ -187,6 +187,15 @@ impl World {
     }
 }
 
+/// A free TCP port on 127.0.0.1 (bound, then released for a worker to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Poll `cond` every 100 ms until it holds or `limit` passes; panics with `what` on timeout.
 pub async fn wait_for<F, Fut>(limit: Duration, what: &str, mut cond: F)
 where
