@@ -311,3 +311,61 @@ async fn wait_out_pause(ctx: &Ctx, p: Pause, shutdown: &CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cc::api::Api;
+
+    fn contact(i: usize, fat: bool) -> Contact {
+        let long = |n: usize| "é\"".repeat(n / 2);
+        let body = serde_json::json!({
+            "type": "contact.upsert", "version": 1, "id": format!("m{i}"),
+            "occurred_at": "2026-11-23T10:00:00Z",
+            "contact": {
+                "email": format!("p{i}@example.com"),
+                "first_name": if fat { long(50) } else { "A".into() },
+                "last_name": if fat { long(50) } else { "B".into() },
+                "company_name": if fat { long(50) } else { "C".into() },
+                "address": { "street": if fat { long(255) } else { "1 Main".into() } },
+                "custom_fields": if fat {
+                    (0..25).map(|f| (format!("field{f}"), serde_json::Value::from(long(255)))).collect()
+                } else { serde_json::Map::new() },
+            }
+        });
+        let lists = [uuid::Uuid::nil()];
+        contact::decode(&serde_json::to_vec(&body).unwrap(), &lists).unwrap()
+    }
+
+    /// DESIGN §2: no import exceeds 40,000 contacts or (well under) 4 MB, whatever the contacts
+    /// look like: the batcher's estimate bounds the real request body.
+    #[test]
+    fn batches_never_exceed_cc_import_limits() {
+        let defaults = crate::config::Settings::from_pairs([]).unwrap().worker;
+        for fat in [false, true] {
+            let mut b: Batcher<Contact, usize> = Batcher::new(Limits {
+                max_items: defaults.batch_max_contacts,
+                max_bytes: defaults.batch_max_bytes,
+            });
+            let now = Instant::now();
+            let mut flushed = Vec::new();
+            let n = if fat { 800 } else { 41_000 };
+            for i in 0..n {
+                flushed.extend(b.push(contact(i, fat), i, now));
+            }
+            flushed.extend(b.drain());
+            assert!(flushed.len() >= 2, "the limits split the stream");
+            for batch in &flushed {
+                let rows: Vec<&Contact> = batch.entries.iter().map(|e| &e.item).collect();
+                let body = Api::import_body(&batch.group.1, &rows);
+                assert!(rows.len() <= 40_000);
+                assert!(
+                    body.len() <= defaults.batch_max_bytes,
+                    "{} bytes",
+                    body.len()
+                );
+                assert!(body.len() < 4_000_000);
+            }
+        }
+    }
+}

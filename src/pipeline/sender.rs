@@ -135,6 +135,36 @@ type Chunk = Vec<Entry<Contact, Held>>;
 
 /// Send one batch and settle its deliveries. Returns a pause request when the worker must stop.
 pub async fn send(ctx: Arc<Ctx>, settler: Settler, batch: ContactBatch) -> Option<Pause> {
+    use tracing::Instrument as _;
+    // Every log line of this batch carries its id, account and size (JSON logs: span fields).
+    let batch_id = uuid::Uuid::now_v7().to_string();
+    let span = tracing::info_span!(
+        "batch",
+        batch_id = %batch_id,
+        account = %batch.group.0,
+        contacts = batch.entries.len(),
+        deliveries = batch.deliveries(),
+    );
+    let started = Instant::now();
+    let pause = send_batch(ctx, settler, batch, batch_id)
+        .instrument(span.clone())
+        .await;
+    span.in_scope(|| {
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            paused = pause.is_some(),
+            "batch settled"
+        )
+    });
+    pause
+}
+
+async fn send_batch(
+    ctx: Arc<Ctx>,
+    settler: Settler,
+    batch: ContactBatch,
+    owner: String,
+) -> Option<Pause> {
     let (account, lists, consent) = batch.group.clone();
     let oldest = batch
         .entries
@@ -157,7 +187,6 @@ pub async fn send(ctx: Arc<Ctx>, settler: Settler, batch: ContactBatch) -> Optio
     };
     // Claim the emails in the shared ledger; send what is free, retry what another import carries
     // once this one has settled (see `crate::ledger`).
-    let owner = uuid::Uuid::now_v7().to_string();
     let mut pending = entries;
     let mut round = 0u32;
     while !pending.is_empty() {
@@ -661,11 +690,26 @@ async fn dead_letter_chunk(settler: &Settler, chunk: Chunk, reason: &str, detail
 /// Dead-letter one delivery; a failure leaves it unsettled (the broker redelivers it).
 pub async fn dead_letter(settler: &Settler, tag: &Tag, body: &[u8], reason: &str, detail: &str) {
     let m = metrics();
+    // The message id when the body has one (never the email).
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<String>,
+    }
+    let message_id = serde_json::from_slice::<IdOnly>(body)
+        .ok()
+        .and_then(|m| m.id)
+        .unwrap_or_default();
     match settler.dead_letter(tag, body, reason, detail).await {
         Ok(()) => {
             m.messages.with_label_values(&["dead_lettered"]).inc();
             m.dead_letters.with_label_values(&[reason]).inc();
-            tracing::info!(reason, detail, "message dead-lettered");
+            tracing::info!(
+                outcome = "dead_lettered",
+                message_id = %message_id,
+                reason,
+                detail,
+                "message dead-lettered"
+            );
         }
         Err(e) => {
             tracing::warn!(error = %e, reason, "dead-letter publish failed; the message stays in the queue")
