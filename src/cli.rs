@@ -38,6 +38,23 @@ pub enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Dead letters (`<queue>.dead`): look at them, or send them back through the worker.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Show dead letters (reason, detail, time, message id) without removing them.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Move dead letters back to the queue (after fixing the cause, e.g. creating a custom field).
+    Replay {
+        #[arg(long, default_value_t = usize::MAX)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,6 +169,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             publish_cmd(&settings, args).await
         }
         Command::Auth(cmd) => run_auth(cmd).await,
+        Command::Dlq(cmd) => dlq_cmd(cmd).await,
         Command::Worker => {
             let settings = Settings::load()?;
             crate::telemetry::init_tracing(settings.log_format);
@@ -260,4 +278,44 @@ async fn run_auth(cmd: AuthCommand) -> Result<ExitCode, BoxError> {
         AuthCommand::Logout(a) => auth_cli::logout(&settings, &a.account, &mut out).await?,
     };
     Ok(code)
+}
+
+async fn dlq_cmd(cmd: DlqCommand) -> Result<ExitCode, BoxError> {
+    use crate::queue::{Broker, Topology};
+    let settings = Settings::load()?;
+    let topo = Topology::for_queue(&settings.queue);
+    let broker = Broker::connect(&settings.amqp_url).await?;
+    broker.declare(&topo).await?;
+    match cmd {
+        DlqCommand::List { limit } => {
+            let letters = broker.peek(&topo.dead, limit).await?;
+            println!("{} dead letter(s) shown from {}", letters.len(), topo.dead);
+            for f in letters {
+                #[derive(serde::Deserialize)]
+                struct IdOnly {
+                    id: Option<String>,
+                }
+                let id = serde_json::from_slice::<IdOnly>(&f.body)
+                    .ok()
+                    .and_then(|m| m.id)
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{}  {:<22} id={}  {}",
+                    f.failed_at.as_deref().unwrap_or("-"),
+                    f.reason.as_deref().unwrap_or("-"),
+                    id,
+                    f.detail.as_deref().unwrap_or("")
+                );
+            }
+        }
+        DlqCommand::Replay { limit } => {
+            let n = broker.replay(&topo, limit).await?;
+            println!(
+                "moved {n} dead letter(s) from {} back to {}",
+                topo.dead, topo.queue
+            );
+        }
+    }
+    broker.close().await;
+    Ok(ExitCode::SUCCESS)
 }

@@ -106,6 +106,7 @@ pub struct WorkerSettings {
     pub poll_max_ms: u64,
     pub shutdown_deadline_secs: u64,
     pub create_custom_fields: bool,
+    pub custom_fields_refresh_secs: u64,
     pub max_redeliveries: u32,
 }
 

@@ -202,32 +202,56 @@ impl Broker {
         let out = match got {
             None => None,
             Some(m) => {
-                let d = m.delivery;
-                let header = |k: &str| {
-                    d.properties
-                        .headers()
-                        .as_ref()
-                        .and_then(|h| h.inner().get(k).cloned())
-                        .and_then(|v| match v {
-                            AMQPValue::LongString(s) => {
-                                Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
-                            }
-                            AMQPValue::ShortString(s) => Some(s.to_string()),
-                            _ => None,
-                        })
-                };
-                let f = Fetched {
-                    reason: header("x-ccsync-reason"),
-                    detail: header("x-ccsync-detail"),
-                    failed_at: header("x-ccsync-failed-at"),
-                    body: d.data.clone(),
-                };
-                d.acker.ack(BasicAckOptions::default()).await?;
+                let f = fetched(&m.delivery);
+                m.delivery.acker.ack(BasicAckOptions::default()).await?;
                 Some(f)
             }
         };
         let _ = ch.close(200, "ok".into()).await;
         Ok(out)
+    }
+
+    /// Look at up to `limit` messages of a queue without removing them (they return to the queue
+    /// when the channel closes).
+    pub async fn peek(&self, queue: &str, limit: usize) -> Result<Vec<Fetched>, QueueError> {
+        let ch = self.conn.create_channel().await?;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(m) = ch
+                .basic_get(queue.into(), lapin::options::BasicGetOptions::default())
+                .await?
+            else {
+                break;
+            };
+            out.push(fetched(&m.delivery));
+        }
+        let _ = ch.close(200, "ok".into()).await;
+        Ok(out)
+    }
+
+    /// Move up to `limit` dead letters back to the queue: each is republished (confirmed by the
+    /// broker) before it is removed from `<queue>.dead`, so a crash duplicates, never loses.
+    pub async fn replay(&self, t: &Topology, limit: usize) -> Result<usize, QueueError> {
+        let ch = self.conn.create_channel().await?;
+        let publisher = self.publisher().await?;
+        let mut moved = 0;
+        while moved < limit {
+            let Some(m) = ch
+                .basic_get(
+                    t.dead.as_str().into(),
+                    lapin::options::BasicGetOptions::default(),
+                )
+                .await?
+            else {
+                break;
+            };
+            publisher.publish(&t.queue, &m.delivery.data).await?;
+            m.delivery.acker.ack(BasicAckOptions::default()).await?;
+            moved += 1;
+        }
+        let _ = ch.close(200, "ok".into()).await;
+        let _ = publisher.ch.close(200, "ok".into()).await;
+        Ok(moved)
     }
 
     /// Delete the queue and its dead-letter pair (demo and test clean-up).
@@ -251,6 +275,28 @@ impl Broker {
 
     pub async fn close(self) {
         let _ = self.conn.close(200, "bye".into()).await;
+    }
+}
+
+fn fetched(d: &Delivery) -> Fetched {
+    let header = |k: &str| {
+        d.properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get(k).cloned())
+            .and_then(|v| match v {
+                AMQPValue::LongString(s) => {
+                    Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                }
+                AMQPValue::ShortString(s) => Some(s.to_string()),
+                _ => None,
+            })
+    };
+    Fetched {
+        reason: header("x-ccsync-reason"),
+        detail: header("x-ccsync-detail"),
+        failed_at: header("x-ccsync-failed-at"),
+        body: d.data.clone(),
     }
 }
 

@@ -453,3 +453,62 @@ async fn older_event_after_newer_keeps_its_other_fields() {
     worker.kill().await.ok();
     world.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_can_be_listed_and_replayed_after_the_cause_is_fixed() {
+    let mut world = World::new(World::fast_sim()).await;
+    world.set("CCSYNC_WORKER__CUSTOM_FIELDS_REFRESH_SECS", "0");
+    world.seed_tokens("default").await;
+    world
+        .publish(&[message(
+            "cf@example.com",
+            &ts(0),
+            json!({"custom_fields": {"vip": "yes"}}),
+        )])
+        .await;
+    let mut worker = world.spawn_worker();
+    wait_for(
+        Duration::from_secs(30),
+        "dead-lettered: unknown custom field",
+        || async { world.dead_len().await == 1 },
+    )
+    .await;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ccsync"))
+            .args(args)
+            .envs(world.env())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = run(&["dlq", "list"]);
+    assert!(listed.contains("unknown_custom_field"), "{listed}");
+    assert!(
+        !listed.contains("cf@example.com"),
+        "no email in the listing"
+    );
+    assert_eq!(world.dead_len().await, 1, "listing removes nothing");
+    // The operator creates the field in CC, then replays.
+    world.sim.create_custom_field("vip");
+    let replayed = run(&["dlq", "replay"]);
+    assert!(replayed.contains("moved 1"), "{replayed}");
+    wait_for(
+        Duration::from_secs(30),
+        "synced after the replay",
+        || async {
+            world
+                .sim
+                .contact("cf@example.com")
+                .is_some_and(|c| c.fields.get("cf:vip").map(String::as_str) == Some("yes"))
+        },
+    )
+    .await;
+    assert_eq!(world.dead_len().await, 0);
+    worker.kill().await.ok();
+    world.cleanup().await;
+}

@@ -453,7 +453,8 @@ async fn resolve_custom_fields(
     let mut cache = ctx.custom_fields.lock().await;
     let fresh = |c: &Option<&FieldIds>| {
         c.is_some_and(|(at, map)| {
-            names.iter().all(|n| map.contains_key(*n)) || at.elapsed() < Duration::from_secs(60)
+            names.iter().all(|n| map.contains_key(*n))
+                || at.elapsed() < Duration::from_secs(ctx.worker.custom_fields_refresh_secs)
         })
     };
     if !fresh(&cache.get(account)) {
