@@ -89,8 +89,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         env_or("HAMMER_PATH", "/contact_lists".to_string())
     );
 
+    // 1.1 s: margin over the authorization server's sliding 1-second window.
     let gate: Arc<dyn Gate> = Arc::new(OnePerSecond(governor::RateLimiter::direct(
-        governor::Quota::per_second(std::num::NonZeroU32::MIN),
+        governor::Quota::with_period(Duration::from_millis(1100)).expect("non-zero period"),
     )));
     let provider = TokenProvider::connect(&settings, gate).await?;
     let shutdown = CancellationToken::new();

@@ -31,9 +31,10 @@ pub struct OnePerSecond(governor::DefaultDirectRateLimiter);
 
 impl OnePerSecond {
     pub fn new() -> OnePerSecond {
-        OnePerSecond(governor::RateLimiter::direct(governor::Quota::per_second(
-            std::num::NonZeroU32::MIN,
-        )))
+        // 1.1 s: margin over the simulator's sliding 1-second window.
+        OnePerSecond(governor::RateLimiter::direct(
+            governor::Quota::with_period(Duration::from_millis(1100)).unwrap(),
+        ))
     }
 }
 
