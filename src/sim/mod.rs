@@ -16,12 +16,16 @@
 pub mod activity;
 pub mod admin;
 pub mod api;
+pub mod bytecut;
 pub mod config;
+pub mod contacts;
 pub mod faults;
 pub mod import;
 pub mod jwt;
 pub mod limits;
 pub mod oauth;
+pub mod oauth_error;
+pub mod resources;
 pub mod schema;
 pub mod state;
 pub mod store;
@@ -266,6 +270,9 @@ fn router(sh: Arc<Shared>) -> Router {
         .nest("/oauth2/default/v1", oauth)
         .nest("/v3", api::router(sh.clone()))
         .nest("/_sim", admin::router())
+        // CC takes bodies over 4 MB (and drops the excess, see import.rs); the simulator reads
+        // up to 64 MiB before answering 413.
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
         .layer(axum::middleware::from_fn_with_state(
             sh.clone(),
             faults::outer,

@@ -69,3 +69,60 @@ pub async fn eventually<F: FnMut() -> bool>(secs: u64, mut cond: F) -> bool {
     }
     cond()
 }
+
+/// A bearer-authenticated JSON client for the simulator's `/v3` API.
+pub struct Api {
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(sim: &Sim) -> Api {
+        let (token, _) = sim.issue_tokens(CLIENT, "default");
+        Api {
+            base: sim.api_base_url(),
+            token,
+            http: http(),
+        }
+    }
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("GET");
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+    /// Poll an activity until it is terminal (bounded); returns its last body.
+    pub async fn wait_activity(&self, sim: &Sim, id: &str) -> Value {
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            // Keep clear of the 4/s limit while polling.
+            sim.advance_clock(Duration::from_millis(300));
+            let (s, a) = self.get(&format!("/activities/{id}")).await;
+            assert_eq!(s, 200, "{a}");
+            if matches!(a["state"].as_str(), Some("completed" | "failed"))
+                || std::time::Instant::now() > end
+            {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Contact lists, custom fields and activity status (reference §5.6, §6.5).
+//!
+//! Choices where the reference is silent:
+//! - A duplicate list name or custom-field name → 409 `contacts.api.conflict`.
+//! - The 101st custom field → 400 `contacts.api.validation.error` (CC documents the 100 limit,
+//!   not its answer). `label` and `type` are required on create (Swagger `CustomField` requires
+//!   them; `CustomFieldRequest` does not say).
+//! - `GET /activities` lists newest first; `state` must be one of the Swagger enum values;
+//!   activities are kept for the simulator's lifetime (CC keeps 10 days).
+//! - An unknown or malformed activity id → 404 `activities.api.not_found`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use super::activity::settle;
+use super::api::{cc_error, json_body, limit_param};
+use super::faults::Ctx;
+use super::state::{Shared, lock};
+use super::store::CreateError;
+
+type Sh = State<Arc<Shared>>;
+
+fn ts(t: time::OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+pub async fn lists(
+    State(sh): Sh,
+    Extension(ctx): Extension<Ctx>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let limit = match limit_param(&sh, &ctx, q.get("limit"), 50, 1000) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let with_count = q
+        .get("include_membership_count")
+        .is_some_and(|x| x == "all" || x == "active");
+    let mut s = lock(&sh.store);
+    settle(&mut s);
+    let out: Vec<Value> = s
+        .lists
+        .iter()
+        .filter(|l| q.get("name").is_none_or(|n| *n == l.name))
+        .take(limit)
+        .map(|l| {
+            let mut v = json!({
+                "list_id": l.id, "name": l.name, "favorite": l.favorite,
+                "created_at": ts(l.created_at), "updated_at": ts(l.updated_at),
+            });
+            if let Some(d) = &l.description {
+                v["description"] = d.clone().into();
+            }
+            if with_count {
+                v["membership_count"] = s
+                    .contacts
+                    .values()
+                    .filter(|c| c.list_ids.contains(&l.id))
+                    .count()
+                    .into();
+            }
+            v
+        })
+        .collect();
+    let mut v = json!({"lists": out, "_links": {}});
+    if q.get("include_count").is_some_and(|x| x == "true") {
+        v["lists_count"] = s.lists.len().into();
+    }
+    Json(v).into_response()
+}
+
+pub async fn create_list(
+    State(sh): Sh,
+    Extension(ctx): Extension<Ctx>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let v = match json_body(&sh, &ctx, &headers, &body, "ListInput") {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let name = v["name"].as_str().unwrap_or_default();
+    let now = sh.clock.now();
+    let desc = v["description"].as_str().map(str::to_owned);
+    let fav = v["favorite"].as_bool().unwrap_or(false);
+    match lock(&sh.store).create_list(name, desc.clone(), fav, now) {
+        Ok(id) => {
+            let mut out = json!({"list_id": id, "name": name, "favorite": fav, "created_at": ts(now), "updated_at": ts(now)});
+            if let Some(d) = desc {
+                out["description"] = d.into();
+            }
+            (StatusCode::CREATED, Json(out)).into_response()
+        }
+        Err(_) => cc_error(
+            &sh,
+            &ctx,
+            StatusCode::CONFLICT,
+            "contacts.api.conflict",
+            &format!("A list named '{name}' already exists."),
+        ),
+    }
+}
+
+fn field_json(f: &super::store::FieldRec) -> Value {
+    json!({
+        "custom_field_id": f.id, "label": f.label, "name": f.name, "type": f.kind,
+        "created_at": ts(f.created_at), "updated_at": ts(f.updated_at),
+    })
+}
+
+pub async fn fields(
+    State(sh): Sh,
+    Extension(ctx): Extension<Ctx>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let limit = match limit_param(&sh, &ctx, q.get("limit"), 50, 100) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let s = lock(&sh.store);
+    let out: Vec<Value> = s.fields.iter().take(limit).map(field_json).collect();
+    Json(json!({"custom_fields": out, "_links": {}})).into_response()
+}
+
+pub async fn create_field(
+    State(sh): Sh,
+    Extension(ctx): Extension<Ctx>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let v = match json_body(&sh, &ctx, &headers, &body, "CustomFieldRequest") {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let bad = |m: &str| {
+        cc_error(
+            &sh,
+            &ctx,
+            StatusCode::BAD_REQUEST,
+            "contacts.api.validation.error",
+            m,
+        )
+    };
+    let (Some(label), Some(kind)) = (
+        v["label"].as_str().filter(|l| !l.trim().is_empty()),
+        v["type"].as_str(),
+    ) else {
+        return bad("label and type are required.");
+    };
+    let now = sh.clock.now();
+    let mut s = lock(&sh.store);
+    match s.create_field(label, kind, now) {
+        Ok(id) => {
+            let body = s.field_by_id(&id).map(field_json).unwrap_or_default();
+            (StatusCode::CREATED, Json(body)).into_response()
+        }
+        Err(CreateError::Conflict) => cc_error(
+            &sh,
+            &ctx,
+            StatusCode::CONFLICT,
+            "contacts.api.conflict",
+            &format!("A custom field named '{label}' already exists."),
+        ),
+        Err(CreateError::Limit) => {
+            bad("The maximum number of custom fields (100) has been reached.")
+        }
+    }
+}
+
+pub async fn activity(
+    State(sh): Sh,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+) -> Response {
+    let mut s = lock(&sh.store);
+    settle(&mut s);
+    let found = Uuid::parse_str(&id)
+        .ok()
+        .and_then(|u| s.activities.iter().find(|a| a.id == u));
+    match found {
+        Some(a) => Json(a.to_json()).into_response(),
+        None => cc_error(
+            &sh,
+            &ctx,
+            StatusCode::NOT_FOUND,
+            "activities.api.not_found",
+            "Resource not found for the activity_id provided.",
+        ),
+    }
+}
+
+pub async fn activities(
+    State(sh): Sh,
+    Extension(ctx): Extension<Ctx>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let limit = match limit_param(&sh, &ctx, q.get("limit"), 50, 500) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let state = q.get("state").map(String::as_str);
+    if let Some(st) = state.filter(|s| {
+        ![
+            "processing",
+            "completed",
+            "cancelled",
+            "failed",
+            "timed_out",
+        ]
+        .contains(s)
+    }) {
+        return cc_error(
+            &sh,
+            &ctx,
+            StatusCode::BAD_REQUEST,
+            "contacts.api.validation.error",
+            &format!("state does not have a valid value: {st}"),
+        );
+    }
+    let mut s = lock(&sh.store);
+    settle(&mut s);
+    let out: Vec<Value> = s
+        .activities
+        .iter()
+        .rev()
+        .filter(|a| state.is_none_or(|st| a.state.as_str() == st))
+        .take(limit)
+        .map(|a| a.to_json())
+        .collect();
+    Json(json!({"activities": out, "_links": {}})).into_response()
+}
