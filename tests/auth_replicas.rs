@@ -135,7 +135,10 @@ async fn kill_holder_mid_refresh(grace_secs: u64) -> (World, u64, String) {
     // What the next holder will find: the marker of generation g0, naming the spent token.
     let m = store.read_marker("default").await.unwrap().expect("marker");
     assert_eq!(m.generation, g0);
-    assert_eq!(m.fingerprint, RefreshToken::new(refresh0.clone()).fingerprint());
+    assert_eq!(
+        m.fingerprint,
+        RefreshToken::new(refresh0.clone()).fingerprint()
+    );
     assert_eq!(w.refresh_requests().len(), 1);
     (w, g0, refresh0)
 }
@@ -143,7 +146,9 @@ async fn kill_holder_mid_refresh(grace_secs: u64) -> (World, u64, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_holder_with_a_grace_window_next_holder_recovers_with_the_same_token() {
     let (w, g0, _) = kill_holder_mid_refresh(30).await;
-    let p = TokenProvider::connect(&w.settings(), open_gate()).await.unwrap();
+    let p = TokenProvider::connect(&w.settings(), open_gate())
+        .await
+        .unwrap();
     let calls: Vec<_> = (0..10)
         .map(|_| {
             let p = p.clone();
@@ -154,7 +159,11 @@ async fn killed_holder_with_a_grace_window_next_holder_recovers_with_the_same_to
         c.await.unwrap().expect("recovered");
     }
     let refreshes = w.refresh_requests();
-    assert_eq!(refreshes.len(), 2, "the lost one and ONE retry: {refreshes:?}");
+    assert_eq!(
+        refreshes.len(),
+        2,
+        "the lost one and ONE retry: {refreshes:?}"
+    );
     assert_eq!(refreshes[1].status, Some(200));
     let store = w.store();
     let Stored::Live(set) = store.load("default").await.unwrap() else {
@@ -169,8 +178,12 @@ async fn killed_holder_with_a_grace_window_next_holder_recovers_with_the_same_to
 async fn killed_holder_without_grace_is_dead_without_a_retry_storm_and_login_revives() {
     let (w, _g0, _) = kill_holder_mid_refresh(0).await;
     // Two more replicas, many callers each.
-    let b = TokenProvider::connect(&w.settings(), open_gate()).await.unwrap();
-    let c = TokenProvider::connect(&w.settings(), open_gate()).await.unwrap();
+    let b = TokenProvider::connect(&w.settings(), open_gate())
+        .await
+        .unwrap();
+    let c = TokenProvider::connect(&w.settings(), open_gate())
+        .await
+        .unwrap();
     let mut calls = Vec::new();
     for p in [&b, &c] {
         for _ in 0..10 {
@@ -191,12 +204,22 @@ async fn killed_holder_without_grace_is_dead_without_a_retry_storm_and_login_rev
     }
     // From now on every replica answers Dead, and keeps doing so without calling CC.
     for _ in 0..3 {
-        assert!(matches!(b.access_token("default").await, Err(AuthError::Dead { .. })));
-        assert!(matches!(c.access_token("default").await, Err(AuthError::Dead { .. })));
+        assert!(matches!(
+            b.access_token("default").await,
+            Err(AuthError::Dead { .. })
+        ));
+        assert!(matches!(
+            c.access_token("default").await,
+            Err(AuthError::Dead { .. })
+        ));
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
     let refreshes = w.refresh_requests();
-    assert_eq!(refreshes.len(), 2, "the lost one and ONE try: {refreshes:?}");
+    assert_eq!(
+        refreshes.len(),
+        2,
+        "the lost one and ONE try: {refreshes:?}"
+    );
     assert_eq!(refreshes[1].error.as_deref(), Some("invalid_grant"));
     // The paused replicas wait; `ccsync auth login` (device flow) writes a new set.
     let wb = tokio::spawn({

@@ -208,3 +208,25 @@ pub async fn hammer_result(child: tokio::process::Child) -> serde_json::Value {
     let line = text.lines().last().unwrap_or_default();
     serde_json::from_str(line).unwrap_or_else(|e| panic!("hammer output {text:?}: {e}"))
 }
+
+/// `GET {api_base}{path}` with a bearer token over a plain TCP socket (the simulator speaks
+/// http://; reqwest stays inside `src/cc/`). Returns the HTTP status.
+pub async fn api_get(api_base: &str, path: &str, token: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let u = url::Url::parse(api_base).unwrap();
+    let host = format!(
+        "{}:{}",
+        u.host_str().unwrap(),
+        u.port_or_known_default().unwrap()
+    );
+    let mut s = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let req = format!(
+        "GET {}{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
+        u.path().trim_end_matches('/')
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..buf.len().min(64)]).into_owned();
+    head.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
