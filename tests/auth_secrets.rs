@@ -47,7 +47,7 @@ async fn logs_at_trace_level_hold_no_secret_and_redis_holds_only_ciphertext() {
         base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}")),
         key.clone(),
     ];
-    let mut remember = |s: &Stored, secrets: &mut Vec<String>| {
+    let remember = |s: &Stored, secrets: &mut Vec<String>| {
         if let Stored::Live(set) = s {
             secrets.push(set.access.expose().to_string());
             secrets.push(set.refresh.expose().to_string());
