@@ -145,8 +145,9 @@ pub struct TokenProvider {
     oauth: OAuthClient,
     gate: Arc<dyn Gate>,
     tuning: Tuning,
-    /// Signing keys when `auth.jwks_url` is set: new access tokens are verified before use.
-    jwks: Option<jsonwebtoken::jwk::JwkSet>,
+    /// Signing keys when `auth.jwks_url` is set: every access token is verified before this
+    /// process first uses it.
+    jwks: Option<Jwks>,
     accounts: Mutex<HashMap<String, Arc<Account>>>,
 }
 
@@ -184,17 +185,16 @@ impl TokenProvider {
             settings.client_secret.clone(),
             Duration::from_secs(10),
         );
-        let jwks = if settings.auth.jwks_url.trim().is_empty() {
-            None
-        } else {
-            let body = oauth
-                .fetch_jwks(settings.auth.jwks_url.trim())
-                .await
-                .map_err(|e| AuthError::Unavailable(format!("JWKS: {e}")))?;
-            Some(
-                serde_json::from_slice(&body)
-                    .map_err(|e| AuthError::Unavailable(format!("JWKS is not a key set: {e}")))?,
-            )
+        let jwks = match settings.auth.jwks_url.trim() {
+            "" => None,
+            url => {
+                let keys = Jwks::fetch(&oauth, url).await?;
+                Some(Jwks {
+                    url: url.to_string(),
+                    keys: RwLock::new(keys),
+                    fetched: Mutex::new(Instant::now()),
+                })
+            }
         };
         Ok(Arc::new(TokenProvider {
             store,
@@ -358,6 +358,27 @@ impl TokenProvider {
         }
     }
 
+    /// With `auth.jwks_url` set: refuse an access token whose signature does not verify.
+    async fn check_jwt(&self, account: &str, set: &TokenSet) -> Result<(), AuthError> {
+        let Some(jwks) = &self.jwks else {
+            return Ok(());
+        };
+        match jwks.verify(&self.oauth, set.access.expose()).await {
+            Ok(()) => Ok(()),
+            Err(why) => {
+                metrics()
+                    .auth_failures
+                    .with_label_values(&["jwt_invalid"])
+                    .inc();
+                error!(account = %account, generation = set.generation, reason = %why,
+                    "auth: access token failed JWKS verification; not using it (check auth.jwks_url)");
+                Err(AuthError::Unavailable(format!(
+                    "access token failed JWKS verification: {why}"
+                )))
+            }
+        }
+    }
+
     /// Take a set into the cache and the metrics. Logs a revival when the account was dead.
     fn adopt(&self, acct: &Account, set: TokenSet) {
         if let Cached::Dead { .. } = acct.snapshot() {
@@ -484,6 +505,7 @@ impl TokenProvider {
                 if set.generation > ours
                     || matches!(acct.snapshot(), Cached::Empty | Cached::Dead { .. })
                 {
+                    self.check_jwt(&acct.name, &set).await?;
                     self.adopt(acct, set);
                 }
                 Ok(usable.then_some(token))
@@ -636,23 +658,14 @@ impl TokenProvider {
     ) -> Result<AccessToken, AuthError> {
         let m = metrics();
         let name = acct.name.as_str();
-        if let Some(jwks) = &self.jwks
-            && let Err(why) = verify_with_jwks(set.access.expose(), jwks)
-        {
-            // The refresh token is still good (it came from our configured, TLS-authenticated
-            // token endpoint), so store the set, but refuse to hand out a token we cannot verify.
-            error!(account = %name, reason = %why, "auth: new access token failed JWKS verification");
-            m.auth_failures.with_label_values(&["jwt_invalid"]).inc();
-            let _ = self.store.compare_and_set(name, cur.generation, &set).await;
-            return Err(AuthError::Unavailable(format!(
-                "access token rejected: {why}"
-            )));
-        }
         match self.store.compare_and_set(name, cur.generation, &set).await {
             Ok(true) => {
                 m.token_refresh.with_label_values(&["ok"]).inc();
                 info!(account = %name, generation = set.generation, mode = set.mode.as_str(),
                     expires_at = set.expires_at, "auth: token set refreshed");
+                // Stored first (the refresh token is good: it came from our configured,
+                // TLS-authenticated token endpoint); the access token is used only if it verifies.
+                self.check_jwt(name, &set).await?;
                 let token = set.access.clone();
                 self.adopt(acct, set);
                 Ok(token)
@@ -727,8 +740,23 @@ impl TokenProvider {
                         }
                     }
                     Ok(Some(g)) if g > set.generation => {
-                        if let Ok(guard) = acct.flight.try_lock() {
-                            let _ = self.refresh_locked(acct, guard, Want::Fresh).await;
+                        // Another replica refreshed, or an operator logged in / out: take the
+                        // newer record now rather than at our next refresh.
+                        if let Ok(_guard) = acct.flight.try_lock() {
+                            match self.store.load(name).await {
+                                Ok(Stored::Live(newer)) if newer.generation > set.generation => {
+                                    let verified = self.check_jwt(name, &newer).await;
+                                    if verified.is_ok() {
+                                        self.adopt(acct, newer);
+                                    }
+                                }
+                                Ok(Stored::Dead { generation, reason })
+                                    if generation > set.generation =>
+                                {
+                                    self.declare_dead(acct, generation, &reason, "dead_record");
+                                }
+                                _ => {}
+                            }
                         }
                         return;
                     }
@@ -765,5 +793,49 @@ impl TokenProvider {
             }
             Cached::Empty => {}
         }
+    }
+}
+
+/// The JWKS of `auth.jwks_url`, refetched (at most once a minute) when a token names a key it
+/// does not hold, so a key rotation at the authorization server needs no restart.
+struct Jwks {
+    url: String,
+    keys: RwLock<jsonwebtoken::jwk::JwkSet>,
+    fetched: Mutex<Instant>,
+}
+
+impl Jwks {
+    async fn fetch(oauth: &OAuthClient, url: &str) -> Result<jsonwebtoken::jwk::JwkSet, AuthError> {
+        let body = oauth
+            .fetch_jwks(url)
+            .await
+            .map_err(|e| AuthError::Unavailable(format!("JWKS: {e}")))?;
+        serde_json::from_slice(&body)
+            .map_err(|e| AuthError::Unavailable(format!("JWKS is not a key set: {e}")))
+    }
+
+    async fn verify(&self, oauth: &OAuthClient, token: &str) -> Result<(), String> {
+        let first = {
+            let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+            verify_with_jwks(token, &keys)
+        };
+        let Err(why) = first else { return Ok(()) };
+        let stale = {
+            let mut f = self.fetched.lock().unwrap_or_else(|p| p.into_inner());
+            let stale = f.elapsed() >= Duration::from_secs(60);
+            if stale {
+                *f = Instant::now();
+            }
+            stale
+        };
+        if !(stale && why.contains("no JWKS key")) {
+            return Err(why);
+        }
+        let fresh = Jwks::fetch(oauth, &self.url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let res = verify_with_jwks(token, &fresh);
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        res
     }
 }
