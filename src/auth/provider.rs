@@ -14,7 +14,7 @@
 //!    token-endpoint call on a refresh token another one already found dead). An absent record
 //!    while we hold a set in memory means Redis lost its data: we write ours back ("highest
 //!    generation wins") instead of declaring the connection dead.
-//! 2. `SET lock owner NX PX lease`. Not ours: wait with backoff (50 ms → 500 ms) for the generation
+//! 2. `SET lock owner NX PX lease`. Not ours: wait with backoff (25 ms → 200 ms) for the generation
 //!    to move, bounded by `auth.wait_bound_secs` ([`AuthError::Unavailable`] after that).
 //! 3. Under the lock, re-read (someone may have refreshed between 1 and 2).
 //! 4. Note any refresh-in-flight marker for this generation: its holder died or gave up mid-call,
@@ -441,7 +441,9 @@ impl TokenProvider {
         }
         let started = Instant::now();
         let deadline = started + self.tuning.wait_bound;
-        let mut pause = Duration::from_millis(50);
+        // Waiters poll the generation with backoff 25 ms -> 200 ms: a holder's refresh takes one
+        // token-endpoint round trip, and every waiter's callers are inside their refresh window.
+        let mut pause = Duration::from_millis(25);
         loop {
             // 1. What does Redis hold?
             if let Some(token) = self.check_stored(acct, want).await? {
@@ -475,7 +477,7 @@ impl TokenProvider {
                 )));
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(500));
+            pause = (pause * 2).min(Duration::from_millis(200));
         }
     }
 
