@@ -369,3 +369,39 @@ async fn logout_pauses_running_replicas_and_login_resumes_them() {
     bg.await.unwrap();
     w.cleanup(&["default"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_after_redis_lost_its_data_wins_over_replicas_memory() {
+    let w = World::start(cfg(3600, SimMode::Rotating, 0), &[]).await;
+    w.seed("default").await;
+    let p = TokenProvider::connect(&w.settings(), Arc::new(OnePerSecond::new()))
+        .await
+        .unwrap();
+    let t1 = p.access_token("default").await.unwrap();
+    let t2 = p.token_rejected("default", &t1).await.unwrap(); // a few refreshes in memory
+    let t3 = p.token_rejected("default", &t2).await.unwrap();
+    let store = w.store();
+    store.wipe("default").await.unwrap(); // Redis restarts empty...
+    let (login_gen, _) = w.seed("default").await; // ...and an operator logs in before any write-back
+    let stop = CancellationToken::new();
+    let bg = p.spawn_background(stop.clone());
+    // The replica takes the login's set instead of writing its own (older) one back.
+    wait_for(Duration::from_secs(10), "replica adopts the login", || {
+        let p = p.clone();
+        let t3 = t3.clone();
+        async move {
+            p.access_token("default")
+                .await
+                .map(|t| t != t3)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert_eq!(
+        live(store.load("default").await.unwrap()).generation,
+        login_gen
+    );
+    stop.cancel();
+    bg.await.unwrap();
+    w.cleanup(&["default"]).await;
+}

@@ -82,16 +82,22 @@ pub async fn store_new_set(
 ) -> Result<u64, StoreError> {
     loop {
         let cur = store.generation(account).await?.unwrap_or(0);
+        // At least the current Unix time in milliseconds: refreshes add 1 (far fewer than one per
+        // millisecond), so a login always outranks every set issued before it — even when Redis
+        // lost its data and replicas still hold an older set in memory, which they would otherwise
+        // "write back" over the fresh login (the highest generation wins).
+        let now_ms = (crate::clock::now_utc().unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+        let generation = (cur + 1).max(now_ms);
         let set = TokenSet::from_grant(
             access.clone(),
             refresh.clone(),
             expires_in,
             mode,
-            cur + 1,
+            generation,
             crate::clock::now_unix(),
         );
         if store.compare_and_set(account, cur, &set).await? {
-            return Ok(cur + 1);
+            return Ok(generation);
         }
         // A replica refreshed the old set in between; go one above it.
     }

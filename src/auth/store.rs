@@ -4,9 +4,12 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `{prefix}:auth:{account}:set` | hash | `gen` (generation, clear), `blob` (the token set: `aes256gcm:` + base64(nonce ‖ ciphertext ‖ tag), or `plain:` + JSON when no key is configured), `dead` + `dead_at` when the connection was declared dead |
-//! | `{prefix}:auth:{account}:lock` | string, PX lease | the refresh lock holder's owner id (uuid) |
-//! | `{prefix}:auth:{account}:inflight` | hash | refresh-in-flight marker: `gen` being refreshed, `fp` (refresh-token fingerprint, never the token), `owner`, `started_at` |
+//! | `{prefix}:auth:{{account}}:set` | hash | `gen` (generation, clear), `blob` (the token set: `aes256gcm:` + base64(nonce ‖ ciphertext ‖ tag), or `plain:` + JSON when no key is configured), `dead` + `dead_at` when the connection was declared dead |
+//! | `{prefix}:auth:{{account}}:lock` | string, PX lease | the refresh lock holder's owner id (uuid) |
+//! | `{prefix}:auth:{{account}}:inflight` | hash | refresh-in-flight marker: `gen` being refreshed, `fp` (refresh-token fingerprint, never the token), `owner`, `started_at` |
+//!
+//! The account sits in a Redis Cluster hash tag (`{default}`) so an account's keys share a slot and
+//! the Lua scripts that touch two of them also work on a cluster.
 //!
 //! Why a hash with the generation in clear: the compare-and-set must run inside Redis (Lua) and
 //! cannot decrypt. The generation is not secret; it is also bound into the ciphertext as AEAD
@@ -184,13 +187,13 @@ impl Store {
     }
 
     pub fn set_key(&self, account: &str) -> String {
-        format!("{}:auth:{account}:set", self.prefix)
+        format!("{}:auth:{{{account}}}:set", self.prefix)
     }
     pub fn lock_key(&self, account: &str) -> String {
-        format!("{}:auth:{account}:lock", self.prefix)
+        format!("{}:auth:{{{account}}}:lock", self.prefix)
     }
     pub fn marker_key(&self, account: &str) -> String {
-        format!("{}:auth:{account}:inflight", self.prefix)
+        format!("{}:auth:{{{account}}}:inflight", self.prefix)
     }
 
     pub(crate) async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
