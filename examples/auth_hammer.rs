@@ -41,6 +41,8 @@ struct Counts {
     transport: AtomicU64,
     dead: AtomicU64,
     unavailable: AtomicU64,
+    /// The first `Dead` reason seen (diagnostics for a failing test).
+    dead_reason: std::sync::Mutex<String>,
 }
 
 fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
@@ -134,8 +136,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             c.transport.fetch_add(1, Ordering::Relaxed);
                         }
                     },
-                    Err(AuthError::Dead { .. }) => {
+                    Err(AuthError::Dead { reason, .. }) => {
                         c.dead.fetch_add(1, Ordering::Relaxed);
+                        {
+                            let mut r = c.dead_reason.lock().unwrap_or_else(|p| p.into_inner());
+                            if r.is_empty() {
+                                *r = reason;
+                            }
+                        }
                         // Paused like the pipeline: wait for a new token set (bounded by the run).
                         let left = deadline.saturating_duration_since(Instant::now());
                         let _ = tokio::time::timeout(left, p.wait_until_alive(&account)).await;
@@ -165,6 +173,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "transport": l(&counts.transport),
             "dead": l(&counts.dead),
             "unavailable": l(&counts.unavailable),
+            "dead_reason": counts.dead_reason.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         })
     );
     Ok(())

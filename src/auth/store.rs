@@ -118,8 +118,10 @@ return 1
 /// from memory) and drop the marker. Returns the tombstone's generation.
 const TOMBSTONE: &str = r#"
 local cur = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
+-- %d: an integer string (a Lua number could be formatted in exponent form)
+local nxt = string.format('%d', cur + 1)
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'gen', cur + 1, 'dead', ARGV[1], 'dead_at', ARGV[2])
+redis.call('HSET', KEYS[1], 'gen', nxt, 'dead', ARGV[1], 'dead_at', ARGV[2])
 redis.call('DEL', KEYS[2])
 return cur + 1
 "#;

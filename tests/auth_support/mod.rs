@@ -170,16 +170,23 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for SharedBuf {
     }
 }
 
-/// The `auth_hammer` example binary (built by `cargo test` with the other examples).
+/// The `auth_hammer` example binary, built (incrementally) first: `cargo test --test NAME` does
+/// not build examples, and a stale binary would test old code.
 pub fn hammer_bin() -> std::path::PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "--example", "auth_hammer"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build --example auth_hammer");
+        assert!(status.success(), "building examples/auth_hammer.rs failed");
+    });
     let exe = std::env::current_exe().expect("test exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let p = dir.join("examples").join("auth_hammer");
-    assert!(
-        p.exists(),
-        "{} missing: run the tests with `cargo test` (which builds examples) or `cargo build --examples`",
-        p.display()
-    );
+    assert!(p.exists(), "{} missing", p.display());
     p
 }
 
