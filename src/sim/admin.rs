@@ -35,7 +35,6 @@ use time::format_description::well_known::Rfc3339;
 use super::activity::{State as AState, settle};
 use super::config::Faults;
 use super::state::{Shared, lock};
-#[allow(unused_imports)]
 use super::{Counters, DEFAULT_SCOPE, RequestRecord, SimContact};
 
 type Sh = State<Arc<Shared>>;

@@ -53,6 +53,10 @@ pub struct SimConfig {
     pub client_secret: Option<String>,
     /// Seed of the fault RNG; `None` seeds from the OS.
     pub seed: Option<u64>,
+    /// Tests: the simulator clock stands still and only [`super::Sim::advance_clock`] moves it,
+    /// so rate windows, token expiry and device-code timing do not depend on how fast a loaded
+    /// machine runs the test. Activity processing still runs on real time.
+    pub freeze_clock: bool,
 }
 
 impl Default for SimConfig {
@@ -73,6 +77,7 @@ impl Default for SimConfig {
             max_queued_activities: 1_000,
             client_secret: None,
             seed: None,
+            freeze_clock: false,
         }
     }
 }

@@ -120,6 +120,15 @@ mod tests {
             body_definition("/contacts/sign_up_form", "post").as_deref(),
             Some("ContactCreateOrUpdateInput")
         );
+        // The definitions the handlers validate against are the operations' own body schemas.
+        assert_eq!(
+            body_definition("/contact_lists", "post").as_deref(),
+            Some("ListInput")
+        );
+        assert_eq!(
+            body_definition("/contact_custom_fields", "post").as_deref(),
+            Some("CustomFieldRequest")
+        );
         let ok = json!({"import_data": [{"email": 5}], "list_ids": ["04fe9a97-a579-43c5-bb1a-58ed29bf0a6a"]});
         assert!(check(IMPORT_ENVELOPE, &ok).is_ok());
         assert!(check("ContactsJsonImport", &ok).is_err());

@@ -49,22 +49,29 @@ pub struct RequestRecord {
 /// time (it is short and tests poll for it).
 #[derive(Debug)]
 pub struct Clock {
+    frozen: bool,
     start: Instant,
     start_wall: OffsetDateTime,
     offset: Mutex<Duration>,
 }
 
 impl Clock {
-    fn new() -> Self {
+    fn new(frozen: bool) -> Self {
         Self {
+            frozen,
             start: Instant::now(),
             start_wall: OffsetDateTime::now_utc(),
             offset: Mutex::new(Duration::ZERO),
         }
     }
-    /// Monotonic simulator time since start (real elapsed + offset).
+    /// Monotonic simulator time since start (real elapsed + offset; only the offset when frozen).
     pub fn mono(&self) -> Duration {
-        self.start.elapsed() + *lock(&self.offset)
+        let real = if self.frozen {
+            Duration::ZERO
+        } else {
+            self.start.elapsed()
+        };
+        real + *lock(&self.offset)
     }
     /// Simulator wall clock (UTC).
     pub fn now(&self) -> OffsetDateTime {
@@ -116,7 +123,7 @@ impl Shared {
             faults: Mutex::new(Faults::default()),
             log: Mutex::new(Vec::new()),
             rng: Mutex::new(rng),
-            clock: Clock::new(),
+            clock: Clock::new(cfg.freeze_clock),
             shutdown: CancellationToken::new(),
             cfg,
             key,

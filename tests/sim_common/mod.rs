@@ -17,6 +17,7 @@ pub fn fast() -> SimConfig {
     SimConfig {
         device_interval_secs: 1,
         processing: Duration::from_millis(100),
+        freeze_clock: true,
         ..SimConfig::default()
     }
 }
