@@ -267,6 +267,7 @@ impl TokenProvider {
                     "auth: a newer token set was written while we refreshed; using it");
                 match self.store.load(name).await? {
                     Stored::Live(newer) => {
+                        self.check_jwt(name, &newer).await?;
                         let token = newer.access.clone();
                         self.adopt(acct, newer);
                         Ok(token)
@@ -275,7 +276,14 @@ impl TokenProvider {
                         self.declare_dead(acct, generation, &reason, "dead_record");
                         Err(self.dead_error(acct, &reason))
                     }
-                    Stored::Absent => Err(AuthError::Unavailable("token set vanished".into())),
+                    Stored::Absent => {
+                        // Gone between our CAS and this read (Redis lost its data): ours is the
+                        // newest set anyone holds; write it back rather than lose it.
+                        let _ = self.store.restore(name, &set).await;
+                        let token = set.access.clone();
+                        self.adopt(acct, set);
+                        Ok(token)
+                    }
                 }
             }
             Err(e) => {
