@@ -405,3 +405,51 @@ async fn a_login_after_redis_lost_its_data_wins_over_replicas_memory() {
     bg.await.unwrap();
     w.cleanup(&["default"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_during_the_refresh_window_does_not_fail_calls_while_the_token_is_valid() {
+    // 10 s tokens: the refresh window is the last 2 s.
+    let w = World::start(cfg(10, SimMode::Rotating, 0), &[]).await;
+    w.seed("default").await;
+    let token_path = format!(
+        "{}/token",
+        url::Url::parse(&w.sim.auth_base_url()).unwrap().path()
+    );
+    w.sim.set_faults(Faults {
+        error_rate: 1.0,
+        path_prefix: Some(token_path.clone()),
+        ..Default::default()
+    });
+    let p = TokenProvider::connect(&w.settings(), open_gate())
+        .await
+        .unwrap();
+    let t1 = p.access_token("default").await.unwrap();
+    let token_calls = || {
+        w.sim
+            .requests()
+            .iter()
+            .filter(|r| r.path == token_path)
+            .count()
+    };
+    // Calls go on; the first one inside the window tries to refresh, fails on the 503s, and still
+    // gets the valid token.
+    wait_for(Duration::from_secs(15), "a refresh attempt", || {
+        let p = p.clone();
+        let t1 = t1.clone();
+        async move {
+            assert_eq!(p.access_token("default").await.expect("still served"), t1);
+            token_calls() > 0
+        }
+    })
+    .await;
+    assert_eq!(p.access_token("default").await.unwrap(), t1);
+    // CC is back: the next call refreshes.
+    w.sim.set_faults(Faults::default());
+    wait_for(Duration::from_secs(5), "refreshed", || {
+        let p = p.clone();
+        let t1 = t1.clone();
+        async move { p.access_token("default").await.unwrap() != t1 }
+    })
+    .await;
+    w.cleanup(&["default"]).await;
+}

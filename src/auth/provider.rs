@@ -266,7 +266,10 @@ impl TokenProvider {
                 // In the window: one task refreshes; the rest keep using the valid token while
                 // more than half the window is left.
                 match acct.flight.try_lock() {
-                    Ok(guard) => return self.refresh_locked(&acct, guard, Want::Fresh).await,
+                    Ok(guard) => {
+                        let res = self.refresh_locked(&acct, guard, Want::Fresh).await;
+                        return self.keep_valid_on_transient(&acct, res);
+                    }
                     Err(_) => {
                         let window = set.refresh_window_ms(self.tuning.refresh_before_secs);
                         if set.remaining_ms(now) > window / 2 {
@@ -284,7 +287,8 @@ impl TokenProvider {
                 if checked.elapsed() < Duration::from_secs(1) {
                     return Err(self.dead_error(&acct, &reason));
                 }
-                let stored = self.store.generation(account).await?;
+                // A Redis error here changes nothing: still dead as far as we know.
+                let stored = self.store.generation(account).await.ok().flatten();
                 if stored.unwrap_or(0) <= generation {
                     acct.set(Cached::Dead {
                         generation,
@@ -297,7 +301,32 @@ impl TokenProvider {
             Cached::Empty => {}
         }
         let guard = acct.flight.lock().await;
-        self.refresh_locked(&acct, guard, Want::Fresh).await
+        let res = self.refresh_locked(&acct, guard, Want::Fresh).await;
+        self.keep_valid_on_transient(&acct, res)
+    }
+
+    /// A proactive refresh that failed transiently (Redis or the token endpoint down) must not
+    /// fail calls while the cached token is still good: hand it out while more than a quarter of
+    /// the refresh window is left; the next call (or the background task) tries again.
+    fn keep_valid_on_transient(
+        &self,
+        acct: &Account,
+        res: Result<AccessToken, AuthError>,
+    ) -> Result<AccessToken, AuthError> {
+        match res {
+            Err(AuthError::Unavailable(why)) => match acct.live() {
+                Some(set)
+                    if set.remaining_ms(now_ms())
+                        > set.refresh_window_ms(self.tuning.refresh_before_secs) / 4 =>
+                {
+                    debug!(account = %acct.name, reason = %why,
+                        "auth: refresh postponed; the current access token is still valid");
+                    Ok(set.access)
+                }
+                _ => Err(AuthError::Unavailable(why)),
+            },
+            other => other,
+        }
     }
 
     /// CC answered 401 to `rejected`: refresh unless someone already replaced that token; at most
