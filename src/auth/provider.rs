@@ -35,6 +35,16 @@
 //!   naming the configuration keys.
 //! * If Redis fails right after CC rotated the token, the new set is kept in memory and served;
 //!   the background task writes it back when Redis returns (the restore path).
+//! * A proactive refresh that fails transiently does not fail calls: the cached token is served
+//!   while more than a quarter of the window is left (a 401 never falls back).
+//! * A replica keeps using a still-valid access token after another replica found the refresh
+//!   token dead (CC accepts it until `exp`); it pauses at its own next refresh, or sooner when its
+//!   background task sees a newer record (logout).
+//! * A login's generation is at least the Unix time in milliseconds, so it outranks any set held
+//!   in a replica's memory even after Redis lost its data.
+//!
+//! Files: `refresh` (steps 1–6), `background` (keep-alive, proactive refresh, write-back,
+//! metrics), `state` (adopt / dead / gauge / JWKS check), `jwks` (key set with refetch).
 
 mod background;
 mod jwks;
