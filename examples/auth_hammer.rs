@@ -41,6 +41,8 @@ struct Counts {
     transport: AtomicU64,
     dead: AtomicU64,
     unavailable: AtomicU64,
+    /// The first `Dead` reason seen (diagnostics for a failing test).
+    dead_reason: std::sync::Mutex<String>,
 }
 
 fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
@@ -89,8 +91,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         env_or("HAMMER_PATH", "/contact_lists".to_string())
     );
 
+    // 1.1 s: margin over the authorization server's sliding 1-second window.
     let gate: Arc<dyn Gate> = Arc::new(OnePerSecond(governor::RateLimiter::direct(
-        governor::Quota::per_second(std::num::NonZeroU32::MIN),
+        governor::Quota::with_period(Duration::from_millis(1100)).expect("non-zero period"),
     )));
     let provider = TokenProvider::connect(&settings, gate).await?;
     let shutdown = CancellationToken::new();
@@ -133,8 +136,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             c.transport.fetch_add(1, Ordering::Relaxed);
                         }
                     },
-                    Err(AuthError::Dead { .. }) => {
+                    Err(AuthError::Dead { reason, .. }) => {
                         c.dead.fetch_add(1, Ordering::Relaxed);
+                        {
+                            let mut r = c.dead_reason.lock().unwrap_or_else(|p| p.into_inner());
+                            if r.is_empty() {
+                                *r = reason;
+                            }
+                        }
                         // Paused like the pipeline: wait for a new token set (bounded by the run).
                         let left = deadline.saturating_duration_since(Instant::now());
                         let _ = tokio::time::timeout(left, p.wait_until_alive(&account)).await;
@@ -164,6 +173,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "transport": l(&counts.transport),
             "dead": l(&counts.dead),
             "unavailable": l(&counts.unavailable),
+            "dead_reason": counts.dead_reason.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         })
     );
     Ok(())

@@ -23,6 +23,21 @@ fn cfg(ttl_secs: u64, mode: SimMode, grace_secs: u64) -> SimConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_grant_is_dead_for_every_replica_and_a_new_login_revives_them() {
+    let logs = SharedBuf::default();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(logs.clone())
+            .finish(),
+    )
+    .expect("first subscriber");
+    let failures = |reason: &str| {
+        ccsync::telemetry::metrics()
+            .auth_failures
+            .with_label_values(&[reason])
+            .get()
+    };
     let w = World::start(cfg(3600, SimMode::Rotating, 0), &[]).await;
     w.seed("default").await;
     let a = TokenProvider::connect(&w.settings(), open_gate())
@@ -50,6 +65,22 @@ async fn invalid_grant_is_dead_for_every_replica_and_a_new_login_revives_them() 
         ));
     }
     assert_eq!(w.refresh_requests().len(), 1, "exactly one invalid_grant");
+    // One clear error line per replica (not per call), naming the fix; counted by reason.
+    let dead_lines: Vec<String> = logs
+        .text()
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("is dead"))
+        .map(String::from)
+        .collect();
+    assert_eq!(dead_lines.len(), 2, "{dead_lines:#?}");
+    assert!(
+        dead_lines
+            .iter()
+            .all(|l| l.contains("run `ccsync auth login --account default`")),
+        "{dead_lines:#?}"
+    );
+    assert_eq!(failures("invalid_grant"), 1);
+    assert_eq!(failures("dead_record"), 1);
     // Paused consumers wait; `auth login` writes a new set; both resume by themselves.
     let wa = tokio::spawn({
         let a = a.clone();
@@ -73,5 +104,9 @@ async fn invalid_grant_is_dead_for_every_replica_and_a_new_login_revives_them() 
     let na = a.access_token("default").await.unwrap();
     assert_eq!(na, b.access_token("default").await.unwrap());
     assert_eq!(ccsync::telemetry::metrics().auth_state.get(), 1);
+    assert!(
+        logs.text().contains("is alive again"),
+        "the revival is logged"
+    );
     w.cleanup(&["default"]).await;
 }

@@ -262,3 +262,194 @@ async fn long_lived_tokens_are_kept_and_the_idle_keepalive_refreshes() {
     assert!(w.refresh_requests().iter().all(|r| r.status == Some(200)));
     w.cleanup(&["default"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_jwks_url_only_verified_access_tokens_are_used() {
+    let w = World::start(cfg(3600, SimMode::Rotating, 0), &[]).await;
+    w.seed("default").await;
+    // A key server with the same kid but another modulus (an impostor's key set).
+    let real: serde_json::Value = {
+        let body = ccsync::cc::oauth::OAuthClient::new(
+            &url::Url::parse(&w.sim.auth_base_url()).unwrap(),
+            CLIENT_ID,
+            None,
+            Duration::from_secs(5),
+        )
+        .fetch_jwks(&w.sim.jwks_url())
+        .await
+        .unwrap();
+        serde_json::from_slice(&body).unwrap()
+    };
+    let mut fake = real.clone();
+    let n = fake["keys"][0]["n"].as_str().unwrap().to_string();
+    let mid = n.len() / 2;
+    let swapped = if &n[mid..mid + 1] == "A" { "B" } else { "A" };
+    fake["keys"][0]["n"] =
+        serde_json::Value::String(format!("{}{swapped}{}", &n[..mid], &n[mid + 1..]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake_url = format!("http://{}/keys", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/keys",
+        axum::routing::get(move || {
+            let fake = fake.clone();
+            async move { axum::Json(fake) }
+        }),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    // The simulator's own keys: tokens verify.
+    let mut good = w.settings();
+    good.auth.jwks_url = w.sim.jwks_url();
+    let p = TokenProvider::connect(&good, open_gate()).await.unwrap();
+    let t1 = p.access_token("default").await.expect("verified");
+    let t2 = p
+        .token_rejected("default", &t1)
+        .await
+        .expect("refreshed and verified");
+    assert_ne!(t1, t2);
+    // Another server's keys: the token is refused (and not handed out), the set stays stored.
+    let mut bad = w.settings();
+    bad.auth.jwks_url = fake_url;
+    let q = TokenProvider::connect(&bad, open_gate()).await.unwrap();
+    let before = ccsync::telemetry::metrics()
+        .auth_failures
+        .with_label_values(&["jwt_invalid"])
+        .get();
+    let err = q.access_token("default").await.unwrap_err();
+    assert!(
+        matches!(err, AuthError::Unavailable(ref m) if m.contains("JWKS")),
+        "{err:?}"
+    );
+    assert!(
+        ccsync::telemetry::metrics()
+            .auth_failures
+            .with_label_values(&["jwt_invalid"])
+            .get()
+            > before
+    );
+    assert!(matches!(
+        w.store().load("default").await.unwrap(),
+        Stored::Live(_)
+    ));
+    server.abort();
+    w.cleanup(&["default"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_pauses_running_replicas_and_login_resumes_them() {
+    let w = World::start(cfg(3600, SimMode::Rotating, 0), &[]).await;
+    w.seed("default").await;
+    let p = TokenProvider::connect(&w.settings(), open_gate())
+        .await
+        .unwrap();
+    p.access_token("default").await.unwrap();
+    let stop = CancellationToken::new();
+    let bg = p.spawn_background(stop.clone());
+    let mut out = SharedBuf::default();
+    ccsync::auth::cli::logout(&w.settings(), "default", &mut out)
+        .await
+        .unwrap();
+    // The tombstone is seen by the background task: no more tokens from the cache.
+    wait_for(Duration::from_secs(10), "replica paused", || {
+        let p = p.clone();
+        async move { matches!(p.access_token("default").await, Err(AuthError::Dead { .. })) }
+    })
+    .await;
+    // No write-back of the cached set over the logout.
+    assert!(matches!(
+        w.store().load("default").await.unwrap(),
+        Stored::Dead { .. }
+    ));
+    w.seed("default").await;
+    tokio::time::timeout(Duration::from_secs(10), p.wait_until_alive("default"))
+        .await
+        .expect("resumed");
+    p.access_token("default").await.unwrap();
+    assert!(w.refresh_requests().is_empty(), "no CC call in all this");
+    stop.cancel();
+    bg.await.unwrap();
+    w.cleanup(&["default"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_after_redis_lost_its_data_wins_over_replicas_memory() {
+    let w = World::start(cfg(3600, SimMode::Rotating, 0), &[]).await;
+    w.seed("default").await;
+    let p = TokenProvider::connect(&w.settings(), Arc::new(OnePerSecond::new()))
+        .await
+        .unwrap();
+    let t1 = p.access_token("default").await.unwrap();
+    let t2 = p.token_rejected("default", &t1).await.unwrap(); // a few refreshes in memory
+    let t3 = p.token_rejected("default", &t2).await.unwrap();
+    let store = w.store();
+    store.wipe("default").await.unwrap(); // Redis restarts empty...
+    let (login_gen, _) = w.seed("default").await; // ...and an operator logs in before any write-back
+    let stop = CancellationToken::new();
+    let bg = p.spawn_background(stop.clone());
+    // The replica takes the login's set instead of writing its own (older) one back.
+    wait_for(Duration::from_secs(10), "replica adopts the login", || {
+        let p = p.clone();
+        let t3 = t3.clone();
+        async move {
+            p.access_token("default")
+                .await
+                .map(|t| t != t3)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert_eq!(
+        live(store.load("default").await.unwrap()).generation,
+        login_gen
+    );
+    stop.cancel();
+    bg.await.unwrap();
+    w.cleanup(&["default"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_during_the_refresh_window_does_not_fail_calls_while_the_token_is_valid() {
+    // 10 s tokens: the refresh window is the last 2 s.
+    let w = World::start(cfg(10, SimMode::Rotating, 0), &[]).await;
+    w.seed("default").await;
+    let token_path = format!(
+        "{}/token",
+        url::Url::parse(&w.sim.auth_base_url()).unwrap().path()
+    );
+    w.sim.set_faults(Faults {
+        error_rate: 1.0,
+        path_prefix: Some(token_path.clone()),
+        ..Default::default()
+    });
+    let p = TokenProvider::connect(&w.settings(), open_gate())
+        .await
+        .unwrap();
+    let t1 = p.access_token("default").await.unwrap();
+    let token_calls = || {
+        w.sim
+            .requests()
+            .iter()
+            .filter(|r| r.path == token_path)
+            .count()
+    };
+    // Calls go on; the first one inside the window tries to refresh, fails on the 503s, and still
+    // gets the valid token.
+    wait_for(Duration::from_secs(15), "a refresh attempt", || {
+        let p = p.clone();
+        let t1 = t1.clone();
+        async move {
+            assert_eq!(p.access_token("default").await.expect("still served"), t1);
+            token_calls() > 0
+        }
+    })
+    .await;
+    assert_eq!(p.access_token("default").await.unwrap(), t1);
+    // CC is back: the next call refreshes.
+    w.sim.set_faults(Faults::default());
+    wait_for(Duration::from_secs(5), "refreshed", || {
+        let p = p.clone();
+        let t1 = t1.clone();
+        async move { p.access_token("default").await.unwrap() != t1 }
+    })
+    .await;
+    w.cleanup(&["default"]).await;
+}

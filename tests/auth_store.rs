@@ -183,3 +183,25 @@ async fn with_a_key_redis_holds_only_ciphertext() {
     assert!(wrong.load(acct).await.is_err());
     st.wipe(acct).await.unwrap();
 }
+
+#[tokio::test]
+async fn large_generations_stay_exact_through_the_scripts() {
+    let st = store(None);
+    let acct = "big";
+    let g = 1_795_421_699_675u64; // a login's generation (Unix ms)
+    assert!(
+        st.compare_and_set(acct, 0, &set(g, "a", "r"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        st.compare_and_set(acct, g, &set(g + 1, "b", "r2"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(st.tombstone(acct, "logged out").await.unwrap(), g + 2);
+    assert_eq!(st.generation(acct).await.unwrap(), Some(g + 2));
+    assert!(st.restore(acct, &set(g + 3, "c", "r3")).await.unwrap());
+    assert_eq!(live(st.load(acct).await.unwrap()).generation, g + 3);
+    st.wipe(acct).await.unwrap();
+}

@@ -39,9 +39,12 @@ pub struct ProcessTokenGate(governor::DefaultDirectRateLimiter);
 
 impl ProcessTokenGate {
     pub fn new(per_second: u32) -> ProcessTokenGate {
-        let q = governor::Quota::per_second(
-            NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN),
-        );
+        // 10 % margin: the authorization server counts arrivals in a sliding second, and two
+        // calls released exactly 1 s apart can arrive closer than that.
+        let period = Duration::from_millis(1100 / u64::from(per_second.max(1)));
+        let q = governor::Quota::with_period(period)
+            .unwrap_or_else(|| governor::Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::MIN);
         ProcessTokenGate(governor::RateLimiter::direct(q))
     }
 }
@@ -79,16 +82,22 @@ pub async fn store_new_set(
 ) -> Result<u64, StoreError> {
     loop {
         let cur = store.generation(account).await?.unwrap_or(0);
+        // At least the current Unix time in milliseconds: refreshes add 1 (far fewer than one per
+        // millisecond), so a login always outranks every set issued before it — even when Redis
+        // lost its data and replicas still hold an older set in memory, which they would otherwise
+        // "write back" over the fresh login (the highest generation wins).
+        let now_ms = (crate::clock::now_utc().unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+        let generation = (cur + 1).max(now_ms);
         let set = TokenSet::from_grant(
             access.clone(),
             refresh.clone(),
             expires_in,
             mode,
-            cur + 1,
+            generation,
             crate::clock::now_unix(),
         );
         if store.compare_and_set(account, cur, &set).await? {
-            return Ok(cur + 1);
+            return Ok(generation);
         }
         // A replica refreshed the old set in between; go one above it.
     }
@@ -156,13 +165,23 @@ pub async fn import(
     let store = Store::from_settings(settings)?;
     store.generation(account).await?;
     let oauth = oauth_client(settings);
-    gate.acquire(CallKind::Token)
-        .await
-        .map_err(|e| AuthCliError::Input(e.to_string()))?;
-    let resp = oauth
-        .refresh(given.expose())
-        .await
-        .map_err(AuthCliError::Refresh)?;
+    // 429 (the shared 1 request/s) and transport failures: retry with the same token, bounded.
+    let mut tries = 0;
+    let resp = loop {
+        tries += 1;
+        gate.acquire(CallKind::Token)
+            .await
+            .map_err(|e| AuthCliError::Input(e.to_string()))?;
+        match oauth.refresh(given.expose()).await {
+            Ok(r) => break r,
+            Err(e) if e.is_transient() && tries < 4 => {
+                if matches!(e, OAuthError::Throttled) {
+                    gate.report_429(CallKind::Token, "throttled").await;
+                }
+            }
+            Err(e) => return Err(AuthCliError::Refresh(e)),
+        }
+    };
     let new_refresh = resp
         .refresh_token
         .as_ref()

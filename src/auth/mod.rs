@@ -9,9 +9,9 @@
 //! | file | concern |
 //! |---|---|
 //! | [`tokenset`] | `TokenSet`, secret types with redacted `Debug`, JWT `exp` decoding, JWKS check |
-//! | [`store`] | the Redis record (AES-256-GCM at rest), generation CAS and write-back in Lua; key layout |
+//! | [`store`] (+ `store/crypto.rs`) | the Redis record (AES-256-GCM at rest), generation CAS and write-back in Lua; key layout |
 //! | [`lock`] | the lease lock (`SET NX PX` + compare-and-delete) |
-//! | [`provider`] | [`TokenProvider`]: in-memory hot path, the refresh protocol, dead/alive, background |
+//! | [`provider`] (+ `provider/{refresh,background,state,jwks}.rs`) | [`TokenProvider`]: in-memory hot path, the refresh protocol, dead/alive, background |
 //! | [`device`] | the device-flow login loop |
 //! | [`cli`] | `auth login | import | status | logout` |
 //!

@@ -14,7 +14,7 @@
 //!    token-endpoint call on a refresh token another one already found dead). An absent record
 //!    while we hold a set in memory means Redis lost its data: we write ours back ("highest
 //!    generation wins") instead of declaring the connection dead.
-//! 2. `SET lock owner NX PX lease`. Not ours: wait with backoff (50 ms → 500 ms) for the generation
+//! 2. `SET lock owner NX PX lease`. Not ours: wait with backoff (25 ms → 200 ms) for the generation
 //!    to move, bounded by `auth.wait_bound_secs` ([`AuthError::Unavailable`] after that).
 //! 3. Under the lock, re-read (someone may have refreshed between 1 and 2).
 //! 4. Note any refresh-in-flight marker for this generation: its holder died or gave up mid-call,
@@ -35,22 +35,35 @@
 //!   naming the configuration keys.
 //! * If Redis fails right after CC rotated the token, the new set is kept in memory and served;
 //!   the background task writes it back when Redis returns (the restore path).
+//! * A proactive refresh that fails transiently does not fail calls: the cached token is served
+//!   while more than a quarter of the window is left (a 401 never falls back).
+//! * A replica keeps using a still-valid access token after another replica found the refresh
+//!   token dead (CC accepts it until `exp`); it pauses at its own next refresh, or sooner when its
+//!   background task sees a newer record (logout).
+//! * A login's generation is at least the Unix time in milliseconds, so it outranks any set held
+//!   in a replica's memory even after Redis lost its data.
+//!
+//! Files: `refresh` (steps 1–6), `background` (keep-alive, proactive refresh, write-back,
+//! metrics), `state` (adopt / dead / gauge / JWKS check), `jwks` (key set with refetch).
+
+mod background;
+mod jwks;
+mod refresh;
+mod state;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::debug;
 
-use super::lock::LeaseLock;
-use super::store::{Marker, Store, StoreError, Stored};
-use super::tokenset::{AccessToken, RefreshMode, RefreshToken, TokenSet, verify_with_jwks};
-use crate::cc::oauth::{OAuthClient, OAuthError};
+use super::store::{Store, StoreError, Stored};
+use super::tokenset::{AccessToken, TokenSet};
+use crate::cc::oauth::OAuthClient;
 use crate::config::Settings;
-use crate::ratelimit::{CallKind, Gate};
+use crate::ratelimit::Gate;
 use crate::telemetry::metrics;
+use jwks::Jwks;
 
 /// Token-endpoint calls per refresh attempt (the first plus retries with the same refresh token).
 pub const MAX_TOKEN_TRIES: u32 = 4;
@@ -145,8 +158,9 @@ pub struct TokenProvider {
     oauth: OAuthClient,
     gate: Arc<dyn Gate>,
     tuning: Tuning,
-    /// Signing keys when `auth.jwks_url` is set: new access tokens are verified before use.
-    jwks: Option<jsonwebtoken::jwk::JwkSet>,
+    /// Signing keys when `auth.jwks_url` is set: every access token is verified before this
+    /// process first uses it.
+    jwks: Option<Jwks>,
     accounts: Mutex<HashMap<String, Arc<Account>>>,
 }
 
@@ -184,17 +198,16 @@ impl TokenProvider {
             settings.client_secret.clone(),
             Duration::from_secs(10),
         );
-        let jwks = if settings.auth.jwks_url.trim().is_empty() {
-            None
-        } else {
-            let body = oauth
-                .fetch_jwks(settings.auth.jwks_url.trim())
-                .await
-                .map_err(|e| AuthError::Unavailable(format!("JWKS: {e}")))?;
-            Some(
-                serde_json::from_slice(&body)
-                    .map_err(|e| AuthError::Unavailable(format!("JWKS is not a key set: {e}")))?,
-            )
+        let jwks = match settings.auth.jwks_url.trim() {
+            "" => None,
+            url => {
+                let keys = Jwks::fetch(&oauth, url).await?;
+                Some(Jwks {
+                    url: url.to_string(),
+                    keys: RwLock::new(keys),
+                    fetched: Mutex::new(Instant::now()),
+                })
+            }
         };
         Ok(Arc::new(TokenProvider {
             store,
@@ -264,7 +277,10 @@ impl TokenProvider {
                 // In the window: one task refreshes; the rest keep using the valid token while
                 // more than half the window is left.
                 match acct.flight.try_lock() {
-                    Ok(guard) => return self.refresh_locked(&acct, guard, Want::Fresh).await,
+                    Ok(guard) => {
+                        let res = self.refresh_locked(&acct, guard, Want::Fresh).await;
+                        return self.keep_valid_on_transient(&acct, res);
+                    }
                     Err(_) => {
                         let window = set.refresh_window_ms(self.tuning.refresh_before_secs);
                         if set.remaining_ms(now) > window / 2 {
@@ -282,7 +298,8 @@ impl TokenProvider {
                 if checked.elapsed() < Duration::from_secs(1) {
                     return Err(self.dead_error(&acct, &reason));
                 }
-                let stored = self.store.generation(account).await?;
+                // A Redis error here changes nothing: still dead as far as we know.
+                let stored = self.store.generation(account).await.ok().flatten();
                 if stored.unwrap_or(0) <= generation {
                     acct.set(Cached::Dead {
                         generation,
@@ -295,7 +312,32 @@ impl TokenProvider {
             Cached::Empty => {}
         }
         let guard = acct.flight.lock().await;
-        self.refresh_locked(&acct, guard, Want::Fresh).await
+        let res = self.refresh_locked(&acct, guard, Want::Fresh).await;
+        self.keep_valid_on_transient(&acct, res)
+    }
+
+    /// A proactive refresh that failed transiently (Redis or the token endpoint down) must not
+    /// fail calls while the cached token is still good: hand it out while more than a quarter of
+    /// the refresh window is left; the next call (or the background task) tries again.
+    fn keep_valid_on_transient(
+        &self,
+        acct: &Account,
+        res: Result<AccessToken, AuthError>,
+    ) -> Result<AccessToken, AuthError> {
+        match res {
+            Err(AuthError::Unavailable(why)) => match acct.live() {
+                Some(set)
+                    if set.remaining_ms(now_ms())
+                        > set.refresh_window_ms(self.tuning.refresh_before_secs) / 4 =>
+                {
+                    debug!(account = %acct.name, reason = %why,
+                        "auth: refresh postponed; the current access token is still valid");
+                    Ok(set.access)
+                }
+                _ => Err(AuthError::Unavailable(why)),
+            },
+            other => other,
+        }
     }
 
     /// CC answered 401 to `rejected`: refresh unless someone already replaced that token; at most
@@ -348,422 +390,6 @@ impl TokenProvider {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(2));
-        }
-    }
-
-    fn dead_error(&self, acct: &Account, reason: &str) -> AuthError {
-        AuthError::Dead {
-            account: acct.name.clone(),
-            reason: reason.to_string(),
-        }
-    }
-
-    /// Take a set into the cache and the metrics. Logs a revival when the account was dead.
-    fn adopt(&self, acct: &Account, set: TokenSet) {
-        if let Cached::Dead { .. } = acct.snapshot() {
-            info!(
-                account = %acct.name,
-                generation = set.generation,
-                "auth: a new token set appeared; account {} is alive again",
-                acct.name
-            );
-        }
-        let m = metrics();
-        m.access_token_expiry.set(set.expires_at as f64);
-        m.refresh_token_age
-            .set((crate::clock::now_unix() - set.refreshed_at).max(0) as f64);
-        acct.set(Cached::Live(set));
-        self.update_auth_state();
-    }
-
-    fn update_auth_state(&self) {
-        let any_dead = self
-            .all_accounts()
-            .iter()
-            .any(|a| matches!(a.snapshot(), Cached::Dead { .. }));
-        metrics().auth_state.set(if any_dead { 0 } else { 1 });
-    }
-
-    /// Mark the account dead in this process: metrics, and ONE error line per transition.
-    fn declare_dead(&self, acct: &Account, generation: u64, reason: &str, label: &str) {
-        let already =
-            matches!(acct.snapshot(), Cached::Dead { generation: g, .. } if g == generation);
-        acct.set(Cached::Dead {
-            generation,
-            reason: reason.to_string(),
-            checked: Instant::now(),
-        });
-        self.update_auth_state();
-        if !already {
-            metrics().auth_failures.with_label_values(&[label]).inc();
-            error!(
-                account = %acct.name,
-                reason = %reason,
-                "auth: connection for account {} is dead ({}); consumption paused, messages stay queued; fix: run `ccsync auth login --account {}`",
-                acct.name, reason, acct.name
-            );
-        }
-    }
-
-    /// The protocol, entered with the single-flight guard held.
-    async fn refresh_locked(
-        &self,
-        acct: &Account,
-        _guard: tokio::sync::MutexGuard<'_, ()>,
-        want: Want<'_>,
-    ) -> Result<AccessToken, AuthError> {
-        // Another task of this process may have finished a refresh while we waited for the guard.
-        if let Some(set) = acct.live()
-            && self.satisfies(&set, want)
-        {
-            return Ok(set.access);
-        }
-        let started = Instant::now();
-        let deadline = started + self.tuning.wait_bound;
-        let mut pause = Duration::from_millis(50);
-        loop {
-            // 1. What does Redis hold?
-            if let Some(token) = self.check_stored(acct, want).await? {
-                metrics()
-                    .refresh_lock_wait
-                    .observe(started.elapsed().as_secs_f64());
-                return Ok(token);
-            }
-            // 2. The lock.
-            if let Some(lock) =
-                LeaseLock::try_acquire(&self.store, &acct.name, self.tuning.lease_ms).await?
-            {
-                metrics()
-                    .refresh_lock_wait
-                    .observe(started.elapsed().as_secs_f64());
-                let result = self.under_lock(acct, &lock, want).await;
-                if let Err(e) = lock.release(&self.store).await {
-                    // The lease runs out on its own.
-                    debug!(account = %acct.name, error = %e, "auth: lock release failed");
-                }
-                return result;
-            }
-            // 3. Someone else refreshes: wait for the generation to move, bounded.
-            if Instant::now() + pause > deadline {
-                metrics()
-                    .refresh_lock_wait
-                    .observe(started.elapsed().as_secs_f64());
-                return Err(AuthError::Unavailable(format!(
-                    "waited {}s for another replica's token refresh",
-                    self.tuning.wait_bound.as_secs()
-                )));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(500));
-        }
-    }
-
-    /// Step 1 (and 3): look at the stored set. `Some(token)`: done without calling CC. `None`: a
-    /// refresh is needed. Errors: dead, or no set at all.
-    async fn check_stored(
-        &self,
-        acct: &Account,
-        want: Want<'_>,
-    ) -> Result<Option<AccessToken>, AuthError> {
-        let ours = acct.generation();
-        match self.store.load(&acct.name).await {
-            Ok(Stored::Live(set)) => {
-                if set.generation < ours
-                    && let Some(mine) = acct.live()
-                {
-                    // Redis holds an older set than our memory (lost data, then an old write):
-                    // the highest generation wins.
-                    if self.store.restore(&acct.name, &mine).await? {
-                        warn!(account = %acct.name, generation = mine.generation,
-                            "auth: Redis held an older token set; wrote ours back");
-                    }
-                    return Ok(None);
-                }
-                let usable = self.satisfies(&set, want);
-                let token = set.access.clone();
-                if set.generation > ours
-                    || matches!(acct.snapshot(), Cached::Empty | Cached::Dead { .. })
-                {
-                    self.adopt(acct, set);
-                }
-                Ok(usable.then_some(token))
-            }
-            Ok(Stored::Dead { generation, reason }) if generation >= ours => {
-                self.declare_dead(acct, generation, &reason, "dead_record");
-                Err(self.dead_error(acct, &reason))
-            }
-            Ok(Stored::Dead { .. }) | Ok(Stored::Absent) => match acct.live() {
-                Some(mine) => {
-                    // Redis lost its data (or holds only an older record): write ours back.
-                    if self.store.restore(&acct.name, &mine).await? {
-                        warn!(account = %acct.name, generation = mine.generation,
-                            "auth: Redis had no current token set (data lost?); wrote ours back");
-                    }
-                    Ok(None)
-                }
-                None => {
-                    let reason = "no token set in Redis".to_string();
-                    self.declare_dead(acct, ours, &reason, "no_token_set");
-                    Err(self.dead_error(acct, &reason))
-                }
-            },
-            Err(StoreError::Unreadable(why)) => {
-                self.declare_dead(acct, ours, &why, "unreadable");
-                Err(self.dead_error(acct, &why))
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Steps 3–6, holding the lock.
-    async fn under_lock(
-        &self,
-        acct: &Account,
-        lock: &LeaseLock,
-        want: Want<'_>,
-    ) -> Result<AccessToken, AuthError> {
-        if let Some(token) = self.check_stored(acct, want).await? {
-            return Ok(token); // someone refreshed just before we got the lock
-        }
-        let Some(cur) = acct.live() else {
-            return Err(AuthError::Unavailable("token set vanished".into()));
-        };
-        let name = acct.name.as_str();
-        let fingerprint = cur.refresh.fingerprint();
-        match self.store.read_marker(name).await? {
-            Some(m) if m.generation == cur.generation => warn!(
-                account = %name,
-                generation = m.generation,
-                refresh_token = %m.fingerprint,
-                "auth: a previous refresh of this generation was interrupted (holder crashed or gave up); \
-                 the stored refresh token may be spent — trying it once more"
-            ),
-            _ => {}
-        }
-        self.store
-            .write_marker(
-                name,
-                &Marker {
-                    generation: cur.generation,
-                    fingerprint,
-                    owner: lock.owner.clone(),
-                    started_at: crate::clock::now_unix(),
-                },
-            )
-            .await?;
-        let m = metrics();
-        let mut last = String::new();
-        for attempt in 1..=MAX_TOKEN_TRIES {
-            if let Err(e) = self.gate.acquire(CallKind::Token).await {
-                return Err(AuthError::Unavailable(e.to_string()));
-            }
-            // Keep our lease while we retry (only if still ours; the CAS protects either way).
-            let _ = lock.extend(&self.store, self.tuning.lease_ms).await;
-            debug!(account = %name, attempt, generation = cur.generation, "auth: calling the token endpoint");
-            match self.oauth.refresh(cur.refresh.expose()).await {
-                Ok(resp) => {
-                    use secrecy::ExposeSecret;
-                    let new_refresh = resp
-                        .refresh_token
-                        .as_ref()
-                        .map(|r| RefreshToken::new(r.expose_secret()));
-                    let mode = RefreshMode::detect(cur.mode, &cur.refresh, new_refresh.as_ref());
-                    let set = TokenSet::from_grant(
-                        AccessToken::new(resp.access_token.expose_secret()),
-                        new_refresh.unwrap_or_else(|| cur.refresh.clone()),
-                        resp.expires_in,
-                        mode,
-                        cur.generation + 1,
-                        crate::clock::now_unix(),
-                    );
-                    return self.commit(acct, &cur, set).await;
-                }
-                Err(OAuthError::InvalidGrant(desc)) => {
-                    m.token_refresh.with_label_values(&["invalid_grant"]).inc();
-                    let reason = format!(
-                        "invalid_grant from the token endpoint: {}",
-                        if desc.is_empty() {
-                            "refresh token spent, expired or revoked"
-                        } else {
-                            desc.as_str()
-                        }
-                    );
-                    // Tell every replica (none of them will call CC with this token again).
-                    if let Err(e) = self.store.mark_dead(name, cur.generation, &reason).await {
-                        warn!(account = %name, error = %e, "auth: could not record the dead connection in Redis");
-                    }
-                    self.declare_dead(acct, cur.generation, &reason, "invalid_grant");
-                    return Err(self.dead_error(acct, &reason));
-                }
-                Err(OAuthError::InvalidClient(desc)) => {
-                    m.token_refresh.with_label_values(&["error"]).inc();
-                    let _ = self.store.clear_marker(name, &lock.owner).await;
-                    let reason = format!(
-                        "invalid_client ({desc}); check CCSYNC_CLIENT_ID / CCSYNC_CLIENT_SECRET"
-                    );
-                    self.declare_dead(acct, cur.generation, &reason, "invalid_client");
-                    return Err(self.dead_error(acct, &reason));
-                }
-                Err(e) => {
-                    m.token_refresh
-                        .with_label_values(&[match &e {
-                            OAuthError::Throttled => "throttled",
-                            OAuthError::Transport(_) => "transport",
-                            _ => "error",
-                        }])
-                        .inc();
-                    if matches!(e, OAuthError::Throttled) {
-                        self.gate.report_429(CallKind::Token, "throttled").await;
-                    }
-                    warn!(account = %name, attempt, error = %e,
-                        "auth: token refresh failed; retrying with the same refresh token");
-                    last = e.to_string();
-                }
-            }
-        }
-        // The marker stays: the refresh token may have been spent by a call whose answer we lost.
-        Err(AuthError::Unavailable(format!(
-            "token refresh failed {MAX_TOKEN_TRIES} times ({last})"
-        )))
-    }
-
-    /// Step 6: store the new set (CAS on the generation, clears the marker) and adopt it.
-    async fn commit(
-        &self,
-        acct: &Account,
-        cur: &TokenSet,
-        set: TokenSet,
-    ) -> Result<AccessToken, AuthError> {
-        let m = metrics();
-        let name = acct.name.as_str();
-        if let Some(jwks) = &self.jwks
-            && let Err(why) = verify_with_jwks(set.access.expose(), jwks)
-        {
-            // The refresh token is still good (it came from our configured, TLS-authenticated
-            // token endpoint), so store the set, but refuse to hand out a token we cannot verify.
-            error!(account = %name, reason = %why, "auth: new access token failed JWKS verification");
-            m.auth_failures.with_label_values(&["jwt_invalid"]).inc();
-            let _ = self.store.compare_and_set(name, cur.generation, &set).await;
-            return Err(AuthError::Unavailable(format!(
-                "access token rejected: {why}"
-            )));
-        }
-        match self.store.compare_and_set(name, cur.generation, &set).await {
-            Ok(true) => {
-                m.token_refresh.with_label_values(&["ok"]).inc();
-                info!(account = %name, generation = set.generation, mode = set.mode.as_str(),
-                    expires_at = set.expires_at, "auth: token set refreshed");
-                let token = set.access.clone();
-                self.adopt(acct, set);
-                Ok(token)
-            }
-            Ok(false) => {
-                // Our lease ran out and a newer set exists: it wins (DESIGN §3, fencing).
-                m.token_refresh.with_label_values(&["lost_race"]).inc();
-                warn!(account = %name, generation = set.generation,
-                    "auth: a newer token set was written while we refreshed; using it");
-                match self.store.load(name).await? {
-                    Stored::Live(newer) => {
-                        let token = newer.access.clone();
-                        self.adopt(acct, newer);
-                        Ok(token)
-                    }
-                    Stored::Dead { generation, reason } => {
-                        self.declare_dead(acct, generation, &reason, "dead_record");
-                        Err(self.dead_error(acct, &reason))
-                    }
-                    Stored::Absent => Err(AuthError::Unavailable("token set vanished".into())),
-                }
-            }
-            Err(e) => {
-                // CC already rotated: this set exists only in our memory now. Serve it; the
-                // background task writes it back once Redis answers (restore path).
-                m.token_refresh.with_label_values(&["ok"]).inc();
-                error!(account = %name, error = %e,
-                    "auth: refreshed but could not store the new token set; keeping it in memory and retrying the write");
-                let token = set.access.clone();
-                self.adopt(acct, set);
-                Ok(token)
-            }
-        }
-    }
-
-    /// Keep-alive, proactive refresh, Redis write-back, revival and metrics, once per second for
-    /// every account this process has used.
-    pub fn spawn_background(self: &Arc<Self>, shutdown: CancellationToken) -> JoinHandle<()> {
-        let me = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                for acct in me.all_accounts() {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = me.background_once(&acct) => {}
-                    }
-                }
-            }
-        })
-    }
-
-    async fn background_once(&self, acct: &Arc<Account>) {
-        let name = acct.name.as_str();
-        match acct.snapshot() {
-            Cached::Live(set) => {
-                let m = metrics();
-                m.access_token_expiry.set(set.expires_at as f64);
-                m.refresh_token_age
-                    .set((crate::clock::now_unix() - set.refreshed_at).max(0) as f64);
-                // Write-back / adopt-newer, cheaply (one HGET).
-                match self.store.generation(name).await {
-                    Ok(None) => {
-                        if let Ok(true) = self.store.restore(name, &set).await {
-                            warn!(account = %name, generation = set.generation,
-                                "auth: Redis had lost the token set; wrote ours back");
-                        }
-                    }
-                    Ok(Some(g)) if g > set.generation => {
-                        if let Ok(guard) = acct.flight.try_lock() {
-                            let _ = self.refresh_locked(acct, guard, Want::Fresh).await;
-                        }
-                        return;
-                    }
-                    Ok(Some(g)) if g < set.generation => {
-                        let _ = self.store.restore(name, &set).await;
-                    }
-                    Ok(Some(_)) => {}
-                    Err(e) => debug!(account = %name, error = %e, "auth: background check failed"),
-                }
-                let keepalive_due = crate::clock::now_unix() - set.refreshed_at
-                    >= self.tuning.keepalive_secs as i64;
-                let refresh_due = set.needs_refresh(now_ms(), self.tuning.refresh_before_secs);
-                if (keepalive_due || refresh_due)
-                    && let Ok(guard) = acct.flight.try_lock()
-                {
-                    let want = if keepalive_due {
-                        Want::KeepAlive
-                    } else {
-                        Want::Fresh
-                    };
-                    if let Err(e) = self.refresh_locked(acct, guard, want).await {
-                        debug!(account = %name, error = %e, "auth: background refresh did not complete");
-                    }
-                }
-            }
-            Cached::Dead { generation, .. } => {
-                if let Ok(Some(g)) = self.store.generation(name).await
-                    && g > generation
-                    && let Ok(_guard) = acct.flight.try_lock()
-                    && let Ok(Stored::Live(set)) = self.store.load(name).await
-                {
-                    self.adopt(acct, set);
-                }
-            }
-            Cached::Empty => {}
         }
     }
 }

@@ -4,9 +4,12 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `{prefix}:auth:{account}:set` | hash | `gen` (generation, clear), `blob` (the token set: `aes256gcm:` + base64(nonce ‖ ciphertext ‖ tag), or `plain:` + JSON when no key is configured), `dead` + `dead_at` when the connection was declared dead |
-//! | `{prefix}:auth:{account}:lock` | string, PX lease | the refresh lock holder's owner id (uuid) |
-//! | `{prefix}:auth:{account}:inflight` | hash | refresh-in-flight marker: `gen` being refreshed, `fp` (refresh-token fingerprint, never the token), `owner`, `started_at` |
+//! | `{prefix}:auth:{{account}}:set` | hash | `gen` (generation, clear), `blob` (the token set: `aes256gcm:` + base64(nonce ‖ ciphertext ‖ tag), or `plain:` + JSON when no key is configured), `dead` + `dead_at` when the connection was declared dead |
+//! | `{prefix}:auth:{{account}}:lock` | string, PX lease | the refresh lock holder's owner id (uuid) |
+//! | `{prefix}:auth:{{account}}:inflight` | hash | refresh-in-flight marker: `gen` being refreshed, `fp` (refresh-token fingerprint, never the token), `owner`, `started_at` |
+//!
+//! The account sits in a Redis Cluster hash tag (`{default}`) so an account's keys share a slot and
+//! the Lua scripts that touch two of them also work on a cluster.
 //!
 //! Why a hash with the generation in clear: the compare-and-set must run inside Redis (Lua) and
 //! cannot decrypt. The generation is not secret; it is also bound into the ciphertext as AEAD
@@ -17,9 +20,10 @@
 //! so none of them burns another token-endpoint call on the same dead refresh token (no retry
 //! storm). A new `auth login` writes generation + 1 without the field, which is the revival signal.
 
-use base64::Engine as _;
 use deadpool_redis::{Pool, Runtime};
 use redis::AsyncCommands;
+
+mod crypto;
 
 use super::tokenset::TokenSet;
 
@@ -115,8 +119,10 @@ return 1
 /// from memory) and drop the marker. Returns the tombstone's generation.
 const TOMBSTONE: &str = r#"
 local cur = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
+-- %d: an integer string (a Lua number could be formatted in exponent form)
+local nxt = string.format('%d', cur + 1)
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'gen', cur + 1, 'dead', ARGV[1], 'dead_at', ARGV[2])
+redis.call('HSET', KEYS[1], 'gen', nxt, 'dead', ARGV[1], 'dead_at', ARGV[2])
 redis.call('DEL', KEYS[2])
 return cur + 1
 "#;
@@ -144,8 +150,6 @@ impl std::fmt::Debug for Store {
             .finish()
     }
 }
-
-const AAD_TAG: &str = "ccsync-tokenset-v1";
 
 impl Store {
     /// A pool on `redis_url` (redis:// or rediss://), with bounded waits so a dead Redis turns
@@ -184,113 +188,17 @@ impl Store {
     }
 
     pub fn set_key(&self, account: &str) -> String {
-        format!("{}:auth:{account}:set", self.prefix)
+        format!("{}:auth:{{{account}}}:set", self.prefix)
     }
     pub fn lock_key(&self, account: &str) -> String {
-        format!("{}:auth:{account}:lock", self.prefix)
+        format!("{}:auth:{{{account}}}:lock", self.prefix)
     }
     pub fn marker_key(&self, account: &str) -> String {
-        format!("{}:auth:{account}:inflight", self.prefix)
+        format!("{}:auth:{{{account}}}:inflight", self.prefix)
     }
 
     pub(crate) async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
         Ok(self.pool.get().await?)
-    }
-
-    fn aad(account: &str, generation: u64) -> String {
-        format!("{AAD_TAG}|{account}|{generation}")
-    }
-
-    /// Serialize (and encrypt, when a key is configured) a set for storage.
-    pub(crate) fn seal(&self, account: &str, set: &TokenSet) -> Result<String, StoreError> {
-        let json = set.to_json();
-        let Some(key) = &self.key else {
-            let text =
-                String::from_utf8(json).map_err(|e| StoreError::Unreadable(e.to_string()))?;
-            return Ok(format!("plain:{text}"));
-        };
-        use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-        let k = LessSafeKey::new(
-            UnboundKey::new(&AES_256_GCM, key)
-                .map_err(|_| StoreError::Unreadable("bad key".into()))?,
-        );
-        // A random 96-bit nonce per write: writes are rare (one per refresh), far below the
-        // 2^32 messages where random GCM nonces start to risk a collision.
-        let mut nonce = [0u8; NONCE_LEN];
-        aws_lc_rs::rand::fill(&mut nonce)
-            .map_err(|_| StoreError::Unreadable("no randomness".into()))?;
-        let mut buf = json;
-        k.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(Self::aad(account, set.generation).as_bytes()),
-            &mut buf,
-        )
-        .map_err(|_| StoreError::Unreadable("encryption failed".into()))?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&buf);
-        Ok(format!(
-            "aes256gcm:{}",
-            base64::engine::general_purpose::STANDARD.encode(out)
-        ))
-    }
-
-    /// The inverse of [`Store::seal`]; `generation` is the clear `gen` field, checked against the
-    /// AAD and the decrypted content.
-    pub(crate) fn open(
-        &self,
-        account: &str,
-        generation: u64,
-        blob: &str,
-    ) -> Result<TokenSet, StoreError> {
-        let set = if let Some(text) = blob.strip_prefix("plain:") {
-            // A clear set while a key is configured: accepted (migration from an unencrypted
-            // deployment); the next refresh writes it encrypted.
-            TokenSet::from_json(text.as_bytes())
-                .map_err(|e| StoreError::Unreadable(format!("corrupt token set: {e}")))?
-        } else if let Some(b64) = blob.strip_prefix("aes256gcm:") {
-            let Some(key) = &self.key else {
-                return Err(StoreError::Unreadable(
-                    "the token set is encrypted but CCSYNC_TOKEN_ENCRYPTION_KEY is not set".into(),
-                ));
-            };
-            use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|_| StoreError::Unreadable("corrupt ciphertext encoding".into()))?;
-            if raw.len() < NONCE_LEN + 16 {
-                return Err(StoreError::Unreadable("ciphertext too short".into()));
-            }
-            let (n, ct) = raw.split_at(NONCE_LEN);
-            let mut nonce = [0u8; NONCE_LEN];
-            nonce.copy_from_slice(n);
-            let k = LessSafeKey::new(
-                UnboundKey::new(&AES_256_GCM, key)
-                    .map_err(|_| StoreError::Unreadable("bad key".into()))?,
-            );
-            let mut buf = ct.to_vec();
-            let plain = k
-                .open_in_place(
-                    Nonce::assume_unique_for_key(nonce),
-                    Aad::from(Self::aad(account, generation).as_bytes()),
-                    &mut buf,
-                )
-                .map_err(|_| {
-                    StoreError::Unreadable(
-                        "cannot decrypt the token set (wrong CCSYNC_TOKEN_ENCRYPTION_KEY, or data tampered with)"
-                            .into(),
-                    )
-                })?;
-            TokenSet::from_json(plain)
-                .map_err(|e| StoreError::Unreadable(format!("corrupt token set: {e}")))?
-        } else {
-            return Err(StoreError::Unreadable("unknown token set format".into()));
-        };
-        if set.generation != generation {
-            return Err(StoreError::Unreadable(
-                "token set generation does not match its record".into(),
-            ));
-        }
-        Ok(set)
     }
 
     /// The stored generation only (cheap: waiters and the background task poll this).
@@ -456,53 +364,5 @@ impl Store {
             ])
             .await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::auth::tokenset::{AccessToken, RefreshMode, RefreshToken};
-
-    fn set(g: u64) -> TokenSet {
-        TokenSet::from_grant(
-            AccessToken::new("access-XYZ"),
-            RefreshToken::new("refresh-ABC"),
-            Some(60),
-            RefreshMode::Rotating,
-            g,
-            1000,
-        )
-    }
-
-    fn store(key: Option<[u8; 32]>) -> Store {
-        // The pool connects lazily; these tests never touch Redis.
-        Store::connect("redis://127.0.0.1:6379", "t", key).unwrap()
-    }
-
-    #[tokio::test]
-    async fn sealed_blob_is_ciphertext_bound_to_account_and_generation() {
-        let s = store(Some([7u8; 32]));
-        let blob = s.seal("acct", &set(3)).unwrap();
-        assert!(blob.starts_with("aes256gcm:"));
-        assert!(!blob.contains("access-XYZ") && !blob.contains("refresh-ABC"));
-        assert_eq!(s.open("acct", 3, &blob).unwrap().generation, 3);
-        // Replayed under another generation or account: authentication fails.
-        assert!(s.open("acct", 4, &blob).is_err());
-        assert!(s.open("other", 3, &blob).is_err());
-        // Wrong key or no key.
-        assert!(store(Some([8u8; 32])).open("acct", 3, &blob).is_err());
-        assert!(store(None).open("acct", 3, &blob).is_err());
-        // Two seals of the same set differ (random nonce).
-        assert_ne!(blob, s.seal("acct", &set(3)).unwrap());
-    }
-
-    #[tokio::test]
-    async fn plain_blob_roundtrips() {
-        let s = store(None);
-        let blob = s.seal("a", &set(1)).unwrap();
-        assert!(blob.starts_with("plain:"));
-        assert_eq!(s.open("a", 1, &blob).unwrap().access.expose(), "access-XYZ");
-        assert!(s.open("a", 2, &blob).is_err());
     }
 }

@@ -344,4 +344,29 @@ mod tests {
         assert_eq!(back.access, set.access);
         assert_eq!(back.generation, 7);
     }
+
+    proptest::proptest! {
+        /// The refresh window is min(refresh_before, 20 % of the lifetime), and once a token
+        /// needs a refresh it keeps needing one as time passes.
+        #[test]
+        fn refresh_window_rule(lifetime in 1i64..200_000, before in 0u64..10_000, at in 0i64..200_000) {
+            let t = TokenSet {
+                access: AccessToken::new("a"),
+                refresh: RefreshToken::new("r"),
+                expires_at: 1_000_000 + lifetime,
+                issued_at: 1_000_000,
+                mode: RefreshMode::Unknown,
+                refreshed_at: 1_000_000,
+                generation: 1,
+            };
+            let w = t.refresh_window_ms(before);
+            proptest::prop_assert!(w <= lifetime * 1000 / 5);
+            proptest::prop_assert!(w <= before as i64 * 1000);
+            proptest::prop_assert!(w == (lifetime * 1000 / 5).min(before as i64 * 1000));
+            let now = (1_000_000 + at) * 1000;
+            if t.needs_refresh(now, before) {
+                proptest::prop_assert!(t.needs_refresh(now + 1, before));
+            }
+        }
+    }
 }

@@ -31,9 +31,10 @@ pub struct OnePerSecond(governor::DefaultDirectRateLimiter);
 
 impl OnePerSecond {
     pub fn new() -> OnePerSecond {
-        OnePerSecond(governor::RateLimiter::direct(governor::Quota::per_second(
-            std::num::NonZeroU32::MIN,
-        )))
+        // 1.1 s: margin over the simulator's sliding 1-second window.
+        OnePerSecond(governor::RateLimiter::direct(
+            governor::Quota::with_period(Duration::from_millis(1100)).unwrap(),
+        ))
     }
 }
 
@@ -169,16 +170,27 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for SharedBuf {
     }
 }
 
-/// The `auth_hammer` example binary (built by `cargo test` with the other examples).
+/// The `auth_hammer` example binary, built (incrementally) first: `cargo test --test NAME` does
+/// not build examples, and a stale binary would test old code.
 pub fn hammer_bin() -> std::path::PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
     let exe = std::env::current_exe().expect("test exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    BUILT.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut args = vec!["build", "--quiet", "--example", "auth_hammer"];
+        if dir.file_name().is_some_and(|n| n == "release") {
+            args.push("--release");
+        }
+        let status = std::process::Command::new(cargo)
+            .args(&args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build --example auth_hammer");
+        assert!(status.success(), "building examples/auth_hammer.rs failed");
+    });
     let p = dir.join("examples").join("auth_hammer");
-    assert!(
-        p.exists(),
-        "{} missing: run the tests with `cargo test` (which builds examples) or `cargo build --examples`",
-        p.display()
-    );
+    assert!(p.exists(), "{} missing", p.display());
     p
 }
 
@@ -206,4 +218,26 @@ pub async fn hammer_result(child: tokio::process::Child) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or_default();
     serde_json::from_str(line).unwrap_or_else(|e| panic!("hammer output {text:?}: {e}"))
+}
+
+/// `GET {api_base}{path}` with a bearer token over a plain TCP socket (the simulator speaks
+/// http://; reqwest stays inside `src/cc/`). Returns the HTTP status.
+pub async fn api_get(api_base: &str, path: &str, token: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let u = url::Url::parse(api_base).unwrap();
+    let host = format!(
+        "{}:{}",
+        u.host_str().unwrap(),
+        u.port_or_known_default().unwrap()
+    );
+    let mut s = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let req = format!(
+        "GET {}{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
+        u.path().trim_end_matches('/')
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..buf.len().min(64)]).into_owned();
+    head.split_whitespace().nth(1).unwrap().parse().unwrap()
 }

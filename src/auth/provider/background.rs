@@ -1,0 +1,109 @@
+//! The per-process background task: metrics, proactive and keep-alive refreshes, adopting newer
+//! records, and writing the set back when Redis lost it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::{Account, Cached, TokenProvider, Want, now_ms};
+use crate::auth::store::Stored;
+use crate::telemetry::metrics;
+
+impl TokenProvider {
+    /// Keep-alive, proactive refresh, Redis write-back, revival and metrics, once per second for
+    /// every account this process has used.
+    pub fn spawn_background(self: &Arc<Self>, shutdown: CancellationToken) -> JoinHandle<()> {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                for acct in me.all_accounts() {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = me.background_once(&acct) => {}
+                    }
+                }
+            }
+        })
+    }
+
+    async fn background_once(&self, acct: &Arc<Account>) {
+        let name = acct.name.as_str();
+        match acct.snapshot() {
+            Cached::Live(set) => {
+                let m = metrics();
+                m.access_token_expiry.set(set.expires_at as f64);
+                m.refresh_token_age
+                    .set((crate::clock::now_unix() - set.refreshed_at).max(0) as f64);
+                // Write-back / adopt-newer, cheaply (one HGET).
+                match self.store.generation(name).await {
+                    Ok(None) => {
+                        if let Ok(true) = self.store.restore(name, &set).await {
+                            warn!(account = %name, generation = set.generation,
+                                "auth: Redis had lost the token set; wrote ours back");
+                        }
+                    }
+                    Ok(Some(g)) if g > set.generation => {
+                        // Another replica refreshed, or an operator logged in / out: take the
+                        // newer record now rather than at our next refresh.
+                        if let Ok(_guard) = acct.flight.try_lock() {
+                            match self.store.load(name).await {
+                                Ok(Stored::Live(newer)) if newer.generation > set.generation => {
+                                    let verified = self.check_jwt(name, &newer).await;
+                                    if verified.is_ok() {
+                                        self.adopt(acct, newer);
+                                    }
+                                }
+                                Ok(Stored::Dead { generation, reason })
+                                    if generation > set.generation =>
+                                {
+                                    self.declare_dead(acct, generation, &reason, "dead_record");
+                                }
+                                _ => {}
+                            }
+                        }
+                        return;
+                    }
+                    Ok(Some(g)) if g < set.generation => {
+                        let _ = self.store.restore(name, &set).await;
+                    }
+                    Ok(Some(_)) => {}
+                    Err(e) => debug!(account = %name, error = %e, "auth: background check failed"),
+                }
+                let keepalive_due = crate::clock::now_unix() - set.refreshed_at
+                    >= self.tuning.keepalive_secs as i64;
+                let refresh_due = set.needs_refresh(now_ms(), self.tuning.refresh_before_secs);
+                if (keepalive_due || refresh_due)
+                    && let Ok(guard) = acct.flight.try_lock()
+                {
+                    let want = if keepalive_due {
+                        Want::KeepAlive
+                    } else {
+                        Want::Fresh
+                    };
+                    if let Err(e) = self.refresh_locked(acct, guard, want).await {
+                        debug!(account = %name, error = %e, "auth: background refresh did not complete");
+                    }
+                }
+            }
+            Cached::Dead { generation, .. } => {
+                if let Ok(Some(g)) = self.store.generation(name).await
+                    && g > generation
+                    && let Ok(_guard) = acct.flight.try_lock()
+                    && let Ok(Stored::Live(set)) = self.store.load(name).await
+                {
+                    self.adopt(acct, set);
+                }
+            }
+            Cached::Empty => {}
+        }
+    }
+}

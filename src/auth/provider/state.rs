@@ -1,0 +1,87 @@
+//! This process's view of an account: adopting a set (metrics), declaring it dead (one log line
+//! per transition), the `ccsync_auth_state` gauge, and the JWKS check before a token is used.
+
+use std::time::Instant;
+
+use tracing::{error, info};
+
+use super::{Account, AuthError, Cached, TokenProvider};
+use crate::auth::tokenset::TokenSet;
+use crate::telemetry::metrics;
+
+impl TokenProvider {
+    pub(super) fn dead_error(&self, acct: &Account, reason: &str) -> AuthError {
+        AuthError::Dead {
+            account: acct.name.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// With `auth.jwks_url` set: refuse an access token whose signature does not verify.
+    pub(super) async fn check_jwt(&self, account: &str, set: &TokenSet) -> Result<(), AuthError> {
+        let Some(jwks) = &self.jwks else {
+            return Ok(());
+        };
+        match jwks.verify(&self.oauth, set.access.expose()).await {
+            Ok(()) => Ok(()),
+            Err(why) => {
+                metrics()
+                    .auth_failures
+                    .with_label_values(&["jwt_invalid"])
+                    .inc();
+                error!(account = %account, generation = set.generation, reason = %why,
+                    "auth: access token failed JWKS verification; not using it (check auth.jwks_url)");
+                Err(AuthError::Unavailable(format!(
+                    "access token failed JWKS verification: {why}"
+                )))
+            }
+        }
+    }
+
+    /// Take a set into the cache and the metrics. Logs a revival when the account was dead.
+    pub(super) fn adopt(&self, acct: &Account, set: TokenSet) {
+        if let Cached::Dead { .. } = acct.snapshot() {
+            info!(
+                account = %acct.name,
+                generation = set.generation,
+                "auth: a new token set appeared; account {} is alive again",
+                acct.name
+            );
+        }
+        let m = metrics();
+        m.access_token_expiry.set(set.expires_at as f64);
+        m.refresh_token_age
+            .set((crate::clock::now_unix() - set.refreshed_at).max(0) as f64);
+        acct.set(Cached::Live(set));
+        self.update_auth_state();
+    }
+
+    pub(super) fn update_auth_state(&self) {
+        let any_dead = self
+            .all_accounts()
+            .iter()
+            .any(|a| matches!(a.snapshot(), Cached::Dead { .. }));
+        metrics().auth_state.set(if any_dead { 0 } else { 1 });
+    }
+
+    /// Mark the account dead in this process: metrics, and ONE error line per transition.
+    pub(super) fn declare_dead(&self, acct: &Account, generation: u64, reason: &str, label: &str) {
+        let already =
+            matches!(acct.snapshot(), Cached::Dead { generation: g, .. } if g == generation);
+        acct.set(Cached::Dead {
+            generation,
+            reason: reason.to_string(),
+            checked: Instant::now(),
+        });
+        self.update_auth_state();
+        if !already {
+            metrics().auth_failures.with_label_values(&[label]).inc();
+            error!(
+                account = %acct.name,
+                reason = %reason,
+                "auth: connection for account {} is dead ({}); consumption paused, messages stay queued; fix: run `ccsync auth login --account {}`",
+                acct.name, reason, acct.name
+            );
+        }
+    }
+}
