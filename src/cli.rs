@@ -259,14 +259,13 @@ async fn publish_cmd(settings: &Settings, args: PublishArgs) -> Result<ExitCode,
     })
 }
 
-/// `ccsync auth ...` (issue 3). The token-endpoint gate here is per process (1 request/s); a CLI
-/// makes a handful of token calls, so it does not need the workers' shared limiter.
+/// `ccsync auth ...`.
 async fn run_auth(cmd: AuthCommand) -> Result<ExitCode, BoxError> {
     use crate::auth::cli as auth_cli;
     let settings = Settings::load()?;
-    let gate: std::sync::Arc<dyn crate::ratelimit::Gate> = std::sync::Arc::new(
-        auth_cli::ProcessTokenGate::new(settings.ratelimit.token_per_second),
-    );
+    // The token endpoint's 1 request/s is shared with the running workers (reference §3.6).
+    let gate: std::sync::Arc<dyn crate::ratelimit::Gate> =
+        crate::ratelimit::SharedLimiter::connect(&settings, &settings.client_id).await?;
     let mut out = std::io::stdout();
     let code = match cmd {
         AuthCommand::Login(a) => auth_cli::login(&settings, gate, &a.account, &mut out).await?,

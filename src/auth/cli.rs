@@ -4,7 +4,6 @@
 //! in-process; `src/cli.rs` passes the real streams.
 
 use std::io::{BufRead, Write};
-use std::num::NonZeroU32;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +16,7 @@ use super::store::{Store, StoreError, Stored};
 use super::tokenset::{AccessToken, RefreshMode, RefreshToken, TokenSet};
 use crate::cc::oauth::{OAuthClient, OAuthError, TokenResponse};
 use crate::config::Settings;
-use crate::ratelimit::{CallKind, Gate, RateLimitError};
+use crate::ratelimit::{CallKind, Gate};
 
 /// Why an `auth` command failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,34 +29,6 @@ pub enum AuthCliError {
     Refresh(OAuthError),
     #[error("{0}")]
     Input(String),
-}
-
-/// A per-process 1 request/s gate for the token endpoint. The CLI uses it when the shared limiter
-/// is not wired in; a login or import makes a handful of token calls, far from contending with
-/// the workers' one refresh per token lifetime.
-pub struct ProcessTokenGate(governor::DefaultDirectRateLimiter);
-
-impl ProcessTokenGate {
-    pub fn new(per_second: u32) -> ProcessTokenGate {
-        // 10 % margin: the authorization server counts arrivals in a sliding second, and two
-        // calls released exactly 1 s apart can arrive closer than that.
-        let period = Duration::from_millis(1100 / u64::from(per_second.max(1)));
-        let q = governor::Quota::with_period(period)
-            .unwrap_or_else(|| governor::Quota::per_second(NonZeroU32::MIN))
-            .allow_burst(NonZeroU32::MIN);
-        ProcessTokenGate(governor::RateLimiter::direct(q))
-    }
-}
-
-#[async_trait::async_trait]
-impl Gate for ProcessTokenGate {
-    async fn acquire(&self, _kind: CallKind) -> Result<(), RateLimitError> {
-        self.0.until_ready().await;
-        Ok(())
-    }
-    async fn report_429(&self, _kind: CallKind, _error_key: &str) {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }
 
 fn oauth_client(settings: &Settings) -> OAuthClient {
