@@ -144,7 +144,7 @@ pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> Resu
         max,
     });
     let api = Api::new(
-        crate::cc::http_client(Duration::from_secs(60)),
+        crate::cc::http_client(Duration::from_secs(settings.worker.request_timeout_secs)),
         &settings.api_base_url,
     );
     let ctx = Arc::new(Ctx::new(

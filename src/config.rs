@@ -102,6 +102,7 @@ pub struct WorkerSettings {
     pub linger_max_ms: u64,
     pub max_activities_in_flight: usize,
     pub max_hold_secs: u64,
+    pub request_timeout_secs: u64,
     pub poll_initial_ms: u64,
     pub poll_max_ms: u64,
     pub shutdown_deadline_secs: u64,
@@ -308,6 +309,12 @@ impl Settings {
             return Err(invalid(
                 "CCSYNC_WORKER__MAX_HOLD_SECS",
                 "must stay below RabbitMQ's 30-minute consumer timeout (1800 s)",
+            ));
+        }
+        if w.request_timeout_secs == 0 || w.request_timeout_secs >= w.max_hold_secs.max(1) {
+            return Err(invalid(
+                "CCSYNC_WORKER__REQUEST_TIMEOUT_SECS",
+                "must be at least 1 and below worker.max_hold_secs",
             ));
         }
         if w.max_activities_in_flight == 0 || w.max_activities_in_flight > 1000 {

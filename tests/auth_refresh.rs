@@ -235,23 +235,19 @@ async fn long_lived_tokens_are_kept_and_the_idle_keepalive_refreshes() {
     p.access_token("default").await.unwrap();
     let stop = CancellationToken::new();
     let bg = p.spawn_background(stop.clone());
-    // Idle (no caller at all): the keep-alive refreshes at least twice.
-    wait_for(
-        Duration::from_secs(20),
-        "two keep-alive refreshes",
-        || async { w.refresh_requests().len() >= 2 },
-    )
-    .await;
-    stop.cancel();
-    bg.await.unwrap();
+    // Idle (no caller at all): the keep-alive refreshes at least twice, and stores each result.
     let store = w.store();
-    wait_for(Duration::from_secs(5), "stored", || {
+    wait_for(Duration::from_secs(20), "two keep-alive refreshes stored", || {
         let store = store.clone();
+        let seen = w.refresh_requests().len();
         async move {
-            matches!(store.load("default").await, Ok(Stored::Live(s)) if s.generation >= g0 + 2)
+            seen >= 2
+                && matches!(store.load("default").await, Ok(Stored::Live(s)) if s.generation >= g0 + 2)
         }
     })
     .await;
+    stop.cancel();
+    bg.await.unwrap();
     let set = live(store.load("default").await.unwrap());
     assert_eq!(set.mode, RefreshMode::LongLived);
     assert_eq!(

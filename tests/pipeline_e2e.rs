@@ -77,10 +77,13 @@ async fn backlog_is_merged_synced_and_invalid_ones_dead_lettered() {
         },
     )
     .await;
-    wait_for(Duration::from_secs(30), "dead letters", || async {
-        world.dead_len().await == invalid
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "every delivery settled once",
+        || async { world.settled().await == 10_000 },
+    )
     .await;
+    assert_eq!(world.dead_len().await, invalid);
     // Every delivery settled: after a clean stop nothing returns to the queue.
     let status = world.terminate(worker).await;
     assert!(status.success());
@@ -284,7 +287,8 @@ async fn rows_cc_rejects_inside_an_import_are_found_and_dead_lettered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cc_faults_never_ack_early_and_everything_arrives_after() {
-    let world = World::new(World::fast_sim()).await;
+    let mut world = World::new(World::fast_sim()).await;
+    world.set("CCSYNC_WORKER__REQUEST_TIMEOUT_SECS", "2");
     world.seed_tokens("default").await;
     world.sim.set_faults(Faults {
         error_rate: 1.0,
@@ -325,7 +329,36 @@ async fn cc_faults_never_ack_early_and_everything_arrives_after() {
         "nothing written by failed activities"
     );
     // Hanging requests: the client times out and retries.
-    world.sim.set_faults(Faults::default());
+    world.sim.set_faults(Faults {
+        hang_rate: 1.0,
+        path_prefix: Some("/v3/".into()),
+        ..Faults::default()
+    });
+    let hung = |w: &World| {
+        w.sim
+            .requests()
+            .iter()
+            .filter(|r| r.fault.as_deref() == Some("hang"))
+            .count()
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "two hanging calls timed out",
+        || async { hung(&world) >= 2 },
+    )
+    .await;
+    assert!(
+        world.sim.contacts().is_empty(),
+        "nothing written while CC hangs"
+    );
+    // A lost import response (CC took it, the answer never came): retried, no harm.
+    world.sim.set_faults(Faults {
+        import_lost_response: Some(ccsync::sim::LostResponse {
+            mode: ccsync::sim::LostMode::Drop,
+            times: Some(1),
+        }),
+        ..Faults::default()
+    });
     wait_for(
         Duration::from_secs(60),
         "all 300 arrive once faults stop",

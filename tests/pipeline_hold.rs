@@ -20,6 +20,7 @@ async fn activity_outliving_the_hold_bound_is_requeued_then_dead_lettered_not_lo
     .await;
     world.seed_tokens("default").await;
     world.set("CCSYNC_WORKER__MAX_HOLD_SECS", "2");
+    world.set("CCSYNC_WORKER__REQUEST_TIMEOUT_SECS", "1");
     world.set("CCSYNC_WORKER__MAX_REDELIVERIES", "2");
     world
         .publish(&[message(

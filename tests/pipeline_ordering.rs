@@ -48,7 +48,7 @@ async fn two_replicas_out_of_order_activities_newest_fields_and_every_list_win()
     }
     events.shuffle(&mut rand::rng());
     let a = world.spawn_worker();
-    let b = world.spawn_worker();
+    let b = world.spawn_worker_on(common::free_port());
     world.publish(&events).await;
     wait_for(
         Duration::from_secs(120),

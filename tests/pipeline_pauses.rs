@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use ccsync::sim::SimConfig;
-use common::{World, free_port, message, wait_for};
+use common::{World, message, wait_for};
 use serde_json::json;
 
 async fn metric(port: u16, series: &str) -> Option<f64> {
@@ -24,10 +24,9 @@ async fn metric(port: u16, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_connection_pauses_with_messages_queued_and_resumes_after_login() {
-    let mut world = World::new(World::fast_sim()).await;
+    let world = World::new(World::fast_sim()).await;
     world.seed_tokens("default").await;
-    let port = free_port();
-    world.set("CCSYNC_METRICS_ADDR", &format!("127.0.0.1:{port}"));
+    let port = world.metrics_port;
     let mut worker = world.spawn_worker();
     world
         .publish(&[message(

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{World, free_port, message, wait_for};
+use common::{World, message, wait_for};
 use serde_json::json;
 
 async fn scrape(port: u16, path: &str) -> (u16, String) {
@@ -38,10 +38,9 @@ fn promtool() -> Option<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_worker_exports_the_contract_metrics_and_they_move() {
-    let mut world = World::new(World::fast_sim()).await;
+    let world = World::new(World::fast_sim()).await;
     world.seed_tokens("default").await;
-    let port = free_port();
-    world.set("CCSYNC_METRICS_ADDR", &format!("127.0.0.1:{port}"));
+    let port = world.metrics_port;
     let mut worker = world.spawn_worker();
     wait_for(Duration::from_secs(20), "/readyz answers 200", || async {
         reqwest::get(format!("http://127.0.0.1:{port}/readyz"))

@@ -26,7 +26,11 @@
 //! `worker.shutdown_deadline_secs` to finish (their deliveries are settled normally), then close
 //! the channel (anything still unsettled returns to the queue) and the connection, and return.
 
+mod call;
+mod ctx;
+mod fields;
 pub mod sender;
+mod settle;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -42,7 +46,7 @@ use crate::contact::{self, Consent, Contact};
 use crate::queue::{Broker, Incoming, QueueError, Settler, Tag, Topology};
 use crate::telemetry::{health, metrics};
 
-pub use sender::{Ctx, Pacing, Pause, TokenError, TokenSource};
+pub use ctx::{Ctx, Pacing, Pause, TokenError, TokenSource};
 
 /// One delivery as the pipeline holds it: the settle handle and the original body (kept for the
 /// dead letter, which carries the body exactly as it was published).
@@ -207,7 +211,7 @@ async fn session(
     // Leaving the session: stop receiving, return what has not been sent, let in-flight work end.
     let _ = consumer.cancel().await;
     for b in batcher.drain().into_iter().chain(ready.drain(..)) {
-        sender::requeue_batch(&b).await;
+        settle::requeue_batch(&b).await;
     }
     let deadline = if shutdown.is_cancelled() {
         Duration::from_secs(w.shutdown_deadline_secs)
@@ -259,7 +263,7 @@ async fn accept(
             "delivered {delivery_count} times without CC completing it (worker.max_redeliveries = {})",
             settings.worker.max_redeliveries
         );
-        sender::dead_letter(settler, &tag, &body, "redelivered_too_often", &detail).await;
+        settle::dead_letter(settler, &tag, &body, "redelivered_too_often", &detail).await;
         return None;
     }
     match contact::decode(&body, &settings.default_list_ids) {
@@ -276,7 +280,7 @@ async fn accept(
             ))
         }
         Err(r) => {
-            sender::dead_letter(settler, &tag, &body, r.code, &r.detail).await;
+            settle::dead_letter(settler, &tag, &body, r.code, &r.detail).await;
             None
         }
     }

@@ -21,6 +21,9 @@ pub struct World {
     pub prefix: String,
     pub lists: Vec<Uuid>,
     pub broker: Broker,
+    /// `/metrics` port of the workers this world starts (one at a time; tests that run several
+    /// workers set `CCSYNC_METRICS_ADDR` per worker).
+    pub metrics_port: u16,
     extra: Vec<(String, String)>,
 }
 
@@ -47,6 +50,7 @@ impl World {
             prefix,
             lists,
             broker,
+            metrics_port: free_port(),
             extra: Vec::new(),
         }
     }
@@ -75,7 +79,10 @@ impl World {
             ("CCSYNC_AUTH_BASE_URL", self.sim.auth_base_url()),
             ("CCSYNC_CLIENT_ID", CLIENT_ID.to_string()),
             ("CCSYNC_DEFAULT_LIST_IDS", self.lists[0].to_string()),
-            ("CCSYNC_METRICS_ADDR", "127.0.0.1:0".to_string()),
+            (
+                "CCSYNC_METRICS_ADDR",
+                format!("127.0.0.1:{}", self.metrics_port),
+            ),
             ("CCSYNC_LOG_FORMAT", "text".to_string()),
             ("CCSYNC_WORKER__LINGER_MIN_MS", "300".to_string()),
             ("CCSYNC_WORKER__LINGER_MAX_MS", "300".to_string()),
@@ -116,9 +123,15 @@ impl World {
 
     /// Start `ccsync worker` as its own OS process (killed when the handle drops).
     pub fn spawn_worker(&self) -> Child {
+        self.spawn_worker_on(self.metrics_port)
+    }
+
+    /// A further worker, with its own metrics port.
+    pub fn spawn_worker_on(&self, metrics_port: u16) -> Child {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccsync"));
         cmd.arg("worker")
             .envs(self.env())
+            .env("CCSYNC_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
             .env("RUST_LOG", "info,ccsync=debug")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -139,6 +152,32 @@ impl World {
             .await
             .expect("worker exits within 30 s of SIGTERM")
             .expect("wait")
+    }
+
+    /// A series' value on the worker's `/metrics` (None while it does not answer).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Deliveries the worker has settled for good (synced, superseded or dead-lettered).
+    pub async fn settled(&self) -> u64 {
+        let mut n = 0.0;
+        for o in ["synced", "superseded", "dead_lettered"] {
+            n += self
+                .metric(&format!("ccsync_messages_total{{outcome=\"{o}\"}}"))
+                .await
+                .unwrap_or(0.0);
+        }
+        n as u64
     }
 
     pub async fn publish(&self, bodies: &[Vec<u8>]) {
