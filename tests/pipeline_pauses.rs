@@ -61,7 +61,7 @@ async fn dead_connection_pauses_with_messages_queued_and_resumes_after_login() {
     assert_eq!(metric(port, "ccsync_auth_state").await, Some(0.0));
     // Every message is still in the queue: nothing acked, nothing dead-lettered.
     wait_for(
-        Duration::from_secs(20),
+        Duration::from_secs(45),
         "all 40 back in the queue",
         || async { world.queue_len().await == 40 },
     )
