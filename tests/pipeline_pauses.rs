@@ -9,24 +9,10 @@ use ccsync::sim::SimConfig;
 use common::{World, message, wait_for};
 use serde_json::json;
 
-async fn metric(port: u16, series: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_connection_pauses_with_messages_queued_and_resumes_after_login() {
     let world = World::new(World::fast_sim()).await;
     world.seed_tokens("default").await;
-    let port = world.metrics_port;
     let mut worker = world.spawn_worker();
     world
         .publish(&[message(
@@ -55,10 +41,10 @@ async fn dead_connection_pauses_with_messages_queued_and_resumes_after_login() {
         .collect();
     world.publish(&bodies).await;
     wait_for(Duration::from_secs(30), "paused for auth", || async {
-        metric(port, "ccsync_paused{reason=\"auth\"}").await == Some(1.0)
+        world.metric("ccsync_paused{reason=\"auth\"}").await == Some(1.0)
     })
     .await;
-    assert_eq!(metric(port, "ccsync_auth_state").await, Some(0.0));
+    assert_eq!(world.metric("ccsync_auth_state").await, Some(0.0));
     // Every message is still in the queue: nothing acked, nothing dead-lettered.
     wait_for(
         Duration::from_secs(45),
@@ -92,8 +78,8 @@ async fn dead_connection_pauses_with_messages_queued_and_resumes_after_login() {
     )
     .await;
     wait_for(Duration::from_secs(10), "resumed", || async {
-        metric(port, "ccsync_paused{reason=\"auth\"}").await == Some(0.0)
-            && metric(port, "ccsync_auth_state").await == Some(1.0)
+        world.metric("ccsync_paused{reason=\"auth\"}").await == Some(0.0)
+            && world.metric("ccsync_auth_state").await == Some(1.0)
     })
     .await;
     assert_eq!(world.dead_len().await, 0);
