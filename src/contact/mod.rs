@@ -1,0 +1,241 @@
+//! Message DTO → validated [`Contact`] (pure, no IO), and the merge rule for repeats.
+//!
+//! Parse, don't validate: a [`Contact`] can only be built by [`decode`], so every contact that
+//! reaches the batcher has a syntactically valid email, fields within CC's length limits, at most 25
+//! custom fields, and 1–50 list ids. Anything else is a [`Rejection`]: a short reason code (the
+//! `x-ccsync-reason` header of the dead letter) and one human sentence. Rejections never name the
+//! email address (it would land in logs); the dead letter keeps the original body.
+//!
+//! Limits come from CC's Swagger (reference §5.1, §6.1, §11): names, job title and company ≤ 50,
+//! phone ≤ 25 (the strictest of the import (50) and sign-up-form (25) limits, so a contact can take
+//! either path), street ≤ 255, city/state/postal code/country ≤ 50, custom field values ≤ 255,
+//! ≤ 25 custom fields, birthday month 1–12 and day 1–31 given together. Email: CC allows 80
+//! characters on `POST /contacts` but only 50 on both `contacts_json_import` and `sign_up_form`,
+//! the two paths ccsync uses; a longer one would silently fail inside an import, so it is
+//! dead-lettered as `email_too_long` (DESIGN §2).
+
+use std::collections::BTreeMap;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Larger messages are dead-lettered unread: one contact is a few hundred bytes, and a 1 MB body is
+/// a bug or an attack, not a contact.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// The email length both CC write paths ccsync uses accept.
+pub const MAX_EMAIL_CHARS: usize = 50;
+
+/// Why a message cannot be synced. Dead-letter it with these two strings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {detail}")]
+pub struct Rejection {
+    /// Short code for `x-ccsync-reason`: `invalid_json`, `message_too_large`, `unknown_type`,
+    /// `unsupported_version`, `missing_field`, `wrong_type`, `invalid_email`, `email_too_long`,
+    /// `field_too_long`, `invalid_field`, `no_lists`, `unknown_custom_field`, `rejected_by_cc`.
+    pub code: &'static str,
+    /// One human sentence for `x-ccsync-detail`.
+    pub detail: String,
+}
+
+impl Rejection {
+    pub fn new(code: &'static str, detail: impl Into<String>) -> Rejection {
+        Rejection {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// How the person agreed to hear from the business (DESIGN §2 "consent-safe by default").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Consent {
+    /// Bulk import path; never upgrades permission.
+    #[default]
+    Implicit,
+    /// The person opted in on a form: `sign_up_form`, which sets explicit permission.
+    Explicit,
+}
+
+/// A contact's postal address, in message terms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Address {
+    pub street: Option<String>,
+    pub city: Option<String>,
+    pub state: Option<String>,
+    pub postal_code: Option<String>,
+    pub country: Option<String>,
+}
+
+/// The contact fields a message may set. `None` = not sent (CC leaves the stored value alone);
+/// merging takes the newer message's `Some` values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fields {
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub job_title: Option<String>,
+    pub company_name: Option<String>,
+    pub phone: Option<String>,
+    pub birthday: Option<(u8, u8)>,
+    pub anniversary: Option<String>,
+    pub address: Address,
+    /// CC custom-field *names* → values (sent as `cf:NAME`).
+    pub custom_fields: BTreeMap<String, String>,
+}
+
+/// A validated `contact.upsert` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    /// The message id (for logs and dead letters).
+    pub id: String,
+    pub occurred_at: OffsetDateTime,
+    pub account: String,
+    pub consent: Consent,
+    /// Lower-cased (CC matches emails case-insensitively); never logged above debug.
+    pub email: String,
+    pub fields: Fields,
+    /// Sorted, de-duplicated, 1–50 lists (the message's, or the configured defaults).
+    pub list_ids: Vec<Uuid>,
+}
+
+impl Contact {
+    /// The coalescing key (DESIGN §2): contacts for different list sets travel in different imports.
+    pub fn key(&self) -> (String, Vec<Uuid>, String) {
+        (
+            self.account.clone(),
+            self.list_ids.clone(),
+            self.email.clone(),
+        )
+    }
+
+    /// Merge a repeat of the same (account, lists, email): field by field, the later
+    /// `occurred_at` winning; on a tie the later delivery (`other`) wins. Consent once given
+    /// explicitly stays explicit.
+    pub fn merge(&mut self, other: Contact) {
+        // Afterwards `self` is the newer event and `older` the other one.
+        let older = if other.occurred_at >= self.occurred_at {
+            std::mem::replace(self, other)
+        } else {
+            other
+        };
+        let mut fields = older.fields;
+        fields.overlay(std::mem::take(&mut self.fields));
+        self.fields = fields;
+        self.consent = self.consent.max(older.consent);
+    }
+
+    /// A rough upper bound of this contact's size inside an import payload, for the byte limit.
+    pub fn approx_json_bytes(&self) -> usize {
+        let f = &self.fields;
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, |v| v.len() + 20);
+        let cf: usize = f
+            .custom_fields
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 12)
+            .sum();
+        // Each JSON-escaped char may take up to 6 bytes (\uXXXX); names are mostly ASCII, so count
+        // 2x the raw length as a margin instead of 6x.
+        2 * (self.email.len()
+            + 16
+            + opt(&f.first_name)
+            + opt(&f.last_name)
+            + opt(&f.job_title)
+            + opt(&f.company_name)
+            + opt(&f.phone)
+            + opt(&f.anniversary)
+            + opt(&f.address.street)
+            + opt(&f.address.city)
+            + opt(&f.address.state)
+            + opt(&f.address.postal_code)
+            + opt(&f.address.country)
+            + f.birthday.map_or(0, |_| 40)
+            + cf)
+            + 4
+    }
+}
+
+impl Fields {
+    /// Take every field `newer` sets; keep ours where it sets nothing.
+    pub fn overlay(&mut self, newer: Fields) {
+        fn pick<T>(old: &mut Option<T>, new: Option<T>) {
+            if new.is_some() {
+                *old = new;
+            }
+        }
+        pick(&mut self.first_name, newer.first_name);
+        pick(&mut self.last_name, newer.last_name);
+        pick(&mut self.job_title, newer.job_title);
+        pick(&mut self.company_name, newer.company_name);
+        pick(&mut self.phone, newer.phone);
+        pick(&mut self.birthday, newer.birthday);
+        pick(&mut self.anniversary, newer.anniversary);
+        pick(&mut self.address.street, newer.address.street);
+        pick(&mut self.address.city, newer.address.city);
+        pick(&mut self.address.state, newer.address.state);
+        pick(&mut self.address.postal_code, newer.address.postal_code);
+        pick(&mut self.address.country, newer.address.country);
+        self.custom_fields.extend(newer.custom_fields);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Fields::default()
+    }
+
+    /// The names of the fields this event sets (custom fields as `cf:NAME`), for the per-field
+    /// newest-wins ledger.
+    pub fn names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let a = &self.address;
+        for (name, set) in [
+            ("first_name", self.first_name.is_some()),
+            ("last_name", self.last_name.is_some()),
+            ("job_title", self.job_title.is_some()),
+            ("company_name", self.company_name.is_some()),
+            ("phone", self.phone.is_some()),
+            ("birthday", self.birthday.is_some()),
+            ("anniversary", self.anniversary.is_some()),
+            ("street", a.street.is_some()),
+            ("city", a.city.is_some()),
+            ("state", a.state.is_some()),
+            ("postal_code", a.postal_code.is_some()),
+            ("country", a.country.is_some()),
+        ] {
+            if set {
+                out.push(name.to_string());
+            }
+        }
+        out.extend(self.custom_fields.keys().map(|k| format!("cf:{k}")));
+        out
+    }
+
+    /// Drop the named fields (names as in [`Fields::names`]): a newer event already set them.
+    pub fn drop_named(&mut self, names: &[String]) {
+        for n in names {
+            match n.as_str() {
+                "first_name" => self.first_name = None,
+                "last_name" => self.last_name = None,
+                "job_title" => self.job_title = None,
+                "company_name" => self.company_name = None,
+                "phone" => self.phone = None,
+                "birthday" => self.birthday = None,
+                "anniversary" => self.anniversary = None,
+                "street" => self.address.street = None,
+                "city" => self.address.city = None,
+                "state" => self.address.state = None,
+                "postal_code" => self.address.postal_code = None,
+                "country" => self.address.country = None,
+                other => {
+                    if let Some(cf) = other.strip_prefix("cf:") {
+                        self.custom_fields.remove(cf);
+                    }
+                }
+            }
+        }
+    }
+}
+
+mod decode;
+pub use decode::decode;
+
+#[cfg(test)]
+mod tests;
