@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::Value;
 
 const LIST: &str = "c2a2b8b4-0000-4000-8000-000000000001";
 
