@@ -38,6 +38,9 @@ pub enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Measure throughput, API efficiency, latency, memory, token path and CPU; write BENCHMARKS.md.
+    #[cfg(feature = "sim")]
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +165,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         #[cfg(feature = "sim")]
         Command::Sim(args) => {
             crate::sim::run_cli(&args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(feature = "sim")]
+        Command::Bench(args) => {
+            crate::telemetry::init_tracing(crate::config::LogFormat::Text);
+            crate::bench::run(&args).await?;
             Ok(ExitCode::SUCCESS)
         }
         other => Err(format!("command not available yet: {other:?}").into()),
