@@ -41,6 +41,9 @@ pub enum Command {
     /// Dead letters (`<queue>.dead`): look at them, or send them back through the worker.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Measure throughput, API efficiency, latency, memory, token path and CPU; write BENCHMARKS.md.
+    #[cfg(feature = "sim")]
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +189,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         #[cfg(feature = "sim")]
         Command::Sim(args) => {
             crate::sim::run_cli(&args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(feature = "sim")]
+        Command::Bench(args) => {
+            crate::telemetry::init_tracing(crate::config::LogFormat::Text);
+            crate::bench::run(&args).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

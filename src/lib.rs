@@ -24,11 +24,14 @@
 //! | [`ledger`] | newest-event ledger per (account, email) shared by replicas | redis |
 //! | [`pipeline`] | joins the rooms: deliveries → batches → CC → settlement; shutdown order | — |
 //! | [`sim`] | the local CC simulator (feature `sim`) | axum, jsonwebtoken, jsonschema |
+//! | `bench` | `ccsync bench`: the figures of BENCHMARKS.md (feature `sim`) | — |
 //! | [`cli`] | clap commands, each a few lines calling into a room | clap, indicatif |
 
 pub mod app;
 pub mod auth;
 pub mod batch;
+#[cfg(feature = "sim")]
+pub mod bench;
 pub mod cc;
 pub mod cli;
 pub mod clock;

@@ -276,6 +276,64 @@ impl Broker {
     pub async fn close(self) {
         let _ = self.conn.close(200, "bye".into()).await;
     }
+
+    /// Benchmark baseline (`ccsync bench`, issue 7): a bare consume-and-ack loop. Consumes `queue`
+    /// with manual acks and this prefetch, acks every delivery one by one as it arrives (as the
+    /// worker does, but without decoding, batching or CC), and returns once `count` deliveries
+    /// are acked. Times run from the first delivery to the last ack.
+    pub async fn consume_and_ack(
+        &self,
+        queue: &str,
+        prefetch: u16,
+        count: u64,
+    ) -> Result<AckLoopStats, QueueError> {
+        let ch = self.conn.create_channel().await?;
+        ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        let tag = format!("ccsync-bench-{}", uuid::Uuid::new_v4());
+        let mut consumer = ch
+            .basic_consume(
+                queue.into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let mut first = None;
+        let mut acked = 0u64;
+        let mut bytes = 0u64;
+        while acked < count {
+            let Some(d) = consumer.next().await else {
+                return Err(QueueError::Broker(
+                    "consumer cancelled before every message arrived".into(),
+                ));
+            };
+            let d = d?;
+            first.get_or_insert_with(std::time::Instant::now);
+            bytes += d.data.len() as u64;
+            d.acker.ack(BasicAckOptions::default()).await?;
+            acked += 1;
+        }
+        let last_ack = std::time::Instant::now();
+        let _ = ch
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+        let _ = ch.close(200, "bye".into()).await;
+        Ok(AckLoopStats {
+            first_delivery: first.unwrap_or(last_ack),
+            last_ack,
+            messages: acked,
+            bytes,
+        })
+    }
+}
+
+/// What [`Broker::consume_and_ack`] measured.
+#[derive(Debug, Clone, Copy)]
+pub struct AckLoopStats {
+    pub first_delivery: std::time::Instant,
+    pub last_ack: std::time::Instant,
+    pub messages: u64,
+    pub bytes: u64,
 }
 
 fn fetched(d: &Delivery) -> Fetched {

@@ -339,6 +339,72 @@ fn put(m: &mut Map<String, Value>, key: &str, v: &Option<String>) {
     }
 }
 
+/// The bytes `c` adds to an import body: its row exactly as [`import_row`]
+/// serializes it, plus the comma before the next row. Computed without serializing (it runs for
+/// every delivery); control characters are counted at their longest escape (`\u00XX`), so this is
+/// never below the real size. An exact count matters: batches fill up to `batch_max_bytes`
+/// instead of stopping at an estimate (an earlier 2x-margin estimate stopped them
+/// at about 45% of it, doubling the imports of a backlog; BENCHMARKS.md, figure 2). The sender
+/// still halves any body that comes out larger than the limit.
+pub fn import_row_len(c: &Contact) -> usize {
+    fn string(v: &str) -> usize {
+        2 + v.len()
+            + v.bytes()
+                .map(|b| match b {
+                    b'"' | b'\\' => 1,
+                    0..=0x1f => 5,
+                    _ => 0,
+                })
+                .sum::<usize>()
+    }
+    fn digits(n: u8) -> usize {
+        match n {
+            0..=9 => 1,
+            10..=99 => 2,
+            _ => 3,
+        }
+    }
+    let f = &c.fields;
+    let (mut n, mut entries) = (0usize, 0usize);
+    // `"key":value` is the key's length + 3 (two quotes and the colon) + the value's.
+    let mut add = |key: usize, value: usize| {
+        n += key + 3 + value;
+        entries += 1;
+    };
+    add("email".len(), string(&c.email));
+    for (k, v) in [
+        ("first_name", &f.first_name),
+        ("last_name", &f.last_name),
+        ("job_title", &f.job_title),
+        ("company_name", &f.company_name),
+        ("phone", &f.phone),
+        ("anniversary", &f.anniversary),
+        ("street", &f.address.street),
+        ("city", &f.address.city),
+        ("state", &f.address.state),
+        ("zip", &f.address.postal_code),
+        ("country", &f.address.country),
+    ] {
+        if let Some(v) = v {
+            add(k.len(), string(v));
+        }
+    }
+    if let Some((month, day)) = f.birthday {
+        add("birthday_month".len(), digits(month));
+        add("birthday_day".len(), digits(day));
+    }
+    for (name, value) in &f.custom_fields {
+        // `cf:NAME`, escaped like any string (without its quotes).
+        add(3 + string(name) - 2, string(value));
+    }
+    // Braces, the commas between entries, and the comma after the row.
+    2 + n + entries.saturating_sub(1) + 1
+}
+
+/// Bytes of an import body outside its rows: `{"import_data":[`, `],"list_ids":[…]}` with up to
+/// 50 quoted list UUIDs (39 bytes each with the comma), rounded up. Batches leave this much room.
+pub const IMPORT_ENVELOPE_MAX: usize = 4_096;
+
 /// One `import_data` row (Swagger `JsonImportContact`).
 pub fn import_row(c: &Contact) -> Map<String, Value> {
     let f = &c.fields;

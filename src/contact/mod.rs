@@ -123,35 +123,6 @@ impl Contact {
         self.fields = fields;
         self.consent = self.consent.max(older.consent);
     }
-
-    /// A rough upper bound of this contact's size inside an import payload, for the byte limit.
-    pub fn approx_json_bytes(&self) -> usize {
-        let f = &self.fields;
-        let opt = |s: &Option<String>| s.as_ref().map_or(0, |v| v.len() + 20);
-        let cf: usize = f
-            .custom_fields
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 12)
-            .sum();
-        // Each JSON-escaped char may take up to 6 bytes (\uXXXX); names are mostly ASCII, so count
-        // 2x the raw length as a margin instead of 6x.
-        2 * (self.email.len()
-            + 16
-            + opt(&f.first_name)
-            + opt(&f.last_name)
-            + opt(&f.job_title)
-            + opt(&f.company_name)
-            + opt(&f.phone)
-            + opt(&f.anniversary)
-            + opt(&f.address.street)
-            + opt(&f.address.city)
-            + opt(&f.address.state)
-            + opt(&f.address.postal_code)
-            + opt(&f.address.country)
-            + f.birthday.map_or(0, |_| 40)
-            + cf)
-            + 4
-    }
 }
 
 impl Fields {

@@ -1,0 +1,373 @@
+//! One benchmark phase's world: an in-process simulator, its own random queue and Redis key
+//! prefix, worker processes started from this very binary (`current_exe() worker`) so memory and
+//! CPU are per process, and the readings taken from them (`/proc/<pid>/status` VmHWM,
+//! `/proc/<pid>/stat` utime + stime, the worker's own `/metrics`).
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+use super::BenchError;
+use crate::config::Settings;
+use crate::queue::{Broker, Topology};
+use crate::sim::{Sim, SimConfig};
+
+/// The OAuth client id the bench's workers use.
+pub const CLIENT_ID: &str = "bench-client";
+
+/// A simulator, a queue pair and a Redis prefix of their own.
+pub struct Bed {
+    pub sim: Sim,
+    pub queues: Vec<String>,
+    pub prefix: String,
+    pub lists: Vec<Uuid>,
+    pub broker: Broker,
+    base: Vec<(String, String)>,
+}
+
+/// Broker and Redis URLs: the caller's `CCSYNC_AMQP_URL` / `CCSYNC_REDIS_URL` when set, else the
+/// defaults of `config/default.toml`.
+fn service_env() -> Vec<(String, String)> {
+    ["CCSYNC_AMQP_URL", "CCSYNC_REDIS_URL"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect()
+}
+
+pub fn short_id() -> String {
+    Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+impl Bed {
+    pub async fn new(cfg: SimConfig) -> Result<Bed, BenchError> {
+        let sim = Sim::start(cfg)
+            .await
+            .map_err(|e| BenchError::Setup(format!("simulator: {e}")))?;
+        let lists = vec![sim.create_list("Bench")];
+        let prefix = format!("bench-{}", short_id());
+        let mut base = service_env();
+        base.extend(
+            [
+                ("CCSYNC_REDIS__KEY_PREFIX", prefix.clone()),
+                ("CCSYNC_API_BASE_URL", sim.api_base_url()),
+                ("CCSYNC_AUTH_BASE_URL", sim.auth_base_url()),
+                ("CCSYNC_CLIENT_ID", CLIENT_ID.to_string()),
+                ("CCSYNC_DEFAULT_LIST_IDS", lists[0].to_string()),
+                ("CCSYNC_LOG_FORMAT", "text".to_string()),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        );
+        let settings = settings_of(&base)?;
+        let broker = Broker::connect(&settings.amqp_url).await?;
+        Ok(Bed {
+            sim,
+            queues: Vec::new(),
+            prefix,
+            lists,
+            broker,
+            base,
+        })
+    }
+
+    /// A new durable quorum queue (with its dead-letter pair) named `bench.<random>`.
+    pub async fn queue(&mut self) -> Result<String, BenchError> {
+        let q = format!("bench.{}", short_id());
+        self.broker.declare(&Topology::for_queue(&q)).await?;
+        self.queues.push(q.clone());
+        Ok(q)
+    }
+
+    /// Settings as a worker of this bed with `extra` variables would load them.
+    pub fn settings(&self, extra: &[(&str, String)]) -> Result<Settings, BenchError> {
+        let mut env = self.base.clone();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        settings_of(&env)
+    }
+
+    /// Store a fresh token set for `account`, as `ccsync auth login` would.
+    pub async fn seed_tokens(&self, account: &str) -> Result<(), BenchError> {
+        use crate::auth::cli::store_new_set;
+        use crate::auth::store::Store;
+        use crate::auth::{AccessToken, RefreshMode, RefreshToken};
+        let (access, refresh) = self.sim.issue_tokens(CLIENT_ID, account);
+        let store = Store::from_settings(&self.settings(&[])?)
+            .map_err(|e| BenchError::Setup(format!("token store: {e}")))?;
+        store_new_set(
+            &store,
+            account,
+            AccessToken::new(access),
+            RefreshToken::new(refresh),
+            None,
+            RefreshMode::Rotating,
+        )
+        .await
+        .map_err(|e| BenchError::Setup(format!("seeding the token set: {e}")))?;
+        Ok(())
+    }
+
+    /// Start `ccsync worker` on `queue` as its own OS process.
+    pub async fn spawn_worker(
+        &self,
+        queue: &str,
+        extra: &[(&str, String)],
+    ) -> Result<Worker, BenchError> {
+        let port = free_port()?;
+        let exe = std::env::current_exe()
+            .map_err(|e| BenchError::Setup(format!("cannot find this binary: {e}")))?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("worker")
+            .envs(self.base.iter().cloned())
+            .env("CCSYNC_QUEUE", queue)
+            .env("CCSYNC_METRICS_ADDR", format!("127.0.0.1:{port}"))
+            .envs(extra.iter().map(|(k, v)| (k.to_string(), v.clone())))
+            .env(
+                "RUST_LOG",
+                std::env::var("CCSYNC_BENCH_WORKER_LOG").unwrap_or_else(|_| "error".into()),
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .map_err(|e| BenchError::Setup(format!("cannot start a worker: {e}")))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| BenchError::Setup("worker exited at once".into()))?;
+        let w = Worker {
+            child,
+            pid,
+            metrics: format!("127.0.0.1:{port}"),
+        };
+        // Ready when its metrics server answers (the consumer starts right after).
+        wait_for(Duration::from_secs(30), "the worker's /metrics", || async {
+            w.scrape().await.is_ok()
+        })
+        .await?;
+        Ok(w)
+    }
+
+    /// Publish NDJSON `contact.upsert` bodies with publisher confirms (pipelined), as
+    /// `ccsync publish` does.
+    pub async fn publish_all(&self, queue: &str, bodies: &[Vec<u8>]) -> Result<(), BenchError> {
+        let mut ndjson = Vec::with_capacity(bodies.iter().map(|b| b.len() + 1).sum());
+        for b in bodies {
+            ndjson.extend_from_slice(b);
+            ndjson.push(b'\n');
+        }
+        let publisher = self.broker.publisher().await?;
+        let noop = |_: u64, _: u64| {};
+        let opts = crate::publish::Options {
+            queue,
+            account: "default",
+            default_lists: &self.lists,
+            progress: &noop,
+        };
+        let s = crate::publish::publish(
+            &publisher,
+            Box::new(std::io::Cursor::new(ndjson)),
+            crate::publish::Format::Ndjson,
+            &opts,
+        )
+        .await
+        .map_err(|e| BenchError::Setup(format!("publishing: {e}")))?;
+        if s.published != bodies.len() as u64 {
+            return Err(BenchError::Setup(format!(
+                "published {} of {} messages ({} skipped)",
+                s.published,
+                bodies.len(),
+                s.skipped
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn queue_len(&self, queue: &str) -> Result<u32, BenchError> {
+        Ok(self.broker.queue_len(queue).await?)
+    }
+
+    /// Raw `GET` on the simulator (the admin API, e.g. `/_sim/activities`).
+    pub async fn sim_get(&self, path: &str) -> Result<String, BenchError> {
+        http_get(&format!("127.0.0.1:{}", self.sim.port()), path).await
+    }
+
+    /// Delete every queue this bed made, close the broker, stop the simulator.
+    pub async fn cleanup(self) {
+        for q in &self.queues {
+            let _ = self.broker.delete(&Topology::for_queue(q)).await;
+        }
+        self.broker.close().await;
+        self.sim.shutdown().await;
+    }
+}
+
+fn settings_of(env: &[(String, String)]) -> Result<Settings, BenchError> {
+    Settings::from_pairs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|e| BenchError::Setup(format!("settings: {e}")))
+}
+
+fn free_port() -> Result<u16, BenchError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| BenchError::Setup(format!("no free port: {e}")))?;
+    Ok(l.local_addr()
+        .map_err(|e| BenchError::Setup(e.to_string()))?
+        .port())
+}
+
+/// A worker process.
+pub struct Worker {
+    child: Child,
+    pub pid: u32,
+    metrics: String,
+}
+
+/// Whole-process readings from `/proc`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcStats {
+    /// Peak resident set size (VmHWM), bytes.
+    pub peak_rss: u64,
+    /// User + system CPU time, seconds.
+    pub cpu_secs: f64,
+}
+
+impl Worker {
+    /// `/metrics` as text.
+    pub async fn scrape(&self) -> Result<String, BenchError> {
+        http_get(&self.metrics, "/metrics").await
+    }
+
+    /// A counter or gauge sample, e.g. `ccsync_messages_total{outcome="synced"}` (0 if absent).
+    pub async fn metric(&self, series: &str) -> Result<f64, BenchError> {
+        Ok(sample(&self.scrape().await?, series))
+    }
+
+    /// Messages acked after CC completed their import.
+    pub async fn synced(&self) -> Result<u64, BenchError> {
+        synced_at(&self.metrics).await
+    }
+
+    /// `host:port` of its metrics server.
+    pub fn metrics_addr(&self) -> String {
+        self.metrics.clone()
+    }
+
+    /// VmHWM and utime + stime of the process, read while it runs.
+    pub fn stats(&self) -> Result<ProcStats, BenchError> {
+        proc_stats(self.pid)
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit; kill on timeout.
+    pub async fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// The synced counter of the worker whose metrics server is at `addr`.
+pub async fn synced_at(addr: &str) -> Result<u64, BenchError> {
+    let text = http_get(addr, "/metrics").await?;
+    Ok(sample(&text, "ccsync_messages_total{outcome=\"synced\"}") as u64)
+}
+
+/// The value of one sample line of a Prometheus text exposition.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .filter(|rest| rest.starts_with(' '))
+                .and_then(|rest| rest.trim().parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// VmHWM (bytes) and utime + stime (seconds) of `pid`.
+pub fn proc_stats(pid: u32) -> Result<ProcStats, BenchError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| BenchError::Setup(format!("/proc/{pid}/status: {e}")))?;
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| BenchError::Setup(format!("no VmHWM for pid {pid}")))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| BenchError::Setup(format!("/proc/{pid}/stat: {e}")))?;
+    // Fields after the `(comm)` (which may hold spaces): state is field 3, utime 14, stime 15.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| BenchError::Setup("unreadable /proc stat".into()))?;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let (utime, stime) = (ticks(11), ticks(12));
+    Ok(ProcStats {
+        peak_rss: peak_kb * 1024,
+        cpu_secs: (utime + stime) as f64 / clock_ticks(),
+    })
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|v| *v > 0.0)
+        .unwrap_or(100.0)
+}
+
+/// A minimal HTTP/1.0 GET (the bench stays out of the `cc` room's reqwest).
+async fn http_get(addr: &str, path: &str) -> Result<String, BenchError> {
+    let io = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(10), io)
+        .await
+        .map_err(|_| BenchError::Setup(format!("GET {addr}{path}: timed out")))?
+        .map_err(|e| BenchError::Setup(format!("GET {addr}{path}: {e}")))?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| BenchError::Setup(format!("GET {addr}{path}: no HTTP answer")))?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(BenchError::Setup(format!(
+            "GET {addr}{path}: {}",
+            head.lines().next().unwrap_or("")
+        )));
+    }
+    Ok(body.to_string())
+}
+
+/// Poll `cond` every 20 ms until it holds; `BenchError::Timeout` naming `what` after `limit`.
+pub async fn wait_for<F, Fut>(limit: Duration, what: &str, mut cond: F) -> Result<(), BenchError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(BenchError::Timeout {
+        what: what.to_string(),
+        after: limit,
+    })
+}

@@ -1,0 +1,575 @@
+//! The measurements. Each phase builds its own [`Bed`] and cleans it up whatever happens.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::bed::{Bed, Worker, wait_for};
+use super::{BenchError, Scale};
+use crate::sim::{RequestRecord, SimConfig};
+
+/// CC's import limits the floor is measured against (reference §11).
+pub const CC_MAX_CONTACTS_PER_IMPORT: u64 = 40_000;
+pub const CC_MAX_IMPORT_BYTES: u64 = 4_000_000;
+/// CC's daily request budget per API key.
+pub const CC_DAILY_QUOTA: u64 = 10_000;
+
+/// A realistic `contact.upsert` body: a distinct email, names, a company.
+pub fn message(run: &str, i: u64) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "type": "contact.upsert",
+        "version": 1,
+        "id": uuid::Uuid::new_v4().to_string(),
+        "occurred_at": "2026-11-23T08:00:00Z",
+        "contact": {
+            "email": format!("p{i}.{run}@example.com"),
+            "first_name": format!("First{i}"),
+            "last_name": "Benchmark",
+            "company_name": "Engines Ltd",
+        }
+    }))
+    .expect("JSON of strings")
+}
+
+fn bodies(run: &str, n: u64) -> Vec<Vec<u8>> {
+    (0..n).map(|i| message(run, i)).collect()
+}
+
+/// Run `f` on a fresh bed and clean the bed up whatever `f` returned.
+async fn with_bed<T, F>(cfg: SimConfig, f: F) -> Result<T, BenchError>
+where
+    F: AsyncFnOnce(&mut Bed) -> Result<T, BenchError>,
+{
+    let mut bed = Bed::new(cfg).await?;
+    let out = f(&mut bed).await;
+    bed.cleanup().await;
+    out
+}
+
+/// Figure 1 (and the unthrottled half of figure 6).
+#[derive(Debug, Clone)]
+pub struct Overhead {
+    pub messages: u64,
+    pub baseline_secs: f64,
+    pub pipeline_secs: f64,
+    pub imports: usize,
+    pub cpu_secs: f64,
+    pub peak_rss: u64,
+    pub config: String,
+}
+
+impl Overhead {
+    pub fn baseline_rate(&self) -> f64 {
+        self.messages as f64 / self.baseline_secs
+    }
+    pub fn pipeline_rate(&self) -> f64 {
+        self.messages as f64 / self.pipeline_secs
+    }
+    pub fn ratio(&self) -> f64 {
+        self.pipeline_rate() / self.baseline_rate()
+    }
+}
+
+/// Worker settings of the overhead phase: nothing throttles (the simulator's limits are lifted
+/// as well), imports complete in 20 ms and are polled after 20 ms, so what is left is the
+/// pipeline's own work plus the simulator's (same machine).
+const OVERHEAD_ENV: &[(&str, &str)] = &[
+    ("CCSYNC_RATELIMIT__PER_SECOND", "100000"),
+    ("CCSYNC_RATELIMIT__DAILY_QUOTA", "1000000000"),
+    ("CCSYNC_RATELIMIT__EXPECTED_REPLICAS", "1"),
+    ("CCSYNC_WORKER__LINGER_MIN_MS", "200"),
+    ("CCSYNC_WORKER__LINGER_MAX_MS", "200"),
+    ("CCSYNC_WORKER__POLL_INITIAL_MS", "20"),
+    ("CCSYNC_WORKER__POLL_MAX_MS", "100"),
+];
+
+fn env_of(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+fn describe(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("`{}={v}`", k.trim_start_matches("CCSYNC_")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Figure 1: the same number of messages through a bare consume-and-ack loop and through the
+/// worker, each timed from its first delivery to its last ack.
+///
+/// The worker is another process, so its first delivery is seen from outside: the moment the
+/// queue's ready count first drops (polled every 5 ms); its last ack is the moment its
+/// `ccsync_messages_total{outcome="synced"}` counter (incremented after each ack) reaches the
+/// total (polled every 20 ms). Both polls err towards a longer pipeline time by a few ms.
+pub async fn overhead(scale: Scale) -> Result<Overhead, BenchError> {
+    let n = scale.overhead_messages();
+    let cfg = SimConfig {
+        per_second: 1_000_000,
+        daily_quota: u64::MAX / 4,
+        token_per_second: 1_000,
+        processing: Duration::from_millis(20),
+        ..SimConfig::default()
+    };
+    with_bed(cfg, async |bed: &mut Bed| {
+        bed.seed_tokens("default").await?;
+        let run = super::bed::short_id();
+        let msgs = bodies(&run, n);
+        let base_q = bed.queue().await?;
+        let pipe_q = bed.queue().await?;
+        bed.publish_all(&base_q, &msgs).await?;
+        let msgs2 = bodies(&format!("{run}b"), n);
+        drop(msgs);
+        bed.publish_all(&pipe_q, &msgs2).await?;
+        drop(msgs2);
+        let prefetch = bed.settings(&[])?.worker.prefetch;
+
+        let stats = bed.broker.consume_and_ack(&base_q, prefetch, n).await?;
+        let baseline_secs = (stats.last_ack - stats.first_delivery).as_secs_f64();
+
+        let env = env_of(OVERHEAD_ENV);
+        let worker = bed.spawn_worker(&pipe_q, &env).await?;
+        let limit = Duration::from_secs(30 + n / 200);
+        let mut first = None;
+        let t = Instant::now();
+        while first.is_none() {
+            if bed.queue_len(&pipe_q).await? < n as u32 {
+                first = Some(Instant::now());
+            } else if t.elapsed() > limit {
+                return Err(BenchError::Timeout {
+                    what: "the worker's first delivery".into(),
+                    after: limit,
+                });
+            } else {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let first = first.unwrap_or_else(Instant::now);
+        wait_for(limit, "the worker to ack every message", || async {
+            worker.synced().await.is_ok_and(|s| s >= n)
+        })
+        .await?;
+        let pipeline_secs = first.elapsed().as_secs_f64();
+        let st = worker.stats()?;
+        worker.stop().await;
+        let imports = imports(&bed.sim.requests());
+        Ok(Overhead {
+            messages: n,
+            baseline_secs,
+            pipeline_secs,
+            imports,
+            cpu_secs: st.cpu_secs,
+            peak_rss: st.peak_rss,
+            config: describe(OVERHEAD_ENV),
+        })
+    })
+    .await
+}
+
+fn imports(log: &[RequestRecord]) -> usize {
+    log.iter()
+        .filter(|r| r.path.ends_with("/activities/contacts_json_import") && r.status == Some(201))
+        .count()
+}
+
+/// Figures 2, 4 and 6: a backlog at CC's real limits.
+#[derive(Debug, Clone)]
+pub struct Backlog {
+    pub contacts: u64,
+    /// Bytes of the import payloads the backlog needs at the least (all contacts, 40,000 a body).
+    pub payload_bytes: u64,
+    pub imports: u64,
+    pub polls: u64,
+    pub lookups: u64,
+    pub tokens: u64,
+    pub total: u64,
+    pub drain_secs: f64,
+    pub largest_batch: u64,
+    pub peak_rss: u64,
+    pub cpu_secs: f64,
+    pub config: String,
+}
+
+impl Backlog {
+    /// One import per 40,000 contacts or per 4 MB, whichever binds first.
+    pub fn floor_imports(&self) -> u64 {
+        self.contacts
+            .div_ceil(CC_MAX_CONTACTS_PER_IMPORT)
+            .max(self.payload_bytes.div_ceil(CC_MAX_IMPORT_BYTES))
+    }
+    /// Each import needs at least one poll.
+    pub fn floor_requests(&self) -> u64 {
+        2 * self.floor_imports()
+    }
+    pub fn per_10k(&self) -> f64 {
+        self.total as f64 * 10_000.0 / self.contacts as f64
+    }
+    pub fn floor_per_10k(&self) -> f64 {
+        self.floor_requests() as f64 * 10_000.0 / self.contacts as f64
+    }
+    /// Contacts one API key carries per day at this efficiency.
+    pub fn contacts_per_day(&self) -> f64 {
+        CC_DAILY_QUOTA as f64 * self.contacts as f64 / self.total.max(1) as f64
+    }
+}
+
+/// Worker settings of the backlog phase: CC's limits and the defaults, except that a partial last
+/// batch lingers at most 5 s (at a full daily budget the pacing would hold it for minutes; a
+/// backlog fills whole batches, so only the tail is affected).
+const BACKLOG_ENV: &[(&str, &str)] = &[("CCSYNC_WORKER__LINGER_MAX_MS", "5000")];
+
+/// Figure 2 (API efficiency), 4 (memory) and 6 (CPU) from one worker draining a backlog at CC's
+/// real limits (4 requests/s, 10,000/day, 1 s import processing in the simulator).
+pub async fn backlog(scale: Scale) -> Result<Backlog, BenchError> {
+    let n = scale.backlog_messages();
+    with_bed(SimConfig::default(), async |bed: &mut Bed| {
+        bed.seed_tokens("default").await?;
+        let run = super::bed::short_id();
+        let msgs = bodies(&run, n);
+        let payload_bytes = payload_bytes(&msgs, &bed.lists)?;
+        let q = bed.queue().await?;
+        bed.publish_all(&q, &msgs).await?;
+        drop(msgs);
+        let env = env_of(BACKLOG_ENV);
+        let worker = bed.spawn_worker(&q, &env).await?;
+        let t = Instant::now();
+        let limit = Duration::from_secs(60 + n / 200);
+        wait_for(limit, "the backlog to drain", || async {
+            worker.synced().await.is_ok_and(|s| s >= n)
+        })
+        .await?;
+        let drain_secs = t.elapsed().as_secs_f64();
+        let st = worker.stats()?;
+        worker.stop().await;
+        let log = bed.sim.requests();
+        let count = |f: &dyn Fn(&RequestRecord) -> bool| log.iter().filter(|r| f(r)).count() as u64;
+        let imports = count(&|r| r.path.ends_with("/contacts_json_import"));
+        let polls = count(&|r| r.path.contains("/activities/") && r.method == "GET");
+        let tokens = count(&|r| r.path.starts_with("/oauth2/"));
+        let total = log.len() as u64;
+        let acts: Vec<serde_json::Value> =
+            serde_json::from_str(&bed.sim_get("/_sim/activities").await?)
+                .map_err(|e| BenchError::Setup(format!("simulator activities: {e}")))?;
+        let largest_batch = acts
+            .iter()
+            .filter_map(|a| a["status"]["items_total_count"].as_u64())
+            .max()
+            .unwrap_or(0);
+        Ok(Backlog {
+            contacts: n,
+            payload_bytes,
+            imports,
+            polls,
+            lookups: total - imports - polls - tokens,
+            tokens,
+            total,
+            drain_secs,
+            largest_batch,
+            peak_rss: st.peak_rss,
+            cpu_secs: st.cpu_secs,
+            config: describe(BACKLOG_ENV),
+        })
+    })
+    .await
+}
+
+/// Bytes of the import bodies the backlog needs, in 40,000-contact bodies.
+fn payload_bytes(msgs: &[Vec<u8>], lists: &[uuid::Uuid]) -> Result<u64, BenchError> {
+    let contacts = msgs
+        .iter()
+        .map(|b| crate::contact::decode(b, lists))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|r| BenchError::Setup(format!("bench message rejected: {}", r.detail)))?;
+    let refs: Vec<&crate::contact::Contact> = contacts.iter().collect();
+    Ok(refs
+        .chunks(CC_MAX_CONTACTS_PER_IMPORT as usize)
+        .map(|c| crate::cc::api::Api::import_body(lists, c).len() as u64)
+        .sum())
+}
+
+/// Figure 3 at one rate.
+#[derive(Debug, Clone)]
+pub struct Latency {
+    pub rate: u64,
+    pub messages: u64,
+    /// Publish (broker-confirmed) → the worker's ack, seconds.
+    pub p50_ack: f64,
+    pub p99_ack: f64,
+    /// Publish → the contact written in the simulator (activity end), seconds.
+    pub p50_visible: f64,
+    pub p99_visible: f64,
+    /// API requests (not token calls) the phase cost, and that rate projected over a day.
+    pub api_requests: u64,
+    pub per_day: f64,
+    pub config: String,
+    /// The linger the pacing would choose at a full daily budget right now (unscaled).
+    pub unscaled_linger_secs: f64,
+}
+
+/// Worker settings of the latency phase: CC's limits, but the linger capped at 2 s (scaled:
+/// at a full daily budget the pacing would let a trickle batch linger for minutes, see
+/// [`Latency::unscaled_linger_secs`]) and paced for one replica.
+const LATENCY_ENV: &[(&str, &str)] = &[
+    ("CCSYNC_WORKER__LINGER_MIN_MS", "500"),
+    ("CCSYNC_WORKER__LINGER_MAX_MS", "2000"),
+    ("CCSYNC_RATELIMIT__EXPECTED_REPLICAS", "1"),
+];
+
+/// Figure 3: publish → ack at 1 and 50 messages/s under CC's limits.
+///
+/// Ack times are read from the worker: its synced counter (incremented right after each ack) is
+/// scraped every 10 ms, and the k-th ack is matched with the k-th publish (one consumer, one list
+/// set, activities of equal length: batches settle in publish order). The time each contact
+/// became visible in the simulator (the end of its import activity) is reported beside it.
+pub async fn latency(scale: Scale) -> Result<Vec<Latency>, BenchError> {
+    let (slow_secs, fast_secs) = scale.trickle_secs();
+    with_bed(SimConfig::default(), async |bed: &mut Bed| {
+        bed.seed_tokens("default").await?;
+        let q = bed.queue().await?;
+        let env = env_of(LATENCY_ENV);
+        let worker = bed.spawn_worker(&q, &env).await?;
+        let publisher = bed.broker.publisher().await?;
+        let run = super::bed::short_id();
+        // Warm up: the consumer is up and the token is cached before the clock starts.
+        publisher
+            .publish(&q, &message(&format!("{run}w"), 0))
+            .await?;
+        wait_for(Duration::from_secs(60), "the warm-up message", || async {
+            worker.synced().await.is_ok_and(|s| s >= 1)
+        })
+        .await?;
+        let mut out = Vec::new();
+        for (rate, secs) in [(1u64, slow_secs), (50, fast_secs)] {
+            let tag = format!("{run}r{rate}");
+            let n = rate * secs;
+            let base = worker.synced().await?;
+            let log_before = bed.sim.requests().len();
+            let stop = Arc::new(AtomicBool::new(false));
+            let watcher = tokio::spawn(watch_synced(worker.metrics_addr(), stop.clone()));
+            let mut published = Vec::with_capacity(n as usize);
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+            let started = Instant::now();
+            for i in 0..n {
+                tick.tick().await;
+                let body = message(&tag, i);
+                let (at, wall) = (Instant::now(), OffsetDateTime::now_utc());
+                publisher.publish(&q, &body).await?;
+                published.push((at, wall));
+            }
+            wait_for(
+                Duration::from_secs(secs + 60),
+                "every trickle message to be acked",
+                || async { worker.synced().await.is_ok_and(|s| s >= base + n) },
+            )
+            .await?;
+            // One more scrape period so the watcher has seen the last change.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            stop.store(true, Ordering::Relaxed);
+            let changes = watcher
+                .await
+                .map_err(|e| BenchError::Setup(format!("watcher: {e}")))?;
+            let elapsed = started.elapsed().as_secs_f64();
+            let mut ack = Vec::with_capacity(n as usize);
+            for (k, (at, _)) in published.iter().enumerate() {
+                let want = base + k as u64 + 1;
+                if let Some((t, _)) = changes.iter().find(|(_, c)| *c >= want) {
+                    ack.push(t.saturating_duration_since(*at).as_secs_f64());
+                }
+            }
+            let mut visible = Vec::with_capacity(n as usize);
+            for (i, (_, wall)) in published.iter().enumerate() {
+                if let Some(c) = bed.sim.contact(&format!("p{i}.{tag}@example.com")) {
+                    visible.push((c.updated_at - *wall).as_seconds_f64());
+                }
+            }
+            let log = bed.sim.requests();
+            let api_requests = log[log_before..]
+                .iter()
+                .filter(|r| r.path.starts_with("/v3/"))
+                .count() as u64;
+            out.push(Latency {
+                rate,
+                messages: n,
+                p50_ack: quantile(&mut ack, 0.50),
+                p99_ack: quantile(&mut ack, 0.99),
+                p50_visible: quantile(&mut visible, 0.50),
+                p99_visible: quantile(&mut visible, 0.99),
+                api_requests,
+                per_day: api_requests as f64 * 86_400.0 / elapsed,
+                config: describe(LATENCY_ENV),
+                unscaled_linger_secs: unscaled_linger(),
+            });
+        }
+        worker.stop().await;
+        Ok(out)
+    })
+    .await
+}
+
+/// The linger `worker.linger_*` defaults and the pacing give a trickle right now, with the whole
+/// day's budget left and the default three expected replicas.
+fn unscaled_linger() -> f64 {
+    use crate::ratelimit::{Budget, pacing_linger};
+    let d = crate::config::Settings::from_pairs([]).ok();
+    let (min, max) = d
+        .as_ref()
+        .map(|s| s.linger_bounds())
+        .unwrap_or((Duration::from_secs(2), Duration::from_secs(600)));
+    let (reserve, replicas) = d
+        .as_ref()
+        .map(|s| (s.ratelimit.daily_reserve, s.ratelimit.expected_replicas))
+        .unwrap_or((300, 3));
+    let b = Budget {
+        remaining_today: CC_DAILY_QUOTA,
+        reserve,
+        until_reset: Duration::from_secs(crate::clock::secs_until_utc_midnight(
+            crate::clock::now_utc(),
+        )),
+        replicas,
+        paused_until: None,
+    };
+    // The worker's own estimate of what a batch costs (src/app.rs).
+    pacing_linger(&b, 4.0, min, max).as_secs_f64()
+}
+
+/// Sorted-sample quantile (nearest rank); NaN for no samples.
+pub fn quantile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// Scrape the synced counter every 10 ms until `stop`; every change with its time.
+async fn watch_synced(addr: String, stop: Arc<AtomicBool>) -> Vec<(Instant, u64)> {
+    let mut out: Vec<(Instant, u64)> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(s) = super::bed::synced_at(&addr).await
+            && out.last().is_none_or(|(_, c)| *c != s)
+        {
+            out.push((Instant::now(), s));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    out
+}
+
+/// Figure 5.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub cached_ns_per_op: f64,
+    pub iterations: u64,
+    pub token_ttl: Duration,
+    pub refresh_calls: u64,
+    pub refresh_ok: u64,
+    pub window_secs: f64,
+    /// Refreshes one process alone would make in the window: window / (ttl − refresh lead).
+    pub expiries_by_time: f64,
+}
+
+impl Tokens {
+    pub fn per_expiry(&self) -> f64 {
+        self.refresh_calls as f64 / self.refresh_ok.max(1) as f64
+    }
+}
+
+/// Worker settings of the fan-in phase: batches leave after at most 1 s, so every process calls
+/// CC (and needs its token) all the time.
+const FANIN_ENV: &[(&str, &str)] = &[
+    ("CCSYNC_WORKER__LINGER_MIN_MS", "500"),
+    ("CCSYNC_WORKER__LINGER_MAX_MS", "1000"),
+];
+
+/// Figure 5: `access_token()` from the in-process cache, and the refresh fan-in of 3 worker
+/// processes sharing one token set with a short lifetime (rotating refresh tokens, as CC
+/// recommends: a second refresh with a spent token would show as an extra, failing call).
+pub async fn tokens(scale: Scale) -> Result<Tokens, BenchError> {
+    let (ttl, want) = scale.fanin();
+    let cfg = SimConfig {
+        token_ttl: ttl,
+        ..SimConfig::default()
+    };
+    with_bed(cfg, async |bed: &mut Bed| {
+        // Cached path, in process, right after seeding (far from the refresh window).
+        bed.seed_tokens("cached").await?;
+        let settings = bed.settings(&[])?;
+        let gate: Arc<dyn crate::ratelimit::Gate> =
+            crate::ratelimit::SharedLimiter::connect(&settings, &settings.client_id)
+                .await
+                .map_err(|e| BenchError::Setup(format!("limiter: {e}")))?;
+        let provider = crate::auth::TokenProvider::connect(&settings, gate)
+            .await
+            .map_err(|e| BenchError::Setup(format!("token provider: {e}")))?;
+        provider
+            .access_token("cached")
+            .await
+            .map_err(|e| BenchError::Setup(format!("first access_token: {e}")))?;
+        let iterations = scale.token_iterations();
+        let t = Instant::now();
+        for _ in 0..iterations {
+            let tok = provider.access_token(std::hint::black_box("cached")).await;
+            std::hint::black_box(tok.is_ok());
+        }
+        let cached_ns_per_op = t.elapsed().as_nanos() as f64 / iterations as f64;
+
+        // Fan-in: 3 processes, a trickle of work so each uses its token.
+        bed.seed_tokens("default").await?;
+        // The window starts with the token set: every refresh of it falls inside.
+        let started = Instant::now();
+        let q = bed.queue().await?;
+        let mut workers: Vec<Worker> = Vec::new();
+        let env = env_of(FANIN_ENV);
+        for _ in 0..3 {
+            workers.push(bed.spawn_worker(&q, &env).await?);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let publisher = bed.broker.publisher().await?;
+        let (q2, stop2, run) = (q.clone(), stop.clone(), super::bed::short_id());
+        let feeder = tokio::spawn(async move {
+            let mut i = 0;
+            while !stop2.load(Ordering::Relaxed) {
+                let _ = publisher.publish(&q2, &message(&run, i)).await;
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        let ok = |log: &[RequestRecord]| {
+            log.iter()
+                .filter(|r| is_refresh(r) && r.status == Some(200))
+                .count() as u64
+        };
+        let limit = ttl * (want as u32 + 4);
+        let res = wait_for(limit, "the token refreshes", || async {
+            ok(&bed.sim.requests()) >= want
+        })
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        let _ = feeder.await;
+        let window_secs = started.elapsed().as_secs_f64();
+        for w in workers {
+            w.stop().await;
+        }
+        res?;
+        let log = bed.sim.requests();
+        let lead = (ttl.as_secs_f64() * 0.2).min(settings.auth.refresh_before_secs as f64);
+        Ok(Tokens {
+            cached_ns_per_op,
+            iterations,
+            token_ttl: ttl,
+            refresh_calls: log.iter().filter(|r| is_refresh(r)).count() as u64,
+            refresh_ok: ok(&log),
+            window_secs,
+            expiries_by_time: window_secs / (ttl.as_secs_f64() - lead),
+        })
+    })
+    .await
+}
+
+fn is_refresh(r: &RequestRecord) -> bool {
+    r.path.ends_with("/token") && r.grant_type.as_deref() == Some("refresh_token")
+}

@@ -1,0 +1,391 @@
+//! The markdown `BENCHMARKS.md` is made of: the machine, the command, the date and scale, one
+//! table row per figure (key, figure, measured, target, measured ÷ target, met?) and the
+//! configuration each phase ran with. Row keys are stable so the smoke test can check them.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use super::Scale;
+use super::figures::{Backlog, Latency, Overhead, Tokens};
+
+pub struct Results {
+    pub scale: Scale,
+    pub overhead: Overhead,
+    pub backlog: Backlog,
+    pub latency: Vec<Latency>,
+    pub tokens: Tokens,
+    pub runtime: Duration,
+}
+
+/// Every row key `render` writes (the smoke test checks them all).
+pub const ROW_KEYS: &[&str] = &[
+    "overhead.baseline",
+    "overhead.pipeline",
+    "overhead.ratio",
+    "api.per_10k",
+    "api.floor_per_10k",
+    "api.vs_floor",
+    "api.one_call_per_contact",
+    "api.contacts_per_day",
+    "latency.1.p50",
+    "latency.1.p99",
+    "latency.50.p50",
+    "latency.50.p99",
+    "memory.peak_rss",
+    "token.cached",
+    "token.fan_in",
+    "cpu.per_message",
+    "cpu.per_message_unthrottled",
+];
+
+/// Which way a target points.
+enum Target {
+    None,
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+struct Row {
+    key: &'static str,
+    figure: String,
+    measured: f64,
+    unit: &'static str,
+    target: Target,
+}
+
+fn rows(r: &Results) -> Vec<Row> {
+    let o = &r.overhead;
+    let b = &r.backlog;
+    let mb = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let mut v = vec![
+        Row {
+            key: "overhead.baseline",
+            figure: format!("Bare lapin consume-and-ack loop, {} messages", o.messages),
+            measured: o.baseline_rate(),
+            unit: "msg/s",
+            target: Target::None,
+        },
+        Row {
+            key: "overhead.pipeline",
+            figure: format!(
+                "Worker: decode, validate, coalesce, batch, import ({} imports), poll, ack; unthrottled simulator",
+                o.imports
+            ),
+            measured: o.pipeline_rate(),
+            unit: "msg/s",
+            target: Target::None,
+        },
+        Row {
+            key: "overhead.ratio",
+            figure: "1. Pipeline overhead: worker ÷ bare loop (same broker, same run)".into(),
+            measured: o.ratio(),
+            unit: "×",
+            target: Target::AtLeast(0.8),
+        },
+        Row {
+            key: "api.per_10k",
+            figure: format!(
+                "2. API efficiency: CC requests per 10,000 contacts, {} contacts at 4/s ({} imports, {} polls, {} look-ups, {} token calls = {})",
+                b.contacts, b.imports, b.polls, b.lookups, b.tokens, b.total
+            ),
+            measured: b.per_10k(),
+            unit: "req",
+            target: Target::AtMost(1.5 * b.floor_per_10k()),
+        },
+        Row {
+            key: "api.floor_per_10k",
+            figure: format!(
+                "Floor: {} imports (40,000 contacts or 4 MB each; payload {:.1} MB) + 1 poll each",
+                b.floor_imports(),
+                b.payload_bytes as f64 / 1e6
+            ),
+            measured: b.floor_per_10k(),
+            unit: "req",
+            target: Target::None,
+        },
+        Row {
+            key: "api.vs_floor",
+            figure: "Requests ÷ floor".into(),
+            measured: b.total as f64 / b.floor_requests() as f64,
+            unit: "×",
+            target: Target::AtMost(1.5),
+        },
+        Row {
+            key: "api.one_call_per_contact",
+            figure: format!(
+                "One call per contact for the same backlog: {} requests = {:.1} days of one key's 10,000/day",
+                b.contacts,
+                b.contacts as f64 / 10_000.0
+            ),
+            measured: b.contacts as f64 * 10_000.0 / b.contacts as f64,
+            unit: "req/10k",
+            target: Target::None,
+        },
+        Row {
+            key: "api.contacts_per_day",
+            figure: "Contacts per day one API key (10,000 requests) carries at this efficiency"
+                .into(),
+            measured: b.contacts_per_day(),
+            unit: "contacts",
+            target: Target::None,
+        },
+    ];
+    for l in &r.latency {
+        let (k50, k99) = if l.rate == 1 {
+            ("latency.1.p50", "latency.1.p99")
+        } else {
+            ("latency.50.p50", "latency.50.p99")
+        };
+        for (key, q, ack, vis) in [
+            (k50, "p50", l.p50_ack, l.p50_visible),
+            (k99, "p99", l.p99_ack, l.p99_visible),
+        ] {
+            v.push(Row {
+                key,
+                figure: format!(
+                    "3. Latency publish → ack, {q}, {} msg/s × {} msgs (→ visible in CC: {vis:.2} s)",
+                    l.rate, l.messages
+                ),
+                measured: ack,
+                unit: "s",
+                target: Target::None,
+            });
+        }
+    }
+    let t = &r.tokens;
+    v.extend([
+        Row {
+            key: "memory.peak_rss",
+            figure: format!(
+                "4. Memory: worker peak RSS (VmHWM), largest batch in flight {} contacts",
+                b.largest_batch
+            ),
+            measured: mb(b.peak_rss),
+            unit: "MB",
+            target: Target::AtMost(150.0),
+        },
+        Row {
+            key: "token.cached",
+            figure: format!(
+                "5. `TokenProvider::access_token()` from the cache, {} calls in process",
+                t.iterations
+            ),
+            measured: t.cached_ns_per_op,
+            unit: "ns/op",
+            target: Target::None,
+        },
+        Row {
+            key: "token.fan_in",
+            figure: format!(
+                "5. Refresh calls per expiry, 3 worker processes, token TTL {} s: {} refresh calls, {} successful, over {:.0} s (≈ {:.1} expiries by time)",
+                t.token_ttl.as_secs(),
+                t.refresh_calls,
+                t.refresh_ok,
+                t.window_secs,
+                t.expiries_by_time
+            ),
+            measured: t.per_expiry(),
+            unit: "calls",
+            target: Target::AtMost(1.0),
+        },
+        Row {
+            key: "cpu.per_message",
+            figure: format!(
+                "6. Worker CPU (user+system, whole process) per message, backlog at real limits: {:.2} s for {} msgs",
+                b.cpu_secs, b.contacts
+            ),
+            measured: b.cpu_secs * 1e6 / b.contacts as f64,
+            unit: "µs",
+            target: Target::None,
+        },
+        Row {
+            key: "cpu.per_message_unthrottled",
+            figure: format!(
+                "6. Worker CPU per message, overhead run: {:.2} s for {} msgs (peak RSS {:.0} MB)",
+                o.cpu_secs,
+                o.messages,
+                mb(o.peak_rss)
+            ),
+            measured: o.cpu_secs * 1e6 / o.messages as f64,
+            unit: "µs",
+            target: Target::None,
+        },
+    ]);
+    v
+}
+
+fn fmt_num(x: f64) -> String {
+    if !x.is_finite() {
+        "n/a".into()
+    } else if x.abs() >= 1000.0 {
+        let s = format!("{:.0}", x);
+        // Thousands separators for readability.
+        let (sign, digits) = s.strip_prefix('-').map_or(("", s.as_str()), |d| ("-", d));
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        format!("{sign}{out}")
+    } else if x.abs() >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+fn machine() -> (String, String, String) {
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get().to_string())
+        .unwrap_or_else(|_| "?".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map(|kb| format!("{:.1} GiB", kb as f64 / (1024.0 * 1024.0)))
+        .unwrap_or_else(|| "?".into());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    (nproc, mem, cpu)
+}
+
+/// The whole `BENCHMARKS.md`.
+pub fn render(r: &Results) -> String {
+    let (nproc, mem, cpu) = machine();
+    let date = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let mut s = String::new();
+    let _ = writeln!(s, "# ccsync benchmarks\n");
+    let _ = writeln!(
+        s,
+        "Generated by `ccsync bench` (src/bench/); every figure below comes from one run. Targets are\n\
+         printed, not asserted. Regenerate with:\n\n\
+         ```sh\ncargo run --release -- bench --scale full\n```\n"
+    );
+    let _ = writeln!(s, "| | |\n|---|---|");
+    let _ = writeln!(
+        s,
+        "| Command | `ccsync bench --scale {}` ({build} build) |",
+        r.scale.name()
+    );
+    let _ = writeln!(s, "| Date | {date} |");
+    let _ = writeln!(s, "| Scale | {} |", r.scale.name());
+    let _ = writeln!(
+        s,
+        "| Machine | {nproc} CPUs ({cpu}), {mem} RAM; RabbitMQ, Redis, the simulator and the bench share it |"
+    );
+    let _ = writeln!(s, "| Runtime | {:.0} s |\n", r.runtime.as_secs_f64());
+    let _ = writeln!(
+        s,
+        "| Key | Figure | Measured | Target | Measured ÷ target | Met |\n|---|---|---|---|---|---|"
+    );
+    for row in rows(r) {
+        let (target, ratio, met) = match row.target {
+            Target::None => ("—".to_string(), "—".to_string(), "—"),
+            Target::AtLeast(t) => (
+                format!("≥ {} {}", fmt_num(t), row.unit),
+                fmt_num(row.measured / t),
+                if row.measured >= t { "yes" } else { "no" },
+            ),
+            Target::AtMost(t) => (
+                format!("≤ {} {}", fmt_num(t), row.unit),
+                fmt_num(row.measured / t),
+                if row.measured <= t { "yes" } else { "no" },
+            ),
+        };
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} {} | {target} | {ratio} | {met} |",
+            row.key,
+            row.figure,
+            fmt_num(row.measured),
+            row.unit
+        );
+    }
+    let b = &r.backlog;
+    let o = &r.overhead;
+    let _ = writeln!(s, "\n## How each figure was measured\n");
+    let _ = writeln!(
+        s,
+        "- **1. Overhead**: {n} messages published to two fresh quorum queues. Baseline: \
+         `Broker::consume_and_ack` (prefetch as the worker's, one ack per delivery), first delivery \
+         to last ack. Worker: one `ccsync worker` process, from the first drop of the queue's ready \
+         count (polled every 5 ms) to its synced counter reaching {n} (polled every 20 ms). \
+         Simulator unthrottled (1,000,000 req/s), imports complete in 20 ms. Worker config: {}.",
+        o.config,
+        n = o.messages
+    );
+    let _ = writeln!(
+        s,
+        "- **2. API efficiency**: a {} message backlog (distinct emails) published first, then one \
+         worker at CC's real limits (simulator: 4 req/s sliding window, 10,000/day, imports take \
+         1 s). Every request the simulator logged counts (imports, polls, look-ups, token calls, \
+         429s included). Drained in {:.0} s. Worker config: defaults plus {}. With CC's real \
+         processing times (minutes for 40,000 rows) the poll back-off (2 s doubling to 30 s) \
+         adds a few polls per import.",
+        b.contacts, b.drain_secs, b.config
+    );
+    if let Some(l) = r.latency.first() {
+        let _ = writeln!(
+            s,
+            "- **3. Latency** (scaled configuration): simulator at CC's limits, imports take 1 s; \
+             worker config: defaults plus {}. Ack time is read from the worker's synced counter \
+             (scraped every 10 ms), the k-th ack matched with the k-th publish; publish time is \
+             just before the broker-confirmed publish. Unscaled, the budget-aware pacing would \
+             let a trickle batch linger {:.0} s right now (full daily budget, 3 expected \
+             replicas), and latency grows by about that much: that is the price of never \
+             exhausting 10,000 requests/day. At the scaled linger the trickle phases cost {}: \
+             projected over a day that is {}; the run itself never came near the daily budget.",
+            l.config,
+            l.unscaled_linger_secs,
+            r.latency
+                .iter()
+                .map(|l| format!("{} API requests at {} msg/s", l.api_requests, l.rate))
+                .collect::<Vec<_>>()
+                .join(", "),
+            r.latency
+                .iter()
+                .map(|l| format!("{} req/day at {} msg/s", fmt_num(l.per_day), l.rate))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "- **4. Memory**: VmHWM from `/proc/<pid>/status` of the backlog worker (prefetch 50,000, \
+         batches up to 40,000 contacts / 3.5 MB), read before it stops."
+    );
+    let _ = writeln!(
+        s,
+        "- **5. Token path**: the cached figure is an in-process loop over \
+         `TokenProvider::access_token()` after one warm call. Fan-in: 3 worker processes share \
+         one token set (rotating refresh tokens), the simulator's tokens live {} s, a trickle of \
+         5 msg/s keeps all three using them; refresh calls are the token-endpoint requests with \
+         `grant_type=refresh_token` in the simulator's log, divided by the successful ones (3.0 \
+         would mean every process refreshed every expiry).",
+        r.tokens.token_ttl.as_secs()
+    );
+    let _ = writeln!(
+        s,
+        "- **6. CPU**: utime + stime of the whole worker process from `/proc/<pid>/stat` \
+         (start-up included), divided by the messages it synced."
+    );
+    s
+}

@@ -1,0 +1,60 @@
+//! `ccsync bench` at the tiny scale, end to end (real RabbitMQ, real Redis, in-process simulator,
+//! worker processes), so the runner cannot rot: every figure must be in the table with a sane
+//! value. Targets are not asserted (machines are noisy); only what must hold on any machine is.
+
+use std::collections::BTreeMap;
+
+use ccsync::bench::report::ROW_KEYS;
+
+/// Row key → measured value (the number at the start of the "Measured" cell).
+fn measured(md: &str) -> BTreeMap<String, f64> {
+    md.lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let key = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            let value = cells
+                .get(3)?
+                .split_whitespace()
+                .next()?
+                .replace(',', "")
+                .parse::<f64>()
+                .ok()?;
+            Some((key.to_string(), value))
+        })
+        .collect()
+}
+
+#[test]
+fn tiny_bench_writes_every_figure_with_sane_values() {
+    let out = std::env::temp_dir().join(format!("ccsync-bench-{}.md", uuid::Uuid::new_v4()));
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_ccsync"))
+        .args(["bench", "--scale", "tiny", "--out"])
+        .arg(&out)
+        .env("RUST_LOG", "error")
+        .status()
+        .expect("ccsync bench starts");
+    assert!(status.success(), "ccsync bench failed: {status}");
+    let md = std::fs::read_to_string(&out).expect("the table was written");
+    let _ = std::fs::remove_file(&out);
+
+    for header in ["| Command |", "| Date |", "| Scale | tiny |", "| Machine |"] {
+        assert!(md.contains(header), "missing {header} in:\n{md}");
+    }
+    let m = measured(&md);
+    for key in ROW_KEYS {
+        let v = m
+            .get(*key)
+            .unwrap_or_else(|| panic!("figure {key} missing or not a number in:\n{md}"));
+        assert!(v.is_finite() && *v > 0.0, "{key} = {v}");
+    }
+    // What holds on any machine: nobody beats the floor (every import needs a poll), one refresh
+    // at least per expiry, p99 ≥ p50, and one call per contact is 10,000 per 10,000 contacts.
+    assert!(m["api.vs_floor"] >= 1.0, "{}", m["api.vs_floor"]);
+    assert!(m["api.per_10k"] >= m["api.floor_per_10k"]);
+    assert!(m["token.fan_in"] >= 1.0);
+    assert!(m["latency.1.p99"] >= m["latency.1.p50"]);
+    assert!(m["latency.50.p99"] >= m["latency.50.p50"]);
+    assert_eq!(m["api.one_call_per_contact"], 10_000.0);
+    // A worker process holds at least a few MB and well under a GB at this scale.
+    assert!((1.0..1024.0).contains(&m["memory.peak_rss"]));
+}
