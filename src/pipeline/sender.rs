@@ -607,26 +607,19 @@ async fn settle_stop(rest: Chunk, stop: Stop) -> Option<Pause> {
 
 async fn ack_all(chunk: Chunk) {
     let m = metrics();
-    let entries = chunk.len() as u64;
-    let deliveries: usize = chunk.iter().map(|e| e.tags.len()).sum();
-    let tags: Vec<Tag> = chunk
-        .into_iter()
-        .flat_map(|e| e.tags.into_iter().map(|h| h.tag))
-        .collect();
-    // Every ack at once: lapin queues them to its I/O loop, which writes them out together.
-    // Awaiting them one by one cost a round trip through that loop per message, and while a big
-    // batch was being acked the broker refilled the prefetch window one message per ack, so the
-    // next batches stayed tiny (BENCHMARKS.md, figure 1: 200,000 messages took 4.7x the bare
-    // consume-and-ack loop).
-    let results = futures_util::future::join_all(tags.iter().map(Tag::ack)).await;
-    for err in results.into_iter().filter_map(Result::err) {
-        tracing::warn!(error = %err, "ack failed; the broker will redeliver (safe: imports are upserts)");
+    for e in chunk {
+        m.contacts_synced.inc();
+        let n = e.tags.len() as u64;
+        for h in e.tags {
+            if let Err(err) = h.tag.ack().await {
+                tracing::warn!(error = %err, "ack failed; the broker will redeliver (safe: imports are upserts)");
+            }
+        }
+        m.messages.with_label_values(&["synced"]).inc();
+        m.messages
+            .with_label_values(&["superseded"])
+            .inc_by(n.saturating_sub(1));
     }
-    m.contacts_synced.inc_by(entries);
-    m.messages.with_label_values(&["synced"]).inc_by(entries);
-    m.messages
-        .with_label_values(&["superseded"])
-        .inc_by((deliveries as u64).saturating_sub(entries));
 }
 
 async fn requeue_chunk(chunk: Chunk) {
