@@ -59,7 +59,7 @@ impl Scale {
         match self {
             Scale::Tiny => 2_000,
             Scale::Small => 50_000,
-            Scale::Full => 200_000,
+            Scale::Full => 100_000,
         }
     }
 
