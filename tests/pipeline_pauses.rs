@@ -24,7 +24,9 @@ async fn dead_connection_pauses_with_messages_queued_and_resumes_after_login() {
     wait_for(
         Duration::from_secs(30),
         "the first contact syncs",
-        || async { world.sim.contact("before@example.com").is_some() },
+        || async {
+            world.sim.contact("before@example.com").is_some() && world.settled().await == 1
+        },
     )
     .await;
 
