@@ -378,19 +378,7 @@ pub fn import_row_len(c: &Contact) -> usize {
         entries += 1;
     };
     add("email".len(), string(&c.email));
-    for (k, v) in [
-        ("first_name", &f.first_name),
-        ("last_name", &f.last_name),
-        ("job_title", &f.job_title),
-        ("company_name", &f.company_name),
-        ("phone", &f.phone),
-        ("anniversary", &f.anniversary),
-        ("street", &f.address.street),
-        ("city", &f.address.city),
-        ("state", &f.address.state),
-        ("zip", &f.address.postal_code),
-        ("country", &f.address.country),
-    ] {
+    for (k, v) in row_text_fields(f) {
         if let Some(v) = v {
             add(k.len(), string(v));
         }
@@ -407,6 +395,24 @@ pub fn import_row_len(c: &Contact) -> usize {
     2 + n + entries.saturating_sub(1) + 1
 }
 
+/// The text columns of an import row (CC key, message field), shared by the serializer and the
+/// size count so the two can never disagree.
+fn row_text_fields(f: &crate::contact::Fields) -> [(&'static str, &Option<String>); 11] {
+    [
+        ("first_name", &f.first_name),
+        ("last_name", &f.last_name),
+        ("job_title", &f.job_title),
+        ("company_name", &f.company_name),
+        ("phone", &f.phone),
+        ("anniversary", &f.anniversary),
+        ("street", &f.address.street),
+        ("city", &f.address.city),
+        ("state", &f.address.state),
+        ("zip", &f.address.postal_code),
+        ("country", &f.address.country),
+    ]
+}
+
 /// Bytes of an import body outside its rows: `{"import_data":[`, `],"list_ids":[…]}` with up to
 /// 50 quoted list UUIDs (39 bytes each with the comma), rounded up. Batches leave this much room.
 pub const IMPORT_ENVELOPE_MAX: usize = 4_096;
@@ -421,19 +427,7 @@ impl serde::Serialize for ImportRow<'_> {
         let f = &c.fields;
         let mut m = ser.serialize_map(None)?;
         m.serialize_entry("email", &c.email)?;
-        for (k, v) in [
-            ("first_name", &f.first_name),
-            ("last_name", &f.last_name),
-            ("job_title", &f.job_title),
-            ("company_name", &f.company_name),
-            ("phone", &f.phone),
-            ("anniversary", &f.anniversary),
-            ("street", &f.address.street),
-            ("city", &f.address.city),
-            ("state", &f.address.state),
-            ("zip", &f.address.postal_code),
-            ("country", &f.address.country),
-        ] {
+        for (k, v) in row_text_fields(f) {
             if let Some(v) = v {
                 m.serialize_entry(k, v)?;
             }
