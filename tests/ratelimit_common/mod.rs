@@ -15,6 +15,10 @@ pub fn settings(prefix: &str, overrides: &[(&str, &str)]) -> Settings {
     let mut pairs = vec![
         ("CCSYNC_REDIS_URL", REDIS_URL),
         ("CCSYNC_REDIS__KEY_PREFIX", prefix),
+        // A loaded 2-core CI machine can keep Redis from answering within the production default
+        // (500 ms), which turns into a fallback decision these tests do not expect. Tests about the
+        // timeout itself override this (later pairs win).
+        ("CCSYNC_RATELIMIT__REDIS_TIMEOUT_MS", "5000"),
     ];
     pairs.extend_from_slice(overrides);
     Settings::from_pairs(pairs).expect("test settings are valid")
