@@ -116,7 +116,16 @@ impl Bed {
         let port = free_port()?;
         let exe = std::env::current_exe()
             .map_err(|e| BenchError::Setup(format!("cannot find this binary: {e}")))?;
-        let mut cmd = Command::new(exe);
+        // Development aid: `CCSYNC_BENCH_WORKER_WRAP=heaptrack` runs each worker under a profiler
+        // (the figures read from /proc then describe the wrapper, not the worker).
+        let mut cmd = match std::env::var("CCSYNC_BENCH_WORKER_WRAP") {
+            Ok(wrap) if !wrap.is_empty() => {
+                let mut c = Command::new(wrap);
+                c.arg(exe);
+                c
+            }
+            _ => Command::new(exe),
+        };
         cmd.arg("worker")
             .envs(self.base.iter().cloned())
             .env("CCSYNC_QUEUE", queue)
