@@ -376,6 +376,9 @@ pub struct Incoming {
     pub tag: Tag,
 }
 
+/// Acks [`Tag::ack_many`] hands to lapin at once.
+const ACKS_IN_FLIGHT: usize = 256;
+
 /// Settles one delivery. Dropping it unsettled leaves the message to the broker, which redelivers
 /// it when the channel closes.
 #[derive(Clone)]
@@ -394,6 +397,19 @@ impl Tag {
     pub async fn ack(&self) -> Result<(), QueueError> {
         self.acker.ack(BasicAckOptions::default()).await?;
         Ok(())
+    }
+
+    /// Ack many deliveries (a completed import's): returns the failures. Many at a time, because
+    /// awaiting each costs a round trip through lapin's I/O loop while the broker refills the
+    /// prefetch window one message per ack (BENCHMARKS.md, figure 1); but at most
+    /// [`ACKS_IN_FLIGHT`], because lapin spawns a task of about 3 KB per pending ack and 65,000 of
+    /// them at once were the worker's peak memory (heaptrack, figure 4).
+    pub async fn ack_many(tags: &[Tag]) -> Vec<QueueError> {
+        futures_util::stream::iter(tags.iter().map(Tag::ack))
+            .buffer_unordered(ACKS_IN_FLIGHT)
+            .filter_map(|r| std::future::ready(r.err()))
+            .collect()
+            .await
     }
 
     /// Not now: return the message to the queue for a later attempt.

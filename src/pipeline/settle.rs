@@ -1,7 +1,5 @@
 //! Settling deliveries: ack, requeue, dead-letter (with metrics and logs).
 
-use futures_util::StreamExt as _;
-
 use super::{ContactBatch, Held};
 use crate::batch::Entry;
 use crate::contact::Contact;
@@ -35,9 +33,6 @@ pub(super) async fn settle_stop(rest: Chunk, stop: Stop) -> Option<Pause> {
     }
 }
 
-/// Acks handed to lapin at once (see [`ack_all`]).
-const ACKS_IN_FLIGHT: usize = 256;
-
 pub(super) async fn ack_all(chunk: Chunk) {
     let m = metrics();
     let entries = chunk.len() as u64;
@@ -46,16 +41,7 @@ pub(super) async fn ack_all(chunk: Chunk) {
         .into_iter()
         .flat_map(|e| e.tags.into_iter().map(|h| h.tag))
         .collect();
-    // Acks go out many at a time: lapin queues them to its I/O loop, which writes them out
-    // together, so a 28,000-delivery batch is acked in a fraction of a second instead of one
-    // round trip through that loop per message (the broker refills the prefetch window as acks
-    // arrive, BENCHMARKS.md figure 1). But not all at once: lapin spawns a task of about 3 KB per
-    // pending ack, and 65,000 of them at once were the worker's peak memory (heaptrack, figure 4).
-    let results: Vec<_> = futures_util::stream::iter(tags.iter().map(Tag::ack))
-        .buffer_unordered(ACKS_IN_FLIGHT)
-        .collect()
-        .await;
-    for err in results.into_iter().filter_map(Result::err) {
+    for err in Tag::ack_many(&tags).await {
         tracing::warn!(error = %err, "ack failed; the broker will redeliver (safe: imports are upserts)");
     }
     m.contacts_synced.inc_by(entries);
