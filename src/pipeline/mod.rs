@@ -361,7 +361,7 @@ mod tests {
             flushed.extend(b.drain());
             assert!(flushed.len() >= 2, "the limits split the stream");
             for batch in &flushed {
-                let rows: Vec<&Contact> = batch.entries.iter().map(|e| &e.item).collect();
+                let rows: Vec<&Contact> = batch.entries.iter().map(|e| &*e.item).collect();
                 let body = Api::import_body(&batch.group.1, &rows);
                 assert!(rows.len() <= 40_000);
                 assert!(

@@ -208,7 +208,7 @@ async fn import_all(
     // A work stack: a chunk that fails in part is split in halves until the bad rows stand alone.
     let mut stack: Vec<(Chunk, u32)> = vec![(entries, 0)];
     while let Some((chunk, failures)) = stack.pop() {
-        let contacts: Vec<&Contact> = chunk.iter().map(|e| &e.item).collect();
+        let contacts: Vec<&Contact> = chunk.iter().map(|e| &*e.item).collect();
         let body = Api::import_body(lists, &contacts);
         if body.len() > ctx.worker.batch_max_bytes && chunk.len() > 1 {
             // The batcher's estimate was short: never let CC truncate at 4 MB.
