@@ -150,7 +150,7 @@ impl Broker {
         ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
         let dl = self.publisher().await?;
         let tag = format!("ccsync-{}", uuid::Uuid::new_v4());
-        let inner = ch
+        let mut inner = ch
             .basic_consume(
                 t.queue.as_str().into(),
                 tag.as_str().into(),
@@ -158,10 +158,34 @@ impl Broker {
                 FieldTable::default(),
             )
             .await?;
+        // lapin keeps each pushed delivery in its full form (properties, the quorum queue's
+        // header table, exchange and routing key: about 1 KB) until it is read, and the pipeline
+        // stops reading while batches wait for CC, so up to the whole prefetch window waited in
+        // that form (~30 MB at 65,535; heaptrack, BENCHMARKS.md figure 4). The pump reads every
+        // delivery as it arrives and keeps only what the pipeline uses (body, count, acker).
+        // Unbounded is bounded by the prefetch: the broker sends no more than that unsettled.
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let unsettled = std::sync::Arc::new(Unsettled::default());
+        let pumped = unsettled.clone();
+        let pump = tokio::spawn(async move {
+            let unsettled = pumped;
+            while let Some(d) = inner.next().await {
+                if let Ok(d) = &d {
+                    unsettled.0.lock().await.tags.insert(d.delivery_tag, None);
+                }
+                let item = d.map(|d| incoming(d, &unsettled)).map_err(QueueError::from);
+                let failed = item.is_err();
+                if tx.send(item).is_err() || failed {
+                    break;
+                }
+            }
+        });
         Ok(Consumer {
             channel: ch,
             tag,
-            inner,
+            rx,
+            pump,
+            unsettled,
             settler: Settler {
                 dl,
                 dlx: t.dlx.clone(),
@@ -376,14 +400,106 @@ pub struct Incoming {
     pub tag: Tag,
 }
 
-/// Acks [`Tag::ack_many`] hands to lapin at once.
+/// Single acks handed to lapin at once: lapin spawns a task of about 3 KB per pending ack, and
+/// 65,000 at once were the worker's peak memory (heaptrack, BENCHMARKS.md figure 4).
 const ACKS_IN_FLIGHT: usize = 256;
+/// A settled delivery is acked on its own at once when fewer than this many unacked deliveries
+/// are older than it (see [`Unsettled`]: the broker's cost of a single ack).
+const CHEAP_SCAN: usize = 1_024;
+/// Settled deliveries kept waiting for an older one before they are acked one by one anyway
+/// (they hold prefetch slots while they wait).
+const DEFER_MAX: usize = 16_384;
+
+/// The deliveries of one consumer channel the broker still counts as unacked, in tag order:
+/// `None` while the pipeline holds one, the acker once it is settled and waits to be acked.
+///
+/// Why not ack each delivery when it is settled: RabbitMQ looks a single ack up by walking the
+/// channel's unacked deliveries from the oldest, so with a 65,535 prefetch window an import that
+/// completes before an older one costs the broker up to 65,535 steps per row. While it walks, the
+/// channel neither reads nor delivers: the pipeline moved 100,000 messages in 16–124 s where a
+/// loop that acks each delivery at once took 8 s (BENCHMARKS.md, figure 1). Instead the oldest
+/// run of settled deliveries goes in one `basic.ack` with `multiple` set, which the broker takes
+/// from the front; a settled delivery behind an older unsettled one waits for it, unless it is
+/// near the front anyway ([`CHEAP_SCAN`]) or too many wait ([`DEFER_MAX`]).
+///
+/// A `multiple` ack settles every unacked delivery up to its tag, and the broker closes the
+/// channel on a tag it no longer knows; so every settlement updates this map and hands its frames
+/// to lapin under the lock, in order.
+#[derive(Default)]
+struct Unsettled(tokio::sync::Mutex<Open>);
+
+#[derive(Default)]
+struct Open {
+    tags: BTreeMap<u64, Option<lapin::Acker>>,
+    /// How many of `tags` are settled and waiting.
+    waiting: usize,
+}
+
+impl Open {
+    /// Send every ack that may go now; returns the failures.
+    async fn flush(&mut self) -> Vec<QueueError> {
+        let mut errors = Vec::new();
+        // The oldest run of settled deliveries: one frame.
+        let run: Vec<(u64, lapin::Acker)> = self
+            .tags
+            .iter()
+            .map_while(|(t, a)| a.as_ref().map(|a| (*t, a.clone())))
+            .collect();
+        if let Some((last, acker)) = run.last().cloned() {
+            match acker.ack(BasicAckOptions { multiple: true }).await {
+                Ok(_) => {
+                    self.tags = self.tags.split_off(&(last + 1));
+                    self.waiting -= run.len();
+                }
+                Err(e) => errors.push(e.into()),
+            }
+        }
+        // Settled ones behind an unsettled one: near the front, or all when too many wait.
+        let all = self.waiting > DEFER_MAX;
+        let singles: Vec<(u64, lapin::Acker)> = self
+            .tags
+            .iter()
+            .enumerate()
+            .take_while(|(i, _)| all || *i < CHEAP_SCAN)
+            .filter_map(|(_, (t, a))| a.as_ref().map(|a| (*t, a.clone())))
+            .collect();
+        for (t, _) in &singles {
+            self.tags.remove(t);
+        }
+        self.waiting -= singles.len();
+        let failed = futures_util::stream::iter(singles.into_iter().map(|(_, a)| ack_one(a)))
+            .buffer_unordered(ACKS_IN_FLIGHT)
+            .filter_map(|r| std::future::ready(r.err()))
+            .collect::<Vec<_>>()
+            .await;
+        errors.extend(failed.into_iter().map(QueueError::from));
+        errors
+    }
+
+    /// Mark a held delivery settled (false when it was settled before).
+    fn settle(&mut self, tag: &Tag) -> bool {
+        match self.tags.get_mut(&tag.delivery_tag) {
+            Some(slot @ None) => {
+                *slot = Some(tag.acker.clone());
+                self.waiting += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+async fn ack_one(acker: lapin::Acker) -> Result<bool, lapin::Error> {
+    acker.ack(BasicAckOptions::default()).await
+}
 
 /// Settles one delivery. Dropping it unsettled leaves the message to the broker, which redelivers
 /// it when the channel closes.
 #[derive(Clone)]
 pub struct Tag {
     acker: lapin::Acker,
+    delivery_tag: u64,
+    unsettled: std::sync::Arc<Unsettled>,
 }
 
 impl std::fmt::Debug for Tag {
@@ -393,33 +509,51 @@ impl std::fmt::Debug for Tag {
 }
 
 impl Tag {
-    /// CC has the data: remove the message from the queue.
+    /// CC has the data: remove the message from the queue (at once, or with the next run of
+    /// older deliveries; see [`Unsettled`]).
     pub async fn ack(&self) -> Result<(), QueueError> {
-        self.acker.ack(BasicAckOptions::default()).await?;
-        Ok(())
+        Tag::ack_many(std::slice::from_ref(self))
+            .await
+            .into_iter()
+            .next()
+            .map_or(Ok(()), Err)
     }
 
-    /// Ack many deliveries (a completed import's): returns the failures. Many at a time, because
-    /// awaiting each costs a round trip through lapin's I/O loop while the broker refills the
-    /// prefetch window one message per ack (BENCHMARKS.md, figure 1); but at most
-    /// [`ACKS_IN_FLIGHT`], because lapin spawns a task of about 3 KB per pending ack and 65,000 of
-    /// them at once were the worker's peak memory (heaptrack, figure 4).
+    /// Ack many deliveries (a completed import's): returns the failures.
     pub async fn ack_many(tags: &[Tag]) -> Vec<QueueError> {
-        futures_util::stream::iter(tags.iter().map(Tag::ack))
-            .buffer_unordered(ACKS_IN_FLIGHT)
-            .filter_map(|r| std::future::ready(r.err()))
-            .collect()
-            .await
+        let mut errors = Vec::new();
+        // Tags of one channel share one `Unsettled` (a reconnect starts a new channel).
+        let mut rest: Vec<&Tag> = tags.iter().collect();
+        while let Some(first) = rest.first().copied() {
+            let (mine, others): (Vec<&Tag>, Vec<&Tag>) = rest
+                .into_iter()
+                .partition(|t| std::sync::Arc::ptr_eq(&t.unsettled, &first.unsettled));
+            rest = others;
+            let mut open = first.unsettled.0.lock().await;
+            for t in mine {
+                open.settle(t);
+            }
+            errors.extend(open.flush().await);
+        }
+        errors
     }
 
     /// Not now: return the message to the queue for a later attempt.
     pub async fn requeue(&self) -> Result<(), QueueError> {
-        self.acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            })
-            .await?;
+        let mut open = self.unsettled.0.lock().await;
+        if let Some(None) = open.tags.get(&self.delivery_tag) {
+            open.tags.remove(&self.delivery_tag);
+            self.acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await?;
+            // It may have been the one the settled deliveries behind it waited for.
+            if let Some(e) = open.flush().await.into_iter().next() {
+                return Err(e);
+            }
+        }
         Ok(())
     }
 }
@@ -428,15 +562,23 @@ impl Tag {
 pub struct Consumer {
     channel: Channel,
     tag: String,
-    inner: lapin::Consumer,
+    /// Deliveries as the pump (see [`Broker::consume`]) converted them, in arrival order.
+    rx: tokio::sync::mpsc::UnboundedReceiver<Result<Incoming, QueueError>>,
+    pump: tokio::task::JoinHandle<()>,
+    unsettled: std::sync::Arc<Unsettled>,
     settler: Settler,
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
 }
 
 impl Consumer {
     /// The next delivery; `None` when the consumer was cancelled or the channel closed.
     pub async fn next(&mut self) -> Option<Result<Incoming, QueueError>> {
-        let d = self.inner.next().await?;
-        Some(d.map(incoming).map_err(QueueError::from))
+        self.rx.recv().await
     }
 
     pub fn settler(&self) -> Settler {
@@ -453,12 +595,25 @@ impl Consumer {
 
     /// Close the channels: anything unsettled goes back to the queue.
     pub async fn close(self) {
+        // Settled deliveries still waiting for an older one are acked now, one by one.
+        {
+            let mut open = self.unsettled.0.lock().await;
+            open.tags.retain(|_, a| a.is_some());
+            let waiting = std::mem::take(&mut open.tags);
+            open.waiting = 0;
+            let ackers = waiting.into_values().flatten();
+            let _ = futures_util::stream::iter(ackers.map(ack_one))
+                .buffer_unordered(ACKS_IN_FLIGHT)
+                .collect::<Vec<_>>()
+                .await;
+        }
         let _ = self.channel.close(200, "bye".into()).await;
         let _ = self.settler.dl.ch.close(200, "bye".into()).await;
+        self.pump.abort();
     }
 }
 
-fn incoming(d: Delivery) -> Incoming {
+fn incoming(d: Delivery, unsettled: &std::sync::Arc<Unsettled>) -> Incoming {
     let delivery_count = d
         .properties
         .headers()
@@ -476,7 +631,11 @@ fn incoming(d: Delivery) -> Incoming {
         body: d.data,
         delivery_count,
         redelivered: d.redelivered,
-        tag: Tag { acker: d.acker },
+        tag: Tag {
+            acker: d.acker,
+            delivery_tag: d.delivery_tag,
+            unsettled: unsettled.clone(),
+        },
     }
 }
 
