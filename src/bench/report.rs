@@ -369,7 +369,7 @@ pub fn render(r: &Results) -> String {
     }
     let _ = writeln!(
         s,
-        "- **4. Memory**: VmHWM from `/proc/<pid>/status` of the backlog worker (prefetch 50,000, \
+        "- **4. Memory**: VmHWM from `/proc/<pid>/status` of the backlog worker (prefetch 65,535, \
          batches up to 40,000 contacts / 3.5 MB), read before it stops."
     );
     let _ = writeln!(
@@ -405,21 +405,28 @@ fn findings(r: &Results) -> String {
          3.5 MB, twice the floor's requests (8 for a 50,000 backlog where 4 suffice). Batches now \
          use the exact serialized row length (`pipeline::import_row_bytes`, unit-tested against \
          `Api::import_body`); the sender still halves any body over the limit.\n\
+         - **Out-of-order single acks stalled the broker.** RabbitMQ looks a single ack up by \
+         walking the channel's unacked deliveries from the oldest; with 65,535 in flight an \
+         import completing before an older one cost up to 65,535 steps per row, during which the \
+         channel neither read nor delivered (100,000 messages took 16-124 s, bare loop 8 s). The \
+         queue room now acks the oldest settled run in one `multiple` ack and lets later ones wait \
+         for it (`queue::Unsettled`).\n\
+         - **Memory.** heaptrack: lapin's task per pending ack (acks now 256 at a time), the \
+         batcher's doubling `Vec` of ~450-byte contacts (entries now boxed), lapin's buffer of \
+         full deliveries (a pump now keeps only body, count and acker) and import bodies grown by \
+         doubling (now sized up front): 318-356 MB became ~132 MiB.\n\
 \n",
     );
     if peak_mb > 150.0 {
         let _ = writeln!(
             s,
-            "- **Memory ({peak_mb:.0} MB > 150 MB) — what dominates, and the proposed fix.** \
-             (a) `Api::import_body` (src/cc/api.rs) builds a `serde_json::Value` tree of every \
-             row before serializing: for a 28,000-row, 3.3 MB body the process's VmHWM rose by \
-             55 MB (measured with `/proc/self/clear_refs`), about 16x the body, and glibc keeps \
-             the freed pages in its arenas. Serializing rows straight into the body from a \
-             borrowed `#[derive(Serialize)]` row struct removes that spike (proposed for the \
-             `cc` room, not changed here). (b) The prefetch window: 50,000 held deliveries at \
-             about 0.9 KB each (decoded `Contact` ~670 B with its strings, the original body kept \
-             for dead letters, the lapin acker) is ~45 MB. (c) glibc malloc arenas per runtime \
-             thread; `MALLOC_ARENA_MAX=2` in the container is a cheap mitigation to measure."
+            "- **Memory ({peak_mb:.0} MB > 150 MB) — what dominates.** At the last heaptrack \
+             profile (peak heap 133 MB before the pump and boxed entries) the rest was the held \
+             prefetch window: per delivery the original body (kept for dead letters), the \
+             decoded contact with its strings, the batcher's index and the lapin acker, plus the \
+             3.5 MB bodies of the imports in flight. Re-profile with \
+             `CCSYNC_BENCH_WORKER_WRAP=heaptrack CCSYNC_BENCH_ONLY=backlog`; a smaller \
+             `worker.prefetch` trades memory for fewer full batches."
         );
     }
     if o.ratio() < 0.8 {
@@ -430,7 +437,7 @@ fn findings(r: &Results) -> String {
              2-core machine shared with RabbitMQ, Redis and the simulator, each batch is a \
              sequence of waits (claim in the Redis ledger, upload, the simulator's Swagger \
              validation of the body, the 20 ms processing, poll, acks) while the broker can only \
-             refill the 50,000 prefetch window after a batch's acks.",
+             refill the 65,535 prefetch window after a batch's acks.",
             o.ratio(),
             o.cpu_secs,
             o.messages,
@@ -441,11 +448,10 @@ fn findings(r: &Results) -> String {
         let _ = writeln!(
             s,
             "- **API efficiency {:.2}x the floor.** The floor assumes 4 MB imports; the worker \
-             keeps a margin (`worker.batch_max_bytes` = 3.5 MB), and with `worker.prefetch` = \
-             50,000 under two full batches (2 x ~28,600 contacts at 3.5 MB) the second batch \
-             leaves on its linger half full while the first is still in flight. Proposed: \
-             default `worker.prefetch` to 65,535 (RabbitMQ's maximum), which holds two full \
-             batches.",
+             keeps a margin (`worker.batch_max_bytes` = 3.5 MB), and a batch that leaves on its \
+             linger while the one before it is still in flight is not full; `worker.prefetch` = \
+             65,535 (RabbitMQ's maximum) holds just over two full batches (2 x ~28,600 \
+             contacts at 3.5 MB).",
             b.total as f64 / b.floor_requests() as f64
         );
     }
