@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ccsync::queue::{Broker, Incoming, Tag, Topology};
+use ccsync::queue::{Broker, Consumer, Incoming, Tag, Topology};
 use secrecy::SecretString;
 
 fn amqp_url() -> SecretString {
@@ -28,14 +28,11 @@ async fn ready_after_close(broker: &Broker, queue: &str, want: u32) -> u32 {
     n
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn held_deliveries_survive_folded_acks_and_waiting_acks_are_sent_at_close() {
+/// A fresh queue holding `n` messages `{"n":i}`, consumed with a window larger than `n`.
+async fn consumed(n: usize) -> (Broker, Topology, Consumer, Vec<Incoming>) {
     let broker = Broker::connect(&amqp_url()).await.unwrap();
     let topo = Topology::for_queue(&format!("test.acks.{}", uuid::Uuid::new_v4().simple()));
     broker.declare(&topo).await.unwrap();
-    // More than the 1,024 deliveries near the front that are acked one by one at once, so some
-    // settled deliveries have to wait for an older held one.
-    let n = 1_500usize;
     let publisher = broker.publisher().await.unwrap();
     for i in 0..n {
         publisher
@@ -48,6 +45,15 @@ async fn held_deliveries_survive_folded_acks_and_waiting_acks_are_sent_at_close(
     while got.len() < n {
         got.push(consumer.next().await.unwrap().unwrap());
     }
+    (broker, topo, consumer, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_deliveries_survive_folded_acks_and_waiting_acks_are_sent_at_close() {
+    // More than the 1,024 deliveries near the front that are acked one by one at once, so some
+    // settled deliveries have to wait for an older held one.
+    let n = 1_500usize;
+    let (broker, topo, consumer, got) = consumed(n).await;
     // Hold the oldest, one in the middle and the newest; settle everything else, newest first,
     // in three calls (like imports completing out of order).
     let held = [0, 700, n - 1];
@@ -85,22 +91,7 @@ async fn held_deliveries_survive_folded_acks_and_waiting_acks_are_sent_at_close(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requeueing_the_oldest_releases_the_settled_ones_behind_it() {
-    let broker = Broker::connect(&amqp_url()).await.unwrap();
-    let topo = Topology::for_queue(&format!("test.acks.{}", uuid::Uuid::new_v4().simple()));
-    broker.declare(&topo).await.unwrap();
-    let n = 1_200usize;
-    let publisher = broker.publisher().await.unwrap();
-    for i in 0..n {
-        publisher
-            .publish(&topo.queue, format!("{{\"n\":{i}}}").as_bytes())
-            .await
-            .unwrap();
-    }
-    let mut consumer = broker.consume(&topo, 2_000).await.unwrap();
-    let mut got: Vec<Incoming> = Vec::with_capacity(n);
-    while got.len() < n {
-        got.push(consumer.next().await.unwrap().unwrap());
-    }
+    let (broker, topo, mut consumer, got) = consumed(1_200).await;
     let rest: Vec<Tag> = got[1..].iter().map(|i| i.tag.clone()).collect();
     assert!(Tag::ack_many(&rest).await.is_empty());
     got[0].tag.requeue().await.unwrap();
