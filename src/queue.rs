@@ -436,8 +436,9 @@ struct Open {
 }
 
 impl Open {
-    /// Send every ack that may go now; returns the failures.
-    async fn flush(&mut self) -> Vec<QueueError> {
+    /// Send every ack that may go now (`everything`: every settled one, as on close); returns
+    /// the failures.
+    async fn flush(&mut self, everything: bool) -> Vec<QueueError> {
         let mut errors = Vec::new();
         // The oldest run of settled deliveries: one frame.
         let run: Vec<(u64, lapin::Acker)> = self
@@ -455,7 +456,7 @@ impl Open {
             }
         }
         // Settled ones behind an unsettled one: near the front, or all when too many wait.
-        let all = self.waiting > DEFER_MAX;
+        let all = everything || self.waiting > DEFER_MAX;
         let singles: Vec<(u64, lapin::Acker)> = self
             .tags
             .iter()
@@ -533,7 +534,7 @@ impl Tag {
             for t in mine {
                 open.settle(t);
             }
-            errors.extend(open.flush().await);
+            errors.extend(open.flush(false).await);
         }
         errors
     }
@@ -550,7 +551,7 @@ impl Tag {
                 })
                 .await?;
             // It may have been the one the settled deliveries behind it waited for.
-            if let Some(e) = open.flush().await.into_iter().next() {
+            if let Some(e) = open.flush(false).await.into_iter().next() {
                 return Err(e);
             }
         }
@@ -595,18 +596,8 @@ impl Consumer {
 
     /// Close the channels: anything unsettled goes back to the queue.
     pub async fn close(self) {
-        // Settled deliveries still waiting for an older one are acked now, one by one.
-        {
-            let mut open = self.unsettled.0.lock().await;
-            open.tags.retain(|_, a| a.is_some());
-            let waiting = std::mem::take(&mut open.tags);
-            open.waiting = 0;
-            let ackers = waiting.into_values().flatten();
-            let _ = futures_util::stream::iter(ackers.map(ack_one))
-                .buffer_unordered(ACKS_IN_FLIGHT)
-                .collect::<Vec<_>>()
-                .await;
-        }
+        // Settled deliveries still waiting for an older one are acked now.
+        let _ = self.unsettled.0.lock().await.flush(true).await;
         let _ = self.channel.close(200, "bye".into()).await;
         let _ = self.settler.dl.ch.close(200, "bye".into()).await;
         self.pump.abort();
