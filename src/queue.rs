@@ -162,16 +162,19 @@ impl Broker {
         // header table, exchange and routing key: about 1 KB) until it is read, and the pipeline
         // stops reading while batches wait for CC, so up to the whole prefetch window waited in
         // that form (~30 MB at 65,535; heaptrack, BENCHMARKS.md figure 4). The pump reads every
-        // delivery as it arrives and keeps only what the pipeline uses (body, count, acker).
+        // delivery as it arrives and keeps only what the pipeline uses (body, count, tag).
         // Unbounded is bounded by the prefetch: the broker sends no more than that unsettled.
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let unsettled = std::sync::Arc::new(Unsettled::default());
+        let unsettled = std::sync::Arc::new(Unsettled {
+            channel: ch.clone(),
+            open: tokio::sync::Mutex::new(Window::default()),
+        });
         let pumped = unsettled.clone();
         let pump = tokio::spawn(async move {
             let unsettled = pumped;
             while let Some(d) = inner.next().await {
                 if let Ok(d) = &d {
-                    unsettled.0.lock().await.tags.insert(d.delivery_tag, None);
+                    unsettled.open.lock().await.arrived(d.delivery_tag);
                 }
                 let item = d.map(|d| incoming(d, &unsettled)).map_err(QueueError::from);
                 let failed = item.is_err();
@@ -400,8 +403,8 @@ pub struct Incoming {
     pub tag: Tag,
 }
 
-/// Single acks handed to lapin at once: lapin spawns a task of about 3 KB per pending ack, and
-/// 65,000 at once were the worker's peak memory (heaptrack, BENCHMARKS.md figure 4).
+/// Single acks awaited at once (each is a frame lapin writes; awaiting them all at once only
+/// fills lapin's frame queue).
 const ACKS_IN_FLIGHT: usize = 256;
 /// A settled delivery is acked on its own at once when fewer than this many unacked deliveries
 /// are older than it (see [`Unsettled`]: the broker's cost of a single ack).
@@ -410,8 +413,8 @@ const CHEAP_SCAN: usize = 1_024;
 /// (they hold prefetch slots while they wait).
 const DEFER_MAX: usize = 16_384;
 
-/// The deliveries of one consumer channel the broker still counts as unacked, in tag order:
-/// `None` while the pipeline holds one, the acker once it is settled and waits to be acked.
+/// The deliveries of one consumer channel the broker still counts as unacked, in tag order, and
+/// the channel to settle them on.
 ///
 /// Why not ack each delivery when it is settled: RabbitMQ looks a single ack up by walking the
 /// channel's unacked deliveries from the oldest, so with a 65,535 prefetch window an import that
@@ -423,82 +426,141 @@ const DEFER_MAX: usize = 16_384;
 /// near the front anyway ([`CHEAP_SCAN`]) or too many wait ([`DEFER_MAX`]).
 ///
 /// A `multiple` ack settles every unacked delivery up to its tag, and the broker closes the
-/// channel on a tag it no longer knows; so every settlement updates this map and hands its frames
-/// to lapin under the lock, in order.
-#[derive(Default)]
-struct Unsettled(tokio::sync::Mutex<Open>);
+/// channel on a tag it no longer counts as unacked; so every settlement updates this window and
+/// hands its frames to lapin under the lock, in order.
+///
+/// Acks go straight to the channel (`Channel::basic_ack`), not through lapin's per-delivery
+/// `Acker`: an `Acker` is ~50 bytes plus a shared flag per delivery and each of its acks is a
+/// spawned task, where the window keeps one byte per delivery (the whole prefetch window is held
+/// while batches wait for CC: BENCHMARKS.md figure 4).
+struct Unsettled {
+    channel: Channel,
+    open: tokio::sync::Mutex<Window>,
+}
 
+/// The state of one delivery tag in the [`Window`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// The pipeline holds it.
+    Held,
+    /// Settled; its ack waits for an older delivery (or goes in the next `multiple` ack).
+    Settled,
+    /// No longer unacked at the broker (acked on its own, or requeued): never the tag of a
+    /// `multiple` ack, skipped when the front run is acked.
+    Gone,
+}
+
+/// Delivery tags `base..base + slots.len()`. The broker numbers a channel's deliveries 1, 2, 3…
+/// (AMQP 0-9-1 §1.8.3.13 `delivery-tag`), so a window of one byte per delivery is enough.
 #[derive(Default)]
-struct Open {
-    tags: BTreeMap<u64, Option<lapin::Acker>>,
-    /// How many of `tags` are settled and waiting.
+struct Window {
+    base: u64,
+    slots: std::collections::VecDeque<Slot>,
+    /// How many slots are `Settled`.
     waiting: usize,
 }
 
-impl Open {
-    /// Send every ack that may go now (`everything`: every settled one, as on close); returns
-    /// the failures.
-    async fn flush(&mut self, everything: bool) -> Vec<QueueError> {
-        let mut errors = Vec::new();
-        // The oldest run of settled deliveries: one frame.
-        let run: Vec<(u64, lapin::Acker)> = self
-            .tags
-            .iter()
-            .map_while(|(t, a)| a.as_ref().map(|a| (*t, a.clone())))
-            .collect();
-        if let Some((last, acker)) = run.last().cloned() {
-            match acker.ack(BasicAckOptions { multiple: true }).await {
-                Ok(_) => {
-                    self.tags = self.tags.split_off(&(last + 1));
-                    self.waiting -= run.len();
-                }
-                Err(e) => errors.push(e.into()),
-            }
+impl Window {
+    /// A new delivery arrived on the channel.
+    fn arrived(&mut self, tag: u64) {
+        if self.slots.is_empty() && self.base == 0 {
+            self.base = tag;
         }
-        // Settled ones behind an unsettled one: near the front, or all when too many wait.
-        let all = everything || self.waiting > DEFER_MAX;
-        let singles: Vec<(u64, lapin::Acker)> = self
-            .tags
-            .iter()
-            .enumerate()
-            .take_while(|(i, _)| all || *i < CHEAP_SCAN)
-            .filter_map(|(_, (t, a))| a.as_ref().map(|a| (*t, a.clone())))
-            .collect();
-        for (t, _) in &singles {
-            self.tags.remove(t);
+        let next = self.base + self.slots.len() as u64;
+        if tag < next {
+            // Not a tag this channel can send again; never ack it through the window.
+            tracing::warn!(
+                tag,
+                next,
+                "delivery tag out of order; ignored by the ack window"
+            );
+            return;
         }
-        self.waiting -= singles.len();
-        let failed = futures_util::stream::iter(singles.into_iter().map(|(_, a)| ack_one(a)))
-            .buffer_unordered(ACKS_IN_FLIGHT)
-            .filter_map(|r| std::future::ready(r.err()))
-            .collect::<Vec<_>>()
-            .await;
-        errors.extend(failed.into_iter().map(QueueError::from));
-        errors
+        // A gap would be tags the broker never delivered here: nothing to ack for them.
+        for _ in next..tag {
+            self.slots.push_back(Slot::Gone);
+        }
+        self.slots.push_back(Slot::Held);
+    }
+
+    fn slot(&mut self, tag: u64) -> Option<&mut Slot> {
+        let i = tag.checked_sub(self.base)?;
+        self.slots.get_mut(usize::try_from(i).ok()?)
     }
 
     /// Mark a held delivery settled (false when it was settled before).
-    fn settle(&mut self, tag: &Tag) -> bool {
-        match self.tags.get_mut(&tag.delivery_tag) {
-            Some(slot @ None) => {
-                *slot = Some(tag.acker.clone());
+    fn settle(&mut self, tag: u64) -> bool {
+        match self.slot(tag) {
+            Some(s @ Slot::Held) => {
+                *s = Slot::Settled;
                 self.waiting += 1;
                 true
             }
             _ => false,
         }
     }
-}
 
-async fn ack_one(acker: lapin::Acker) -> Result<bool, lapin::Error> {
-    acker.ack(BasicAckOptions::default()).await
+    /// Send every ack that may go now (`everything`: every settled one, as on close); returns
+    /// the failures.
+    async fn flush(&mut self, channel: &Channel, everything: bool) -> Vec<QueueError> {
+        let mut errors = Vec::new();
+        // The oldest run of settled (or gone) deliveries: one frame, to its newest settled tag.
+        let run = self.slots.iter().take_while(|s| **s != Slot::Held).count();
+        let newest_settled = self
+            .slots
+            .iter()
+            .take(run)
+            .rposition(|s| *s == Slot::Settled);
+        let acked = match newest_settled {
+            None => Ok(()),
+            Some(i) => {
+                let tag = self.base + i as u64;
+                channel
+                    .basic_ack(tag, BasicAckOptions { multiple: true })
+                    .await
+            }
+        };
+        match acked {
+            Ok(()) => {
+                let settled = self
+                    .slots
+                    .drain(..run)
+                    .filter(|s| *s == Slot::Settled)
+                    .count();
+                self.base += run as u64;
+                self.waiting -= settled;
+            }
+            Err(e) => errors.push(e.into()),
+        }
+        // Settled ones behind a held one: near the front, or all when too many wait.
+        let all = everything || self.waiting > DEFER_MAX;
+        let limit = if all { self.slots.len() } else { CHEAP_SCAN };
+        let mut singles = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate().take(limit) {
+            if *s == Slot::Settled {
+                *s = Slot::Gone;
+                singles.push(self.base + i as u64);
+            }
+        }
+        self.waiting -= singles.len();
+        let failed = futures_util::stream::iter(
+            singles
+                .into_iter()
+                .map(|t| channel.basic_ack(t, BasicAckOptions::default())),
+        )
+        .buffer_unordered(ACKS_IN_FLIGHT)
+        .filter_map(|r| std::future::ready(r.err()))
+        .collect::<Vec<_>>()
+        .await;
+        errors.extend(failed.into_iter().map(QueueError::from));
+        errors
+    }
 }
 
 /// Settles one delivery. Dropping it unsettled leaves the message to the broker, which redelivers
 /// it when the channel closes.
 #[derive(Clone)]
 pub struct Tag {
-    acker: lapin::Acker,
     delivery_tag: u64,
     unsettled: std::sync::Arc<Unsettled>,
 }
@@ -530,28 +592,33 @@ impl Tag {
                 .into_iter()
                 .partition(|t| std::sync::Arc::ptr_eq(&t.unsettled, &first.unsettled));
             rest = others;
-            let mut open = first.unsettled.0.lock().await;
+            let u = &first.unsettled;
+            let mut open = u.open.lock().await;
             for t in mine {
-                open.settle(t);
+                open.settle(t.delivery_tag);
             }
-            errors.extend(open.flush(false).await);
+            errors.extend(open.flush(&u.channel, false).await);
         }
         errors
     }
 
     /// Not now: return the message to the queue for a later attempt.
     pub async fn requeue(&self) -> Result<(), QueueError> {
-        let mut open = self.unsettled.0.lock().await;
-        if let Some(None) = open.tags.get(&self.delivery_tag) {
-            open.tags.remove(&self.delivery_tag);
-            self.acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
+        let u = &self.unsettled;
+        let mut open = u.open.lock().await;
+        if let Some(s @ Slot::Held) = open.slot(self.delivery_tag) {
+            *s = Slot::Gone;
+            u.channel
+                .basic_nack(
+                    self.delivery_tag,
+                    BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    },
+                )
                 .await?;
             // It may have been the one the settled deliveries behind it waited for.
-            if let Some(e) = open.flush(false).await.into_iter().next() {
+            if let Some(e) = open.flush(&u.channel, false).await.into_iter().next() {
                 return Err(e);
             }
         }
@@ -597,7 +664,8 @@ impl Consumer {
     /// Close the channels: anything unsettled goes back to the queue.
     pub async fn close(self) {
         // Settled deliveries still waiting for an older one are acked now.
-        let _ = self.unsettled.0.lock().await.flush(true).await;
+        let u = &self.unsettled;
+        let _ = u.open.lock().await.flush(&u.channel, true).await;
         // A barrier before the close. On a quorum queue the channel's queue client (RabbitMQ
         // 3.10 `rabbit_fifo_client`) keeps settles to itself while 32 or more of its commands
         // are not yet applied, and sends them when the queue reports progress; closing the
@@ -636,7 +704,6 @@ fn incoming(d: Delivery, unsettled: &std::sync::Arc<Unsettled>) -> Incoming {
         delivery_count,
         redelivered: d.redelivered,
         tag: Tag {
-            acker: d.acker,
             delivery_tag: d.delivery_tag,
             unsettled: unsettled.clone(),
         },
@@ -736,5 +803,38 @@ impl Publisher {
         headers: FieldTable,
     ) -> Result<(), QueueError> {
         self.send(exchange, routing_key, body, headers).await?.await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Slot, Window};
+
+    #[test]
+    fn the_window_follows_the_channels_tags_and_settles_each_once() {
+        let mut w = Window::default();
+        for t in 1..=3 {
+            w.arrived(t);
+        }
+        // A gap (never delivered here) is never acked; an old tag is ignored.
+        w.arrived(6);
+        w.arrived(2);
+        assert_eq!(w.base, 1);
+        assert_eq!(
+            w.slots.iter().copied().collect::<Vec<_>>(),
+            [
+                Slot::Held,
+                Slot::Held,
+                Slot::Held,
+                Slot::Gone,
+                Slot::Gone,
+                Slot::Held
+            ]
+        );
+        assert!(w.settle(2));
+        assert!(!w.settle(2), "a second settle of one delivery is ignored");
+        assert!(!w.settle(4), "a gap cannot be settled");
+        assert!(!w.settle(0) && !w.settle(99));
+        assert_eq!(w.waiting, 1);
     }
 }
