@@ -282,7 +282,7 @@ mod tests {
         let body = csv_message(&h, &r, "default");
         let c = contact::decode(&body, &[]).unwrap();
         assert_eq!(c.email, "ada@example.com");
-        assert_eq!(c.fields.address.postal_code.as_deref(), Some("N1"));
+        assert_eq!(c.fields.address().postal_code.as_deref(), Some("N1"));
         assert_eq!(c.fields.custom_fields["tier"], "gold");
         assert_eq!(c.list_ids.len(), 2);
         assert_eq!(c.fields.birthday, Some((12, 10)));

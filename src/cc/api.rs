@@ -344,9 +344,9 @@ fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-fn put(m: &mut Map<String, Value>, key: &str, v: &Option<String>) {
+fn put(m: &mut Map<String, Value>, key: &str, v: &Option<Box<str>>) {
     if let Some(v) = v {
-        m.insert(key.to_string(), Value::String(v.clone()));
+        m.insert(key.to_string(), Value::String(v.to_string()));
     }
 }
 
@@ -402,7 +402,8 @@ pub fn import_row_len(c: &Contact) -> usize {
 
 /// The text columns of an import row (CC key, message field), shared by the serializer and the
 /// size count so the two can never disagree.
-fn row_text_fields(f: &crate::contact::Fields) -> [(&'static str, &Option<String>); 11] {
+fn row_text_fields(f: &crate::contact::Fields) -> [(&'static str, &Option<Box<str>>); 11] {
+    let a = f.address();
     [
         ("first_name", &f.first_name),
         ("last_name", &f.last_name),
@@ -410,11 +411,11 @@ fn row_text_fields(f: &crate::contact::Fields) -> [(&'static str, &Option<String
         ("company_name", &f.company_name),
         ("phone", &f.phone),
         ("anniversary", &f.anniversary),
-        ("street", &f.address.street),
-        ("city", &f.address.city),
-        ("state", &f.address.state),
-        ("zip", &f.address.postal_code),
-        ("country", &f.address.country),
+        ("street", &a.street),
+        ("city", &a.city),
+        ("state", &a.state),
+        ("zip", &a.postal_code),
+        ("country", &a.country),
     ]
 }
 
@@ -464,13 +465,8 @@ fn sign_up_body(c: &Contact, custom_field_ids: &HashMap<String, String>) -> Valu
         m.insert("birthday_month".into(), json!(month));
         m.insert("birthday_day".into(), json!(day));
     }
-    let a = &f.address;
-    if a.street.is_some()
-        || a.city.is_some()
-        || a.state.is_some()
-        || a.postal_code.is_some()
-        || a.country.is_some()
-    {
+    let a = f.address();
+    if !a.is_empty() {
         let mut addr = Map::new();
         addr.insert("kind".into(), json!("home"));
         put(&mut addr, "street", &a.street);

@@ -154,12 +154,17 @@ pub fn decode(body: &[u8], default_lists: &[Uuid]) -> Result<Contact, Rejection>
     match c.get("address") {
         None | Some(Value::Null) => {}
         Some(Value::Object(a)) => {
-            fields.address = Address {
+            let address = Address {
                 street: text_field(a, "street", 255).map_err(prefix("address"))?,
                 city: text_field(a, "city", 50).map_err(prefix("address"))?,
                 state: text_field(a, "state", 50).map_err(prefix("address"))?,
                 postal_code: text_field(a, "postal_code", 50).map_err(prefix("address"))?,
                 country: text_field(a, "country", 50).map_err(prefix("address"))?,
+            };
+            // Boxed only when something is set: most messages carry no address, and an empty
+            // one means the same as none.
+            if !address.is_empty() {
+                fields.address = Some(Box::new(address));
             }
         }
         Some(_) => return Err(wrong_type("contact.address", "an object")),
@@ -281,7 +286,7 @@ fn text_field(
     m: &serde_json::Map<String, Value>,
     name: &str,
     max: usize,
-) -> Result<Option<String>, Rejection> {
+) -> Result<Option<Box<str>>, Rejection> {
     match m.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {
@@ -298,7 +303,7 @@ fn text_field(
                     format!("contact.{name} contains control characters"),
                 ));
             }
-            Ok(Some(s.to_string()))
+            Ok(Some(s.into()))
         }
         Some(_) => Err(wrong_type(&format!("contact.{name}"), "a string")),
     }

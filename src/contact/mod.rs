@@ -58,28 +58,73 @@ pub enum Consent {
 }
 
 /// A contact's postal address, in message terms.
+///
+/// Text is `Box<str>` rather than `String` (16 bytes a slot instead of 24; nothing edits it in
+/// place): up to 65,535 decoded contacts are held at once (BENCHMARKS.md, figure 4).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Address {
-    pub street: Option<String>,
-    pub city: Option<String>,
-    pub state: Option<String>,
-    pub postal_code: Option<String>,
-    pub country: Option<String>,
+    pub street: Option<Box<str>>,
+    pub city: Option<Box<str>>,
+    pub state: Option<Box<str>>,
+    pub postal_code: Option<Box<str>>,
+    pub country: Option<Box<str>>,
+}
+
+/// What [`Fields::address`] lends when a contact has no address.
+static NO_ADDRESS: Address = Address {
+    street: None,
+    city: None,
+    state: None,
+    postal_code: None,
+    country: None,
+};
+
+impl Address {
+    /// True when no address field is set.
+    pub fn is_empty(&self) -> bool {
+        self.street.is_none()
+            && self.city.is_none()
+            && self.state.is_none()
+            && self.postal_code.is_none()
+            && self.country.is_none()
+    }
+
+    /// Take every field `newer` sets; keep ours where it sets nothing.
+    fn overlay(&mut self, newer: Address) {
+        pick(&mut self.street, newer.street);
+        pick(&mut self.city, newer.city);
+        pick(&mut self.state, newer.state);
+        pick(&mut self.postal_code, newer.postal_code);
+        pick(&mut self.country, newer.country);
+    }
+}
+
+/// The merge rule for one field: a newer `Some` replaces ours, a newer `None` leaves it.
+fn pick<T>(old: &mut Option<T>, new: Option<T>) {
+    if new.is_some() {
+        *old = new;
+    }
 }
 
 /// The contact fields a message may set. `None` = not sent (CC leaves the stored value alone);
 /// merging takes the newer message's `Some` values.
+///
+/// Laid out for size, because up to 65,535 decoded contacts are held at once (one per unacked
+/// delivery; BENCHMARKS.md, figure 4): text is `Option<Box<str>>` (16 bytes, not 24; it is
+/// never edited in place) and the rarely sent address is boxed (8 bytes instead of 5 inline
+/// slots).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fields {
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub job_title: Option<String>,
-    pub company_name: Option<String>,
-    pub phone: Option<String>,
+    pub first_name: Option<Box<str>>,
+    pub last_name: Option<Box<str>>,
+    pub job_title: Option<Box<str>>,
+    pub company_name: Option<Box<str>>,
+    pub phone: Option<Box<str>>,
     pub birthday: Option<(u8, u8)>,
-    pub anniversary: Option<String>,
-    pub address: Address,
-    /// CC custom-field *names* → values (sent as `cf:NAME`).
+    pub anniversary: Option<Box<str>>,
+    /// `None` when the message sets no address field. Read it through [`Fields::address`].
+    pub address: Option<Box<Address>>,
+    /// CC custom-field *names* → values (sent as `cf:NAME`). An empty map allocates nothing.
     pub custom_fields: BTreeMap<String, String>,
 }
 
@@ -126,13 +171,13 @@ impl Contact {
 }
 
 impl Fields {
+    /// The address, all `None` when the contact has none.
+    pub fn address(&self) -> &Address {
+        self.address.as_deref().unwrap_or(&NO_ADDRESS)
+    }
+
     /// Take every field `newer` sets; keep ours where it sets nothing.
     pub fn overlay(&mut self, newer: Fields) {
-        fn pick<T>(old: &mut Option<T>, new: Option<T>) {
-            if new.is_some() {
-                *old = new;
-            }
-        }
         pick(&mut self.first_name, newer.first_name);
         pick(&mut self.last_name, newer.last_name);
         pick(&mut self.job_title, newer.job_title);
@@ -140,23 +185,45 @@ impl Fields {
         pick(&mut self.phone, newer.phone);
         pick(&mut self.birthday, newer.birthday);
         pick(&mut self.anniversary, newer.anniversary);
-        pick(&mut self.address.street, newer.address.street);
-        pick(&mut self.address.city, newer.address.city);
-        pick(&mut self.address.state, newer.address.state);
-        pick(&mut self.address.postal_code, newer.address.postal_code);
-        pick(&mut self.address.country, newer.address.country);
+        // Field by field, as if the address were inline: two addresses merge, they never replace
+        // each other whole.
+        if let Some(new) = newer.address {
+            match &mut self.address {
+                Some(old) => old.overlay(*new),
+                None => self.address = Some(new),
+            }
+        }
+        self.tidy_address();
         self.custom_fields.extend(newer.custom_fields);
     }
 
     pub fn is_empty(&self) -> bool {
-        *self == Fields::default()
+        // Compared field by field rather than with `Fields::default()` so an address box with
+        // nothing in it still counts as empty.
+        self.first_name.is_none()
+            && self.last_name.is_none()
+            && self.job_title.is_none()
+            && self.company_name.is_none()
+            && self.phone.is_none()
+            && self.birthday.is_none()
+            && self.anniversary.is_none()
+            && self.address().is_empty()
+            && self.custom_fields.is_empty()
+    }
+
+    /// Keep `address` `None` whenever no address field is set, so equal contents compare equal
+    /// (and an emptied box is freed).
+    fn tidy_address(&mut self) {
+        if self.address.as_deref().is_some_and(Address::is_empty) {
+            self.address = None;
+        }
     }
 
     /// The names of the fields this event sets (custom fields as `cf:NAME`), for the per-field
     /// newest-wins ledger.
     pub fn names(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let a = &self.address;
+        let a = self.address();
         for (name, set) in [
             ("first_name", self.first_name.is_some()),
             ("last_name", self.last_name.is_some()),
@@ -190,17 +257,25 @@ impl Fields {
                 "phone" => self.phone = None,
                 "birthday" => self.birthday = None,
                 "anniversary" => self.anniversary = None,
-                "street" => self.address.street = None,
-                "city" => self.address.city = None,
-                "state" => self.address.state = None,
-                "postal_code" => self.address.postal_code = None,
-                "country" => self.address.country = None,
+                "street" => self.clear_address(|a| &mut a.street),
+                "city" => self.clear_address(|a| &mut a.city),
+                "state" => self.clear_address(|a| &mut a.state),
+                "postal_code" => self.clear_address(|a| &mut a.postal_code),
+                "country" => self.clear_address(|a| &mut a.country),
                 other => {
                     if let Some(cf) = other.strip_prefix("cf:") {
                         self.custom_fields.remove(cf);
                     }
                 }
             }
+        }
+        self.tidy_address();
+    }
+
+    /// Unset one address field (no-op without an address); the caller tidies afterwards.
+    fn clear_address(&mut self, slot: fn(&mut Address) -> &mut Option<Box<str>>) {
+        if let Some(a) = self.address.as_deref_mut() {
+            *slot(a) = None;
         }
     }
 }

@@ -37,7 +37,7 @@ fn design_example_decodes() {
     let c = decode(body, &defaults()).unwrap();
     assert_eq!(c.email, "ada@example.com");
     assert_eq!(c.fields.birthday, Some((12, 10)));
-    assert_eq!(c.fields.address.postal_code.as_deref(), Some("N1"));
+    assert_eq!(c.fields.address().postal_code.as_deref(), Some("N1"));
     assert_eq!(c.fields.custom_fields["loyalty_tier"], "gold");
     assert_eq!(c.list_ids, vec![Uuid::parse_str(LIST).unwrap()]);
     assert_eq!(c.consent, Consent::Implicit);
@@ -189,4 +189,74 @@ fn merge_is_field_by_field_newest_wins() {
         serde_json::json!({"first_name": "B"}),
     ));
     assert_eq!(a.fields.first_name.as_deref(), Some("B"));
+}
+
+#[test]
+fn addresses_merge_field_by_field() {
+    let old = at(
+        "2026-11-23T10:00:00Z",
+        serde_json::json!({"address": {"street": "1 Old St", "city": "Leeds", "country": "GB"}}),
+    );
+    let new = at(
+        "2026-11-23T11:00:00Z",
+        serde_json::json!({"address": {"city": "York", "postal_code": "YO1"}}),
+    );
+    let plain = at(
+        "2026-11-23T12:00:00Z",
+        serde_json::json!({"first_name": "A"}),
+    );
+    // Boxing the address must not turn the per-field merge into a whole-address replace.
+    for (first, second) in [(old.clone(), new.clone()), (new.clone(), old.clone())] {
+        let mut m = first;
+        m.merge(second);
+        let a = m.fields.address();
+        assert_eq!(a.street.as_deref(), Some("1 Old St"));
+        assert_eq!(a.city.as_deref(), Some("York"));
+        assert_eq!(a.postal_code.as_deref(), Some("YO1"));
+        assert_eq!(a.country.as_deref(), Some("GB"));
+        assert_eq!(a.state, None);
+    }
+    // A newer event without an address keeps the older one, in either order.
+    for (first, second) in [(old.clone(), plain.clone()), (plain.clone(), old.clone())] {
+        let mut m = first;
+        m.merge(second);
+        assert_eq!(m.fields.address, old.fields.address);
+        assert_eq!(m.fields.first_name.as_deref(), Some("A"));
+    }
+}
+
+#[test]
+fn an_address_without_fields_is_no_address() {
+    for address in [serde_json::json!({}), serde_json::json!({"city": null})] {
+        let c = at(
+            "2026-11-23T10:00:00Z",
+            serde_json::json!({"address": address}),
+        );
+        assert_eq!(c.fields.address, None);
+        assert!(c.fields.is_empty());
+    }
+    // Dropping every address field a newer event set frees the box; names round-trip.
+    let mut c = at(
+        "2026-11-23T10:00:00Z",
+        serde_json::json!({"first_name": "A", "address": {"street": "1 Main", "city": "Leeds"}}),
+    );
+    assert_eq!(c.fields.names(), ["first_name", "street", "city"]);
+    c.fields.drop_named(&["street".to_string()]);
+    assert_eq!(c.fields.address().city.as_deref(), Some("Leeds"));
+    assert_eq!(c.fields.address().street, None);
+    c.fields
+        .drop_named(&["city".to_string(), "first_name".to_string()]);
+    assert_eq!(c.fields.address, None);
+    assert!(c.fields.is_empty());
+}
+
+/// One decoded `Contact` is held per unacked delivery, up to 65,535 at once (BENCHMARKS.md,
+/// figure 4: heaptrack put the struct alone at 416 bytes, mostly empty `Option<String>` slots).
+/// The address is boxed and the text fields are `Box<str>` to keep it small; this fails if a new
+/// inline field or a switch back to `String` quietly grows it again.
+#[test]
+fn a_held_contact_stays_small() {
+    let size = std::mem::size_of::<Contact>();
+    // 256 bytes when this was written (416 before).
+    assert!(size <= 256, "Contact is {size} bytes; keep it at most 256");
 }
