@@ -398,7 +398,7 @@ fn findings(r: &Results) -> String {
     let mut s = String::from("\n## Profiling notes\n\n");
     let o = &r.overhead;
     let b = &r.backlog;
-    let peak_mb = b.peak_rss as f64 / (1024.0 * 1024.0);
+    let peak_mb = b.peak_rss as f64 / 1e6;
     s.push_str(
         "Fixed while building this runner (separate commits in `src/pipeline/`):\n\n\
          - **Batches stopped at ~45% of the byte limit.** The batcher sized contacts with \
@@ -414,18 +414,27 @@ fn findings(r: &Results) -> String {
          for it (`queue::Unsettled`).\n\
          - **Memory.** heaptrack: lapin's task per pending ack (acks now 256 at a time), the \
          batcher's doubling `Vec` of ~450-byte contacts (entries now boxed), lapin's buffer of \
-         full deliveries (a pump now keeps only body, count and acker) and import bodies grown by \
-         doubling (now sized up front): 318-356 MB became ~132 MiB.\n\
+         full deliveries (a pump now keeps only body, count and tag) and import bodies grown by \
+         doubling (now sized up front): 318-356 MB became 139-157 MB. Then, per held delivery \
+         (the whole 65,535 prefetch window is held while batches wait for CC): the ack window \
+         keeps one byte per delivery and acks on the channel instead of a `BTreeMap` of lapin \
+         `Acker`s (~90 bytes, plus ~50 in each tag; 133-137 MB), and a decoded `Contact` is 256 \
+         bytes instead of 416 (address boxed and only when sent, text as `Box<str>`; 128 MB \
+         twice).\n\
+         - **Not adopted.** mimalloc instead of glibc malloc: 152 MiB against 132.5 MiB. A fixed \
+         glibc mmap threshold (`MALLOC_MMAP_THRESHOLD_=262144`, so freed 3.5 MB import bodies go \
+         back to the system): 116-132 MB against 128 MB, within the run-to-run spread; \
+         `MALLOC_ARENA_MAX=2`: no change.\n\
 \n",
     );
     if peak_mb > 150.0 {
         let _ = writeln!(
             s,
-            "- **Memory ({peak_mb:.0} MB > 150 MB) — what dominates.** At the last heaptrack \
-             profile (peak heap 133 MB before the pump and boxed entries) the rest was the held \
-             prefetch window: per delivery the original body (kept for dead letters), the \
-             decoded contact with its strings, the batcher's index and the lapin acker, plus the \
-             3.5 MB bodies of the imports in flight. Re-profile with \
+            "- **Memory ({peak_mb:.0} MB > 150 MB) — what dominates.** The held prefetch \
+             window: per delivery the original body (kept for dead letters), the decoded \
+             contact with its strings, the batcher's entry and index, plus lapin's buffer of \
+             full deliveries when the broker pushes the window faster than the pump reads it and \
+             the 3.5 MB bodies of the imports in flight. Re-profile with \
              `CCSYNC_BENCH_WORKER_WRAP=heaptrack CCSYNC_BENCH_ONLY=backlog`; a smaller \
              `worker.prefetch` trades memory for fewer full batches."
         );
