@@ -57,4 +57,5 @@ fn tiny_bench_writes_every_figure_with_sane_values() {
     assert_eq!(m["api.one_call_per_contact"], 10_000.0);
     // A worker process holds at least a few MB and well under a GB at this scale.
     assert!((1.0..1024.0).contains(&m["memory.peak_rss"]));
+    assert!((1.0..1024.0).contains(&m["memory.peak_rss_contact_cap"]));
 }

@@ -72,6 +72,16 @@ impl Scale {
         }
     }
 
+    /// Email-only backlog of the memory figure at CC's 40,000-contact cap (2.5 full imports at
+    /// full scale).
+    pub fn contact_cap_messages(self) -> u64 {
+        match self {
+            Scale::Tiny => 2_000,
+            Scale::Small => 50_000,
+            Scale::Full => 100_000,
+        }
+    }
+
     /// Seconds of trickle at 1 message/s and at 50 messages/s.
     pub fn trickle_secs(self) -> (u64, u64) {
         match self {
@@ -116,12 +126,13 @@ pub enum BenchError {
 pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let started = std::time::Instant::now();
     let scale = args.scale;
-    // Development aid: `CCSYNC_BENCH_ONLY=overhead|backlog|latency|tokens` runs one phase and
+    // Development aid: `CCSYNC_BENCH_ONLY=overhead|backlog|cap|latency|tokens` runs one phase and
     // prints it without writing the table.
     if let Ok(only) = std::env::var("CCSYNC_BENCH_ONLY") {
         match only.as_str() {
             "overhead" => eprintln!("{:?}", figures::overhead(scale).await?),
             "backlog" => eprintln!("{:?}", figures::backlog(scale).await?),
+            "cap" => eprintln!("{:?}", figures::backlog_at_contact_cap(scale).await?),
             "latency" => eprintln!("{:?}", figures::latency(scale).await?),
             _ => eprintln!("{:?}", figures::tokens(scale).await?),
         }
@@ -136,6 +147,9 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     eprintln!("2/4 backlog at real limits (API efficiency, memory, CPU)");
     let backlog = figures::backlog(scale).await?;
     eprintln!("  {backlog:?}");
+    eprintln!("   the same with email-only messages (memory at 40,000-contact imports)");
+    let contact_cap = figures::backlog_at_contact_cap(scale).await?;
+    eprintln!("  {contact_cap:?}");
     eprintln!("3/4 latency at trickle load");
     let latency = figures::latency(scale).await?;
     eprintln!("  {latency:?}");
@@ -146,6 +160,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         scale,
         overhead,
         backlog,
+        contact_cap,
         latency,
         tokens,
         runtime: started.elapsed(),
