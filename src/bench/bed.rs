@@ -207,6 +207,13 @@ impl Bed {
         for q in &self.queues {
             let _ = self.broker.delete(&Topology::for_queue(q)).await;
         }
+        // The workers' ordering ledger under this bed's prefix (one key per contact, kept for
+        // days otherwise: repeated full runs left millions in a developer's Redis).
+        if let Ok(ledger) = settings_of(&self.base).and_then(|s| {
+            crate::ledger::Ledger::connect(&s).map_err(|e| BenchError::Setup(e.to_string()))
+        }) {
+            let _ = ledger.forget_all().await;
+        }
         self.broker.close().await;
         self.sim.shutdown().await;
     }

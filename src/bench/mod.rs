@@ -126,7 +126,7 @@ pub enum BenchError {
 pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let started = std::time::Instant::now();
     let scale = args.scale;
-    // Development aid: `CCSYNC_BENCH_ONLY=overhead|backlog|cap|latency|tokens` runs one phase and
+    // Development aid: `CCSYNC_BENCH_ONLY=overhead|backlog|cap|latency|paced|tokens` runs one phase and
     // prints it without writing the table.
     if let Ok(only) = std::env::var("CCSYNC_BENCH_ONLY") {
         match only.as_str() {
@@ -134,6 +134,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             "backlog" => eprintln!("{:?}", figures::backlog(scale).await?),
             "cap" => eprintln!("{:?}", figures::backlog_at_contact_cap(scale).await?),
             "latency" => eprintln!("{:?}", figures::latency(scale).await?),
+            "paced" => eprintln!("{:?}", figures::latency_paced(scale).await?),
             _ => eprintln!("{:?}", figures::tokens(scale).await?),
         }
         return Ok(());
@@ -153,6 +154,9 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     eprintln!("3/4 latency at trickle load");
     let latency = figures::latency(scale).await?;
     eprintln!("  {latency:?}");
+    eprintln!("   the same at the default, budget-aware pacing");
+    let latency_paced = figures::latency_paced(scale).await?;
+    eprintln!("  {latency_paced:?}");
     eprintln!("4/4 token path");
     let tokens = figures::tokens(scale).await?;
     eprintln!("  {tokens:?}");
@@ -162,6 +166,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         backlog,
         contact_cap,
         latency,
+        latency_paced,
         tokens,
         runtime: started.elapsed(),
     };

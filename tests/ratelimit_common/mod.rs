@@ -63,18 +63,29 @@ pub async fn get_u64(key: &str) -> Option<u64> {
 
 /// Remove every key the test wrote.
 pub async fn cleanup(prefix: &str) {
+    // SCAN, not KEYS: one KEYS over a Redis holding millions of keys (a developer's, after
+    // benchmark runs) blocks it for seconds and times out every test running beside this one.
     let mut c = redis().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut c)
-        .await
-        .unwrap_or_default();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(keys)
+    let mut cursor = 0u64;
+    loop {
+        let Ok((next, keys)): Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:*"))
+            .arg("COUNT")
+            .arg(1000)
             .query_async(&mut c)
             .await
-            .unwrap_or(());
+        else {
+            return;
+        };
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("UNLINK").arg(keys).query_async(&mut c).await;
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
     }
 }
 
