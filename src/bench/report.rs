@@ -451,7 +451,7 @@ fn findings(r: &Results) -> String {
     let b = &r.backlog;
     let peak_mb = b.peak_rss as f64 / 1e6;
     s.push_str(
-        "Fixed while building this runner (separate commits in `src/pipeline/`):\n\n\
+        "Fixed while building this runner (separate commits in `src/pipeline/`, `src/queue.rs`, `src/contact/`):\n\n\
          - **Batches stopped at ~45% of the byte limit.** The batcher sized contacts with \
          `Contact::approx_json_bytes` (2x margin): 12,749-contact imports of 1.5 MB instead of \
          3.5 MB, twice the floor's requests (8 for a 50,000 backlog where 4 suffice). Batches now \
