@@ -327,7 +327,8 @@ pub struct Latency {
     pub api_requests: u64,
     pub per_day: f64,
     pub config: String,
-    /// The linger the pacing would choose at a full daily budget right now (unscaled).
+    /// The linger the pacing would choose at a full daily budget right now (unscaled); for
+    /// [`latency_paced`], the linger it ran with.
     pub unscaled_linger_secs: f64,
 }
 
@@ -390,7 +391,9 @@ async fn trickles(
         publisher
             .publish(&q, &message(&format!("{run}w"), 0))
             .await?;
-        let warm_limit = Duration::from_secs(60 + 2 * unscaled_linger() as u64);
+        // The unscaled linger bounds every wait: a paced batch may linger that long.
+        let linger = unscaled_linger();
+        let warm_limit = Duration::from_secs(60 + 2 * linger as u64);
         wait_for(warm_limit, "the warm-up message", || async {
             worker.synced().await.is_ok_and(|s| s >= 1)
         })
@@ -454,7 +457,7 @@ async fn trickles(
                 api_requests,
                 per_day: api_requests as f64 * 86_400.0 / elapsed,
                 config: describe(env),
-                unscaled_linger_secs: unscaled_linger(),
+                unscaled_linger_secs: linger,
             });
         }
         worker.stop().await;

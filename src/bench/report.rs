@@ -168,8 +168,10 @@ fn rows(r: &Results) -> Vec<Row> {
             key,
             figure: format!(
                 "3. Latency publish → ack, {q}, {} msg/s × {} msgs, default budget-aware pacing \
-                 ({:.0} req/day projected; → visible in CC: {vis:.2} s)",
-                l.rate, l.messages, l.per_day
+                 ({} req/day projected; → visible in CC: {vis:.2} s)",
+                l.rate,
+                l.messages,
+                fmt_num(l.per_day)
             ),
             measured: ack,
             unit: "s",
