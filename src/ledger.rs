@@ -48,6 +48,10 @@ pub enum Verdict {
     Busy,
 }
 
+/// One contact to claim: account, email, and each field it sets with that field's own
+/// `occurred_at` (Unix ms).
+pub type Claim<'a> = (&'a str, &'a str, Vec<(String, i64)>);
+
 /// Redis unavailable: the caller retries later (it never sends unclaimed contacts).
 #[derive(Debug, thiserror::Error)]
 #[error("ordering ledger unavailable (Redis): {0}")]
@@ -60,15 +64,16 @@ pub struct Ledger {
 }
 
 /// KEYS: (fields hash, fly lease) per contact. ARGV: owner, ttl ms, lease ms, then per contact
-/// its occurred_at ms and its field names joined by "\31". Returns per contact -1 (busy) or a
-/// string of '0'/'1' per field ('1' = this event is the newest for that field).
+/// its field names and, in the same order, each field's own `occurred_at` ms, both joined by
+/// "\31". Returns per contact -1 (busy) or a string of '0'/'1' per field ('1' = this value is the
+/// newest for that field).
 const CLAIM: &str = r#"
 local out = {}
 local n = #KEYS / 2
 for i = 1, n do
   local hk, fk = KEYS[2*i-1], KEYS[2*i]
-  local occ = tonumber(ARGV[2+2*i])
-  local names = ARGV[3+2*i]
+  local names = ARGV[2+2*i]
+  local times = ARGV[3+2*i]
   local fly = redis.call('GET', fk)
   if fly and fly ~= ARGV[1] then
     out[i] = -1
@@ -76,10 +81,15 @@ for i = 1, n do
     redis.call('SET', fk, ARGV[1], 'PX', ARGV[3])
     local mask = ''
     if names ~= '' then
+      local ts = {}
+      for t in string.gmatch(times, '[^\31]+') do ts[#ts+1] = t end
+      local j = 0
       for name in string.gmatch(names, '[^\31]+') do
+        j = j + 1
+        local occ = tonumber(ts[j])
         local stored = tonumber(redis.call('HGET', hk, name) or '-1')
         if occ >= stored then
-          redis.call('HSET', hk, name, ARGV[2+2*i])
+          redis.call('HSET', hk, name, ts[j])
           mask = mask .. '1'
         else
           mask = mask .. '0'
@@ -163,11 +173,13 @@ impl Ledger {
             .collect()
     }
 
-    /// Claim contacts `(account, email, occurred_at ms, field names)` for the import `owner`.
+    /// Claim contacts `(account, email, [(field name, that field's occurred_at ms)])` for the
+    /// import `owner`. Each field is compared and recorded with its own time (a coalesced entry
+    /// carries fields of several events).
     pub async fn claim(
         &self,
         owner: &str,
-        items: &[(&str, &str, i64, Vec<String>)],
+        items: &[Claim<'_>],
     ) -> Result<Vec<Verdict>, LedgerError> {
         let mut out = Vec::with_capacity(items.len());
         let mut conn = self
@@ -179,7 +191,7 @@ impl Ledger {
         // Keep each script call small so Redis is never blocked for long.
         for chunk in items.chunks(500) {
             let mut inv = script.prepare_invoke();
-            for (account, email, _, _) in chunk {
+            for (account, email, _) in chunk {
                 let h = Self::hash(account, email);
                 inv.key(format!("{}:f:{h}", self.prefix));
                 inv.key(format!("{}:fly:{h}", self.prefix));
@@ -187,22 +199,24 @@ impl Ledger {
             inv.arg(owner)
                 .arg(LEDGER_TTL.as_millis() as u64)
                 .arg(self.lease.as_millis() as u64);
-            for (_, _, occ, names) in chunk {
-                inv.arg(*occ).arg(names.join("\u{1f}"));
+            for (_, _, fields) in chunk {
+                let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
+                let times: Vec<String> = fields.iter().map(|(_, t)| t.to_string()).collect();
+                inv.arg(names.join("\u{1f}")).arg(times.join("\u{1f}"));
             }
             let replies: Vec<redis::Value> = inv
                 .invoke_async(&mut *conn)
                 .await
                 .map_err(|e| LedgerError(e.to_string()))?;
-            for ((_, _, _, names), r) in chunk.iter().zip(replies) {
+            for ((_, _, fields), r) in chunk.iter().zip(replies) {
                 out.push(match r {
                     redis::Value::Int(_) => Verdict::Busy,
                     redis::Value::BulkString(mask) => Verdict::Go {
-                        stale: names
+                        stale: fields
                             .iter()
                             .zip(mask.iter())
                             .filter(|(_, m)| **m == b'0')
-                            .map(|(n, _)| n.clone())
+                            .map(|((n, _), _)| n.clone())
                             .collect(),
                     },
                     other => {
@@ -275,27 +289,26 @@ mod tests {
         }
     }
 
-    fn names(n: &[&str]) -> Vec<String> {
-        n.iter().map(|s| s.to_string()).collect()
+    fn at(ms: i64, n: &[&str]) -> Vec<(String, i64)> {
+        n.iter().map(|s| (s.to_string(), ms)).collect()
     }
 
     #[tokio::test]
     async fn newest_wins_field_by_field_and_one_import_per_email_in_flight() {
         let l = ledger();
-        let newer = [("default", "a@x.co", 2_000, names(&["first_name"]))];
+        let newer = [("default", "a@x.co", at(2_000, &["first_name"]))];
         assert_eq!(l.claim("imp1", &newer).await.unwrap(), vec![go(&[])]);
         // Another import for the same email while imp1 is in flight: busy.
         let older = [(
             "default",
             "a@x.co",
-            1_000,
-            names(&["first_name", "last_name"]),
+            at(1_000, &["first_name", "last_name"]),
         )];
         assert_eq!(l.claim("imp2", &older).await.unwrap(), vec![Verdict::Busy]);
         // Other emails and other accounts are independent.
         let other = [
-            ("default", "b@x.co", 1_000, names(&[])),
-            ("acme", "a@x.co", 1_000, names(&["first_name"])),
+            ("default", "b@x.co", at(1_000, &[])),
+            ("acme", "a@x.co", at(1_000, &["first_name"])),
         ];
         assert_eq!(
             l.claim("imp2", &other).await.unwrap(),
@@ -309,7 +322,7 @@ mod tests {
         );
         l.release("imp2", &[("default", "a@x.co")]).await.unwrap();
         // Equal occurred_at: the later delivery wins.
-        let same = [("default", "a@x.co", 2_000, names(&["first_name"]))];
+        let same = [("default", "a@x.co", at(2_000, &["first_name"]))];
         assert_eq!(l.claim("imp3", &same).await.unwrap(), vec![go(&[])]);
         // Releasing (or renewing) with the wrong owner does not touch the lease.
         l.release("imp9", &[("default", "a@x.co")]).await.unwrap();
@@ -319,13 +332,40 @@ mod tests {
         assert_eq!(l.claim("imp4", &same).await.unwrap(), vec![Verdict::Busy]);
     }
 
+    /// The three-event case of issue 11: replica A coalesced t1 {first, last} with t3 {first},
+    /// replica B holds t2 {first, last}. Each field carries its own time, so in either claim order
+    /// every field ends with its newest value: first_name from t3, last_name from t2.
+    #[tokio::test]
+    async fn a_coalesced_entry_claims_each_field_with_its_own_time() {
+        let merged = vec![("first_name".to_string(), 3), ("last_name".to_string(), 1)];
+        let middle = at(2, &["first_name", "last_name"]);
+        for a_first in [true, false] {
+            let l = ledger();
+            let a = [("default", "x@x.co", merged.clone())];
+            let b = [("default", "x@x.co", middle.clone())];
+            let (first, second) = if a_first { (&a, &b) } else { (&b, &a) };
+            let v1 = l.claim("one", first).await.unwrap();
+            l.release("one", &[("default", "x@x.co")]).await.unwrap();
+            let v2 = l.claim("two", second).await.unwrap();
+            let (va, vb) = if a_first { (v1, v2) } else { (v2, v1) };
+            if a_first {
+                assert_eq!(va, vec![go(&[])]);
+                assert_eq!(vb, vec![go(&["first_name"])], "B's last_name (t2) beats A's t1");
+            } else {
+                assert_eq!(vb, vec![go(&[])]);
+                assert_eq!(va, vec![go(&["last_name"])], "A's t1 last_name is stale");
+            }
+            l.forget_all().await.unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn forget_all_removes_this_prefix_only() {
         let (mine, other) = (ledger(), ledger());
         let items: Vec<String> = (0..2_500).map(|i| format!("p{i}@x.co")).collect();
-        let claims: Vec<(&str, &str, i64, Vec<String>)> = items
+        let claims: Vec<Claim> = items
             .iter()
-            .map(|e| ("default", e.as_str(), 1_000, names(&["first_name"])))
+            .map(|e| ("default", e.as_str(), at(1_000, &["first_name"])))
             .collect();
         mine.claim("imp1", &claims).await.unwrap();
         other.claim("imp1", &claims[..1]).await.unwrap();
@@ -337,7 +377,7 @@ mod tests {
         assert_eq!(mine.forget_all().await.unwrap(), 5_000);
         assert_eq!(mine.forget_all().await.unwrap(), 0);
         // An older event: this prefix forgot the newer one (and the lease), the other did not.
-        let older = [("default", "p0@x.co", 0, names(&["first_name"]))];
+        let older = [("default", "p0@x.co", at(0, &["first_name"]))];
         assert_eq!(mine.claim("imp2", &older).await.unwrap(), vec![go(&[])]);
         assert_eq!(
             other.claim("imp2", &older).await.unwrap(),

@@ -243,8 +243,9 @@ pub fn decode(body: &[u8], default_lists: &[Uuid]) -> Result<Contact, Rejection>
         ));
     }
     Ok(Contact {
-        id,
+        id: id.into_boxed_str(),
         occurred_at,
+        stamps: None,
         account,
         consent,
         email,

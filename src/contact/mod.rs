@@ -88,22 +88,6 @@ impl Address {
             && self.postal_code.is_none()
             && self.country.is_none()
     }
-
-    /// Take every field `newer` sets; keep ours where it sets nothing.
-    fn overlay(&mut self, newer: Address) {
-        pick(&mut self.street, newer.street);
-        pick(&mut self.city, newer.city);
-        pick(&mut self.state, newer.state);
-        pick(&mut self.postal_code, newer.postal_code);
-        pick(&mut self.country, newer.country);
-    }
-}
-
-/// The merge rule for one field: a newer `Some` replaces ours, a newer `None` leaves it.
-fn pick<T>(old: &mut Option<T>, new: Option<T>) {
-    if new.is_some() {
-        *old = new;
-    }
 }
 
 /// The contact fields a message may set. `None` = not sent (CC leaves the stored value alone);
@@ -128,12 +112,19 @@ pub struct Fields {
     pub custom_fields: BTreeMap<String, String>,
 }
 
-/// A validated `contact.upsert` event.
+/// A validated `contact.upsert` event, or several of them coalesced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contact {
-    /// The message id (for logs and dead letters).
-    pub id: String,
+    /// The message id (for logs and dead letters): the newest merged event's.
+    pub id: Box<str>,
+    /// The newest `occurred_at` of the events merged into this contact.
     pub occurred_at: OffsetDateTime,
+    /// Per-field `occurred_at` (Unix ms) of the event that supplied each field, for the fields
+    /// whose time differs from `occurred_at` (only after a merge of events of different times).
+    /// `None` for a single event: every field has `occurred_at`. Each field keeps its own time
+    /// into the ordering ledger (DESIGN §2: "newest" is per field), so a merged entry never
+    /// stamps an older value with a newer event's time.
+    pub stamps: Option<Box<BTreeMap<Box<str>, i64>>>,
     pub account: String,
     pub consent: Consent,
     /// Lower-cased (CC matches emails case-insensitively); never logged above debug.
@@ -153,48 +144,61 @@ impl Contact {
         )
     }
 
-    /// Merge a repeat of the same (account, lists, email): field by field, the later
-    /// `occurred_at` winning; on a tie the later delivery (`other`) wins. Consent once given
-    /// explicitly stays explicit.
-    pub fn merge(&mut self, other: Contact) {
-        // Afterwards `self` is the newer event and `older` the other one.
-        let older = if other.occurred_at >= self.occurred_at {
-            std::mem::replace(self, other)
-        } else {
-            other
-        };
-        let mut fields = older.fields;
-        fields.overlay(std::mem::take(&mut self.fields));
-        self.fields = fields;
-        self.consent = self.consent.max(older.consent);
+    /// Merge a repeat of the same (account, lists, email): field by field, the field with the
+    /// later `occurred_at` winning (each field keeps the time of the event that supplied it, so
+    /// merging merged contacts equals folding every event in `occurred_at` order); on a tie the
+    /// later delivery (`other`) wins. Consent once given explicitly stays explicit.
+    pub fn merge(&mut self, mut other: Contact) {
+        let mut times: BTreeMap<Box<str>, i64> = self
+            .field_stamps()
+            .into_iter()
+            .map(|(n, t)| (n.into_boxed_str(), t))
+            .collect();
+        for (name, t) in other.field_stamps() {
+            if times.get(name.as_str()).is_none_or(|mine| t >= *mine) {
+                self.fields.move_named(&mut other.fields, &name);
+                times.insert(name.into_boxed_str(), t);
+            }
+        }
+        self.fields.tidy_address();
+        if other.occurred_at >= self.occurred_at {
+            self.occurred_at = other.occurred_at;
+            self.id = other.id;
+        }
+        let newest = unix_ms(self.occurred_at);
+        times.retain(|_, t| *t != newest);
+        self.stamps = (!times.is_empty()).then(|| Box::new(times));
+        self.consent = self.consent.max(other.consent);
     }
+
+    /// Each field this contact sets (names as in [`Fields::names`]) with the `occurred_at`
+    /// (Unix ms) of the event that supplied it.
+    pub fn field_stamps(&self) -> Vec<(String, i64)> {
+        let own = unix_ms(self.occurred_at);
+        self.fields
+            .names()
+            .into_iter()
+            .map(|n| {
+                let t = self
+                    .stamps
+                    .as_ref()
+                    .and_then(|s| s.get(n.as_str()).copied())
+                    .unwrap_or(own);
+                (n, t)
+            })
+            .collect()
+    }
+}
+
+/// Unix milliseconds, the ledger's unit.
+pub fn unix_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 impl Fields {
     /// The address, all `None` when the contact has none.
     pub fn address(&self) -> &Address {
         self.address.as_deref().unwrap_or(&NO_ADDRESS)
-    }
-
-    /// Take every field `newer` sets; keep ours where it sets nothing.
-    pub fn overlay(&mut self, newer: Fields) {
-        pick(&mut self.first_name, newer.first_name);
-        pick(&mut self.last_name, newer.last_name);
-        pick(&mut self.job_title, newer.job_title);
-        pick(&mut self.company_name, newer.company_name);
-        pick(&mut self.phone, newer.phone);
-        pick(&mut self.birthday, newer.birthday);
-        pick(&mut self.anniversary, newer.anniversary);
-        // Field by field, as if the address were inline: two addresses merge, they never replace
-        // each other whole.
-        if let Some(new) = newer.address {
-            match &mut self.address {
-                Some(old) => old.overlay(*new),
-                None => self.address = Some(new),
-            }
-        }
-        self.tidy_address();
-        self.custom_fields.extend(newer.custom_fields);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -270,6 +274,35 @@ impl Fields {
             }
         }
         self.tidy_address();
+    }
+
+    /// Take the named field (names as in [`Fields::names`]) from `from`, replacing ours; the
+    /// caller tidies the address afterwards.
+    pub fn move_named(&mut self, from: &mut Fields, name: &str) {
+        fn addr(f: &mut Fields) -> &mut Address {
+            f.address.get_or_insert_with(Box::default)
+        }
+        match name {
+            "first_name" => self.first_name = from.first_name.take(),
+            "last_name" => self.last_name = from.last_name.take(),
+            "job_title" => self.job_title = from.job_title.take(),
+            "company_name" => self.company_name = from.company_name.take(),
+            "phone" => self.phone = from.phone.take(),
+            "birthday" => self.birthday = from.birthday.take(),
+            "anniversary" => self.anniversary = from.anniversary.take(),
+            "street" => addr(self).street = addr(from).street.take(),
+            "city" => addr(self).city = addr(from).city.take(),
+            "state" => addr(self).state = addr(from).state.take(),
+            "postal_code" => addr(self).postal_code = addr(from).postal_code.take(),
+            "country" => addr(self).country = addr(from).country.take(),
+            other => {
+                if let Some(cf) = other.strip_prefix("cf:")
+                    && let Some(v) = from.custom_fields.remove(cf)
+                {
+                    self.custom_fields.insert(cf.to_string(), v);
+                }
+            }
+        }
     }
 
     /// Unset one address field (no-op without an address); the caller tidies afterwards.

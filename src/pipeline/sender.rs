@@ -164,12 +164,9 @@ async fn claim(
     account: &str,
     entries: Chunk,
 ) -> Result<(Chunk, Chunk), (Chunk, crate::ledger::LedgerError)> {
-    let items: Vec<(&str, &str, i64, Vec<String>)> = entries
+    let items: Vec<crate::ledger::Claim> = entries
         .iter()
-        .map(|e| {
-            let ms = (e.item.occurred_at.unix_timestamp_nanos() / 1_000_000) as i64;
-            (account, e.item.email.as_str(), ms, e.item.fields.names())
-        })
+        .map(|e| (account, e.item.email.as_str(), e.item.field_stamps()))
         .collect();
     let verdicts = match ledger.claim(owner, &items).await {
         Ok(v) => v,
