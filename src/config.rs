@@ -109,6 +109,7 @@ pub struct WorkerSettings {
     pub create_custom_fields: bool,
     pub custom_fields_refresh_secs: u64,
     pub max_redeliveries: u32,
+    pub claim_lease_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -315,6 +316,12 @@ impl Settings {
             return Err(invalid(
                 "CCSYNC_WORKER__REQUEST_TIMEOUT_SECS",
                 "must be at least 1 and below worker.max_hold_secs",
+            ));
+        }
+        if w.claim_lease_secs == 0 {
+            return Err(invalid(
+                "CCSYNC_WORKER__CLAIM_LEASE_SECS",
+                "must be at least 1 (the holder renews it every third of the lease)",
             ));
         }
         if w.max_activities_in_flight == 0 || w.max_activities_in_flight > 1000 {

@@ -9,7 +9,9 @@
 //!   events arrive, batch or replica they travel in — the same field-by-field rule the batcher's
 //!   coalescing uses inside one batch;
 //! * `…:fly:<h>`: the id of the import currently carrying this email, as a short lease
-//!   ([`LEASE`]) that the sender renews while its import is in flight ([`Ledger::renew`]) and that
+//!   (`worker.claim_lease_secs`) that the sender renews every third of the lease for as long as
+//!   its import is in flight ([`Ledger::renew`]), even past the worker's hold bound (the
+//!   deliveries go back to the queue, the claim stays until CC settles the import), and that
 //!   expires on its own if the replica dies, so a restarted or other replica takes the email over
 //!   within seconds. (After such a death CC may still be processing the dead replica's import; the
 //!   next import of those emails can then overlap it once — the price of not waiting a whole hold
@@ -36,8 +38,6 @@ use crate::config::Settings;
 /// How long the ledger remembers an email's newest event.
 pub const LEDGER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// How long an in-flight claim survives without renewal.
-pub const LEASE: Duration = Duration::from_secs(15);
 
 /// The verdict for one contact of a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,8 +125,13 @@ impl Ledger {
         Ok(Ledger {
             pool,
             prefix: format!("{}:ledger", settings.redis.key_prefix),
-            lease: LEASE,
+            lease: Duration::from_secs(settings.worker.claim_lease_secs),
         })
+    }
+
+    /// How long a claim survives without renewal (`worker.claim_lease_secs`).
+    pub fn lease(&self) -> Duration {
+        self.lease
     }
 
     /// Forget every email this prefix's ledger remembers (a benchmark's or a test's own prefix

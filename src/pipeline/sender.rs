@@ -82,7 +82,15 @@ async fn send_batch(
         };
     let Some(ledger) = ctx.ledger.clone() else {
         return send_group(
-            &ctx, &settler, &account, &lists, consent, entries, &cf_ids, deadline,
+            &ctx,
+            &settler,
+            &account,
+            &lists,
+            consent,
+            entries,
+            &cf_ids,
+            deadline,
+            &InFlight::default(),
         )
         .await;
     };
@@ -105,20 +113,35 @@ async fn send_batch(
             }
         };
         let emails: Vec<String> = go.iter().map(|e| e.item.email.clone()).collect();
+        let inflight = InFlight::default();
         let pause = if go.is_empty() {
             None
         } else {
-            send_group(
-                &ctx, &settler, &account, &lists, consent, go, &cf_ids, deadline,
-            )
-            .await
+            // The claim holds for as long as the import is in flight, however long CC takes:
+            // renewed every third of its lease until the group is settled.
+            let renewing = renew_claims(&ledger, &owner, &account, &emails);
+            tokio::select! {
+                p = send_group(
+                    &ctx, &settler, &account, &lists, consent, go, &cf_ids, deadline, &inflight,
+                ) => p,
+                never = renewing => match never {},
+            }
         };
-        let refs: Vec<(&str, &str)> = emails
-            .iter()
-            .map(|e| (account.as_str(), e.as_str()))
-            .collect();
-        if let Err(e) = ledger.release(&owner, &refs).await {
-            tracing::warn!(error = %e, "cannot release ledger leases; they expire on their own");
+        match inflight.take() {
+            // The deliveries went back to the queue (hold bound, pause) while CC still works on
+            // their import: keep the claim until CC settles it, so a newer event for these
+            // emails cannot land before it.
+            Some(activity) => {
+                tokio::spawn(watch_abandoned(
+                    ctx.clone(),
+                    ledger.clone(),
+                    owner.clone(),
+                    account.clone(),
+                    emails,
+                    activity,
+                ));
+            }
+            None => release_claims(&ledger, &owner, &account, &emails).await,
         }
         if let Some(p) = pause {
             requeue_chunk(busy).await;
@@ -137,6 +160,91 @@ async fn send_batch(
     None
 }
 
+/// The import a batch has in flight at CC (a batch sends its chunks one at a time), if any.
+#[derive(Default)]
+pub(super) struct InFlight(std::sync::Mutex<Option<String>>);
+
+impl InFlight {
+    fn set(&self, activity: Option<String>) {
+        *self.0.lock().expect("not poisoned") = activity;
+    }
+    fn take(&self) -> Option<String> {
+        self.0.lock().expect("not poisoned").take()
+    }
+}
+
+/// Renew `owner`'s claims on `emails` every third of the lease; never returns (drop it).
+async fn renew_claims(
+    ledger: &Ledger,
+    owner: &str,
+    account: &str,
+    emails: &[String],
+) -> std::convert::Infallible {
+    let refs: Vec<(&str, &str)> = emails.iter().map(|e| (account, e.as_str())).collect();
+    let every = ledger.lease() / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = ledger.renew(owner, &refs).await {
+            tracing::warn!(error = %e, "cannot renew ledger claims; retrying at the next tick");
+        }
+    }
+}
+
+async fn release_claims(ledger: &Ledger, owner: &str, account: &str, emails: &[String]) {
+    let refs: Vec<(&str, &str)> = emails.iter().map(|e| (account, e.as_str())).collect();
+    if let Err(e) = ledger.release(owner, &refs).await {
+        tracing::warn!(error = %e, "cannot release ledger leases; they expire on their own");
+    }
+}
+
+/// How long an abandoned import is followed before its claim is let go anyway: CC takes minutes
+/// for a 40,000-row import; one that is not done after a day is not coming.
+const ABANDONED_WATCH: Duration = Duration::from_secs(24 * 3600);
+
+/// Follow an import whose deliveries were requeued (hold bound, pause) until CC settles it,
+/// holding its claims meanwhile; then release them. Polls at `worker.poll_max_ms` through the
+/// shared budget; an activity CC no longer knows (404) or a dead connection ends the watch.
+async fn watch_abandoned(
+    ctx: Arc<Ctx>,
+    ledger: Arc<Ledger>,
+    owner: String,
+    account: String,
+    emails: Vec<String>,
+    activity: String,
+) {
+    let watch = async {
+        let started = Instant::now();
+        let every = Duration::from_millis(ctx.worker.poll_max_ms);
+        while started.elapsed() < ABANDONED_WATCH {
+            tokio::time::sleep(every).await;
+            let deadline = Instant::now() + every.max(Duration::from_secs(60));
+            let st = call(&ctx, &account, CallKind::Poll, deadline, |t| {
+                let id = activity.clone();
+                let ctx = &ctx;
+                async move { ctx.api.activity(&t, &id).await }
+            })
+            .await;
+            match st {
+                Ok(st) if st.state.is_terminal() => return,
+                Ok(_) | Err(Stop::Deadline) => {}
+                Err(Stop::Pause(Pause::Quota { wait })) => tokio::time::sleep(wait).await,
+                Err(Stop::Pause(_)) | Err(Stop::Reject(_)) => return,
+            }
+        }
+    };
+    tracing::info!(
+        account,
+        activity_id = %activity,
+        contacts = emails.len(),
+        "holding the claims of an import whose messages were requeued until CC settles it"
+    );
+    tokio::select! {
+        () = watch => {}
+        never = renew_claims(&ledger, &owner, &account, &emails) => match never {},
+    }
+    release_claims(&ledger, &owner, &account, &emails).await;
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn send_group(
     ctx: &Ctx,
@@ -147,13 +255,16 @@ async fn send_group(
     entries: Chunk,
     cf_ids: &HashMap<String, String>,
     deadline: Instant,
+    inflight: &InFlight,
 ) -> Option<Pause> {
     if entries.is_empty() {
         return None;
     }
     match consent {
         Consent::Explicit => sign_up_each(ctx, settler, account, entries, cf_ids, deadline).await,
-        Consent::Implicit => import_all(ctx, settler, account, lists, entries, deadline).await,
+        Consent::Implicit => {
+            import_all(ctx, settler, account, lists, entries, deadline, inflight).await
+        }
     }
 }
 
@@ -201,6 +312,7 @@ async fn import_all(
     lists: &[uuid::Uuid],
     entries: Chunk,
     deadline: Instant,
+    inflight: &InFlight,
 ) -> Option<Pause> {
     // A work stack: a chunk that fails in part is split in halves until the bad rows stand alone.
     let mut stack: Vec<(Chunk, u32)> = vec![(entries, 0)];
@@ -213,7 +325,7 @@ async fn import_all(
             continue;
         }
         metrics().batch_size.observe(chunk.len() as f64);
-        match import_once(ctx, account, body, chunk.len() as u64, deadline).await {
+        match import_once(ctx, account, body, chunk.len() as u64, deadline, inflight).await {
             Ok(Landed::All) => ack_all(chunk).await,
             Ok(Landed::Shortfall(text)) if chunk.len() == 1 => {
                 dead_letter_chunk(settler, chunk, "rejected_by_cc", &text).await
@@ -259,6 +371,7 @@ async fn import_once(
     body: Vec<u8>,
     rows: u64,
     deadline: Instant,
+    inflight: &InFlight,
 ) -> Result<Landed, Stop> {
     let created = call(ctx, account, CallKind::Import, deadline, |t| {
         let body = body.clone();
@@ -267,6 +380,7 @@ async fn import_once(
     .await?;
     let started = Instant::now();
     let id = created.activity_id;
+    inflight.set(Some(id.clone()));
     tracing::debug!(account, activity_id = %id, rows, "import created");
     let mut wait = Duration::from_millis(ctx.worker.poll_initial_ms);
     loop {
@@ -283,6 +397,7 @@ async fn import_once(
         if !st.state.is_terminal() {
             continue;
         }
+        inflight.set(None);
         metrics()
             .activity_duration
             .observe(started.elapsed().as_secs_f64());
