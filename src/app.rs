@@ -147,14 +147,19 @@ pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> Resu
         crate::cc::http_client(Duration::from_secs(settings.worker.request_timeout_secs)),
         &settings.api_base_url,
     );
-    let ctx = Arc::new(Ctx::new(
+    let marks =
+        crate::poison::Marks::connect(&settings).map_err(|e| AppError::Start(e.to_string()))?;
+    let mut ctx = Ctx::new(
         api,
         tokens,
         gate,
         Some(pacing),
         Some(Arc::new(ledger)),
         settings.worker.clone(),
-    ));
+    );
+    ctx.marks = Some(Arc::new(marks));
+    ctx.default_lists = settings.default_list_ids.clone();
+    let ctx = Arc::new(ctx);
     let res = pipeline::run(settings, ctx, shutdown.clone()).await;
     shutdown.cancel();
     let _ = background.await;

@@ -116,6 +116,15 @@ pub struct WorkerSettings {
 pub struct TestingSettings {
     /// TEST ONLY: added to the system clock (see [`crate::clock`]).
     pub clock_offset_secs: i64,
+    /// TEST ONLY: the worker aborts when it reads a message for this email (a message that
+    /// kills the worker, for the poison tests). Empty in production.
+    #[serde(default, deserialize_with = "empty_is_none")]
+    pub abort_on_email: Option<String>,
+}
+
+fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    Ok(s.filter(|s| !s.is_empty()))
 }
 
 /// Validated settings.

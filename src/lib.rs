@@ -22,6 +22,7 @@
 //! | [`auth`] | token set, Redis store, refresh lock, device flow, `TokenProvider` | redis, jsonwebtoken, aws-lc-rs |
 //! | [`cc`] | the only code that knows CC's URLs and JSON; classifies every outcome | reqwest |
 //! | [`ledger`] | newest-event ledger per (account, email) shared by replicas | redis |
+//! | [`poison`] | crash marks: which message a worker was reading when it died | redis |
 //! | [`pipeline`] | joins the rooms: deliveries → batches → CC → settlement; shutdown order | — |
 //! | [`sim`] | the local CC simulator (feature `sim`) | axum, jsonwebtoken, jsonschema |
 //! | `bench` | `ccsync bench`: the figures of BENCHMARKS.md (feature `sim`) | — |
@@ -40,6 +41,7 @@ pub mod contact;
 #[cfg(feature = "sim")]
 pub mod demo;
 pub mod ledger;
+pub mod poison;
 pub mod pipeline;
 pub mod publish;
 pub mod queue;

@@ -6,9 +6,11 @@
 //! included.
 //!
 //! `/healthz` answers 200 while the process runs (liveness: restart only a wedged process).
-//! `/readyz` answers 200 while the worker holds a broker connection and Redis answers; a replica
-//! paused for auth or quota is still ready (it is healthy and waiting, and restarting it would not
-//! help), which is why pauses are exported as `ccsync_paused{reason}` instead.
+//! `/readyz` answers 200 while the worker holds a broker connection (or is paused on purpose) and
+//! Redis answers; a replica paused for auth, quota, an outage or a 403 stays ready although its
+//! consumer is closed (it is healthy and waiting, restarting it would not help, and a not-ready
+//! replica blocks rollouts and node drains under the PodDisruptionBudget), which is why pauses are
+//! exported as `ccsync_paused{reason}` instead.
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -51,8 +53,10 @@ pub struct Metrics {
     pub activities_in_flight: IntGauge,
     /// From import created to activity terminal.
     pub activity_duration: Histogram,
-    /// 1 while consumption is paused, by reason: auth | quota.
+    /// 1 while consumption is paused, by reason: auth | quota | outage | forbidden.
     pub paused: IntGaugeVec,
+    /// Probes sent while paused for an outage or a 403, by reason.
+    pub probes: IntCounterVec,
     pub refresh_token_age: Gauge,
     pub build_info: IntGaugeVec,
     /// Dead letters by reason code (the `x-ccsync-reason` header).
@@ -186,8 +190,20 @@ impl Metrics {
         )
         .expect("valid");
         r.register(Box::new(paused.clone())).expect("unique");
-        for reason in ["auth", "quota"] {
+        for reason in ["auth", "quota", "outage", "forbidden"] {
             paused.with_label_values(&[reason]).set(0);
+        }
+        let probes = IntCounterVec::new(
+            Opts::new(
+                "ccsync_pause_probes_total",
+                "Requests sent to CC to see whether an outage or a 403 is over, by pause reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid");
+        r.register(Box::new(probes.clone())).expect("unique");
+        for reason in ["outage", "forbidden"] {
+            probes.with_label_values(&[reason]).inc_by(0);
         }
         let refresh_token_age = Gauge::new(
             "ccsync_refresh_token_age_seconds",
@@ -245,6 +261,7 @@ impl Metrics {
             activities_in_flight,
             activity_duration,
             paused,
+            probes,
             refresh_token_age,
             build_info,
             dead_letters,
@@ -272,11 +289,17 @@ pub fn metrics() -> &'static Metrics {
 pub struct Health {
     pub broker_connected: AtomicBool,
     pub redis_ok: AtomicBool,
+    /// Paused on purpose (auth, quota, outage, forbidden): the consumer is closed, yet the
+    /// replica is ready — draining or restarting it would not help, and while it is not ready
+    /// a PodDisruptionBudget blocks node drains and rollouts.
+    pub paused: AtomicBool,
 }
 
 impl Health {
     pub fn ready(&self) -> bool {
-        self.broker_connected.load(Ordering::Relaxed) && self.redis_ok.load(Ordering::Relaxed)
+        let consuming_or_paused =
+            self.broker_connected.load(Ordering::Relaxed) || self.paused.load(Ordering::Relaxed);
+        consuming_or_paused && self.redis_ok.load(Ordering::Relaxed)
     }
 }
 

@@ -10,7 +10,7 @@
 //! * `GET /contacts?email=&status=all` (reference §5.4) to find out whether a row landed.
 //! * `GET`/`POST /contact_custom_fields` (reference §5.6) to resolve names to ids.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -58,6 +58,9 @@ pub struct ActivityStatus {
     pub items_total: u64,
     pub items_completed: u64,
     pub errors: u64,
+    /// Rows CC skipped as correctable (a missing or malformed email or anniversary): not
+    /// written, so not landed (reference §6.1).
+    pub correctable: u64,
     pub activity_errors: Vec<String>,
 }
 
@@ -83,6 +86,7 @@ struct StatusDto {
     items_total_count: Option<u64>,
     items_completed_count: Option<u64>,
     error_count: Option<u64>,
+    correctable_count: Option<u64>,
 }
 
 impl Api {
@@ -160,6 +164,7 @@ impl Api {
             items_total: v.status.items_total_count.unwrap_or(0),
             items_completed: v.status.items_completed_count.unwrap_or(0),
             errors: v.status.error_count.unwrap_or(0),
+            correctable: v.status.correctable_count.unwrap_or(0),
             activity_errors: v
                 .activity_errors
                 .into_iter()
@@ -233,6 +238,45 @@ impl Api {
                 .and_then(Value::as_str)
                 .map(str::to_string),
         }))
+    }
+
+    /// `GET /contact_lists`: the ids of every list the account has (following `_links.next`,
+    /// 1,000 a page, CC's maximum; reference §5.6). One request for nearly every account.
+    pub async fn lists(&self, token: &SecretString) -> Result<HashSet<Uuid>, CcError> {
+        let mut out = HashSet::new();
+        let mut url = format!("{}/contact_lists?limit=1000", self.base);
+        for _ in 0..20 {
+            let req = self.http.get(&url).bearer_auth(token.expose_secret());
+            let v: Value = self.send(Endpoint::ContactLists, req).await?;
+            for l in v
+                .get("lists")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(id) = l
+                    .get("list_id")
+                    .and_then(Value::as_str)
+                    .and_then(|s| Uuid::parse_str(s).ok())
+                {
+                    out.insert(id);
+                }
+            }
+            match v.pointer("/_links/next/href").and_then(Value::as_str) {
+                Some(next) => url = self.absolute(next),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The cheapest call that tells whether CC answers this account (`GET /contact_lists?limit=1`):
+    /// the probe of an outage or `forbidden` pause.
+    pub async fn probe(&self, token: &SecretString) -> Result<(), CcError> {
+        let url = format!("{}/contact_lists?limit=1", self.base);
+        let req = self.http.get(url).bearer_auth(token.expose_secret());
+        let _: Value = self.send(Endpoint::ContactLists, req).await?;
+        Ok(())
     }
 
     /// `GET /contact_custom_fields`: every custom field's name → id (following `_links.next`).
@@ -319,7 +363,7 @@ impl Api {
         record_call(endpoint, Some(status), started);
         let body = body.map_err(|e| CcError::Transport(transport_text(e)))?;
         if !(200..300).contains(&status) {
-            return Err(CcError::from_response(status, &body));
+            return Err(CcError::from_response(endpoint, status, &body));
         }
         serde_json::from_slice(&body).map_err(|e| CcError::Unexpected {
             status,

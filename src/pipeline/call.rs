@@ -1,4 +1,5 @@
-//! One CC call through the gate and the token source, with the retry policy of [`super::sender`].
+//! One CC call through the gate and the token source, with the retry policy of [`super::sender`]
+//! and CC's answer table ([`crate::cc::CcError::from_response`]).
 
 use std::future::Future;
 use std::time::Duration;
@@ -13,13 +14,25 @@ use crate::telemetry::metrics;
 use super::ctx::*;
 
 /// Why a call sequence stopped without a result.
+#[derive(Debug)]
 pub(super) enum Stop {
+    /// The worker must stop consuming (nothing is blamed).
     Pause(Pause),
     /// CC refused this content; resubmitting it unchanged cannot succeed.
     Reject(String),
-    /// The hold bound is reached; requeue.
+    /// CC refused the import as a whole for something outside its rows (lists, content type).
+    Envelope(String),
+    /// The activity is unknown to CC (404 on its poll): send the rows again.
+    UnknownActivity,
+    /// CC kept answering "try again" (409 on a sign-up) past the bounded retries: give the
+    /// message back to the queue, without blame.
+    Busy,
+    /// The hold bound is reached; requeue (without blame).
     Deadline,
 }
+
+/// 409 retries on `sign_up_form` before the message goes back to the queue.
+const CONFLICT_ATTEMPTS: u32 = 4;
 
 /// One CC call through the gate and the token source, with the retry policy of the module docs.
 pub(super) async fn call<T, F, Fut>(
@@ -35,10 +48,16 @@ where
 {
     let mut transient = 0u32;
     let mut unauthorized = 0u32;
+    let mut conflicts = 0u32;
+    let mut queued = 0u32;
     let mut token = get_token(ctx, account, deadline).await?;
     loop {
         if Instant::now() >= deadline {
             return Err(Stop::Deadline);
+        }
+        // Another call found CC down: do not add to the failures, pause with it.
+        if ctx.outage.is_down() {
+            return Err(Stop::Pause(outage_pause(account)));
         }
         let waited = Instant::now();
         match ctx.gate.acquire(kind).await {
@@ -51,9 +70,15 @@ where
             .ratelimit_wait
             .observe(waited.elapsed().as_secs_f64());
         let err = match f(token.clone()).await {
-            Ok(v) => return Ok(v),
+            Ok(v) => {
+                ctx.outage.answered();
+                return Ok(v);
+            }
             Err(e) => e,
         };
+        if !err.is_outage() {
+            ctx.outage.answered();
+        }
         match err.action() {
             RetryAction::Reauthenticate => {
                 unauthorized += 1;
@@ -70,15 +95,38 @@ where
                 // The gate counts it in `ccsync_rate_limited_total` and shares the consequence.
                 if let CcError::RateLimited { error_key } = &err {
                     ctx.gate.report_429(kind, error_key).await;
+                    if error_key != "throttled" && error_key != "quota_exceeded" {
+                        // The 1,000-queued-activities 429 (reference §4): the account's queue
+                        // drains in minutes, not in the second a `throttled` cool-down lasts.
+                        tracing::warn!(account, error_key = %error_key, "CC has too many queued activities for this account; backing off");
+                        backoff_sleep(3 + queued, deadline).await;
+                        queued += 1;
+                    }
                 }
             }
+            RetryAction::RetrySoon => {
+                conflicts += 1;
+                if conflicts >= CONFLICT_ATTEMPTS {
+                    return Err(Stop::Busy);
+                }
+                // CC's "simultaneous modification": the other writer is done within moments.
+                let wait = Duration::from_millis(200 * 2u64.pow(conflicts))
+                    .mul_f64(rand::random_range(0.5..1.5));
+                tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
+            }
             RetryAction::Reject => return Err(Stop::Reject(err.to_string())),
-            RetryAction::Halt => {
-                tracing::error!(account, error = %err, "CC forbids the call; pausing");
-                return Err(Stop::Pause(auth_pause(account)));
+            RetryAction::RejectEnvelope => return Err(Stop::Envelope(err.to_string())),
+            RetryAction::Forget => return Err(Stop::UnknownActivity),
+            RetryAction::Forbidden => {
+                return Err(Stop::Pause(Pause::Forbidden {
+                    account: account.to_string(),
+                }));
             }
             RetryAction::Retry => {
                 tracing::warn!(account, kind = kind.as_str(), error = %err, "CC call failed; retrying");
+                if ctx.outage.failed() {
+                    return Err(Stop::Pause(outage_pause(account)));
+                }
                 backoff_sleep(transient, deadline).await;
                 transient += 1;
             }
@@ -88,6 +136,12 @@ where
 
 pub(super) fn auth_pause(account: &str) -> Pause {
     Pause::Auth {
+        account: account.to_string(),
+    }
+}
+
+fn outage_pause(account: &str) -> Pause {
+    Pause::Outage {
         account: account.to_string(),
     }
 }
@@ -122,4 +176,29 @@ pub(super) async fn backoff_sleep(attempt: u32, deadline: Instant) {
     let wait = base.mul_f64(jitter);
     let until = (Instant::now() + wait).min(deadline);
     tokio::time::sleep_until(until).await;
+}
+
+/// How a pause's probe found CC.
+pub(super) enum Probe {
+    /// CC answers this account normally (or something else, such as the token or the quota,
+    /// is now the problem: the pipeline meets it and pauses for that).
+    Answers,
+    /// Still failing (5xx, transport) or still 403.
+    Down,
+}
+
+/// One probe of a paused account (`GET /contact_lists?limit=1`), through the gate (it spends one
+/// request of the day).
+pub(super) async fn probe(ctx: &Ctx, account: &str) -> Probe {
+    let Ok(token) = ctx.tokens.access_token(account).await else {
+        return Probe::Answers;
+    };
+    if ctx.gate.acquire(CallKind::Lookup).await.is_err() {
+        return Probe::Answers;
+    }
+    match ctx.api.probe(&token).await {
+        Ok(()) => Probe::Answers,
+        Err(e) if e.is_outage() || e.action() == RetryAction::Forbidden => Probe::Down,
+        Err(_) => Probe::Answers,
+    }
 }

@@ -14,13 +14,53 @@ use crate::config::WorkerSettings;
 use crate::ledger::Ledger;
 use crate::ratelimit::Gate;
 
-/// Why the worker must stop consuming for a while.
+/// Why the worker must stop consuming for a while. A pause never blames a message: what the
+/// worker holds goes back to the queue without counting toward any redelivery limit.
 #[derive(Debug, Clone)]
 pub enum Pause {
     /// The account's connection is dead: a human must run `ccsync auth login`.
     Auth { account: String },
     /// The daily quota is spent until 00:00 UTC.
     Quota { wait: Duration },
+    /// CC is failing (5xx, timeouts) call after call: probe at a capped rate until it answers.
+    Outage { account: String },
+    /// CC answers 403 (scope, user privilege, app status): probe slowly until it stops.
+    Forbidden { account: String },
+}
+
+impl Pause {
+    /// The `reason` label of `ccsync_paused`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Pause::Auth { .. } => "auth",
+            Pause::Quota { .. } => "quota",
+            Pause::Outage { .. } => "outage",
+            Pause::Forbidden { .. } => "forbidden",
+        }
+    }
+}
+
+/// Transient CC failures in a row, across every call of this process: this many mean CC is
+/// down (or unreachable), and the worker pauses and probes instead of retrying call by call.
+/// With the backoff of [`super::call`] that is about 15 s of failures.
+pub const OUTAGE_AFTER: u32 = 5;
+
+/// The outage breaker: counts transient failures in a row; any answer from CC resets it.
+#[derive(Debug, Default)]
+pub struct Outage(std::sync::atomic::AtomicU32);
+
+impl Outage {
+    /// Count one failure; true when CC now counts as down.
+    pub fn failed(&self) -> bool {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 >= OUTAGE_AFTER
+    }
+    /// CC answered.
+    pub fn answered(&self) {
+        self.0.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn is_down(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) >= OUTAGE_AFTER
+    }
 }
 
 /// Failure to get an access token.
@@ -65,7 +105,19 @@ pub struct Ctx {
     pub worker: WorkerSettings,
     /// Per account: CC custom-field name → id, and when it was fetched.
     pub(super) custom_fields: Mutex<HashMap<String, FieldIds>>,
+    /// Per account: the list ids CC has, and when they were fetched.
+    pub(super) lists: Mutex<HashMap<String, ListIds>>,
+    /// Whether CC counts as down (transient failures in a row).
+    pub outage: Outage,
+    /// Crash marks for redelivered messages; `None` only in tests without Redis.
+    pub marks: Option<Arc<crate::poison::Marks>>,
+    /// The configured default lists (`CCSYNC_DEFAULT_LIST_IDS`): a missing one is a
+    /// configuration problem, not the message's.
+    pub default_lists: Vec<uuid::Uuid>,
 }
+
+/// The list ids one account has in CC, and when they were fetched.
+pub(super) type ListIds = (Instant, std::collections::HashSet<uuid::Uuid>);
 
 /// CC custom-field name → id for one account, and when it was fetched.
 pub(super) type FieldIds = (Instant, HashMap<String, String>);
@@ -87,6 +139,10 @@ impl Ctx {
             ledger,
             worker,
             custom_fields: Mutex::new(HashMap::new()),
+            lists: Mutex::new(HashMap::new()),
+            outage: Outage::default(),
+            marks: None,
+            default_lists: Vec::new(),
         }
     }
 

@@ -10,7 +10,7 @@ use crate::ratelimit::CallKind;
 
 use super::call::{Stop, call};
 use super::ctx::*;
-use super::settle::{Chunk, dead_letter_chunk};
+use super::settle::{Chunk, Disposition, apply};
 
 /// Resolve the custom-field names the batch uses; unknown names are created when configured,
 /// otherwise the contacts naming them are dead-lettered as `unknown_custom_field`.
@@ -86,7 +86,11 @@ pub(super) async fn resolve_custom_fields(
                 let detail = format!(
                     "custom field '{n}' does not exist in CC; create it there, or set worker.create_custom_fields = true"
                 );
-                dead_letter_chunk(settler, vec![e], "unknown_custom_field", &detail).await;
+                let d = Disposition::DeadLetter {
+                    reason: "unknown_custom_field",
+                    detail,
+                };
+                apply(settler, vec![e], d).await;
             }
         }
     }

@@ -199,7 +199,7 @@ async fn session(
             }
             d = consumer.next(), if can_read => match d {
                 Some(Ok(inc)) => {
-                    if let Some(b) = accept(settings, &settler, &mut batcher, inc).await {
+                    if let Some(b) = accept(settings, ctx, &settler, &mut batcher, inc).await {
                         ready.extend(b);
                     }
                 }
@@ -212,7 +212,7 @@ async fn session(
     // Leaving the session: stop receiving, return what has not been sent, let in-flight work end.
     let _ = consumer.cancel().await;
     for b in batcher.drain().into_iter().chain(ready.drain(..)) {
-        settle::requeue_batch(&b).await;
+        settle::requeue_batch(&settler, b).await;
     }
     let deadline = if shutdown.is_cancelled() {
         Duration::from_secs(w.shutdown_deadline_secs)
@@ -247,8 +247,15 @@ async fn session(
 }
 
 /// Decode one delivery: a bad one is dead-lettered at once, a good one joins the batcher.
+///
+/// A delivery the broker returned after a worker died (or lost its channel) is read under a
+/// crash mark ([`crate::poison`]): one that keeps killing the worker as it is read is
+/// dead-lettered unread as `crashes_worker` once its unfinished readings reach
+/// `worker.max_redeliveries`. Every other give-back is a blameless re-publish, so nothing else
+/// counts against a message.
 async fn accept(
     settings: &Settings,
+    ctx: &Ctx,
     settler: &Settler,
     batcher: &mut Batcher<Contact, Held>,
     inc: Incoming,
@@ -259,15 +266,39 @@ async fn accept(
         tag,
         ..
     } = inc;
-    if delivery_count > settings.worker.max_redeliveries {
-        let detail = format!(
-            "delivered {delivery_count} times without CC completing it (worker.max_redeliveries = {})",
-            settings.worker.max_redeliveries
-        );
-        settle::dead_letter(settler, &tag, &body, "redelivered_too_often", &detail).await;
-        return None;
+    let marks = ctx.marks.as_deref().filter(|_| delivery_count > 0);
+    let mut marked = false;
+    if let Some(marks) = marks {
+        match marks.begin(&body).await {
+            Ok(deaths) if deaths >= settings.worker.max_redeliveries => {
+                let detail = format!(
+                    "a worker died {deaths} times while reading this message (worker.max_redeliveries = {}); it was set aside unread",
+                    settings.worker.max_redeliveries
+                );
+                settle::dead_letter(settler, &tag, &body, "crashes_worker", &detail).await;
+                let _ = marks.forget(&body).await;
+                return None;
+            }
+            Ok(_) => marked = true,
+            Err(e) => tracing::warn!(error = %e, "cannot mark a redelivered message; reading it unmarked"),
+        }
     }
-    match contact::decode(&body, &settings.default_list_ids) {
+    let decoded = contact::decode(&body, &settings.default_list_ids);
+    if let Ok(c) = &decoded
+        && settings
+            .testing
+            .abort_on_email
+            .as_deref()
+            .is_some_and(|e| e == c.email)
+    {
+        // TEST ONLY (`testing.abort_on_email`): a message that kills the worker when it is read.
+        tracing::error!("testing.abort_on_email matched; aborting the process as configured");
+        std::process::abort();
+    }
+    if marked && let Some(marks) = marks {
+        let _ = marks.end(&body).await;
+    }
+    match decoded {
         Ok(c) => {
             let now = Instant::now();
             Some(batcher.push(
@@ -287,12 +318,23 @@ async fn accept(
     }
 }
 
-/// Wait until the reason for a pause is gone (or shutdown).
+/// First probe of an outage or `forbidden` pause, and the cap its backoff doubles to: at most
+/// three requests a minute per replica while CC is down (issue 11: "a few a minute at most").
+pub const PROBE_FIRST: Duration = Duration::from_secs(5);
+pub const PROBE_MAX: Duration = Duration::from_secs(20);
+
+/// Wait until the reason for a pause is gone (or shutdown). The gauge `ccsync_paused{reason}`
+/// is 1 meanwhile; the replica stays ready (a pause is on purpose: restarting or draining it
+/// would not help, and a not-ready replica would block rollouts and node drains).
 async fn wait_out_pause(ctx: &Ctx, p: Pause, shutdown: &CancellationToken) {
     let m = metrics();
+    let reason = p.reason();
+    m.paused.with_label_values(&[reason]).set(1);
+    health()
+        .paused
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     match p {
         Pause::Auth { account } => {
-            m.paused.with_label_values(&["auth"]).set(1);
             tracing::error!(account = %account, "paused: the CC connection needs re-authorization; run `ccsync auth login --account {account}`; messages stay queued");
             tokio::select! {
                 _ = shutdown.cancelled() => {}
@@ -300,10 +342,8 @@ async fn wait_out_pause(ctx: &Ctx, p: Pause, shutdown: &CancellationToken) {
                     tracing::info!(account = %account, "token set is back; resuming");
                 }
             }
-            m.paused.with_label_values(&["auth"]).set(0);
         }
         Pause::Quota { wait } => {
-            m.paused.with_label_values(&["quota"]).set(1);
             tracing::warn!(
                 resume_in_secs = wait.as_secs(),
                 "paused: CC's daily quota is spent; resuming after 00:00 UTC; messages stay queued"
@@ -312,9 +352,33 @@ async fn wait_out_pause(ctx: &Ctx, p: Pause, shutdown: &CancellationToken) {
                 _ = shutdown.cancelled() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
-            m.paused.with_label_values(&["quota"]).set(0);
+        }
+        Pause::Outage { account } | Pause::Forbidden { account } => {
+            if reason == "forbidden" {
+                tracing::error!(account = %account, "paused: CC answers 403 Forbidden. Likely fixes: the app's scopes must include contact_data (re-run `ccsync auth login --account {account}` after changing them), the CC user who approved it needs the contacts privileges, or the app is deactivated in CC's developer portal; probing every {}s at most; messages stay queued", PROBE_MAX.as_secs());
+            } else {
+                tracing::error!(account = %account, "paused: CC is failing (5xx or timeouts, call after call); probing every {}s at most and resuming by itself; messages stay queued", PROBE_MAX.as_secs());
+            }
+            let mut wait = PROBE_FIRST;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                m.probes.with_label_values(&[reason]).inc();
+                if let call::Probe::Answers = call::probe(ctx, &account).await {
+                    tracing::info!(account = %account, reason, "CC answers again; resuming");
+                    break;
+                }
+                wait = (wait * 2).min(PROBE_MAX);
+            }
+            ctx.outage.answered();
         }
     }
+    m.paused.with_label_values(&[reason]).set(0);
+    health()
+        .paused
+        .store(false, std::sync::atomic::Ordering::Relaxed);
 }
 
 #[cfg(test)]

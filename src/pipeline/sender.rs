@@ -1,19 +1,25 @@
 //! One batch's journey: custom fields resolved → import (or one `sign_up_form` per contact for
 //! explicit consent) → activity polled to a terminal state → every delivery settled.
 //!
-//! What each CC outcome means for the deliveries:
+//! What each CC outcome means for the deliveries (each is reported as a
+//! [`Disposition`](super::settle::Disposition) and applied in one place, [`super::settle::apply`]):
 //! * `completed` with every row accounted for → ack all.
-//! * `completed` with `error_count` > 0 or fewer items than sent (CC does not say which rows
-//!   failed, reference §6.5) → split the batch in halves and import each again; a single row that
-//!   still fails is dead-lettered as `rejected_by_cc` with CC's error text. Re-importing rows that
-//!   did land is harmless: imports are create-or-update by email.
-//! * 400 on the import itself → the same halving, down to the offending row.
-//! * `failed` / `cancelled` / `timed_out`, 5xx, timeouts, transport errors → retry with backoff
-//!   until the hold bound, then requeue (never ack what CC has not completed).
+//! * `completed` with `error_count` or `correctable_count` > 0, or fewer items than sent (CC
+//!   does not say which rows, reference §6.5) → split the chunk in halves and import each
+//!   again; a single row that still falls short on its second try is dead-lettered as
+//!   `rejected_by_cc` with CC's text. The extra imports spent finding rows are capped per batch
+//!   ([`MAX_FINDING_IMPORTS`]); past the cap the rest goes back to the queue. Re-importing rows
+//!   that did land is harmless: imports are create-or-update by email.
+//! * 400 on the import for its rows → the same halving; for its envelope (a list id CC lacks)
+//!   → never halved: the lists are checked again and the chunk requeued (see [`super::lists`]).
+//! * a poll CC answers 404 (the activity is unknown) → the chunk is imported again.
+//! * `failed` / `cancelled` / `timed_out`, 5xx, timeouts → retry with backoff; five transient
+//!   failures in a row pause the worker (`outage`) and it probes CC at a capped rate.
+//! * 409 on `sign_up_form` → retried after a short jittered delay, then requeued.
 //! * 401 → one refresh through the token source, then retry; 429 → reported to the shared gate,
 //!   which spreads the cool-down (`throttled`) or the daily pause (`quota_exceeded`) to all
-//!   replicas.
-//! * dead connection or spent quota → requeue everything and ask the worker to pause.
+//!   replicas. 403 → the `forbidden` pause.
+//! * every requeue above is without blame: it never counts toward a redelivery limit.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,7 +38,7 @@ use crate::telemetry::metrics;
 use super::call::{Stop, backoff_sleep, call};
 use super::ctx::*;
 use super::fields::resolve_custom_fields;
-use super::settle::*;
+use super::settle::{Chunk, Disposition, apply, halves, settle_stop};
 
 /// Send one batch and settle its deliveries. Returns a pause request when the worker must stop.
 pub async fn send(ctx: Arc<Ctx>, settler: Settler, batch: ContactBatch) -> Option<Pause> {
@@ -78,7 +84,7 @@ async fn send_batch(
     let (entries, cf_ids) =
         match resolve_custom_fields(&ctx, &settler, &account, entries, deadline).await {
             Ok(v) => v,
-            Err((rest, stop)) => return settle_stop(rest, stop).await,
+            Err((rest, stop)) => return settle_stop(&settler, rest, stop).await,
         };
     let Some(ledger) = ctx.ledger.clone() else {
         return send_group(
@@ -104,7 +110,7 @@ async fn send_batch(
             Err((rest, e)) => {
                 tracing::warn!(error = %e, "cannot claim emails; retrying");
                 if Instant::now() >= deadline {
-                    return settle_stop(rest, Stop::Deadline).await;
+                    return settle_stop(&settler, rest, Stop::Deadline).await;
                 }
                 backoff_sleep(round, deadline).await;
                 round += 1;
@@ -144,12 +150,11 @@ async fn send_batch(
             None => release_claims(&ledger, &owner, &account, &emails).await,
         }
         if let Some(p) = pause {
-            requeue_chunk(busy).await;
-            return Some(p);
+            return settle_stop(&settler, busy, Stop::Pause(p)).await;
         }
         if !busy.is_empty() {
             if Instant::now() >= deadline {
-                return settle_stop(busy, Stop::Deadline).await;
+                return settle_stop(&settler, busy, Stop::Deadline).await;
             }
             // The other import usually completes within seconds: look again soon.
             backoff_sleep(0, deadline).await;
@@ -217,6 +222,10 @@ async fn watch_abandoned(
         let every = Duration::from_millis(ctx.worker.poll_max_ms);
         while started.elapsed() < ABANDONED_WATCH {
             tokio::time::sleep(every).await;
+            if ctx.outage.is_down() {
+                // No polls into an outage; the claim is renewed meanwhile.
+                continue;
+            }
             let deadline = Instant::now() + every.max(Duration::from_secs(60));
             let st = call(&ctx, &account, CallKind::Poll, deadline, |t| {
                 let id = activity.clone();
@@ -226,9 +235,11 @@ async fn watch_abandoned(
             .await;
             match st {
                 Ok(st) if st.state.is_terminal() => return,
-                Ok(_) | Err(Stop::Deadline) => {}
-                Err(Stop::Pause(Pause::Quota { wait })) => tokio::time::sleep(wait).await,
-                Err(Stop::Pause(_)) | Err(Stop::Reject(_)) => return,
+                Ok(_) | Err(Stop::Deadline) | Err(Stop::Busy) | Err(Stop::Pause(_)) => {}
+                // CC no longer knows it (or refuses the poll for good): nothing left to wait for.
+                Err(Stop::UnknownActivity) | Err(Stop::Reject(_)) | Err(Stop::Envelope(_)) => {
+                    return;
+                }
             }
         }
     };
@@ -305,6 +316,9 @@ async fn claim(
     Ok((go, busy))
 }
 
+/// Imports a batch may spend, beyond its first, finding the rows CC did not take.
+pub(super) const MAX_FINDING_IMPORTS: u32 = 32;
+
 async fn import_all(
     ctx: &Ctx,
     settler: &Settler,
@@ -314,9 +328,11 @@ async fn import_all(
     deadline: Instant,
     inflight: &InFlight,
 ) -> Option<Pause> {
-    // A work stack: a chunk that fails in part is split in halves until the bad rows stand alone.
+    // A work stack of (chunk, tries): a chunk that falls short is split in halves until the rows
+    // CC does not take stand alone.
     let mut stack: Vec<(Chunk, u32)> = vec![(entries, 0)];
-    while let Some((chunk, failures)) = stack.pop() {
+    let mut finding = 0u32;
+    while let Some((chunk, tries)) = stack.pop() {
         let contacts: Vec<&Contact> = chunk.iter().map(|e| &*e.item).collect();
         let body = Api::import_body(lists, &contacts);
         if body.len() > ctx.worker.batch_max_bytes && chunk.len() > 1 {
@@ -325,34 +341,75 @@ async fn import_all(
             continue;
         }
         metrics().batch_size.observe(chunk.len() as f64);
-        match import_once(ctx, account, body, chunk.len() as u64, deadline, inflight).await {
-            Ok(Landed::All) => ack_all(chunk).await,
-            Ok(Landed::Shortfall(text)) if chunk.len() == 1 => {
-                dead_letter_chunk(settler, chunk, "rejected_by_cc", &text).await
+        let landed = import_once(ctx, account, body, chunk.len() as u64, deadline, inflight).await;
+        let shortfall = match landed {
+            Ok(Landed::All) => {
+                apply(settler, chunk, Disposition::Ack).await;
+                continue;
             }
-            Ok(Landed::Shortfall(_)) => stack.extend(halves(chunk).into_iter().map(|c| (c, 0))),
+            Ok(Landed::Shortfall(text)) => text,
+            Err(Stop::Reject(text)) => text,
             Ok(Landed::Failed(state)) => {
                 tracing::warn!(
                     account,
                     ?state,
                     "import activity ended without completing; retrying"
                 );
-                if failures >= 3 {
-                    requeue_chunk(chunk).await;
+                if tries >= 3 {
+                    apply(settler, chunk, Disposition::Requeue).await;
                 } else {
-                    backoff_sleep(failures, deadline).await;
-                    stack.push((chunk, failures + 1));
+                    backoff_sleep(tries, deadline).await;
+                    stack.push((chunk, tries + 1));
                 }
+                continue;
             }
-            Err(Stop::Reject(text)) if chunk.len() == 1 => {
-                dead_letter_chunk(settler, chunk, "rejected_by_cc", &text).await
+            Err(Stop::UnknownActivity) => {
+                // Nothing says whether it ran: send the same rows again (an upsert).
+                tracing::warn!(account, "CC no longer knows the import; sending it again");
+                if tries >= 3 {
+                    apply(settler, chunk, Disposition::Requeue).await;
+                } else {
+                    stack.push((chunk, tries + 1));
+                }
+                continue;
             }
-            Err(Stop::Reject(_)) => stack.extend(halves(chunk).into_iter().map(|c| (c, 0))),
+            Err(Stop::Envelope(text)) => {
+                // Not the rows: halving cannot help. Forget the account's lists so the next
+                // batch checks them again, and give everything back.
+                tracing::error!(account, error = %text, "CC refused the import as a whole; checking the account's lists again and requeueing");
+                ctx.lists.lock().await.remove(account);
+                let mut rest = chunk;
+                rest.extend(stack.into_iter().flat_map(|(c, _)| c));
+                apply(settler, rest, Disposition::Requeue).await;
+                return None;
+            }
             Err(stop) => {
                 let mut rest: Chunk = chunk;
                 rest.extend(stack.into_iter().flat_map(|(c, _)| c));
-                return settle_stop(rest, stop).await;
+                return settle_stop(settler, rest, stop).await;
             }
+        };
+        // Some rows did not land. A single row gets a second try (CC skips some rows for a
+        // moment); then it is CC's refusal of that row.
+        if chunk.len() == 1 && tries >= 1 {
+            let d = Disposition::DeadLetter {
+                reason: "rejected_by_cc",
+                detail: shortfall,
+            };
+            apply(settler, chunk, d).await;
+        } else if finding >= MAX_FINDING_IMPORTS {
+            tracing::warn!(
+                account,
+                contacts = chunk.len(),
+                "CC did not take every row and this batch spent its imports for finding them; requeueing the rest"
+            );
+            apply(settler, chunk, Disposition::Requeue).await;
+        } else if chunk.len() == 1 {
+            finding += 1;
+            stack.push((chunk, tries + 1));
+        } else {
+            finding += 2;
+            stack.extend(halves(chunk).into_iter().map(|c| (c, 0)));
         }
     }
     None
@@ -403,11 +460,15 @@ async fn import_once(
             .observe(started.elapsed().as_secs_f64());
         tracing::info!(account, activity_id = %id, state = ?st.state, rows, items = st.items_total, errors = st.errors, "import finished");
         return Ok(match st.state {
-            ActivityState::Completed if st.errors == 0 && st.items_total >= rows => Landed::All,
+            ActivityState::Completed
+                if st.errors == 0 && st.correctable == 0 && st.items_total >= rows =>
+            {
+                Landed::All
+            }
             ActivityState::Completed => Landed::Shortfall(if st.activity_errors.is_empty() {
                 format!(
-                    "CC completed the import with {} of {rows} rows and {} errors but named no reason",
-                    st.items_total, st.errors
+                    "CC completed the import with {} of {rows} rows, {} errors and {} rows skipped as correctable but named no reason",
+                    st.items_total, st.errors, st.correctable
                 )
             } else {
                 format!("CC rejected the row: {}", st.activity_errors.join("; "))
@@ -432,17 +493,21 @@ async fn sign_up_each(
             async move { ctx.api.sign_up_form(&t, c, cf_ids).await }
         })
         .await;
-        match res {
-            Ok(()) => ack_all(vec![e]).await,
-            Err(Stop::Reject(text)) => {
-                dead_letter_chunk(settler, vec![e], "rejected_by_cc", &text).await
-            }
+        let d = match res {
+            Ok(()) => Disposition::Ack,
+            Err(Stop::Reject(text)) => Disposition::DeadLetter {
+                reason: "rejected_by_cc",
+                detail: text,
+            },
+            // CC kept reporting a simultaneous modification: later, without blame.
+            Err(Stop::Busy) => Disposition::Requeue,
             Err(stop) => {
                 let mut rest = vec![e];
                 rest.extend(it);
-                return settle_stop(rest, stop).await;
+                return settle_stop(settler, rest, stop).await;
             }
-        }
+        };
+        apply(settler, vec![e], d).await;
     }
     None
 }

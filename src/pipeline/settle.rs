@@ -1,4 +1,6 @@
-//! Settling deliveries: ack, requeue, dead-letter (with metrics and logs).
+//! Settling deliveries, in one place: the sender reports a [`Disposition`] per entry (ack;
+//! requeue without blame; dead-letter with a reason) and [`apply`] carries it out, with the
+//! metrics and the log line.
 
 use super::{ContactBatch, Held};
 use crate::batch::Entry;
@@ -16,24 +18,67 @@ pub(super) fn halves(mut chunk: Chunk) -> [Chunk; 2] {
     [chunk, b]
 }
 
-pub(super) async fn settle_stop(rest: Chunk, stop: Stop) -> Option<Pause> {
-    match stop {
-        Stop::Pause(p) => {
-            requeue_chunk(rest).await;
-            Some(p)
+/// What becomes of a chunk's deliveries.
+#[derive(Debug)]
+pub(super) enum Disposition {
+    /// CC has the data.
+    Ack,
+    /// Not now, and not the message's fault (CC down or slow, a pause, the hold bound, CC busy):
+    /// back to the queue, never counted toward a redelivery limit.
+    Requeue,
+    /// The message itself cannot be synced: to `<queue>.dlx` with a reason and one sentence.
+    DeadLetter {
+        reason: &'static str,
+        detail: String,
+    },
+}
+
+/// Carry out one disposition for every delivery of `chunk`.
+pub(super) async fn apply(settler: &Settler, chunk: Chunk, d: Disposition) {
+    match d {
+        Disposition::Ack => ack_all(chunk).await,
+        Disposition::Requeue => {
+            let n = chunk.len();
+            for e in chunk {
+                for h in e.tags {
+                    requeue(settler, h).await;
+                }
+            }
+            tracing::debug!(contacts = n, "requeued without blame");
         }
-        Stop::Deadline | Stop::Reject(_) => {
-            tracing::warn!(
-                contacts = rest.len(),
-                "hold bound reached before CC completed; requeueing"
-            );
-            requeue_chunk(rest).await;
-            None
+        Disposition::DeadLetter { reason, detail } => {
+            for e in chunk {
+                for h in e.tags {
+                    dead_letter(settler, &h.tag, &h.body, reason, &detail).await;
+                }
+            }
         }
     }
 }
 
-pub(super) async fn ack_all(chunk: Chunk) {
+/// A stop that ends a chunk's journey: its deliveries go back to the queue without blame (a
+/// pause, the hold bound, CC busy); a pause is handed to the worker.
+pub(super) async fn settle_stop(settler: &Settler, rest: Chunk, stop: Stop) -> Option<Pause> {
+    let n = rest.len();
+    let pause = match stop {
+        Stop::Pause(p) => Some(p),
+        Stop::Deadline => {
+            tracing::warn!(
+                contacts = n,
+                "hold bound reached before CC completed; requeueing without blame"
+            );
+            None
+        }
+        other => {
+            tracing::warn!(contacts = n, stop = ?other, "requeueing without blame");
+            None
+        }
+    };
+    apply(settler, rest, Disposition::Requeue).await;
+    pause
+}
+
+async fn ack_all(chunk: Chunk) {
     let m = metrics();
     let entries = chunk.len() as u64;
     let deliveries: usize = chunk.iter().map(|e| e.tags.len()).sum();
@@ -51,39 +96,16 @@ pub(super) async fn ack_all(chunk: Chunk) {
         .inc_by((deliveries as u64).saturating_sub(entries));
 }
 
-pub(super) async fn requeue_chunk(chunk: Chunk) {
-    for e in chunk {
-        requeue_tags(e.tags).await;
-    }
-}
-
-pub(super) async fn requeue_tags(tags: Vec<Held>) {
-    let m = metrics();
-    for h in tags {
-        if h.tag.requeue().await.is_ok() {
-            m.messages.with_label_values(&["requeued"]).inc();
-        }
+/// Give one delivery back to the queue without blame.
+async fn requeue(_settler: &Settler, h: Held) {
+    if h.tag.requeue().await.is_ok() {
+        metrics().messages.with_label_values(&["requeued"]).inc();
     }
 }
 
 /// Requeue every delivery of a batch that was never sent (shutdown, pause).
-pub async fn requeue_batch(b: &ContactBatch) {
-    let m = metrics();
-    for e in &b.entries {
-        for h in &e.tags {
-            if h.tag.requeue().await.is_ok() {
-                m.messages.with_label_values(&["requeued"]).inc();
-            }
-        }
-    }
-}
-
-pub(super) async fn dead_letter_chunk(settler: &Settler, chunk: Chunk, reason: &str, detail: &str) {
-    for e in chunk {
-        for h in e.tags {
-            dead_letter(settler, &h.tag, &h.body, reason, detail).await;
-        }
-    }
+pub async fn requeue_batch(settler: &Settler, b: ContactBatch) {
+    apply(settler, b.entries, Disposition::Requeue).await;
 }
 
 /// Dead-letter one delivery; a failure leaves it unsettled (the broker redelivers it).
