@@ -58,6 +58,9 @@ pub struct ActivityStatus {
     pub items_total: u64,
     pub items_completed: u64,
     pub errors: u64,
+    /// `status.correctable_count`: rows CC skipped as correctable (invalid email, date format,
+    /// no minimal contact data; Swagger `ActivityStatus`). Not written; 0 when absent.
+    pub correctable: u64,
     pub activity_errors: Vec<String>,
 }
 
@@ -83,6 +86,7 @@ struct StatusDto {
     items_total_count: Option<u64>,
     items_completed_count: Option<u64>,
     error_count: Option<u64>,
+    correctable_count: Option<u64>,
 }
 
 impl Api {
@@ -160,6 +164,7 @@ impl Api {
             items_total: v.status.items_total_count.unwrap_or(0),
             items_completed: v.status.items_completed_count.unwrap_or(0),
             errors: v.status.error_count.unwrap_or(0),
+            correctable: v.status.correctable_count.unwrap_or(0),
             activity_errors: v
                 .activity_errors
                 .into_iter()
