@@ -1,5 +1,6 @@
 //! The simulator's knobs ([`SimConfig`], fixed at start) and fault switches ([`Faults`], changed at
-//! run time through [`super::Sim::set_faults`] or `PUT /_sim/faults`).
+//! run time through [`super::Sim::set_faults`] or `PUT /_sim/faults`, whose JSON field names are
+//! the Rust field names; a missing field is off).
 
 use std::time::Duration;
 
