@@ -432,17 +432,17 @@ fn rows(n: usize, tag: &str) -> Value {
 #[tokio::test]
 async fn processing_time_grows_with_rows() {
     let sim = sim(SimConfig {
-        processing_per_1000_rows: Duration::from_millis(1_000),
+        processing_per_1000_rows: Duration::from_millis(2_000),
         ..roomy()
     })
     .await;
     let api = Api::new(&sim);
     let list = sim.create_list("L");
     sim.set_faults(Faults {
-        processing_per_1000_rows_ms: 1_000,
+        processing_per_1000_rows_ms: 2_000,
         ..Faults::default()
     });
-    // 500 rows: 100 ms + 0.5 × (1 s + 1 s) = 1.1 s.
+    // 500 rows: 100 ms + 0.5 × (2 s + 2 s) = 2.1 s (10 rows: 140 ms).
     let started = std::time::Instant::now();
     let big = import(&api, list, rows(500, "big")).await;
     let small = import(&api, list, rows(10, "small")).await;
@@ -464,15 +464,15 @@ async fn processing_time_grows_with_rows() {
     let b = api
         .wait_activity(&sim, big["activity_id"].as_str().unwrap())
         .await;
-    assert!(started.elapsed() >= Duration::from_millis(1_100));
+    assert!(started.elapsed() >= Duration::from_millis(2_100));
     assert_eq!(
         (b["state"].as_str(), s["state"].as_str()),
         (Some("completed"), Some("completed"))
     );
     // The timestamps are exact: created_at + processing + N/1000 × per-1000.
     let span = |a: &Value| at(&a["completed_at"]) - at(&a["created_at"]);
-    assert_eq!(span(&b), time::Duration::milliseconds(1_100));
-    assert_eq!(span(&s), time::Duration::milliseconds(120));
+    assert_eq!(span(&b), time::Duration::milliseconds(2_100));
+    assert_eq!(span(&s), time::Duration::milliseconds(140));
     assert_eq!(b["status"]["items_total_count"], 500);
     sim.shutdown().await;
 }
