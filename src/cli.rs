@@ -121,6 +121,10 @@ pub struct SimArgs {
     /// Milliseconds an import activity spends processing.
     #[arg(long, default_value_t = 1_000)]
     pub processing_ms: u64,
+    /// Milliseconds added to an import's processing per 1,000 rows it carries (CC takes minutes
+    /// for 40,000 rows; 0 = every import takes `--processing-ms`).
+    #[arg(long, default_value_t = 0)]
+    pub processing_per_1000_rows_ms: u64,
     /// Address to bind (use 0.0.0.0 inside a container).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: std::net::IpAddr,

@@ -58,8 +58,8 @@ pub struct ActivityStatus {
     pub items_total: u64,
     pub items_completed: u64,
     pub errors: u64,
-    /// Rows CC skipped as correctable (a missing or malformed email or anniversary): not
-    /// written, so not landed (reference §6.1).
+    /// `status.correctable_count`: rows CC skipped as correctable (invalid email, date format,
+    /// no minimal contact data; Swagger `ActivityStatus`). Not written; 0 when absent.
     pub correctable: u64,
     pub activity_errors: Vec<String>,
 }

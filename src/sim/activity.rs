@@ -4,13 +4,20 @@
 //! runs [`settle`], which completes every activity whose time has come **in the order of its
 //! completion time** and only then writes its contacts. Observably this is the same as a
 //! background worker, without one. Choices where the reference is silent:
-//! - The first half of the processing time is spent `initialized`, the second half `processing`
-//!   (`percent_done` and `items_completed_count` grow linearly during it).
-//! - Counts (`status`): `items_total_count` = rows CC read (after the 4 MB cut); `error_count` =
-//!   rows refused (unknown custom field, over-long or ill-typed field, rejected by the fault
-//!   switch); `correctable_count` = rows refused for a missing or malformed email;
-//!   `person_count` = distinct contacts written (duplicates merged). Counts other than
-//!   `items_total_count` are reported once the activity is terminal.
+//! - The processing time is `SimConfig::processing`, plus N/1000 × the per-1,000-rows time
+//!   (`SimConfig::processing_per_1000_rows` + fault `processing_per_1000_rows_ms`) for an import
+//!   of N rows read, plus `extra_processing_ms` and jitter. Its first half is spent
+//!   `initialized`, the second half `processing` (`percent_done` and `items_completed_count`
+//!   grow linearly during it).
+//! - Counts (`status`, meanings from the Swagger's `ActivityStatus`, reference §6.5):
+//!   `items_total_count` = rows CC read (after the 4 MB cut), skipped rows included;
+//!   `items_completed_count` = all of them once completed (processed, whatever the outcome);
+//!   `error_count` = rows refused as non-correctable (unknown custom field, over-long or
+//!   ill-typed field, rejected by the `reject_emails_containing` fault);
+//!   `correctable_count` = rows refused as correctable (a missing or malformed email or
+//!   anniversary, or the `correctable_rate` fault); `person_count` = distinct contacts written
+//!   (duplicates merged). Counts other than `items_total_count` are reported once the activity
+//!   is terminal.
 //! - A `failed` activity writes nothing; its `activity_errors` says so.
 //! - `created_at`/`started_at`/`completed_at` are on the simulator clock.
 

@@ -5,7 +5,8 @@
 //!    clock, and not revoked. Missing, unknown, expired or revoked → 401 with exactly
 //!    `{"error_key":"unauthorized","error_message":"Unauthorized"}` (59 bytes) and
 //!    `WWW-Authenticate: Bearer realm=api.cc.email`. A token without the `contact_data` scope →
-//!    403 (array form).
+//!    403 (array form). The `forbidden` fault answers every such call 403 the same way, with
+//!    the Swagger's text ("…or the application is deactivated").
 //! 2. **Limits** per client_id (the token's `cid`), see `limits.rs`: 429
 //!    `{"error_key":"throttled","error_message":"Too Many Requests"}` or
 //!    `{"error_key":"quota_exceeded","error_message":"Limit Exceeded"}`, no Retry-After.
@@ -102,6 +103,26 @@ pub fn too_many(sh: &Shared, ctx: &Ctx, key: &str, msg: &str) -> Response {
     cc_object(sh, ctx, StatusCode::TOO_MANY_REQUESTS, key, msg)
 }
 
+/// The Swagger's 403 description, used as the `forbidden` fault's message.
+pub const FORBIDDEN_MSG: &str = "Forbidden request. You lack the necessary scopes, you lack the \
+necessary user privileges, or the application is deactivated.";
+
+/// A 5xx in CC's array form: 500 (`server.error`) or 503 (`server.unavailable`), texts from the
+/// Swagger's response descriptions.
+pub fn server_error(sh: &Shared, ctx: &Ctx, status: StatusCode) -> Response {
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        sh.log_update(ctx.seq, |r| r.error = Some("server.unavailable".into()));
+        return super::faults::unavailable();
+    }
+    cc_error(
+        sh,
+        ctx,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server.error",
+        "There was a problem with our internal service.",
+    )
+}
+
 /// The UTC day number of the simulator clock (the quota day).
 pub fn quota_day(sh: &Shared) -> i64 {
     sh.clock.now().date().to_julian_day() as i64
@@ -160,6 +181,13 @@ async fn gate(
             "forbidden",
             "Forbidden request. You lack the necessary scopes.",
         );
+    }
+    // Fault `forbidden`: the app was deactivated or the user lost a privilege (reference §7:
+    // CC answers 403 for all three causes; the text is the Swagger's 403 description). Same
+    // place and form as the scope 403 above, so it spends quota like any served error.
+    if sh.faults().forbidden {
+        sh.log_update(ctx.seq, |r| r.fault = Some("forbidden".into()));
+        return cc_error(&sh, &ctx, StatusCode::FORBIDDEN, "forbidden", FORBIDDEN_MSG);
     }
     req.extensions_mut().insert::<Claims>(claims);
     next.run(req).await

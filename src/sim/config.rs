@@ -1,5 +1,6 @@
 //! The simulator's knobs ([`SimConfig`], fixed at start) and fault switches ([`Faults`], changed at
-//! run time through [`super::Sim::set_faults`] or `PUT /_sim/faults`).
+//! run time through [`super::Sim::set_faults`] or `PUT /_sim/faults`, whose JSON field names are
+//! the Rust field names; a missing field is off).
 
 use std::time::Duration;
 
@@ -46,6 +47,11 @@ pub struct SimConfig {
     /// Real time an import activity takes from creation to `completed` (half of it is spent
     /// `initialized`, the other half `processing`).
     pub processing: Duration,
+    /// Real time added to `processing` per 1,000 rows read (pro rata: 500 rows add half), so big
+    /// imports stay non-terminal longer, as CC's do (CC takes minutes for 40,000 rows; the
+    /// reference gives no figure, §6). Default 0: every import takes `processing` alone. Adds
+    /// to [`Faults::processing_per_1000_rows_ms`].
+    pub processing_per_1000_rows: Duration,
     /// Non-terminal activities allowed per account before imports get 429 (CC: 1,000).
     pub max_queued_activities: usize,
     /// When set, HTTP Basic client authentication must carry this secret (confidential app).
@@ -74,6 +80,7 @@ impl Default for SimConfig {
             device_interval_secs: 5,
             device_expires_secs: 600,
             processing: Duration::from_millis(1_000),
+            processing_per_1000_rows: Duration::ZERO,
             max_queued_activities: 1_000,
             client_secret: None,
             seed: None,
@@ -129,4 +136,34 @@ pub struct Faults {
     pub processing_jitter_ms: u64,
     /// Import rows whose email contains this text (case-insensitive) become row errors.
     pub reject_emails_containing: Option<String>,
+    /// Real ms added to a new import's processing per 1,000 rows read (pro rata), on top of
+    /// [`SimConfig::processing_per_1000_rows`]: an import of N rows stays
+    /// `initialized`/`processing` for `processing + N/1000 × this` (+ `extra_processing_ms`,
+    /// jitter). CC takes minutes for 40,000 rows (reference §6; no exact figure is documented).
+    pub processing_per_1000_rows_ms: u64,
+    /// Every `/v3` call with a valid token answers 403 (array form, `error_key` `forbidden`,
+    /// the Swagger's 403 text), as CC does for a deactivated application or a user who lost a
+    /// privilege (reference §7: one code for all three causes). The token endpoint and the admin
+    /// API are unaffected. The call is counted like the scope 403 (after the rate limits).
+    pub forbidden: bool,
+    /// Share of `POST /v3/contacts/sign_up_form` calls that answer 409 `contacts.api.conflict`
+    /// ("simultaneous requests attempting to modify the same contact", reference §5.1, §7)
+    /// without writing the contact. Checked after body validation (a bad body stays 400).
+    pub signup_conflict_rate: f64,
+    /// Share of otherwise valid import rows that are skipped as correctable: not written, counted
+    /// in `correctable_count` (reference §6.1, Swagger `ActivityStatus`), still counted in
+    /// `items_total_count`. Drawn per row **per import** (random, not a hash of the email), so
+    /// re-sending the same row in a later import can succeed, as it would after a human
+    /// corrected it in CC's UI.
+    pub correctable_rate: f64,
+    /// Share of `GET /v3/activities/{id}` answers that are 404 `activities.api.not_found` (what
+    /// CC answers after its 10-day retention or for a bad id, reference §6.5), although the
+    /// activity exists and keeps running. Counted against the rate limits like a real 404.
+    pub activity_not_found_rate: f64,
+    /// Share of `GET /v3/activities/{id}` answers that are a 5xx (500 or 503 at random, both
+    /// declared by the Swagger, reference §7) in CC's array form; the activity is unaffected.
+    /// Unlike `error_rate`, which answers before the gate and counts nothing, these are counted
+    /// (the failure is behind CC's gateway). `error_rate` + `path_prefix` cannot express this:
+    /// the prefix `/v3/activities/` also matches `POST /v3/activities/contacts_json_import`.
+    pub activity_poll_error_rate: f64,
 }

@@ -8,6 +8,9 @@
 //! - `sign_up_form` without `email_address` (SMS-only contacts) is refused with 400 (not
 //!   simulated). Unknown list or custom-field ids → 400. `birthday_month` and `birthday_day` must
 //!   come together. `street_address` (any `kind`) maps onto the primary address columns.
+//! - Fault `signup_conflict_rate`: that share of valid `sign_up_form` calls answer 409
+//!   `[{"error_key":"contacts.api.conflict","error_message":"Conflict. You sent simultaneous
+//!   requests…"}]` and write nothing (CC's concurrent-modification 409, reference §5.1).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -347,6 +350,20 @@ pub async fn sign_up_form(
                 ));
             }
         }
+    }
+    // Fault `signup_conflict_rate`: CC's 409 "simultaneous requests attempting to modify the
+    // same contact" (reference §5.1, §7). Decided after validation, before anything is written.
+    // The key is the one observed on POST /contacts' 409 (§5.2); the text is the Swagger's.
+    if sh.chance(sh.faults().signup_conflict_rate) {
+        sh.log_update(ctx.seq, |r| r.fault = Some("conflict".into()));
+        return cc_error(
+            &sh,
+            &ctx,
+            StatusCode::CONFLICT,
+            "contacts.api.conflict",
+            "Conflict. You sent simultaneous requests that are attempting to modify the same \
+             contact.",
+        );
     }
     let now = sh.clock.now();
     let (id, created) = s.upsert(email, fields, &lists, Source::SignUpForm, now);

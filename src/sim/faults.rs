@@ -7,6 +7,10 @@
 //! - The outer middleware logs every non-admin request ([`super::RequestRecord`]) and applies the
 //!   generic faults in this order: added latency, hang (never answer until shutdown), 503 (before
 //!   anything else happens: nothing counted, nothing committed).
+//! - The endpoint-specific switches live with their endpoints, after the gate (so they are
+//!   counted like CC's own answers): `forbidden` in `api.rs`, `signup_conflict_rate` in
+//!   `contacts.rs`, `correctable_rate` and `processing_per_1000_rows_ms` in `import.rs`,
+//!   `activity_not_found_rate` and `activity_poll_error_rate` in `resources.rs`.
 
 use std::io;
 use std::pin::Pin;

@@ -20,6 +20,17 @@
 //!   email or anniversary → `correctable_count` (the Swagger lists these as correctable). SMS-only
 //!   rows are not simulated (error). `activity_errors` give the reason without naming the row,
 //!   like CC, which does not say which rows failed.
+//! - **Correctable fault** (`correctable_rate`): that share of rows that passed every check is
+//!   skipped as correctable too (not written, `correctable_count` + 1, one `activity_errors`
+//!   entry). The draw is random per row and per import, not a hash of the email: a worker that
+//!   re-sends the row later can succeed, as after a human fixed it in CC's UI. Counts follow the
+//!   Swagger's `ActivityStatus`: `items_total_count` = every row read (skipped ones included),
+//!   `items_completed_count` = all of them once completed (processed, whatever the outcome),
+//!   `error_count` = non-correctable refusals, `correctable_count` = correctable ones,
+//!   `person_count` = distinct contacts written.
+//! - **Processing time** grows with the rows read: `SimConfig::processing` +
+//!   N/1000 × (`SimConfig::processing_per_1000_rows` + fault `processing_per_1000_rows_ms`)
+//!   + `extra_processing_ms` + jitter; half of it `initialized`, half `processing`.
 //! - **Duplicates** (same email, case-insensitive) in one payload: silently de-duplicated, the
 //!   last row wins whole (earlier duplicates' fields are not merged); `person_count` counts
 //!   distinct contacts.
@@ -53,6 +64,11 @@ use super::store::Store;
 pub const MAX_ROWS: usize = 40_000;
 pub const MAX_BYTES: usize = 4_000_000;
 const MAX_CF: usize = 25;
+
+/// `activity_errors` entry of a row the `correctable_rate` fault skipped. CC names the kinds of
+/// correctable error (Swagger `ActivityStatus.correctable_count`) but not the rows.
+pub const CORRECTABLE_FAULT_MSG: &str =
+    "The contact has data that needs correcting; it is available in the product UI to correct.";
 
 /// The columns the Swagger's `JsonImportContact` names (plus `home_country`), minus the
 /// `cf:custom_field_name` placeholder.
@@ -255,6 +271,12 @@ fn accept(
             None => RowOutcome::Error("A contact must be a JSON object.".into()),
         };
         match outcome {
+            // Fault `correctable_rate`: a valid row skipped as correctable (not written, counted
+            // in `correctable_count`). Drawn afresh per import, so a re-sent row can succeed.
+            RowOutcome::Ok(_) if sh.chance(faults.correctable_rate) => {
+                correctable += 1;
+                errors.push(CORRECTABLE_FAULT_MSG.into());
+            }
             RowOutcome::Ok(r) => {
                 by_email.insert(r.email.to_lowercase(), r);
             }
@@ -268,9 +290,13 @@ fn accept(
             }
         }
     }
+    // Processing grows with the rows read (CC takes minutes for 40,000 rows, reference §6):
+    // `processing_per_1000_rows` (config) + `processing_per_1000_rows_ms` (fault), pro rata.
+    let per_1000 =
+        sh.cfg.processing_per_1000_rows + Duration::from_millis(faults.processing_per_1000_rows_ms);
     let extra = Duration::from_millis(
         faults.extra_processing_ms + sh.random_below(faults.processing_jitter_ms),
-    );
+    ) + per_1000.mul_f64(kept as f64 / 1000.0);
     let a = Activity {
         id: Uuid::new_v4(),
         account: claims.platform_user_id.clone(),

@@ -9,6 +9,14 @@
 //! [`import`] (4 MB cut, row errors, duplicates), [`api`] (401, 415, 400 forms), [`schema`]
 //! (Swagger → JSON Schema), [`faults`] (drop, hang, 503), [`admin`] (the `/_sim/` API).
 //!
+//! Harsh-CC switches ([`Faults`], all off by default; `PUT /_sim/faults` or [`Sim::set_faults`]):
+//! processing that grows with the rows of an import (`processing_per_1000_rows_ms`, also
+//! [`SimConfig::processing_per_1000_rows`]), 403 on every API call (`forbidden`), 409 on
+//! `sign_up_form` (`signup_conflict_rate`), rows skipped as correctable (`correctable_rate`),
+//! 404 and 5xx on activity polls (`activity_not_found_rate`, `activity_poll_error_rate`).
+//! Always on, as in CC: 400 for an import naming an unknown list, 429 past
+//! [`SimConfig::max_queued_activities`] queued activities.
+//!
 //! Start one in-process with [`Sim::start`] (random port) or standalone with `ccsync sim`.
 //! Everything the handle offers is also on the admin HTTP API under `/_sim/` (see
 //! `docs/simulator.md`).
@@ -297,6 +305,7 @@ pub async fn run_cli(a: &crate::cli::SimArgs) -> std::io::Result<()> {
         auto_approve: a.auto_approve,
         device_interval_secs: a.device_interval_secs,
         processing: Duration::from_millis(a.processing_ms),
+        processing_per_1000_rows: Duration::from_millis(a.processing_per_1000_rows_ms),
         client_secret: a.client_secret.clone(),
         seed: a.seed,
         ..SimConfig::default()

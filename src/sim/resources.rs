@@ -8,6 +8,11 @@
 //! - `GET /activities` lists newest first; `state` must be one of the Swagger enum values;
 //!   activities are kept for the simulator's lifetime (CC keeps 10 days).
 //! - An unknown or malformed activity id → 404 `activities.api.not_found`.
+//! - Poll faults on `GET /activities/{id}` only (they pass the gate, so they are counted against
+//!   the rate limits like CC's own answers): `activity_not_found_rate` answers that same 404 for
+//!   an activity that exists (as after CC's 10-day retention, §6.5); `activity_poll_error_rate`
+//!   answers 500 `server.error` or 503 `server.unavailable` (even odds) in the array form. The
+//!   activity keeps running either way.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +27,7 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use super::activity::settle;
-use super::api::{cc_error, json_body, limit_param};
+use super::api::{cc_error, json_body, limit_param, server_error};
 use super::faults::Ctx;
 use super::state::{Shared, lock};
 use super::store::CreateError;
@@ -181,6 +186,21 @@ pub async fn activity(
     Extension(ctx): Extension<Ctx>,
     Path(id): Path<String>,
 ) -> Response {
+    // Poll faults (reference §6.5, §7): the answer is lost, the activity keeps running.
+    let f = sh.faults();
+    if sh.chance(f.activity_poll_error_rate) {
+        sh.log_update(ctx.seq, |r| r.fault = Some("error".into()));
+        let status = if sh.chance(0.5) {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        return server_error(&sh, &ctx, status);
+    }
+    if sh.chance(f.activity_not_found_rate) {
+        sh.log_update(ctx.seq, |r| r.fault = Some("not_found".into()));
+        return activity_not_found(&sh, &ctx);
+    }
     let mut s = lock(&sh.store);
     settle(&mut s);
     let found = Uuid::parse_str(&id)
@@ -188,14 +208,18 @@ pub async fn activity(
         .and_then(|u| s.activities.iter().find(|a| a.id == u));
     match found {
         Some(a) => Json(a.to_json()).into_response(),
-        None => cc_error(
-            &sh,
-            &ctx,
-            StatusCode::NOT_FOUND,
-            "activities.api.not_found",
-            "Resource not found for the activity_id provided.",
-        ),
+        None => activity_not_found(&sh, &ctx),
     }
+}
+
+fn activity_not_found(sh: &Shared, ctx: &Ctx) -> Response {
+    cc_error(
+        sh,
+        ctx,
+        StatusCode::NOT_FOUND,
+        "activities.api.not_found",
+        "Resource not found for the activity_id provided.",
+    )
 }
 
 pub async fn activities(

@@ -39,7 +39,9 @@ pub struct RequestRecord {
     pub status: Option<u16>,
     /// OAuth `error` or CC `error_key` of an error response.
     pub error: Option<String>,
-    /// The fault applied, if any: `error`, `hang`, `drop`, `lost_hang`.
+    /// The fault applied, if any: `error` (injected 503, or a 5xx on an activity poll), `hang`,
+    /// `drop`, `lost_hang`, `forbidden` (403), `conflict` (sign_up_form 409), `not_found`
+    /// (activity-poll 404).
     pub fault: Option<String>,
 }
 
