@@ -110,6 +110,72 @@ pub fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
+/// The account whose lists `CCSYNC_DEFAULT_LIST_IDS` are checked against at start.
+const DEFAULT_ACCOUNT: &str = "default";
+
+fn missing_lists_line(gone: &[uuid::Uuid]) -> String {
+    let ids: Vec<String> = gone.iter().map(uuid::Uuid::to_string).collect();
+    format!(
+        "default list {} (CCSYNC_DEFAULT_LIST_IDS) does not exist in CC account '{DEFAULT_ACCOUNT}'; create it in CC or fix the setting",
+        ids.join(", ")
+    )
+}
+
+/// Everything a sender needs, connected: shared limiter, token provider, ledger, crash marks,
+/// the CC client.
+async fn build_ctx(settings: &Settings) -> Result<(Arc<Ctx>, Arc<TokenProvider>), AppError> {
+    let limiter = SharedLimiter::connect(settings, &settings.client_id)
+        .await
+        .map_err(|e| AppError::Start(e.to_string()))?;
+    let gate: Arc<dyn Gate> = limiter.clone();
+    let tokens = TokenProvider::connect(settings, gate.clone())
+        .await
+        .map_err(|e| AppError::Start(e.to_string()))?;
+    let ledger = Ledger::connect(settings).map_err(|e| AppError::Start(e.to_string()))?;
+    let (min, max) = settings.linger_bounds();
+    let pacing = Arc::new(LimiterPacing {
+        limiter: limiter.clone(),
+        min,
+        max,
+    });
+    let api = Api::new(
+        crate::cc::http_client(Duration::from_secs(settings.worker.request_timeout_secs)),
+        &settings.api_base_url,
+    );
+    let marks =
+        crate::poison::Marks::connect(settings).map_err(|e| AppError::Start(e.to_string()))?;
+    let mut ctx = Ctx::new(
+        api,
+        tokens.clone(),
+        gate,
+        Some(pacing),
+        Some(Arc::new(ledger)),
+        settings.worker.clone(),
+    );
+    ctx.marks = Some(Arc::new(marks));
+    ctx.default_lists = settings.default_list_ids.clone();
+    Ok((Arc::new(ctx), tokens))
+}
+
+/// `ccsync config check`'s look at CC: the default lists exist in the default account. `Ok`
+/// carries a warning when CC or the token set cannot be reached (the check is then skipped).
+pub async fn check_default_lists(settings: &Settings) -> Result<Option<String>, AppError> {
+    if settings.default_list_ids.is_empty() {
+        return Ok(None);
+    }
+    let (ctx, _tokens) = match build_ctx(settings).await {
+        Ok(v) => v,
+        Err(e) => return Ok(Some(format!("cannot check the default lists against CC: {e}"))),
+    };
+    match pipeline::lists::missing_default_lists(&ctx, DEFAULT_ACCOUNT).await {
+        Ok(gone) if gone.is_empty() => Ok(None),
+        Ok(gone) => Err(AppError::Start(missing_lists_line(&gone))),
+        Err(e) => Ok(Some(format!(
+            "cannot check the default lists against CC: {e}"
+        ))),
+    }
+}
+
 /// Run a worker until `shutdown` fires.
 pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> Result<(), AppError> {
     crate::clock::set_offset_secs(settings.testing.clock_offset_secs);
@@ -125,41 +191,25 @@ pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> Resu
         tracing::warn!("{w}");
     }
     m.auth_state.set(1);
-    let limiter = SharedLimiter::connect(&settings, &settings.client_id)
-        .await
-        .map_err(|e| AppError::Start(e.to_string()))?;
-    let gate: Arc<dyn Gate> = limiter.clone();
-    let tokens = TokenProvider::connect(&settings, gate.clone())
-        .await
-        .map_err(|e| AppError::Start(e.to_string()))?;
+    let (ctx, tokens) = build_ctx(&settings).await?;
     crate::telemetry::health()
         .redis_ok
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let background = tokens.spawn_background(shutdown.clone());
-    let ledger = Ledger::connect(&settings).map_err(|e| AppError::Start(e.to_string()))?;
-    let (min, max) = settings.linger_bounds();
-    let pacing = Arc::new(LimiterPacing {
-        limiter: limiter.clone(),
-        min,
-        max,
-    });
-    let api = Api::new(
-        crate::cc::http_client(Duration::from_secs(settings.worker.request_timeout_secs)),
-        &settings.api_base_url,
-    );
-    let marks =
-        crate::poison::Marks::connect(&settings).map_err(|e| AppError::Start(e.to_string()))?;
-    let mut ctx = Ctx::new(
-        api,
-        tokens,
-        gate,
-        Some(pacing),
-        Some(Arc::new(ledger)),
-        settings.worker.clone(),
-    );
-    ctx.marks = Some(Arc::new(marks));
-    ctx.default_lists = settings.default_list_ids.clone();
-    let ctx = Arc::new(ctx);
+    // A default list CC lacks would fail every import that uses it: refuse to start on it.
+    match pipeline::lists::missing_default_lists(&ctx, DEFAULT_ACCOUNT).await {
+        Ok(gone) if !gone.is_empty() => {
+            shutdown.cancel();
+            let _ = background.await;
+            let _ = server.await;
+            return Err(AppError::Start(missing_lists_line(&gone)));
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot check the default lists against CC now; the worker checks them before each batch"
+        ),
+    }
     let res = pipeline::run(settings, ctx, shutdown.clone()).await;
     shutdown.cancel();
     let _ = background.await;

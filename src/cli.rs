@@ -168,6 +168,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             for w in settings.warnings() {
                 println!("warning: {w}");
             }
+            if let Some(w) = crate::app::check_default_lists(&settings).await? {
+                println!("warning: {w}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Publish(args) => {

@@ -53,7 +53,7 @@ pub struct Metrics {
     pub activities_in_flight: IntGauge,
     /// From import created to activity terminal.
     pub activity_duration: Histogram,
-    /// 1 while consumption is paused, by reason: auth | quota | outage | forbidden.
+    /// 1 while consumption is paused, by reason: auth | quota | outage | forbidden | config.
     pub paused: IntGaugeVec,
     /// Probes sent while paused for an outage or a 403, by reason.
     pub probes: IntCounterVec,
@@ -190,7 +190,7 @@ impl Metrics {
         )
         .expect("valid");
         r.register(Box::new(paused.clone())).expect("unique");
-        for reason in ["auth", "quota", "outage", "forbidden"] {
+        for reason in ["auth", "quota", "outage", "forbidden", "config"] {
             paused.with_label_values(&[reason]).set(0);
         }
         let probes = IntCounterVec::new(
@@ -202,7 +202,7 @@ impl Metrics {
         )
         .expect("valid");
         r.register(Box::new(probes.clone())).expect("unique");
-        for reason in ["outage", "forbidden"] {
+        for reason in ["outage", "forbidden", "config"] {
             probes.with_label_values(&[reason]).inc_by(0);
         }
         let refresh_token_age = Gauge::new(

@@ -26,6 +26,8 @@ pub enum Pause {
     Outage { account: String },
     /// CC answers 403 (scope, user privilege, app status): probe slowly until it stops.
     Forbidden { account: String },
+    /// A configured default list (`CCSYNC_DEFAULT_LIST_IDS`) does not exist in the account.
+    Config { account: String, list: uuid::Uuid },
 }
 
 impl Pause {
@@ -36,6 +38,7 @@ impl Pause {
             Pause::Quota { .. } => "quota",
             Pause::Outage { .. } => "outage",
             Pause::Forbidden { .. } => "forbidden",
+            Pause::Config { .. } => "config",
         }
     }
 }

@@ -29,6 +29,7 @@
 mod call;
 mod ctx;
 mod fields;
+pub mod lists;
 pub mod sender;
 mod settle;
 
@@ -373,6 +374,23 @@ async fn wait_out_pause(ctx: &Ctx, p: Pause, shutdown: &CancellationToken) {
                 wait = (wait * 2).min(PROBE_MAX);
             }
             ctx.outage.answered();
+        }
+        Pause::Config { account, list } => {
+            tracing::error!(account = %account, %list, "paused: the default list {list} (CCSYNC_DEFAULT_LIST_IDS) does not exist in CC account '{account}'; create it or fix the setting; checking again every {}s; messages stay queued", lists::LISTS_RECHECK.as_secs());
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(lists::LISTS_RECHECK) => {}
+                }
+                m.probes.with_label_values(&[reason]).inc();
+                match lists::missing_default_lists(ctx, &account).await {
+                    Ok(gone) if !gone.contains(&list) => {
+                        tracing::info!(account = %account, %list, "the default list exists again; resuming");
+                        break;
+                    }
+                    _ => {}
+                }
+            }
         }
     }
     m.paused.with_label_values(&[reason]).set(0);
