@@ -3,13 +3,19 @@
 //!
 //! Topology (declared idempotently by every worker and by `ccsync publish`):
 //! * `<queue>`: a durable **quorum** queue (replicated, and it counts redeliveries in
-//!   `x-delivery-count`, which the worker uses to dead-letter poison messages). If the queue
-//!   already exists with other arguments (for example a classic queue an operator made), the
-//!   worker uses it as it is and logs a warning instead of failing.
+//!   `x-delivery-count`, which the worker uses to dead-letter poison messages), with an explicit
+//!   `x-delivery-limit` ([`DELIVERY_LIMIT`]) and `<queue>.dlx` as its dead-letter exchange
+//!   (docs/operations.md, "Delivery limits"). If the queue already exists with other arguments
+//!   (for example a classic queue an operator made, or one an older ccsync declared), the worker
+//!   uses it as it is and logs a warning instead of failing.
 //! * `<queue>.dlx`: a durable fanout exchange, bound to `<queue>.dead`, a durable queue.
 //!   Dead letters are published there by the worker with `x-ccsync-reason`, `x-ccsync-detail`
-//!   and `x-ccsync-failed-at` headers, confirmed by the broker, and only then is the original
-//!   acked (DESIGN §2): a crash in between leaves a duplicate dead letter, never a lost message.
+//!   and `x-ccsync-failed-at` headers, `mandatory` and confirmed by the broker, and only then is
+//!   the original acked (DESIGN §2): a crash in between leaves a duplicate dead letter, and an
+//!   unroutable one leaves the original in the queue, never a lost message.
+//!
+//! Giving a message back: [`Tag::requeue`] (a nack, which quorum queues count) or
+//! [`Tag::requeue_blameless`] (a confirmed copy, then an ack: never counted).
 //!
 //! Following the lapin examples: `basic_qos` before `basic_consume`; on shutdown cancel the
 //! consumer first, settle, then close the channel and the connection.
