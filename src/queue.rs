@@ -3,13 +3,19 @@
 //!
 //! Topology (declared idempotently by every worker and by `ccsync publish`):
 //! * `<queue>`: a durable **quorum** queue (replicated, and it counts redeliveries in
-//!   `x-delivery-count`, which the worker uses to dead-letter poison messages). If the queue
-//!   already exists with other arguments (for example a classic queue an operator made), the
-//!   worker uses it as it is and logs a warning instead of failing.
+//!   `x-delivery-count`, which the worker uses to dead-letter poison messages), with an explicit
+//!   `x-delivery-limit` ([`DELIVERY_LIMIT`]) and `<queue>.dlx` as its dead-letter exchange
+//!   (docs/operations.md, "Delivery limits"). If the queue already exists with other arguments
+//!   (for example a classic queue an operator made, or one an older ccsync declared), the worker
+//!   uses it as it is and logs a warning instead of failing.
 //! * `<queue>.dlx`: a durable fanout exchange, bound to `<queue>.dead`, a durable queue.
 //!   Dead letters are published there by the worker with `x-ccsync-reason`, `x-ccsync-detail`
-//!   and `x-ccsync-failed-at` headers, confirmed by the broker, and only then is the original
-//!   acked (DESIGN §2): a crash in between leaves a duplicate dead letter, never a lost message.
+//!   and `x-ccsync-failed-at` headers, `mandatory` and confirmed by the broker, and only then is
+//!   the original acked (DESIGN §2): a crash in between leaves a duplicate dead letter, and an
+//!   unroutable one leaves the original in the queue, never a lost message.
+//!
+//! Giving a message back: [`Tag::requeue`] (a nack, which quorum queues count) or
+//! [`Tag::requeue_blameless`] (a confirmed copy, then an ack: never counted).
 //!
 //! Following the lapin examples: `basic_qos` before `basic_consume`; on shutdown cancel the
 //! consumer first, settle, then close the channel and the connection.
@@ -24,7 +30,9 @@ use lapin::options::{
     QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 use secrecy::{ExposeSecret, SecretString};
 
 /// A broker failure. Every variant means: the connection or channel is gone or unusable;
@@ -39,6 +47,15 @@ pub enum QueueError {
     Broker(String),
     #[error("RabbitMQ refused a publish (nack) for routing key {0}")]
     Nacked(String),
+    /// A `mandatory` publish the broker returned: no queue is bound for it. The message was not
+    /// stored anywhere, so the delivery it was meant to settle is left unsettled (not acked).
+    #[error(
+        "RabbitMQ could not route a message published to exchange {exchange:?} with routing key {routing_key:?}: no queue is bound there"
+    )]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
 }
 
 impl From<lapin::Error> for QueueError {
@@ -65,6 +82,38 @@ impl Topology {
     }
 }
 
+/// The broker's own delivery limit the worker declares on `<queue>` (`x-delivery-limit`).
+///
+/// A backstop far above the worker's own poison limit (`worker.max_redeliveries`, 10 by
+/// default), which dead-letters with a reason first. Why declare one at all: RabbitMQ 4.0+ gives
+/// every quorum queue a default limit of 20, and on 3.10–4.2 every return counts toward it
+/// (a nack with requeue, a channel closed or a consumer crashed while holding the message), so
+/// an outage with reconnects could exhaust 20 without the message being at fault. Why not -1
+/// ("unlimited" on 4.x): RabbitMQ 3.10 accepts -1 but then drops a message at its first return
+/// (tested against 3.10.8; docs/operations.md, "Delivery limits"). A positive value means the
+/// same on every version.
+pub const DELIVERY_LIMIT: i64 = 1_000;
+
+/// The arguments the worker declares `<queue>` with: a quorum queue (replicated, and it counts
+/// returns in `x-delivery-count`), [`DELIVERY_LIMIT`], and `<queue>.dlx` as its dead-letter
+/// exchange so a message the broker drops at that limit lands in `<queue>.dead`.
+fn queue_arguments(t: &Topology) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(DELIVERY_LIMIT),
+    );
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(t.dlx.as_str().into()),
+    );
+    args
+}
+
 /// A connection to the broker.
 pub struct Broker {
     conn: Connection,
@@ -85,40 +134,17 @@ impl Broker {
         self.conn.status().connected()
     }
 
-    /// Declare the queue, the dead-letter exchange and the dead-letter queue (idempotent).
+    /// Declare the dead-letter exchange and queue, then the queue (idempotent).
+    ///
+    /// The dead-letter pair goes first because the queue names `<queue>.dlx` as its
+    /// `x-dead-letter-exchange`: whatever the broker itself drops from the queue (a delivery
+    /// limit reached, a length limit or TTL an operator set by policy) lands in `<queue>.dead`
+    /// instead of vanishing. See [`queue_arguments`] for the arguments and why.
     pub async fn declare(&self, t: &Topology) -> Result<(), QueueError> {
         let ch = self.conn.create_channel().await?;
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
         let durable = QueueDeclareOptions {
             durable: true,
             ..QueueDeclareOptions::default()
-        };
-        if let Err(e) = ch
-            .queue_declare(t.queue.as_str().into(), durable, args)
-            .await
-        {
-            // PRECONDITION_FAILED closes the channel: check the existing queue on a new one.
-            tracing::warn!(queue = %t.queue, error = %e, "queue exists with other arguments; using it as it is");
-            let ch2 = self.conn.create_channel().await?;
-            ch2.queue_declare(
-                t.queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-            let _ = ch2.close(200, "ok".into()).await;
-        }
-        let ch = if ch.status().connected() {
-            ch
-        } else {
-            self.conn.create_channel().await?
         };
         ch.exchange_declare(
             t.dlx.as_str().into(),
@@ -140,7 +166,35 @@ impl Broker {
             FieldTable::default(),
         )
         .await?;
-        let _ = ch.close(200, "ok".into()).await;
+        if let Err(e) = ch
+            .queue_declare(t.queue.as_str().into(), durable, queue_arguments(t))
+            .await
+        {
+            // PRECONDITION_FAILED (the queue exists with other arguments: made by an operator, or
+            // by an older ccsync that declared fewer) closes the channel: check on a new one that
+            // it exists, and use it as it is. Operators give an existing queue the same settings
+            // with a policy (docs/operations.md, "Delivery limits").
+            tracing::warn!(
+                queue = %t.queue,
+                error = %e,
+                "queue exists with other arguments; using it as it is (apply x-delivery-limit and \
+                 x-dead-letter-exchange with a policy: docs/operations.md, Delivery limits)"
+            );
+            let ch2 = self.conn.create_channel().await?;
+            ch2.queue_declare(
+                t.queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+            let _ = ch2.close(200, "ok".into()).await;
+        }
+        if ch.status().connected() {
+            let _ = ch.close(200, "ok".into()).await;
+        }
         Ok(())
     }
 
@@ -191,7 +245,8 @@ impl Broker {
             unsettled,
             settler: Settler {
                 dl,
-                dlx: t.dlx.clone(),
+                topology: t.clone(),
+                returns: std::sync::Arc::default(),
             },
         })
     }
@@ -400,6 +455,9 @@ pub struct Incoming {
     /// How often the broker delivered it before (quorum queues' `x-delivery-count`).
     pub delivery_count: u32,
     pub redelivered: bool,
+    /// How often ccsync gave it back with [`Tag::requeue_blameless`] (`x-ccsync-requeues`);
+    /// for logs, never a reason to give up on a message.
+    pub requeues: u32,
     pub tag: Tag,
 }
 
@@ -563,6 +621,80 @@ impl Window {
 pub struct Tag {
     delivery_tag: u64,
     unsettled: std::sync::Arc<Unsettled>,
+    /// What a blameless requeue re-publishes besides the body (see [`Kept`]).
+    kept: Kept,
+}
+
+/// The headers of a delivery that [`Tag::requeue_blameless`] carries over, kept small: the
+/// pipeline holds up to a whole prefetch window (65,535) of deliveries at once.
+#[derive(Debug, Clone, Default)]
+struct Kept {
+    /// `x-ccsync-requeues` as delivered (0 when absent).
+    requeues: u32,
+    /// Every other header except the broker's `x-delivery-count`, boxed, and only when there is
+    /// one: ccsync's own publishers (`ccsync publish`, ingest, `dlq replay`) send none, so the
+    /// common case costs 8 bytes.
+    other: Option<Box<FieldTable>>,
+}
+
+/// The header counting blameless requeues (visibility only).
+const REQUEUES_HEADER: &str = "x-ccsync-requeues";
+
+impl Kept {
+    fn from_headers(headers: Option<&FieldTable>) -> Kept {
+        let Some(h) = headers else {
+            return Kept::default();
+        };
+        let requeues = h.inner().get(REQUEUES_HEADER).and_then(as_u32).unwrap_or(0);
+        let mut other = BTreeMap::new();
+        for (k, v) in h.inner() {
+            if k.as_str() != "x-delivery-count" && k.as_str() != REQUEUES_HEADER {
+                other.insert(k.clone(), v.clone());
+            }
+        }
+        Kept {
+            requeues,
+            other: (!other.is_empty()).then(|| Box::new(FieldTable::from(other))),
+        }
+    }
+
+    /// The headers of the re-published copy: the kept ones and one more requeue.
+    fn republished(&self) -> FieldTable {
+        let mut h = self.other.as_deref().cloned().unwrap_or_default();
+        h.insert(
+            REQUEUES_HEADER.into(),
+            AMQPValue::LongLongInt(i64::from(self.requeues.saturating_add(1))),
+        );
+        h
+    }
+}
+
+/// A header's integer value (RabbitMQ sends `x-delivery-count` as a signed 64-bit `l`; other
+/// publishers pick other widths).
+fn as_u32(v: &AMQPValue) -> Option<u32> {
+    match *v {
+        AMQPValue::LongLongInt(n) => u32::try_from(n).ok(),
+        AMQPValue::LongInt(n) => u32::try_from(n).ok(),
+        AMQPValue::ShortInt(n) => u32::try_from(n).ok(),
+        AMQPValue::ShortShortInt(n) => u32::try_from(n).ok(),
+        AMQPValue::LongUInt(n) => Some(n),
+        AMQPValue::ShortUInt(n) => Some(u32::from(n)),
+        AMQPValue::ShortShortUInt(n) => Some(u32::from(n)),
+        _ => None,
+    }
+}
+
+/// How [`Tag::requeue_blameless`] gave a delivery back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeued {
+    /// A confirmed copy is in the queue and the original is acked: the broker counts nothing
+    /// against it (`x-delivery-count` starts again).
+    Blameless,
+    /// The copy could not be published or was returned, so the original was nack-requeued as
+    /// [`Tag::requeue`] does: it is back in the queue, and the broker counts that return.
+    Counted,
+    /// It was settled before (acked, requeued or dead-lettered): nothing was done.
+    AlreadySettled,
 }
 
 impl std::fmt::Debug for Tag {
@@ -600,6 +732,44 @@ impl Tag {
             errors.extend(open.flush(&u.channel, false).await);
         }
         errors
+    }
+
+    /// Whether the pipeline still holds this delivery (not acked, requeued or dead-lettered).
+    async fn is_held(&self) -> bool {
+        let mut open = self.unsettled.open.lock().await;
+        matches!(open.slot(self.delivery_tag), Some(Slot::Held))
+    }
+
+    /// Not now, and not the message's fault: give it back so that it never counts toward a
+    /// delivery limit (the worker's `worker.max_redeliveries` or the broker's `x-delivery-limit`).
+    ///
+    /// A nack with requeue (what [`Tag::requeue`] does) makes a quorum queue count a return in
+    /// `x-delivery-count` (RabbitMQ 3.10–4.2; 4.0+ drop or dead-letter a message at 20 by
+    /// default). Instead this publishes a copy of `body` (the original body the pipeline holds) to
+    /// the queue through the default exchange, as upstream does (persistent, `application/json`),
+    /// with the delivery's headers except `x-delivery-count` and with `x-ccsync-requeues`
+    /// incremented; `mandatory`, and only once the broker confirmed it is the original acked
+    /// (through the ack window). If the copy is not confirmed (returned, nacked, channel error)
+    /// the original is nack-requeued instead: never lost, but counted ([`Requeued::Counted`]).
+    /// The copy joins the back of the queue.
+    ///
+    /// `Err` only when even the fallback nack failed: the channel is gone, and the broker returns
+    /// the delivery by itself.
+    pub async fn requeue_blameless(
+        &self,
+        settler: &Settler,
+        body: &[u8],
+    ) -> Result<Requeued, QueueError> {
+        settler
+            .requeue_blameless_many(&[(self, body)])
+            .await
+            .pop()
+            .unwrap_or(Ok(Requeued::AlreadySettled))
+    }
+
+    /// How often ccsync gave this delivery back with [`Tag::requeue_blameless`].
+    pub fn requeues(&self) -> u32 {
+        self.kept.requeues
     }
 
     /// Not now: return the message to the queue for a later attempt.
@@ -686,38 +856,56 @@ impl Consumer {
 }
 
 fn incoming(d: Delivery, unsettled: &std::sync::Arc<Unsettled>) -> Incoming {
-    let delivery_count = d
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get("x-delivery-count").cloned())
-        .and_then(|v| match v {
-            AMQPValue::LongLongInt(n) => u32::try_from(n).ok(),
-            AMQPValue::LongInt(n) => u32::try_from(n).ok(),
-            AMQPValue::ShortInt(n) => u32::try_from(n).ok(),
-            AMQPValue::LongUInt(n) => Some(n),
-            _ => None,
-        })
+    let headers = d.properties.headers().as_ref();
+    let delivery_count = headers
+        .and_then(|h| h.inner().get("x-delivery-count"))
+        .and_then(as_u32)
         .unwrap_or(0);
+    let kept = Kept::from_headers(headers);
     Incoming {
         body: d.data,
         delivery_count,
         redelivered: d.redelivered,
+        requeues: kept.requeues,
         tag: Tag {
             delivery_tag: d.delivery_tag,
             unsettled: unsettled.clone(),
+            kept,
         },
     }
 }
 
-/// Dead-letters deliveries: publish to `<queue>.dlx` with the reason, await the confirm, then ack.
+/// Settles deliveries by publishing: dead letters to `<queue>.dlx` with a reason, blameless
+/// requeues to `<queue>`. Each publish is `mandatory` and confirmed before the original is acked.
+///
+/// Why `mandatory`: without it the broker confirms a message no queue is bound for and drops it,
+/// and the worker would then ack the original: lost. With it, an unroutable message comes back
+/// (`basic.return`, before its confirm) and the original is not acked.
 #[derive(Clone)]
 pub struct Settler {
     dl: Publisher,
-    dlx: String,
+    topology: Topology,
+    /// One batch of mandatory publishes at a time on `dl` (see [`Settler::publish_mandatory`]).
+    returns: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// One mandatory publish.
+struct Outgoing {
+    exchange: String,
+    routing_key: String,
+    body: Vec<u8>,
+    headers: FieldTable,
 }
 
 impl Settler {
+    /// Publish `body` to `<queue>.dlx` with the reason headers (DESIGN §2), await the broker's
+    /// confirm, then ack the delivery.
+    ///
+    /// Errors leave the delivery unsettled (it returns to the queue when the channel closes).
+    /// [`QueueError::Unroutable`]: `<queue>.dlx` has no bound queue (someone deleted or unbound
+    /// `<queue>.dead`); it is logged, counted in `ccsync_dead_letters_unroutable_total`, and the
+    /// original is not acked. The caller should leave the delivery alone, not requeue it: a
+    /// requeued poison message would come straight back and fail the same way in a hot loop.
     pub async fn dead_letter(
         &self,
         tag: &Tag,
@@ -741,10 +929,198 @@ impl Settler {
             ShortString::from("x-ccsync-failed-at"),
             AMQPValue::LongString(LongString::from(failed_at.as_str())),
         );
-        self.dl
-            .publish_with_headers(&self.dlx, "", body, FieldTable::from(h))
-            .await?;
-        tag.ack().await
+        let out = Outgoing {
+            exchange: self.topology.dlx.clone(),
+            routing_key: String::new(),
+            body: body.to_vec(),
+            headers: FieldTable::from(h),
+        };
+        let published = self.publish_mandatory(vec![out]).await.pop();
+        match published.unwrap_or_else(|| Err(QueueError::Broker("no publish result".into()))) {
+            Ok(()) => tag.ack().await,
+            Err(e @ QueueError::Unroutable { .. }) => {
+                crate::telemetry::metrics().dead_letters_unroutable.inc();
+                let t = &self.topology;
+                tracing::error!(
+                    exchange = %t.dlx,
+                    dead_queue = %t.dead,
+                    reason,
+                    "dead letter unroutable: no queue is bound to {dlx}, so the message stays \
+                     unacked in {queue} (redelivered when this channel closes); re-declare {dead} \
+                     and bind it to {dlx}, or restart a worker (it declares the topology)",
+                    dlx = t.dlx,
+                    queue = t.queue,
+                    dead = t.dead,
+                );
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Give deliveries back without blame: see [`Tag::requeue_blameless`]. One result per
+    /// delivery, in order; many at once pipeline their publishes (one round trip, not one each).
+    pub async fn requeue_blameless_many(
+        &self,
+        deliveries: &[(&Tag, &[u8])],
+    ) -> Vec<Result<Requeued, QueueError>> {
+        let mut results: Vec<Option<Result<Requeued, QueueError>>> =
+            (0..deliveries.len()).map(|_| None).collect();
+        // Only deliveries still held: a copy of a settled one would be a duplicate.
+        let mut todo = Vec::new();
+        for (i, (tag, _)) in deliveries.iter().enumerate() {
+            if tag.is_held().await {
+                todo.push(i);
+            } else {
+                results[i] = Some(Ok(Requeued::AlreadySettled));
+            }
+        }
+        let outgoing = todo
+            .iter()
+            .map(|&i| {
+                let (tag, body) = deliveries[i];
+                Outgoing {
+                    exchange: String::new(),
+                    routing_key: self.topology.queue.clone(),
+                    body: body.to_vec(),
+                    headers: tag.kept.republished(),
+                }
+            })
+            .collect();
+        let published = self.publish_mandatory(outgoing).await;
+        let mut copied = Vec::new();
+        for (&i, p) in todo.iter().zip(published) {
+            let tag = deliveries[i].0;
+            match p {
+                Ok(()) => copied.push(i),
+                Err(e) => {
+                    // Never lose it: the plain requeue, which the broker counts.
+                    tracing::warn!(error = %e, "blameless requeue failed; requeueing the delivery itself");
+                    results[i] = Some(tag.requeue().await.map(|()| Requeued::Counted));
+                }
+            }
+        }
+        // Through the ack window, so the `multiple` folding keeps working.
+        let tags: Vec<Tag> = copied.iter().map(|&i| deliveries[i].0.clone()).collect();
+        for e in Tag::ack_many(&tags).await {
+            // The copy is in the queue and the original returns when the channel closes: a
+            // duplicate, which is safe (imports are upserts).
+            tracing::warn!(error = %e, "ack after a blameless requeue failed; the message may come twice");
+        }
+        for i in copied {
+            results[i] = Some(Ok(Requeued::Blameless));
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Ok(Requeued::AlreadySettled)))
+            .collect()
+    }
+
+    /// Publish each message `mandatory` and await every confirm: per message `Ok` once the broker
+    /// stored it, [`QueueError::Unroutable`] if it returned it, another error if it was nacked or
+    /// the channel failed.
+    ///
+    /// lapin hands a returned message to whichever confirm it completes next, and a `multiple`
+    /// confirm completes several in no set order, so with several publishes in flight the
+    /// confirm carrying a return need not be the returned message's own. Hence one batch at a
+    /// time on the channel (`returns`): every return that arrives belongs to this batch, and it
+    /// is matched to its message by content (body and headers; two messages alike in both are
+    /// interchangeable). A return that matches none marks the whole batch unconfirmed (a
+    /// duplicate, never a loss). The batch runs in its own task so a caller that stops waiting
+    /// cannot leave confirms or returns behind for the next batch.
+    async fn publish_mandatory(&self, items: Vec<Outgoing>) -> Vec<Result<(), QueueError>> {
+        let n = items.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let ch = self.dl.ch.clone();
+        let lock = self.returns.clone();
+        let batch = tokio::spawn(async move {
+            let _one_batch = lock.lock_owned().await;
+            let mut pending = Vec::with_capacity(items.len());
+            for it in &items {
+                let props = BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into())
+                    .with_headers(it.headers.clone());
+                pending.push(
+                    ch.basic_publish(
+                        it.exchange.as_str().into(),
+                        it.routing_key.as_str().into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..BasicPublishOptions::default()
+                        },
+                        &it.body,
+                        props,
+                    )
+                    .await,
+                );
+            }
+            let mut results = Vec::with_capacity(items.len());
+            let mut returned = Vec::new();
+            for (it, p) in items.iter().zip(pending) {
+                let r = match p {
+                    Err(e) => Err(QueueError::from(e)),
+                    Ok(confirm) => match confirm.await {
+                        Err(e) => Err(QueueError::from(e)),
+                        Ok(Confirmation::Ack(back)) => {
+                            returned.extend(back);
+                            Ok(())
+                        }
+                        Ok(Confirmation::Nack(back)) => {
+                            returned.extend(back);
+                            Err(QueueError::Nacked(it.routing_key.clone()))
+                        }
+                        Ok(Confirmation::NotRequested) => Err(QueueError::Broker(
+                            "the settling channel is not in confirm mode".into(),
+                        )),
+                    },
+                };
+                results.push(r);
+            }
+            let mut unmatched = false;
+            for back in returned {
+                let headers = back
+                    .delivery
+                    .properties
+                    .headers()
+                    .clone()
+                    .unwrap_or_default();
+                let mine = items.iter().zip(results.iter()).position(|(it, r)| {
+                    r.is_ok() && it.body == back.delivery.data && it.headers == headers
+                });
+                match mine {
+                    Some(i) => {
+                        results[i] = Err(QueueError::Unroutable {
+                            exchange: items[i].exchange.clone(),
+                            routing_key: items[i].routing_key.clone(),
+                        })
+                    }
+                    None => unmatched = true,
+                }
+            }
+            if unmatched {
+                tracing::warn!(
+                    "a returned message matched none of the batch; treating the batch as unconfirmed"
+                );
+                for (it, r) in items.iter().zip(results.iter_mut()) {
+                    if r.is_ok() {
+                        *r = Err(QueueError::Unroutable {
+                            exchange: it.exchange.clone(),
+                            routing_key: it.routing_key.clone(),
+                        });
+                    }
+                }
+            }
+            results
+        });
+        match batch.await {
+            Ok(r) => r,
+            Err(e) => (0..n)
+                .map(|_| Err(QueueError::Broker(format!("settling publish task: {e}"))))
+                .collect(),
+        }
     }
 }
 
@@ -794,21 +1170,38 @@ impl Publisher {
             Ok(())
         })
     }
-
-    async fn publish_with_headers(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        body: &[u8],
-        headers: FieldTable,
-    ) -> Result<(), QueueError> {
-        self.send(exchange, routing_key, body, headers).await?.await
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Slot, Window};
+    use super::{AMQPValue, FieldTable, Kept, Slot, Window};
+
+    #[test]
+    fn a_blameless_copy_drops_the_brokers_count_keeps_the_rest_and_counts_requeues() {
+        assert!(Kept::from_headers(None).other.is_none());
+        let mut h = FieldTable::default();
+        h.insert("x-delivery-count".into(), AMQPValue::LongLongInt(3));
+        let only_count = Kept::from_headers(Some(&h));
+        assert!(
+            only_count.other.is_none(),
+            "nothing else to keep: no allocation"
+        );
+        h.insert("x-ccsync-requeues".into(), AMQPValue::LongInt(4));
+        h.insert("x-upstream".into(), AMQPValue::LongString("kept".into()));
+        let kept = Kept::from_headers(Some(&h));
+        assert_eq!(kept.requeues, 4);
+        let copy = kept.republished();
+        let copy = copy.inner();
+        assert_eq!(copy.get("x-delivery-count"), None);
+        assert_eq!(
+            copy.get("x-ccsync-requeues"),
+            Some(&AMQPValue::LongLongInt(5))
+        );
+        assert_eq!(
+            copy.get("x-upstream"),
+            Some(&AMQPValue::LongString("kept".into()))
+        );
+    }
 
     #[test]
     fn the_window_follows_the_channels_tags_and_settles_each_once() {

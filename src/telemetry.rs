@@ -61,6 +61,10 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// Dead letters by reason code (the `x-ccsync-reason` header).
     pub dead_letters: IntCounterVec,
+    /// Dead letters the broker returned as unroutable (`<queue>.dlx` has no bound queue): the
+    /// original stays in the queue unacked. Anything above 0 needs an operator (re-declare
+    /// `<queue>.dead` and its binding, or restart a worker, which declares the topology).
+    pub dead_letters_unroutable: IntCounter,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -227,6 +231,14 @@ impl Metrics {
             "Messages dead-lettered, by reason code.",
             &["reason"],
         );
+        // A plain counter: present at 0 from the first scrape, so an alert on its increase works.
+        let dead_letters_unroutable = IntCounter::new(
+            "ccsync_dead_letters_unroutable_total",
+            "Dead letters the broker could not route (no queue bound to <queue>.dlx); the original stays in the queue.",
+        )
+        .expect("valid");
+        r.register(Box::new(dead_letters_unroutable.clone()))
+            .expect("unique");
         // Export every known label value from the start, so dashboards and alerts see 0 instead of
         // nothing before the first event.
         for k in [
@@ -265,6 +277,7 @@ impl Metrics {
             refresh_token_age,
             build_info,
             dead_letters,
+            dead_letters_unroutable,
         }
     }
 
