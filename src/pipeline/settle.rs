@@ -5,7 +5,7 @@
 use super::{ContactBatch, Held};
 use crate::batch::Entry;
 use crate::contact::Contact;
-use crate::queue::{Settler, Tag};
+use crate::queue::{Requeued, Settler, Tag};
 use crate::telemetry::metrics;
 
 use super::call::Stop;
@@ -37,15 +37,7 @@ pub(super) enum Disposition {
 pub(super) async fn apply(settler: &Settler, chunk: Chunk, d: Disposition) {
     match d {
         Disposition::Ack => ack_all(chunk).await,
-        Disposition::Requeue => {
-            let n = chunk.len();
-            for e in chunk {
-                for h in e.tags {
-                    requeue(settler, h).await;
-                }
-            }
-            tracing::debug!(contacts = n, "requeued without blame");
-        }
+        Disposition::Requeue => requeue(settler, chunk).await,
         Disposition::DeadLetter { reason, detail } => {
             for e in chunk {
                 for h in e.tags {
@@ -96,10 +88,38 @@ async fn ack_all(chunk: Chunk) {
         .inc_by((deliveries as u64).saturating_sub(entries));
 }
 
-/// Give one delivery back to the queue without blame.
-async fn requeue(_settler: &Settler, h: Held) {
-    if h.tag.requeue().await.is_ok() {
-        metrics().messages.with_label_values(&["requeued"]).inc();
+/// Give deliveries back to the queue without blame: a confirmed copy at the back of the queue,
+/// then the original acked, so the broker's delivery count starts again (RabbitMQ 4.x drops a
+/// message returned more than its delivery limit; docs/operations.md "Delivery limits"). Where
+/// the copy cannot be published the original is nack-requeued instead: never lost.
+async fn requeue(settler: &Settler, chunk: Chunk) {
+    let held: Vec<Held> = chunk.into_iter().flat_map(|e| e.tags).collect();
+    // Many at once pipeline their publishes; bounded so one huge chunk is not one huge frame run.
+    for part in held.chunks(1_000) {
+        let pairs: Vec<(&Tag, &[u8])> = part.iter().map(|h| (&h.tag, h.body.as_slice())).collect();
+        let mut counted = 0u64;
+        let mut back = 0u64;
+        for r in settler.requeue_blameless_many(&pairs).await {
+            match r {
+                Ok(Requeued::Blameless) => back += 1,
+                Ok(Requeued::Counted) => {
+                    back += 1;
+                    counted += 1;
+                }
+                Ok(Requeued::AlreadySettled) => {}
+                Err(e) => tracing::warn!(error = %e, "requeue failed; the broker returns the message when the channel closes"),
+            }
+        }
+        metrics()
+            .messages
+            .with_label_values(&["requeued"])
+            .inc_by(back);
+        if counted > 0 {
+            tracing::warn!(
+                counted,
+                "could not re-publish some requeued messages; nack-requeued them instead (the broker counts those returns)"
+            );
+        }
     }
 }
 
