@@ -41,7 +41,8 @@ async fn older_slow_import_never_lands_after_a_newer_fast_one(hold_secs: Option<
     .await;
     // Every later import is fast.
     world.sim.set_faults(Faults::default());
-    let b = world.spawn_worker_on(common::free_port());
+    let port_b = common::free_port();
+    let b = world.spawn_worker_on(port_b);
     let newer: Vec<Vec<u8>> = (0..N)
         .map(|i| message(&email(i), "2026-11-23T10:00:02Z", json!({"first_name": "new"})))
         .collect();
@@ -63,6 +64,7 @@ async fn older_slow_import_never_lands_after_a_newer_fast_one(hold_secs: Option<
             c.activities >= 2
                 && c.activities == c.activities_completed + c.activities_failed
                 && newest()
+                && world.settled().await + world.settled_on(port_b).await >= 2 * N as u64
         },
     )
     .await;

@@ -170,11 +170,22 @@ impl World {
 
     /// Deliveries the worker has settled for good (synced, superseded or dead-lettered).
     pub async fn settled(&self) -> u64 {
+        self.settled_on(self.metrics_port).await
+    }
+
+    /// The same for the worker whose metrics listen on `port`.
+    pub async fn settled_on(&self, port: u16) -> u64 {
+        let Some(text) = metrics_text(port).await else {
+            return 0;
+        };
         let mut n = 0.0;
         for o in ["synced", "superseded", "dead_lettered"] {
-            n += self
-                .metric(&format!("ccsync_messages_total{{outcome=\"{o}\"}}"))
-                .await
+            let series = format!("ccsync_messages_total{{outcome=\"{o}\"}}");
+            n += text
+                .lines()
+                .find(|l| l.starts_with(&series) && l[series.len()..].starts_with(' '))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.0);
         }
         n as u64
@@ -224,6 +235,16 @@ impl World {
         self.broker.close().await;
         self.sim.shutdown().await;
     }
+}
+
+/// The `/metrics` text of the worker on `port` (None while it does not answer).
+pub async fn metrics_text(port: u16) -> Option<String> {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released for a worker to take).
