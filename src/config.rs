@@ -110,6 +110,7 @@ pub struct WorkerSettings {
     pub custom_fields_refresh_secs: u64,
     pub max_redeliveries: u32,
     pub claim_lease_secs: u64,
+    pub max_held_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -325,6 +326,12 @@ impl Settings {
             return Err(invalid(
                 "CCSYNC_WORKER__REQUEST_TIMEOUT_SECS",
                 "must be at least 1 and below worker.max_hold_secs",
+            ));
+        }
+        if w.max_held_bytes < w.batch_max_bytes {
+            return Err(invalid(
+                "CCSYNC_WORKER__MAX_HELD_BYTES",
+                "must be at least worker.batch_max_bytes (a full import must fit)",
             ));
         }
         if w.claim_lease_secs == 0 {

@@ -204,7 +204,7 @@ impl Broker {
         ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
         let dl = self.publisher().await?;
         let tag = format!("ccsync-{}", uuid::Uuid::new_v4());
-        let mut inner = ch
+        let inner = ch
             .basic_consume(
                 t.queue.as_str().into(),
                 tag.as_str().into(),
@@ -223,25 +223,16 @@ impl Broker {
             channel: ch.clone(),
             open: tokio::sync::Mutex::new(Window::default()),
         });
-        let pumped = unsettled.clone();
-        let pump = tokio::spawn(async move {
-            let unsettled = pumped;
-            while let Some(d) = inner.next().await {
-                if let Ok(d) = &d {
-                    unsettled.open.lock().await.arrived(d.delivery_tag);
-                }
-                let item = d.map(|d| incoming(d, &unsettled)).map_err(QueueError::from);
-                let failed = item.is_err();
-                if tx.send(item).is_err() || failed {
-                    break;
-                }
-            }
-        });
+        let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pump = spawn_pump(inner, unsettled.clone(), tx.clone(), stopping.clone());
         Ok(Consumer {
             channel: ch,
+            queue: t.queue.clone(),
             tag,
             rx,
+            tx,
             pump,
+            stopping,
             unsettled,
             settler: Settler {
                 dl,
@@ -799,10 +790,17 @@ impl Tag {
 /// The consuming side.
 pub struct Consumer {
     channel: Channel,
+    queue: String,
+    /// The current `basic.consume`'s tag (a new one after each [`Consumer::resume`]).
     tag: String,
     /// Deliveries as the pump (see [`Broker::consume`]) converted them, in arrival order.
     rx: tokio::sync::mpsc::UnboundedReceiver<Result<Incoming, QueueError>>,
+    /// Kept so a resumed consumer's pump feeds the same receiver.
+    tx: tokio::sync::mpsc::UnboundedSender<Result<Incoming, QueueError>>,
     pump: tokio::task::JoinHandle<()>,
+    /// Set while the worker itself cancels: the pump's stream then ends quietly; otherwise the
+    /// end means the broker cancelled the consumer (a deleted queue), reported as an error.
+    stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
     unsettled: std::sync::Arc<Unsettled>,
     settler: Settler,
 }
@@ -825,9 +823,45 @@ impl Consumer {
 
     /// Stop receiving new deliveries; settled and unsettled ones stay valid until `close`.
     pub async fn cancel(&self) -> Result<(), QueueError> {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.channel
             .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
             .await?;
+        Ok(())
+    }
+
+    /// Hold off new deliveries for a while (the worker's byte budget for held deliveries is
+    /// spent): the consumer is cancelled, what it delivered stays valid and settleable on this
+    /// channel. A prefetch count bounds messages, not bytes, and RabbitMQ does not apply a new
+    /// `basic.qos` to a running consumer, so cancelling is the way to stop the flow.
+    pub async fn pause(&mut self) -> Result<(), QueueError> {
+        self.cancel().await
+    }
+
+    /// Receive again after [`Consumer::pause`]: a new `basic.consume` on the same channel (its
+    /// delivery tags go on counting, so the ack window stays valid), with a new prefetch count
+    /// when given (a channel's `basic.qos` applies to the consumers started after it).
+    pub async fn resume(&mut self, prefetch: Option<u16>) -> Result<(), QueueError> {
+        if let Some(p) = prefetch {
+            self.channel
+                .basic_qos(p.max(1), BasicQosOptions::default())
+                .await?;
+        }
+        let tag = format!("ccsync-{}", uuid::Uuid::new_v4());
+        let inner = self
+            .channel
+            .basic_consume(
+                self.queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        self.tag = tag;
+        let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.stopping = stopping.clone();
+        self.pump = spawn_pump(inner, self.unsettled.clone(), self.tx.clone(), stopping);
         Ok(())
     }
 
@@ -853,6 +887,32 @@ impl Consumer {
         let _ = self.settler.dl.ch.close(200, "bye".into()).await;
         self.pump.abort();
     }
+}
+
+/// Read a consumer's deliveries as they arrive (see [`Broker::consume`]) into `tx`.
+fn spawn_pump(
+    mut inner: lapin::Consumer,
+    unsettled: std::sync::Arc<Unsettled>,
+    tx: tokio::sync::mpsc::UnboundedSender<Result<Incoming, QueueError>>,
+    stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(d) = inner.next().await {
+            if let Ok(d) = &d {
+                unsettled.open.lock().await.arrived(d.delivery_tag);
+            }
+            let item = d.map(|d| incoming(d, &unsettled)).map_err(QueueError::from);
+            let failed = item.is_err();
+            if tx.send(item).is_err() || failed {
+                return;
+            }
+        }
+        if !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = tx.send(Err(QueueError::Broker(
+                "consumer cancelled by the broker".into(),
+            )));
+        }
+    })
 }
 
 fn incoming(d: Delivery, unsettled: &std::sync::Arc<Unsettled>) -> Incoming {

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub paused: IntGaugeVec,
     /// Probes sent while paused for an outage or a 403, by reason.
     pub probes: IntCounterVec,
+    /// Bytes of the deliveries the worker holds (against `worker.max_held_bytes`).
+    pub held_bytes: IntGauge,
     pub refresh_token_age: Gauge,
     pub build_info: IntGaugeVec,
     /// Dead letters by reason code (the `x-ccsync-reason` header).
@@ -209,6 +211,12 @@ impl Metrics {
         for reason in ["outage", "forbidden", "config"] {
             probes.with_label_values(&[reason]).inc_by(0);
         }
+        let held_bytes = IntGauge::new(
+            "ccsync_held_bytes",
+            "Bytes of the deliveries the worker holds unacked (bodies and decoded contacts).",
+        )
+        .expect("valid");
+        r.register(Box::new(held_bytes.clone())).expect("unique");
         let refresh_token_age = Gauge::new(
             "ccsync_refresh_token_age_seconds",
             "Seconds since the stored refresh token was last used; CC kills it after 180 idle days.",
@@ -274,6 +282,7 @@ impl Metrics {
             activity_duration,
             paused,
             probes,
+            held_bytes,
             refresh_token_age,
             build_info,
             dead_letters,

@@ -57,6 +57,97 @@ pub struct Held {
     pub body: Vec<u8>,
     /// When the delivery arrived: the hold bound counts from the batch's oldest delivery.
     pub received: Instant,
+    /// This delivery's share of the session's held bytes, given back when it is settled.
+    pub bytes: HeldBytes,
+}
+
+/// Bytes of one held delivery (body, decoded contact, bookkeeping), counted in the session's
+/// total while the delivery is held and taken off when it is dropped (settled).
+#[derive(Debug)]
+pub struct HeldBytes {
+    total: Arc<std::sync::atomic::AtomicUsize>,
+    n: usize,
+}
+
+impl HeldBytes {
+    fn new(total: &Arc<std::sync::atomic::AtomicUsize>, n: usize) -> HeldBytes {
+        total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        HeldBytes {
+            total: total.clone(),
+            n,
+        }
+    }
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        self.total
+            .fetch_sub(self.n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Bookkeeping per held delivery beyond its body and decoded fields (tag, ack-window slot,
+/// batch entry, allocations).
+const HELD_OVERHEAD: usize = 400;
+
+/// The prefetch window sized to `worker.max_held_bytes`: the broker pushes a whole window of
+/// deliveries at once, so its count, not the reading, bounds the bytes held.
+struct PrefetchWindow {
+    /// `worker.prefetch`: the most it may be.
+    max: u16,
+    budget: usize,
+    current: u16,
+    /// Running mean of the bytes one held delivery costs (body twice: raw and decoded).
+    mean: f64,
+    seen: u64,
+}
+
+impl PrefetchWindow {
+    /// The smallest window it shrinks to (batches of fewer would waste requests).
+    const MIN: u16 = 256;
+    /// Until messages are seen, assume 4 KB ones.
+    const ASSUMED: usize = 2 * 4096 + HELD_OVERHEAD;
+
+    fn new(max: u16, budget: usize) -> PrefetchWindow {
+        let mut w = PrefetchWindow {
+            max,
+            budget,
+            current: max,
+            mean: Self::ASSUMED as f64,
+            seen: 0,
+        };
+        w.current = w.fitting();
+        w
+    }
+
+    fn fitting(&self) -> u16 {
+        let n = (self.budget as f64 / self.mean.max(1.0)) as u64;
+        n.clamp(u64::from(Self::MIN.min(self.max)), u64::from(self.max)) as u16
+    }
+
+    fn seen(&mut self, body: usize) {
+        let cost = (2 * body + HELD_OVERHEAD) as f64;
+        self.seen += 1;
+        // A mean over about the last 100 deliveries (a change of message sizes shows quickly;
+        // the hold-off on the byte budget covers the moment in between).
+        let k = (self.seen.min(100)) as f64;
+        self.mean += (cost - self.mean) / k;
+    }
+
+    /// A new window size when the fitting one differs from the current by more than a quarter.
+    fn resize(&mut self) -> Option<u16> {
+        if self.seen == 0 {
+            return None;
+        }
+        let fit = self.fitting();
+        let (a, b) = (f64::from(fit), f64::from(self.current));
+        if (a - b).abs() > b / 4.0 {
+            self.current = fit;
+            Some(fit)
+        } else {
+            None
+        }
+    }
 }
 
 /// Contacts group by import: same account, same list set, same write path.
@@ -153,7 +244,11 @@ async fn session(
     shutdown: &CancellationToken,
 ) -> SessionEnd {
     let w = &settings.worker;
-    let mut consumer = match broker.consume(topo, w.prefetch).await {
+    // The broker pushes a whole prefetch window at once, so the window is what bounds the bytes
+    // held: start it at what the byte budget allows for 4 KB messages (the largest the issue
+    // measured), then size it to the messages really seen (see `Window`).
+    let mut window = PrefetchWindow::new(w.prefetch, w.max_held_bytes);
+    let mut consumer = match broker.consume(topo, window.current).await {
         Ok(c) => c,
         Err(e) => return SessionEnd::Lost(e),
     };
@@ -169,6 +264,10 @@ async fn session(
     let mut lost: Option<QueueError> = None;
     let mut linger = ctx.linger().await;
     let mut linger_checked = Instant::now();
+    // Bytes of the deliveries this session holds, against `worker.max_held_bytes`: a prefetch
+    // count bounds messages, not bytes (issue 11: 50,000 messages of 4.2 KB peaked at 281 MB).
+    let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut consumer_paused = false;
 
     loop {
         // Hand ready batches to free sender slots.
@@ -182,8 +281,39 @@ async fn session(
         if linger_checked.elapsed() > Duration::from_secs(5) {
             linger = ctx.linger().await;
             linger_checked = Instant::now();
+            // Re-size the prefetch window to the messages seen (a new consumer on the same
+            // channel: what it delivered stays held and settleable).
+            if !consumer_paused && let Some(p) = window.resize() {
+                tracing::debug!(prefetch = p, "resizing the prefetch window to the byte budget");
+                if let Err(e) = consumer.pause().await {
+                    lost = Some(e);
+                    break;
+                }
+                if let Err(e) = consumer.resume(Some(p)).await {
+                    lost = Some(e);
+                    break;
+                }
+            }
         }
         let next_due = batcher.next_due(linger);
+        // Byte budget: hold off the broker while held deliveries weigh more than the budget;
+        // take deliveries again below three quarters of it.
+        let held_now = held.load(std::sync::atomic::Ordering::Relaxed);
+        metrics().held_bytes.set(held_now as i64);
+        if !consumer_paused && held_now > w.max_held_bytes {
+            tracing::debug!(held_now, "byte budget for held deliveries spent; holding off the broker");
+            if let Err(e) = consumer.pause().await {
+                lost = Some(e);
+                break;
+            }
+            consumer_paused = true;
+        } else if consumer_paused && held_now < w.max_held_bytes / 4 * 3 {
+            if let Err(e) = consumer.resume(window.resize()).await {
+                lost = Some(e);
+                break;
+            }
+            consumer_paused = false;
+        }
         // Back-pressure: stop reading while the broker's prefetch is held in ready batches.
         let can_read = ready.len() < 2 * w.max_activities_in_flight;
         tokio::select! {
@@ -200,7 +330,8 @@ async fn session(
             }
             d = consumer.next(), if can_read => match d {
                 Some(Ok(inc)) => {
-                    if let Some(b) = accept(settings, ctx, &settler, &mut batcher, inc).await {
+                    window.seen(inc.body.len());
+                    if let Some(b) = accept(settings, ctx, &settler, &mut batcher, &held, inc).await {
                         ready.extend(b);
                     }
                 }
@@ -259,6 +390,7 @@ async fn accept(
     ctx: &Ctx,
     settler: &Settler,
     batcher: &mut Batcher<Contact, Held>,
+    held: &Arc<std::sync::atomic::AtomicUsize>,
     inc: Incoming,
 ) -> Option<Vec<ContactBatch>> {
     let Incoming {
@@ -302,9 +434,11 @@ async fn accept(
     match decoded {
         Ok(c) => {
             let now = Instant::now();
+            let decoded_len = crate::cc::api::import_row_len(&c);
             Some(batcher.push(
                 c,
                 Held {
+                    bytes: HeldBytes::new(held, body.len() + decoded_len + HELD_OVERHEAD),
                     tag,
                     body,
                     received: now,
@@ -456,6 +590,30 @@ mod tests {
         }
     }
     use serde_json::json;
+
+    /// The prefetch window follows the messages seen so a full window stays within the byte
+    /// budget: 4 KB messages get a small window, 200-byte ones the whole configured prefetch.
+    #[test]
+    fn the_prefetch_window_fits_the_byte_budget_to_the_messages_seen() {
+        let budget = 48_000_000;
+        let mut w = PrefetchWindow::new(65_535, budget);
+        assert!(usize::from(w.current) * PrefetchWindow::ASSUMED <= budget);
+        assert_eq!(w.resize(), None, "nothing seen yet");
+        for _ in 0..2_000 {
+            w.seen(200);
+        }
+        assert_eq!(w.resize(), Some(65_535.min((budget / 800) as u16)));
+        for _ in 0..2_000 {
+            w.seen(4_200);
+        }
+        let p = w.resize().expect("shrinks for big messages");
+        assert!(usize::from(p) * (2 * 4_200 + HELD_OVERHEAD) <= budget * 11 / 10);
+        assert_eq!(w.resize(), None, "stable while the messages are");
+        // Never below the floor, never above the configured prefetch.
+        let mut tiny = PrefetchWindow::new(100, 1);
+        tiny.seen(10_000);
+        assert_eq!(tiny.fitting(), 100);
+    }
 
     fn row_len(c: &Contact) -> usize {
         // One row in a body, minus the empty body, plus the separating comma.

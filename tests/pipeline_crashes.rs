@@ -1,0 +1,95 @@
+//! DESIGN §2 "an outage is not poison", for crashes: workers killed with SIGKILL every few
+//! seconds through a 20,000-message backlog dead-letter no valid message (every delivery a dead
+//! worker held comes back, though almost none of them killed it), while a message that kills the
+//! worker each time it is read (the test-only `testing.abort_on_email`) ends in the dead-letter
+//! queue as `crashes_worker`. CC ends with the newest value of every contact.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{World, message, store, wait_for};
+use serde_json::json;
+use tokio::process::Child;
+
+const EMAILS: usize = 5_000;
+const VERSIONS: usize = 4;
+const KILLER: &str = "killer@example.com";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkills_dead_letter_no_valid_message_but_a_killer_message_is_set_aside() {
+    let mut world = World::new(World::fast_sim()).await;
+    world.seed_tokens("default").await;
+    world.set("CCSYNC_WORKER__MAX_REDELIVERIES", "3");
+    world.set("CCSYNC_TESTING__ABORT_ON_EMAIL", KILLER);
+    // Several batches in flight, so kills land mid-import.
+    world.set("CCSYNC_WORKER__BATCH_MAX_CONTACTS", "2000");
+    let mut bodies = Vec::with_capacity(EMAILS * VERSIONS + 1);
+    for v in 0..VERSIONS {
+        for i in 0..EMAILS {
+            bodies.push(message(
+                &format!("k{i}@example.com"),
+                &format!("2026-11-23T10:00:0{v}Z"),
+                json!({"first_name": format!("v{v}")}),
+            ));
+        }
+        if v == 1 {
+            bodies.push(message(KILLER, "2026-11-23T10:00:00Z", json!({})));
+        }
+    }
+    world.publish(&bodies).await;
+    let spawn = |world: &World| world.spawn_worker_on(common::free_port());
+    let mut workers: Vec<Child> = vec![spawn(&world), spawn(&world)];
+    let done = || async {
+        let held = store(&world.sim);
+        world.queue_len().await == 0
+            && world.dead_len().await >= 1
+            && held.len() == EMAILS
+            && held.values().all(|c| {
+                c.fields.get("first_name").map(String::as_str)
+                    == Some(&format!("v{}", VERSIONS - 1))
+            })
+    };
+    // Kill one worker every 2.5 s (alternating) and start a new one; restart any worker the
+    // killer message took down.
+    let mut kills = 0;
+    let killing_until = tokio::time::Instant::now() + Duration::from_secs(40);
+    while tokio::time::Instant::now() < killing_until && !done().await {
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let w = &mut workers[kills % 2];
+        w.start_kill().ok();
+        let _ = w.wait().await;
+        *w = spawn(&world);
+        kills += 1;
+        for w in workers.iter_mut() {
+            if let Ok(Some(_)) = w.try_wait() {
+                *w = spawn(&world);
+            }
+        }
+    }
+    assert!(kills >= 5, "only {kills} kills: the backlog drained too fast to test");
+    // Then let the survivors finish (restarting any the killer takes down).
+    wait_for(
+        Duration::from_secs(180),
+        "every contact at its newest value, the killer set aside",
+        || {
+            for w in workers.iter_mut() {
+                if let Ok(Some(_)) = w.try_wait() {
+                    *w = spawn(&world);
+                }
+            }
+            done()
+        },
+    )
+    .await;
+    for w in workers {
+        assert!(world.terminate(w).await.success());
+    }
+    let dead = world.dead_letters().await;
+    assert_eq!(dead.len(), 1, "only the killer is dead-lettered: {dead:?}");
+    assert_eq!(dead[0].reason.as_deref(), Some("crashes_worker"));
+    let v: serde_json::Value = serde_json::from_slice(&dead[0].body).unwrap();
+    assert_eq!(v["contact"]["email"], KILLER);
+    assert_eq!(world.queue_len().await, 0);
+    world.cleanup().await;
+}
