@@ -81,7 +81,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .unwrap_or_else(|p| p.into_inner())
                     .entry(status)
                     .or_default() += 1;
-                if let CcError::RateLimited { error_key } = CcError::from_response(ccsync::cc::Endpoint::Contacts, status, &body) {
+                if let CcError::RateLimited { error_key } =
+                    CcError::from_response(ccsync::cc::Endpoint::Contacts, status, &body)
+                {
                     limiter.report_429(CallKind::Import, &error_key).await;
                 }
             }

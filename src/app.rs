@@ -165,7 +165,11 @@ pub async fn check_default_lists(settings: &Settings) -> Result<Option<String>, 
     }
     let (ctx, _tokens) = match build_ctx(settings).await {
         Ok(v) => v,
-        Err(e) => return Ok(Some(format!("cannot check the default lists against CC: {e}"))),
+        Err(e) => {
+            return Ok(Some(format!(
+                "cannot check the default lists against CC: {e}"
+            )));
+        }
     };
     match pipeline::lists::missing_default_lists(&ctx, DEFAULT_ACCOUNT).await {
         Ok(gone) if gone.is_empty() => Ok(None),

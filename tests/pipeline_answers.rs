@@ -52,17 +52,32 @@ async fn a_list_cc_lacks_dead_letters_its_messages_at_once_without_halving() {
     world.set("CCSYNC_WORKER__LINGER_MAX_MS", "1000");
     let typo = Uuid::new_v4();
     let mut all = messages("ok", 1000, json!({}));
-    all.extend(messages("typo", 20, json!({"list_ids": [typo.to_string()]})));
+    all.extend(messages(
+        "typo",
+        20,
+        json!({"list_ids": [typo.to_string()]}),
+    ));
     world.publish(&all).await;
     let worker = world.spawn_worker();
-    wait_for(Duration::from_secs(60), "valid synced, typos dead-lettered", || async {
-        store(&world.sim).len() == 1000 && world.dead_len().await == 20
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "valid synced, typos dead-lettered",
+        || async { store(&world.sim).len() == 1000 && world.dead_len().await == 20 },
+    )
     .await;
     assert!(world.terminate(worker).await.success());
     let dead = world.dead_letters().await;
-    assert!(dead.iter().all(|d| d.reason.as_deref() == Some("unknown_list")));
-    assert!(dead[0].detail.as_deref().unwrap().contains(&typo.to_string()));
+    assert!(
+        dead.iter()
+            .all(|d| d.reason.as_deref() == Some("unknown_list"))
+    );
+    assert!(
+        dead[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains(&typo.to_string())
+    );
     // No import was refused, so none was halved: one import per batch, its polls, and one look
     // at the account's lists.
     assert_eq!(count(&world, "/contacts_json_import", Some(400)), 0);
@@ -81,7 +96,11 @@ async fn a_list_cc_lacks_dead_letters_its_messages_at_once_without_halving() {
         .iter()
         .filter(|r| r.path.starts_with("/v3/"))
         .count();
-    assert_eq!(total, imports + polls + 1, "imports, polls and one list look-up");
+    assert_eq!(
+        total,
+        imports + polls + 1,
+        "imports, polls and one list look-up"
+    );
     assert_eq!(world.queue_len().await, 0);
     world.cleanup().await;
 }
@@ -128,7 +147,10 @@ async fn sign_ups_answered_409_are_retried_and_all_synced() {
         store(&world.sim).len() == N
     })
     .await;
-    assert!(count(&world, "/sign_up_form", Some(409)) > 0, "the fault fired");
+    assert!(
+        count(&world, "/sign_up_form", Some(409)) > 0,
+        "the fault fired"
+    );
     assert!(world.terminate(worker).await.success());
     assert_eq!(world.dead_len().await, 0);
     assert_eq!(world.queue_len().await, 0);

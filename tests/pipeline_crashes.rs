@@ -67,7 +67,10 @@ async fn sigkills_dead_letter_no_valid_message_but_a_killer_message_is_set_aside
             }
         }
     }
-    assert!(kills >= 5, "only {kills} kills: the backlog drained too fast to test");
+    assert!(
+        kills >= 5,
+        "only {kills} kills: the backlog drained too fast to test"
+    );
     // Then let the survivors finish (restarting any the killer takes down).
     wait_for(
         Duration::from_secs(180),

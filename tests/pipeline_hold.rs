@@ -32,14 +32,23 @@ async fn activity_outliving_the_hold_bound_is_requeued_without_blame_then_synced
         )])
         .await;
     let worker = world.spawn_worker();
-    wait_for(Duration::from_secs(30), "the slow import created", || async {
-        world.imports() >= 1
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "the slow import created",
+        || async { world.imports() >= 1 },
+    )
     .await;
     world.sim.set_faults(Faults::default());
-    wait_for(Duration::from_secs(60), "synced once CC is done", || async {
-        world.metric("ccsync_messages_total{outcome=\"synced\"}").await == Some(1.0)
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "synced once CC is done",
+        || async {
+            world
+                .metric("ccsync_messages_total{outcome=\"synced\"}")
+                .await
+                == Some(1.0)
+        },
+    )
     .await;
     assert!(world.sim.contact("slow@example.com").is_some());
     // Requeued (without blame) while the slow import ran, never dead-lettered.

@@ -66,8 +66,15 @@ async fn an_outage_of_fifteen_hold_periods_dead_letters_nothing_and_costs_few_re
     // Fifteen hold periods of outage (30 s); the worker stays ready all along.
     let outage_end = tokio::time::Instant::now() + Duration::from_secs(30);
     while tokio::time::Instant::now() < outage_end {
-        assert!(ready(world.metrics_port).await, "a paused worker stays ready");
-        assert_eq!(world.dead_len().await, 0, "nothing dead-lettered during the outage");
+        assert!(
+            ready(world.metrics_port).await,
+            "a paused worker stays ready"
+        );
+        assert_eq!(
+            world.dead_len().await,
+            0,
+            "nothing dead-lettered during the outage"
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let spent = api_requests_since(&world, from);
@@ -126,9 +133,11 @@ async fn a_403_pauses_every_replica_as_forbidden_and_work_resumes_by_itself() {
             .and_then(|v| v.parse::<f64>().ok())
     };
     for port in [world.metrics_port, port_b] {
-        wait_for(Duration::from_secs(30), "replica paused as forbidden", || async {
-            paused(port).await == Some(1.0)
-        })
+        wait_for(
+            Duration::from_secs(30),
+            "replica paused as forbidden",
+            || async { paused(port).await == Some(1.0) },
+        )
         .await;
         assert!(ready(port).await, "a paused replica stays ready");
     }

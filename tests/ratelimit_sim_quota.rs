@@ -31,7 +31,9 @@ async fn call(
         .expect("simulator answers");
     let status = resp.status().as_u16();
     let body = resp.bytes().await.unwrap();
-    if let CcError::RateLimited { error_key } = CcError::from_response(ccsync::cc::Endpoint::Contacts, status, &body) {
+    if let CcError::RateLimited { error_key } =
+        CcError::from_response(ccsync::cc::Endpoint::Contacts, status, &body)
+    {
         lim.report_429(CallKind::Import, &error_key).await;
     }
     Ok(status)

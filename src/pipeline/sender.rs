@@ -86,11 +86,11 @@ async fn send_batch(
             Ok(v) => v,
             Err((rest, stop)) => return settle_stop(&settler, rest, stop).await,
         };
-    let entries = match super::lists::check(&ctx, &settler, &account, &lists, entries, deadline).await
-    {
-        Ok(v) => v,
-        Err((rest, stop)) => return settle_stop(&settler, rest, stop).await,
-    };
+    let entries =
+        match super::lists::check(&ctx, &settler, &account, &lists, entries, deadline).await {
+            Ok(v) => v,
+            Err((rest, stop)) => return settle_stop(&settler, rest, stop).await,
+        };
     let Some(ledger) = ctx.ledger.clone() else {
         return send_group(
             &ctx,

@@ -107,7 +107,9 @@ async fn requeue(settler: &Settler, chunk: Chunk) {
                     counted += 1;
                 }
                 Ok(Requeued::AlreadySettled) => {}
-                Err(e) => tracing::warn!(error = %e, "requeue failed; the broker returns the message when the channel closes"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "requeue failed; the broker returns the message when the channel closes")
+                }
             }
         }
         metrics()
