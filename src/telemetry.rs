@@ -40,6 +40,8 @@ pub struct Metrics {
     /// Time spent waiting for the local and shared rate limits.
     pub ratelimit_wait: Histogram,
     pub daily_quota_remaining: IntGauge,
+    /// Requests today (UTC) will end with at the current pace: used + pace × time to 00:00 UTC.
+    pub daily_quota_projected: IntGauge,
     /// Token refreshes by result: ok | invalid_grant | transport | throttled | lost_race | error.
     pub token_refresh: IntCounterVec,
     /// Auth failures by reason: invalid_grant | unauthorized | revoked | no_token_set | ...
@@ -131,6 +133,13 @@ impl Metrics {
         )
         .expect("valid");
         r.register(Box::new(daily_quota_remaining.clone()))
+            .expect("unique");
+        let daily_quota_projected = IntGauge::new(
+            "ccsync_daily_quota_projected",
+            "Requests today's (UTC) Constant Contact budget is projected to use by 00:00 UTC: used so far plus the last hour's pace (all replicas, all calls) until the reset.",
+        )
+        .expect("valid");
+        r.register(Box::new(daily_quota_projected.clone()))
             .expect("unique");
         let token_refresh = counter_vec(
             &r,
@@ -252,6 +261,7 @@ impl Metrics {
             rate_limited,
             ratelimit_wait,
             daily_quota_remaining,
+            daily_quota_projected,
             token_refresh,
             auth_failures,
             auth_state,

@@ -40,7 +40,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Batch, Batcher, Coalesce, Limits};
+use crate::batch::{Batch, Batcher, Coalesce, Cost, Limits};
 use crate::config::Settings;
 use crate::contact::{self, Consent, Contact};
 use crate::queue::{Broker, Incoming, QueueError, Settler, Tag, Topology};
@@ -73,6 +73,13 @@ impl Coalesce for Contact {
     }
     fn merge(&mut self, other: Self) {
         Contact::merge(self, other)
+    }
+    /// An explicit-consent group costs one `sign_up_form` per contact, an import one batch.
+    fn cost(group: &Self::Group) -> Cost {
+        match group.2 {
+            Consent::Explicit => Cost::PerItem,
+            Consent::Implicit => Cost::PerBatch,
+        }
     }
 }
 
@@ -166,7 +173,7 @@ async fn session(
     let mut senders: JoinSet<Option<Pause>> = JoinSet::new();
     let mut pause: Option<Pause> = None;
     let mut lost: Option<QueueError> = None;
-    let mut linger = ctx.linger().await;
+    batcher.set_pace(ctx.pace().await, Instant::now());
     let mut linger_checked = Instant::now();
 
     loop {
@@ -179,10 +186,10 @@ async fn session(
         }
         metrics().activities_in_flight.set(senders.len() as i64);
         if linger_checked.elapsed() > Duration::from_secs(5) {
-            linger = ctx.linger().await;
+            batcher.set_pace(ctx.pace().await, Instant::now());
             linger_checked = Instant::now();
         }
-        let next_due = batcher.next_due(linger);
+        let next_due = batcher.next_release();
         // Back-pressure: stop reading while the broker's prefetch is held in ready batches.
         let can_read = ready.len() < 2 * w.max_activities_in_flight;
         tokio::select! {
@@ -195,7 +202,7 @@ async fn session(
             }
             _ = async { tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)).await },
                 if next_due.is_some() => {
-                ready.extend(batcher.due(Instant::now(), linger));
+                ready.extend(batcher.release(Instant::now()));
             }
             d = consumer.next(), if can_read => match d {
                 Some(Ok(inc)) => {
@@ -280,7 +287,9 @@ async fn accept(
                 return None;
             }
             Ok(_) => marked = true,
-            Err(e) => tracing::warn!(error = %e, "cannot mark a redelivered message; reading it unmarked"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot mark a redelivered message; reading it unmarked")
+            }
         }
     }
     let decoded = contact::decode(&body, &settings.default_list_ids);

@@ -1,8 +1,13 @@
 //! Budget-aware batching: how long a batch may linger so that the day's remaining requests last
 //! until 00:00 UTC (DESIGN §4). Pure: the batcher asks [`super::SharedLimiter::budget`] for a
-//! [`Budget`] and feeds it to [`pacing_linger`].
+//! [`Budget`] and feeds it to [`request_spacing`] (the one schedule every group shares, see
+//! [`crate::batch`]) or [`pacing_linger`] (one batch on its own). [`Projection`] turns the shared
+//! count into `ccsync_daily_quota_projected`.
 
+use std::collections::VecDeque;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// What is left of today's (UTC) request budget, as the shared counter in Redis sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,10 +63,111 @@ pub fn pacing_linger(
     Duration::from_secs_f64(secs).clamp(min, max)
 }
 
+/// What one request is worth in time on this process's share of the schedule:
+/// `until_reset × replicas / remaining_for_imports`. `None` while the import budget is spent or
+/// paused (nothing can be scheduled until 00:00 UTC).
+///
+/// Every call a batch causes is charged at this spacing (the batcher multiplies by the batch's
+/// cost: an import and its typical polls, or one `sign_up_form` per contact), so imports, polls,
+/// sign-ups and look-ups together spend at most the imports' part of the budget by the reset.
+pub fn request_spacing(budget: &Budget) -> Option<Duration> {
+    let available = budget.remaining_for_imports();
+    if budget.paused_until.is_some() || available == 0 {
+        return None;
+    }
+    let replicas = f64::from(budget.replicas.max(1));
+    let secs = budget.until_reset.as_secs_f64() * replicas / available as f64;
+    Some(Duration::from_secs_f64(secs.clamp(0.0, 86_400.0)))
+}
+
+/// Today's projected request count: what is used so far plus what the current pace (the shared
+/// count's growth over the last [`Projection::WINDOW`], every replica and every kind of call
+/// included) would add until 00:00 UTC. Feeds `ccsync_daily_quota_projected`.
+#[derive(Debug, Default)]
+pub struct Projection {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl Projection {
+    /// How far back the pace is measured.
+    pub const WINDOW: Duration = Duration::from_secs(3_600);
+    /// Below this much history the pace is unknown and the projection is the count itself.
+    pub const MIN_SPAN: Duration = Duration::from_secs(300);
+
+    /// Note the shared count `used` at `now`; returns the projection for the day.
+    pub fn observe(&mut self, now: Instant, used: u64, until_reset: Duration) -> u64 {
+        if self.samples.back().is_some_and(|&(_, last)| used < last) {
+            // The count fell: a new day began.
+            self.samples.clear();
+        }
+        self.samples.push_back((now, used));
+        while self.samples.len() > 2 && self.samples[1].0 + Self::WINDOW <= now {
+            self.samples.pop_front();
+        }
+        let (t0, u0) = self.samples[0];
+        let span = now.saturating_duration_since(t0);
+        if span < Self::MIN_SPAN {
+            return used;
+        }
+        let rate = (used - u0) as f64 / span.as_secs_f64();
+        let ahead = rate * until_reset.as_secs_f64();
+        used.saturating_add(ahead.round().min(u64::MAX as f64 / 2.0) as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn spacing_spreads_the_import_budget_per_request() {
+        // 5,000 for imports over 43,200 s: one request every 8.64 s; three replicas 25.92 s each.
+        let b = budget(5_300, 43_200);
+        assert_eq!(request_spacing(&b), Some(Duration::from_secs_f64(8.64)));
+        let mut b3 = b.clone();
+        b3.replicas = 3;
+        assert_eq!(request_spacing(&b3), Some(Duration::from_secs_f64(25.92)));
+        assert_eq!(request_spacing(&budget(300, 100)), None);
+        let mut p = b;
+        p.paused_until = Some(time::OffsetDateTime::UNIX_EPOCH);
+        assert_eq!(request_spacing(&p), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn projection_extrapolates_the_recent_pace_to_midnight() {
+        let mut p = Projection::default();
+        let mut until = Duration::from_secs(43_200);
+        // Unknown pace at first: the count itself.
+        assert_eq!(p.observe(Instant::now(), 1_000, until), 1_000);
+        // 2 requests every 5 s for 10 minutes: 0.4 req/s.
+        let mut used = 1_000;
+        for _ in 0..120 {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            until -= Duration::from_secs(5);
+            used += 2;
+        }
+        let proj = p.observe(Instant::now(), used, until);
+        let expect = used as f64 + 0.4 * until.as_secs_f64();
+        assert!((proj as f64 - expect).abs() < 2.0, "{proj} vs {expect}");
+        // A new day: the count falls, the history goes.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(p.observe(Instant::now(), 3, until), 3);
+        // Only the last hour counts.
+        let mut p = Projection::default();
+        p.observe(Instant::now(), 0, until);
+        tokio::time::advance(Duration::from_secs(7_200)).await;
+        p.observe(Instant::now(), 7_200, until);
+        for _ in 0..12 {
+            tokio::time::advance(Duration::from_secs(300)).await;
+            p.observe(Instant::now(), 7_200, until);
+        }
+        assert_eq!(
+            p.observe(Instant::now(), 7_200, until),
+            7_200,
+            "idle for an hour"
+        );
+    }
 
     const MIN: Duration = Duration::from_secs(2);
     const MAX: Duration = Duration::from_secs(600);
