@@ -65,6 +65,19 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
 }
 
+/// `ccsync_api_requests_total{endpoint,status}` series exported from the start: each endpoint
+/// (DESIGN §5.4) with its success codes; `429`, `500` and `error` are added to every one.
+pub const API_SERIES: &[(&str, &[&str])] = &[
+    ("contacts_json_import", &["201"]),
+    ("activities", &["200"]),
+    ("sign_up_form", &["200", "201"]),
+    ("contacts", &["200"]),
+    ("contact_lists", &["200", "201"]),
+    ("contact_custom_fields", &["200", "201"]),
+    ("token", &["200"]),
+    ("device_authorize", &["200"]),
+];
+
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
     r.register(Box::new(c.clone())).expect("unique metric");
@@ -246,6 +259,15 @@ impl Metrics {
         ] {
             rate_limited.with_label_values(&[k]);
         }
+        // Every endpoint with the statuses the dashboard and alerts select (its success codes,
+        // `429`, a `5..` code and `error`), so a `rate()` or a ratio never sits on an absent
+        // series before the first call (issue 12).
+        for (endpoint, statuses) in API_SERIES {
+            for status in statuses.iter().chain(&["429", "500", "error"]) {
+                api_requests.with_label_values(&[endpoint, status]);
+            }
+            api_request_duration.with_label_values(&[endpoint]);
+        }
         for k in ["ok", "lost_race", "invalid_grant", "error"] {
             token_refresh.with_label_values(&[k]);
         }
@@ -390,6 +412,46 @@ pub fn init_tracing_with(format: LogFormat, default_filter: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labelled_series_exist_at_zero_before_any_call() {
+        // A fresh registry, as a worker's first scrape sees it.
+        let text = Metrics::new().render();
+        for (endpoint, statuses) in API_SERIES {
+            for status in statuses.iter().chain(&["429", "500", "error"]) {
+                let series = format!(
+                    "ccsync_api_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} 0"
+                );
+                assert!(text.contains(&series), "{series} missing");
+            }
+            let count =
+                format!("ccsync_api_request_duration_seconds_count{{endpoint=\"{endpoint}\"}} 0");
+            assert!(text.contains(&count), "{count} missing");
+        }
+        for series in [
+            "ccsync_daily_quota_projected 0",
+            "ccsync_daily_quota_remaining 0",
+            "ccsync_messages_total{outcome=\"synced\"} 0",
+            "ccsync_messages_total{outcome=\"dead_lettered\"} 0",
+            "ccsync_paused{reason=\"quota\"} 0",
+            "ccsync_rate_limited_total{error_key=\"throttled\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing");
+        }
+        // Every endpoint the contract names is covered.
+        for e in [
+            "contacts_json_import",
+            "activities",
+            "sign_up_form",
+            "contacts",
+            "contact_lists",
+            "contact_custom_fields",
+            "token",
+            "device_authorize",
+        ] {
+            assert!(API_SERIES.iter().any(|(x, _)| *x == e), "{e}");
+        }
+    }
 
     #[test]
     fn exposition_names_the_contract_metrics() {
