@@ -96,8 +96,13 @@ impl Projection {
 
     /// Note the shared count `used` at `now`; returns the projection for the day.
     pub fn observe(&mut self, now: Instant, used: u64, until_reset: Duration) -> u64 {
-        if self.samples.back().is_some_and(|&(_, last)| used < last) {
-            // The count fell: a new day began.
+        if self
+            .samples
+            .back()
+            .is_some_and(|&(at, last)| used < last || at + Self::WINDOW <= now)
+        {
+            // The count fell (a new day began), or nothing was seen for a whole window (the
+            // worker was paused): the old pace says nothing about the current one.
             self.samples.clear();
         }
         self.samples.push_back((now, used));
@@ -167,6 +172,9 @@ mod tests {
             7_200,
             "idle for an hour"
         );
+        // Not observed for over an hour (a paused worker): the pace starts afresh.
+        tokio::time::advance(Duration::from_secs(4_000)).await;
+        assert_eq!(p.observe(Instant::now(), 9_000, until), 9_000);
     }
 
     const MIN: Duration = Duration::from_secs(2);
