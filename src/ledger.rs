@@ -38,6 +38,7 @@ use crate::config::Settings;
 /// How long the ledger remembers an email's newest event.
 pub const LEDGER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
+
 /// The verdict for one contact of a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -303,7 +304,11 @@ mod tests {
         let newer = [("default", "a@x.co", at(2_000, &["first_name"]))];
         assert_eq!(l.claim("imp1", &newer).await.unwrap(), vec![go(&[])]);
         // Another import for the same email while imp1 is in flight: busy.
-        let older = [("default", "a@x.co", at(1_000, &["first_name", "last_name"]))];
+        let older = [(
+            "default",
+            "a@x.co",
+            at(1_000, &["first_name", "last_name"]),
+        )];
         assert_eq!(l.claim("imp2", &older).await.unwrap(), vec![Verdict::Busy]);
         // Other emails and other accounts are independent.
         let other = [
@@ -350,11 +355,7 @@ mod tests {
             let (va, vb) = if a_first { (v1, v2) } else { (v2, v1) };
             if a_first {
                 assert_eq!(va, vec![go(&[])]);
-                assert_eq!(
-                    vb,
-                    vec![go(&["first_name"])],
-                    "B's last_name (t2) beats A's t1"
-                );
+                assert_eq!(vb, vec![go(&["first_name"])], "B's last_name (t2) beats A's t1");
             } else {
                 assert_eq!(vb, vec![go(&[])]);
                 assert_eq!(va, vec![go(&["last_name"])], "A's t1 last_name is stale");

@@ -41,8 +41,8 @@ pub mod contact;
 #[cfg(feature = "sim")]
 pub mod demo;
 pub mod ledger;
-pub mod pipeline;
 pub mod poison;
+pub mod pipeline;
 pub mod publish;
 pub mod queue;
 pub mod ratelimit;

@@ -31,33 +31,19 @@ async fn older_slow_import_never_lands_after_a_newer_fast_one(hold_secs: Option<
         ..Faults::default()
     });
     let older: Vec<Vec<u8>> = (0..N)
-        .map(|i| {
-            message(
-                &email(i),
-                "2026-11-23T10:00:01Z",
-                json!({"first_name": "old"}),
-            )
-        })
+        .map(|i| message(&email(i), "2026-11-23T10:00:01Z", json!({"first_name": "old"})))
         .collect();
     world.publish(&older).await;
     let a = world.spawn_worker();
-    wait_for(
-        Duration::from_secs(30),
-        "A's slow import created",
-        || async { world.imports() >= 1 },
-    )
+    wait_for(Duration::from_secs(30), "A's slow import created", || async {
+        world.imports() >= 1
+    })
     .await;
     // Every later import is fast.
     world.sim.set_faults(Faults::default());
     let b = world.spawn_worker_on(common::free_port());
     let newer: Vec<Vec<u8>> = (0..N)
-        .map(|i| {
-            message(
-                &email(i),
-                "2026-11-23T10:00:02Z",
-                json!({"first_name": "new"}),
-            )
-        })
+        .map(|i| message(&email(i), "2026-11-23T10:00:02Z", json!({"first_name": "new"})))
         .collect();
     world.publish(&newer).await;
     // Every activity terminal (A's slow one included) and CC holding the newer values; had the
@@ -82,10 +68,7 @@ async fn older_slow_import_never_lands_after_a_newer_fast_one(hold_secs: Option<
     .await;
     assert!(world.terminate(a).await.success());
     assert!(world.terminate(b).await.success());
-    assert!(
-        newest(),
-        "CC still holds the newer values after the workers stopped"
-    );
+    assert!(newest(), "CC still holds the newer values after the workers stopped");
     assert_eq!(world.queue_len().await + world.dead_len().await, 0);
     world.cleanup().await;
 }

@@ -108,11 +108,9 @@ async fn a_coalesced_entry_does_not_stamp_its_older_fields_with_its_newer_time()
     }
     world.publish(&first).await;
     let a = world.spawn_worker();
-    wait_for(
-        Duration::from_secs(30),
-        "A imported its merged entries",
-        || async { world.queue_len().await == 0 && world.imports() >= 1 },
-    )
+    wait_for(Duration::from_secs(30), "A imported its merged entries", || async {
+        world.queue_len().await == 0 && world.imports() >= 1
+    })
     .await;
     let b = world.spawn_worker_on(common::free_port());
     let second: Vec<Vec<u8>> = (0..N)
@@ -139,10 +137,7 @@ async fn a_coalesced_entry_does_not_stamp_its_older_fields_with_its_newer_time()
     for i in 0..N {
         let c = &held[&email(i)];
         assert_eq!(c.fields.get("first_name").map(String::as_str), Some("v1"));
-        assert_eq!(
-            c.fields.get("last_name").map(String::as_str),
-            Some("Ritchie")
-        );
+        assert_eq!(c.fields.get("last_name").map(String::as_str), Some("Ritchie"));
     }
     let sa = world.terminate(a).await;
     let sb = world.terminate(b).await;

@@ -285,12 +285,7 @@ mod tests {
         use Endpoint::*;
         let act = |e, s, b: &[u8]| CcError::from_response(e, s, b).action();
         // 403 is its own pause, on every endpoint.
-        for e in [
-            ContactsJsonImport,
-            Activities,
-            SignUpForm,
-            ContactCustomFields,
-        ] {
+        for e in [ContactsJsonImport, Activities, SignUpForm, ContactCustomFields] {
             assert_eq!(act(e, 403, b""), RetryAction::Forbidden);
         }
         // 409 on sign_up_form is transient; elsewhere it refuses the content.
@@ -302,22 +297,13 @@ mod tests {
         assert_eq!(act(Activities, 503, b""), RetryAction::Retry);
         // An import refused for its lists is an envelope problem, never the rows'.
         let lists = br#"[{"error_key":"contacts.api.validation.error","error_message":"list_ids contains a list that does not exist: 6f1c"}]"#;
-        assert_eq!(
-            act(ContactsJsonImport, 400, lists),
-            RetryAction::RejectEnvelope
-        );
+        assert_eq!(act(ContactsJsonImport, 400, lists), RetryAction::RejectEnvelope);
         let row = br#"[{"error_key":"contacts.api.validation.error","error_message":"import_data[3].first_name is too long"}]"#;
         assert_eq!(act(ContactsJsonImport, 400, row), RetryAction::Reject);
-        assert_eq!(
-            act(ContactsJsonImport, 415, b""),
-            RetryAction::RejectEnvelope
-        );
+        assert_eq!(act(ContactsJsonImport, 415, b""), RetryAction::RejectEnvelope);
         // The 1,000-queued-activities 429 goes to the rate limiter like the others.
         let queued = br#"{"error_key":"too_many_activities","error_message":"You exceeded 1,000 queued activities"}"#;
-        assert_eq!(
-            act(ContactsJsonImport, 429, queued),
-            RetryAction::RateLimited
-        );
+        assert_eq!(act(ContactsJsonImport, 429, queued), RetryAction::RateLimited);
         assert!(CcError::from_response(Activities, 502, b"").is_outage());
         assert!(!CcError::from_response(Activities, 403, b"").is_outage());
     }

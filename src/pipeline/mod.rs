@@ -287,9 +287,7 @@ async fn accept(
                 return None;
             }
             Ok(_) => marked = true,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot mark a redelivered message; reading it unmarked")
-            }
+            Err(e) => tracing::warn!(error = %e, "cannot mark a redelivered message; reading it unmarked"),
         }
     }
     let decoded = contact::decode(&body, &settings.default_list_ids);
