@@ -361,4 +361,125 @@ mod tests {
         assert!(d.used >= 8_000, "{d:?}");
         assert!(d.offered - d.delivered <= 300, "{d:?}");
     }
+
+    /// Issue 11 over a whole simulated day (no sleeping): 50 list sets with one contact each a
+    /// minute and a sign-up every two minutes, one batcher on one schedule, the plan re-read
+    /// from the shared count every 5 s like `pipeline::session` does. Each import really costs 4
+    /// requests, each sign-up 1; the counter refuses imports past `quota - reserve`.
+    #[test]
+    fn a_day_of_fifty_list_sets_and_sign_ups_lasts_until_reset() {
+        use crate::batch::{Batcher, Coalesce, Cost, Limits, Pace};
+        use tokio::time::Instant;
+
+        struct C(u16, u64);
+        impl Coalesce for C {
+            type Group = u16;
+            type Key = u64;
+            fn group(&self) -> u16 {
+                self.0
+            }
+            fn key(&self) -> u64 {
+                self.1
+            }
+            fn bytes(&self) -> usize {
+                100
+            }
+            fn merge(&mut self, _: Self) {}
+            fn cost(g: &u16) -> Cost {
+                if *g == SIGN_UPS {
+                    Cost::PerItem
+                } else {
+                    Cost::PerBatch
+                }
+            }
+        }
+        const SIGN_UPS: u16 = 1_000;
+        const QUOTA: u64 = 10_000;
+        const RESERVE: u64 = 300;
+        const DAY: f64 = 86_400.0;
+        let base = Instant::now();
+        let at = |s: f64| base + Duration::from_secs_f64(s);
+        let mut b: Batcher<C, ()> = Batcher::new(Limits {
+            max_items: 40_000,
+            max_bytes: 4_000_000,
+        });
+        let mut streams: Vec<(u16, f64, f64)> = (0..50).map(|g| (g, 60.0, g as f64)).collect();
+        streams.push((SIGN_UPS, 120.0, 0.5));
+        let (mut used, mut offered, mut delivered, mut key) = (0u64, 0u64, 0u64, 0u64);
+        let mut refused_at: Option<f64> = None;
+        let mut next_pace = 0.0;
+        let mut hours = [0u64; 24];
+        let mut t = 0.0;
+        while t < DAY && refused_at.is_none() {
+            let arrival = streams.iter().map(|s| s.2).fold(f64::INFINITY, f64::min);
+            let release = b
+                .next_release()
+                .map(|i| i.saturating_duration_since(base).as_secs_f64());
+            t = arrival.min(next_pace).min(release.unwrap_or(f64::INFINITY));
+            if t >= DAY {
+                break;
+            }
+            let mut out = Vec::new();
+            if t == next_pace {
+                let budget = Budget {
+                    remaining_today: QUOTA - used,
+                    reserve: RESERVE,
+                    until_reset: Duration::from_secs_f64(DAY - t),
+                    replicas: 1,
+                    paused_until: (used >= QUOTA - RESERVE)
+                        .then_some(time::OffsetDateTime::UNIX_EPOCH),
+                };
+                b.set_pace(
+                    Pace {
+                        min: MIN,
+                        max: MAX,
+                        spacing: request_spacing(&budget),
+                        calls_per_batch: 4.0,
+                    },
+                    at(t),
+                );
+                next_pace += 5.0;
+            } else if release == Some(t) {
+                out = b.release(at(t));
+            } else {
+                let s = streams.iter_mut().find(|s| s.2 == arrival).unwrap();
+                key += 1;
+                offered += 1;
+                out = b.push(C(s.0, key), (), at(t));
+                s.2 += s.1;
+            }
+            for batch in out {
+                let cost = if batch.group == SIGN_UPS {
+                    batch.entries.len() as u64
+                } else {
+                    4
+                };
+                if used + cost > QUOTA - RESERVE {
+                    refused_at = Some(t);
+                    break;
+                }
+                used += cost;
+                hours[(t / 3_600.0) as usize] += cost;
+                delivered += batch.entries.len() as u64;
+            }
+        }
+        eprintln!(
+            "used {used}, offered {offered}, delivered {delivered}, refused at {refused_at:?}, per hour {hours:?}"
+        );
+        // The budget lasts until the reset (at most the day's last minutes meet the limit) ...
+        if let Some(r) = refused_at {
+            assert!(DAY - r <= 900.0, "refused {} s before the reset", DAY - r);
+        }
+        // ... and is used, not hoarded.
+        assert!(used >= 9_000, "{used}");
+        // No hour runs far ahead of an even share (404 an hour, plus one `max` of run-ahead).
+        for h in hours {
+            assert!(h <= 404 + 72, "{hours:?}");
+        }
+        // Every sign-up and list set got through, bar the last hour's arrivals.
+        assert!(
+            offered - delivered <= 50 * 60 + 30,
+            "{offered} offered, {delivered} delivered"
+        );
+    }
 }
