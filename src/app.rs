@@ -14,7 +14,7 @@ use crate::cc::api::Api;
 use crate::config::Settings;
 use crate::ledger::Ledger;
 use crate::pipeline::{self, Ctx, Pacing, TokenError, TokenSource};
-use crate::ratelimit::{Gate, SharedLimiter, pacing_linger, request_spacing};
+use crate::ratelimit::{Gate, SharedLimiter, pacing_linger, request_spacing, run_ahead};
 
 /// Why the worker could not start or stopped with an error. Fix and restart.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +92,7 @@ impl Pacing for LimiterPacing {
         Pace {
             min: self.min,
             max: self.max,
+            ahead: run_ahead(&budget),
             spacing: request_spacing(&budget),
             calls_per_batch: CALLS_PER_BATCH,
         }

@@ -19,10 +19,13 @@
 //! * due groups go oldest first, one whenever `now >= next_slot`, and each release moves
 //!   `next_slot` to `max(next_slot, now) + cost × spacing`;
 //! * a group that has waited `pace.max` goes even though its slot has not come, as long as the
-//!   schedule is at most `pace.max` ahead of `now` (so `max` bounds the wait while the budget can
-//!   afford it; with many list sets the day's budget wins and old groups go first, at the pace);
+//!   schedule is at most `pace.ahead` ahead of `now`: `max` bounds the wait while the budget
+//!   affords it. The rate limiter sets `ahead` to a twentieth of the time left until 00:00 UTC, so
+//!   running ahead can never use more than a twentieth of what is left, and the spacing (which
+//!   follows the shared count) absorbs it: the day's budget still lasts until the reset. Beyond
+//!   that (e.g. 50 list sets) the budget wins and old groups go first, at the pace;
 //! * a batch filled to the size limits goes at once (a backlog is never slowed), and its cost is
-//!   charged too, but never pushes the schedule more than `max + its own cost` ahead: the rate
+//!   charged too, but never pushes the schedule more than `ahead + its own cost` ahead: the rate
 //!   limiter already spreads what is left over the rest of the day, charging a backlog twice
 //!   would starve the trickle after it;
 //! * with no budget left (`spacing = None`) every group goes at `max`: the rate limiter then
@@ -70,6 +73,9 @@ pub struct Pace {
     pub min: Duration,
     /// ... and at most this long while the budget affords it (`worker.linger_max_ms`).
     pub max: Duration,
+    /// How far ahead of now the schedule may run for groups that waited `max` (the rate limiter:
+    /// a twentieth of the time until 00:00 UTC).
+    pub ahead: Duration,
     /// Time one request is worth in this process's share of the day's budget; `None` when the
     /// day's budget is spent (groups then go at `max`, and the rate limiter pauses the worker).
     pub spacing: Option<Duration>,
@@ -83,6 +89,7 @@ impl Pace {
         Pace {
             min: linger,
             max: linger,
+            ahead: linger,
             spacing: Some(Duration::ZERO),
             calls_per_batch: 1.0,
         }
@@ -212,7 +219,7 @@ impl<T: Coalesce, Tag> Batcher<T, Tag> {
             let overdue = now.saturating_duration_since(oldest) >= pace.max;
             let go = match pace.spacing {
                 None => overdue,
-                Some(_) => now >= slot || (overdue && slot <= now + pace.max),
+                Some(_) => now >= slot || (overdue && slot <= now + pace.ahead),
             };
             if go && let Some(b) = self.take(&gk) {
                 self.charge(&b, now);
@@ -236,7 +243,7 @@ impl<T: Coalesce, Tag> Batcher<T, Tag> {
                     (Some(_), None) => at_min,
                     (Some(_), Some(slot)) => at_min
                         .max(slot)
-                        .min(at_max.max(slot.checked_sub(pace.max).unwrap_or(at_max))),
+                        .min(at_max.max(slot.checked_sub(pace.ahead).unwrap_or(at_max))),
                 }
             })
             .min()
@@ -250,7 +257,7 @@ impl<T: Coalesce, Tag> Batcher<T, Tag> {
         let Some(slot) = self.next_slot else { return };
         let worth = pace.worth(requests);
         let next = slot.max(now) + worth;
-        self.next_slot = Some(next.min(now + pace.max + worth));
+        self.next_slot = Some(next.min(now + pace.ahead + worth));
     }
 
     /// Deliveries held (not yet handed out in a batch).
@@ -527,6 +534,7 @@ mod tests {
         Pace {
             min: Duration::from_secs(2),
             max: Duration::from_secs(600),
+            ahead: Duration::from_secs(600),
             spacing: Some(Duration::from_secs_f64(DAY / SHARE)),
             calls_per_batch: 4.0,
         }
@@ -551,6 +559,7 @@ mod tests {
             .collect();
         let mut out = Released::new();
         let mut key = 0u32;
+        let mut last = 0.0f64;
         let end = hours * 3_600.0;
         let mut record = |now: f64, batches: Vec<Batch<It, u32>>| {
             for x in batches {
@@ -567,8 +576,9 @@ mod tests {
                 .unwrap();
             let release = b
                 .next_release()
-                .map(|t| t.saturating_duration_since(base).as_secs_f64());
+                .map(|t| t.saturating_duration_since(base).as_secs_f64().max(last));
             let now = release.map_or(arrival, |r| r.min(arrival));
+            last = now;
             if now >= end {
                 break;
             }
@@ -610,8 +620,8 @@ mod tests {
         let r = simulate(&streams, 6.0, ROOMY, pace());
         let plan = SHARE / 24.0; // 404 requests an hour
         let hours = per_hour(&r, 6, |_| true);
-        // The first hour may run ahead by up to `max` worth of requests (the schedule lets an
-        // overdue group go while it is at most `max` ahead), never more.
+        // The first hour may run ahead by up to `ahead` (here 600 s) worth of requests (the
+        // schedule lets an overdue group go while it is at most `ahead` ahead), never more.
         let burst = 600.0 / (DAY / SHARE) + 4.0;
         assert!(hours[0] <= plan + burst, "{hours:?}");
         for h in &hours[1..] {
@@ -672,7 +682,7 @@ mod tests {
             signups.iter().sum::<f64>() >= 6.0 * 180.0 - 40.0,
             "{signups:?}"
         );
-        // Over any stretch the schedule spends at most its share plus one `max` of run-ahead.
+        // Over any stretch the schedule spends at most its share plus one `ahead` of run-ahead.
         assert!(all.iter().sum::<f64>() <= 6.0 * plan + burst, "{all:?}");
         for h in 1..6 {
             assert!(all[h] <= plan + burst, "{all:?}");
@@ -704,11 +714,11 @@ mod tests {
         // Its cost moved the schedule: a lingering group now waits for the next slot.
         b.push(it(2, 1, 0), 4, base);
         assert_eq!(b.next_release(), Some(base + sp * 8));
-        // A backlog of full batches never pushes the schedule more than `max` + one cost ahead.
+        // A backlog of full batches never pushes the schedule more than `ahead` + one cost ahead.
         for k in 0..300 {
             b.push(it(3, 10 + k, 0), k, base);
         }
-        let limit = base + p.max + sp * 4;
+        let limit = base + p.ahead + sp * 4;
         assert!(b.next_slot.unwrap() <= limit);
         // The lingering group goes once it has waited `max` (the schedule is within `max`).
         assert_eq!(b.next_release(), Some(base + p.max));
@@ -745,13 +755,13 @@ mod tests {
         b.push(it(1, 1, 0), 1, base);
         assert_eq!(b.next_release(), Some(base + p.max));
         assert_eq!(b.release(base + p.max).len(), 1);
-        // ... the next group still goes after `max`, borrowing up to `max` ahead ...
+        // ... the next group still goes after `max`, borrowing up to `ahead` (600 s) ...
         let t = base + p.max;
         b.push(it(1, 2, 0), 2, t);
         assert_eq!(b.next_release(), Some(t + p.max));
         assert_eq!(b.release(t + p.max).len(), 1);
         // ... and then the budget wins: the schedule is 1,800 s ahead, so the next group waits
-        // until it is only `max` ahead (1,200 s) instead of `max`.
+        // until it is only `ahead` ahead (1,200 s) instead of `max` (600 s).
         let t2 = t + p.max;
         b.push(it(1, 3, 0), 3, t2);
         assert_eq!(b.next_release(), Some(t2 + Duration::from_secs(1_200)));

@@ -106,8 +106,9 @@
 //! the schedule's next slot by its cost × spacing: an import 1 + its typical polls
 //! (`CALLS_PER_BATCH`, 4), an explicit-consent group one `sign_up_form` per contact. Due groups go
 //! oldest first, one per slot; `linger_min` is the least a group waits, `linger_max` the most
-//! while the budget affords it (the schedule may run at most `linger_max` ahead); full batches
-//! still go at once and are charged. The spacing is recomputed from the shared count every few
+//! while the budget affords it (the schedule may run ahead of its even pace by [`run_ahead`], a
+//! twentieth of the time to the reset, which spends at most a twentieth of what is left); full
+//! batches still go at once and are charged. The spacing is recomputed from the shared count every few
 //! seconds, so polls, look-ups and 429s spent by anyone slow the schedule down too.
 //! `ccsync_daily_quota_projected` = used + the shared count's pace over the last hour × the time
 //! to 00:00 UTC ([`Projection`]): above the quota, the day will end paused.
@@ -135,7 +136,7 @@ mod shared;
 mod store;
 
 pub use gcra::{GcraDecision, GcraParams, LocalGcra, gcra_decide, max_in_sliding_window};
-pub use pacing::{Budget, Projection, pacing_linger, request_spacing};
+pub use pacing::{Budget, Projection, pacing_linger, request_spacing, run_ahead};
 pub use shared::SharedLimiter;
 pub use store::{LimiterError, SharedDecision};
 
