@@ -4,8 +4,9 @@
 //! Items fall into *groups* (for contacts: account, list set and consent path — one import carries
 //! one `list_ids`, DESIGN §2) and, inside a group, repeats of one *key* (the email) merge into one
 //! entry that remembers every delivery tag it absorbed, so every delivery is settled when the
-//! merged entry is. A group is flushed when it reaches the contact or byte limit, or when its oldest
-//! entry has waited `linger` (which the caller takes from the rate limiter's pacing).
+//! merged entry is. A group is flushed when it reaches the contact or byte limit, or when the
+//! shared schedule below releases it ([`Batcher::due`] with one fixed `linger` remains for callers
+//! without a budget).
 //!
 //! # One schedule for every group ([`Pace`], [`Batcher::release`])
 //!
@@ -31,8 +32,8 @@
 //! * with no budget left (`spacing = None`) every group goes at `max`: the rate limiter then
 //!   pauses the worker until 00:00 UTC.
 //!
-//! A fresh schedule starts one import's cost ahead (capped at `max`), so a restarting replica
-//! cannot burst.
+//! A fresh schedule starts one import's cost ahead (capped at `max`), so a restarting replica does
+//! not begin with a free slot.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -613,9 +614,10 @@ mod tests {
 
     #[test]
     fn fifty_list_sets_share_one_budget() {
-        // 50 list sets, one contact each every minute (3,000 an hour): alone, each group's
-        // linger would send ~100 imports an hour per group, 50× the plan. On one schedule the
-        // requests released per hour stay within the day's share.
+        // 50 list sets, one contact each every minute (3,000 an hour). Lingering each on its own
+        // (35.6 s, the per-batch linger of this budget) sent every contact alone: 3,000 imports,
+        // 12,000 requests an hour, 30× the plan. On one schedule the requests released per hour
+        // stay within the day's share.
         let streams: Vec<(u8, f64)> = (0..50).map(|g| (g, 60.0)).collect();
         let r = simulate(&streams, 6.0, ROOMY, pace());
         let plan = SHARE / 24.0; // 404 requests an hour
