@@ -186,7 +186,13 @@ impl<T: Coalesce, Tag> Batcher<T, Tag> {
 
     /// Follow a new plan (the rate limiter's, re-read every few seconds). The first call starts
     /// the schedule one import's cost ahead of `now`, capped at `pace.max`.
-    pub fn set_pace(&mut self, pace: Pace, now: Instant) {
+    pub fn set_pace(&mut self, mut pace: Pace, now: Instant) {
+        // Sane bounds whatever the caller passes: `min <= max`, nothing beyond a month (so that
+        // instant arithmetic cannot overflow).
+        const MONTH: Duration = Duration::from_secs(30 * 86_400);
+        pace.min = pace.min.min(MONTH);
+        pace.max = pace.max.clamp(pace.min, MONTH);
+        pace.ahead = pace.ahead.min(MONTH);
         self.pace = pace;
         if self.next_slot.is_none() {
             let first = pace.worth(pace.requests(Cost::PerBatch, 1)).min(pace.max);
@@ -748,6 +754,13 @@ mod tests {
         b.push(it(1, 2, 0), 3, base);
         assert_eq!(b.next_release(), Some(base + p.max));
         assert_eq!(b.release(base + p.max).len(), 1);
+        // A `max` below `min` counts as `min`: nothing is promised before a group may go.
+        let mut odd = pace();
+        odd.max = Duration::from_millis(1);
+        b.set_pace(odd, base);
+        b.push(it(1, 3, 0), 4, base);
+        assert_eq!(b.pace().max, odd.min);
+        assert_eq!(b.next_release(), Some(base + odd.min));
         // A tight budget (300 s a request, 1,200 s an import): the first slot is capped at `max`
         // (a fresh schedule starts one import ahead, at most `max`) ...
         let mut b: Batcher<It, u32> = Batcher::new(ROOMY);
