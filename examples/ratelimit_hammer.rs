@@ -21,7 +21,7 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ccsync::cc::CcError;
+use ccsync::cc::{CcError, Endpoint};
 use ccsync::config::Settings;
 use ccsync::ratelimit::{CallKind, Gate, SharedLimiter};
 
@@ -82,7 +82,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .entry(status)
                     .or_default() += 1;
                 if let CcError::RateLimited { error_key } =
-                    CcError::from_response(ccsync::cc::Endpoint::Contacts, status, &body)
+                    CcError::from_response(Endpoint::ContactLists, status, &body)
                 {
                     limiter.report_429(CallKind::Import, &error_key).await;
                 }

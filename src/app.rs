@@ -9,11 +9,12 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AccessToken, AuthError, TokenProvider};
+use crate::batch::Pace;
 use crate::cc::api::Api;
 use crate::config::Settings;
 use crate::ledger::Ledger;
 use crate::pipeline::{self, Ctx, Pacing, TokenError, TokenSource};
-use crate::ratelimit::{Gate, SharedLimiter, pacing_linger};
+use crate::ratelimit::{Gate, SharedLimiter, pacing_linger, request_spacing, run_ahead};
 
 /// Why the worker could not start or stopped with an error. Fix and restart.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +81,21 @@ impl Pacing for LimiterPacing {
         );
         let budget = self.limiter.budget().await;
         pacing_linger(&budget, CALLS_PER_BATCH, self.min, self.max)
+    }
+
+    async fn pace(&self) -> Pace {
+        crate::telemetry::health().redis_ok.store(
+            !self.limiter.is_degraded(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let budget = self.limiter.budget().await;
+        Pace {
+            min: self.min,
+            max: self.max,
+            ahead: run_ahead(&budget),
+            spacing: request_spacing(&budget),
+            calls_per_batch: CALLS_PER_BATCH,
+        }
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Metrics {
     /// Time spent waiting for the local and shared rate limits.
     pub ratelimit_wait: Histogram,
     pub daily_quota_remaining: IntGauge,
+    /// Requests today (UTC) will end with at the current pace: used + pace × time to 00:00 UTC.
+    pub daily_quota_projected: IntGauge,
     /// Token refreshes by result: ok | invalid_grant | transport | throttled | lost_race | error.
     pub token_refresh: IntCounterVec,
     /// Auth failures by reason: invalid_grant | unauthorized | revoked | no_token_set | ...
@@ -68,6 +70,19 @@ pub struct Metrics {
     /// `<queue>.dead` and its binding, or restart a worker, which declares the topology).
     pub dead_letters_unroutable: IntCounter,
 }
+
+/// `ccsync_api_requests_total{endpoint,status}` series exported from the start: each endpoint
+/// (DESIGN §5.4) with its success codes; `429`, `500` and `error` are added to every one.
+pub const API_SERIES: &[(&str, &[&str])] = &[
+    ("contacts_json_import", &["201"]),
+    ("activities", &["200"]),
+    ("sign_up_form", &["200", "201"]),
+    ("contacts", &["200"]),
+    ("contact_lists", &["200", "201"]),
+    ("contact_custom_fields", &["200", "201"]),
+    ("token", &["200"]),
+    ("device_authorize", &["200"]),
+];
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -137,6 +152,13 @@ impl Metrics {
         )
         .expect("valid");
         r.register(Box::new(daily_quota_remaining.clone()))
+            .expect("unique");
+        let daily_quota_projected = IntGauge::new(
+            "ccsync_daily_quota_projected",
+            "Requests today's (UTC) Constant Contact budget is projected to use by 00:00 UTC: used so far plus the last hour's pace (all replicas, all calls) until the reset.",
+        )
+        .expect("valid");
+        r.register(Box::new(daily_quota_projected.clone()))
             .expect("unique");
         let token_refresh = counter_vec(
             &r,
@@ -257,6 +279,15 @@ impl Metrics {
         ] {
             rate_limited.with_label_values(&[k]);
         }
+        // Every endpoint with the statuses the dashboard and alerts select (its success codes,
+        // `429`, a `5..` code and `error`), so a `rate()` or a ratio never sits on an absent
+        // series before the first call (issue 12).
+        for (endpoint, statuses) in API_SERIES {
+            for status in statuses.iter().chain(&["429", "500", "error"]) {
+                api_requests.with_label_values(&[endpoint, status]);
+            }
+            api_request_duration.with_label_values(&[endpoint]);
+        }
         for k in ["ok", "lost_race", "invalid_grant", "error"] {
             token_refresh.with_label_values(&[k]);
         }
@@ -272,6 +303,7 @@ impl Metrics {
             rate_limited,
             ratelimit_wait,
             daily_quota_remaining,
+            daily_quota_projected,
             token_refresh,
             auth_failures,
             auth_state,
@@ -402,6 +434,46 @@ pub fn init_tracing_with(format: LogFormat, default_filter: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labelled_series_exist_at_zero_before_any_call() {
+        // A fresh registry, as a worker's first scrape sees it.
+        let text = Metrics::new().render();
+        for (endpoint, statuses) in API_SERIES {
+            for status in statuses.iter().chain(&["429", "500", "error"]) {
+                let series = format!(
+                    "ccsync_api_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} 0"
+                );
+                assert!(text.contains(&series), "{series} missing");
+            }
+            let count =
+                format!("ccsync_api_request_duration_seconds_count{{endpoint=\"{endpoint}\"}} 0");
+            assert!(text.contains(&count), "{count} missing");
+        }
+        for series in [
+            "ccsync_daily_quota_projected 0",
+            "ccsync_daily_quota_remaining 0",
+            "ccsync_messages_total{outcome=\"synced\"} 0",
+            "ccsync_messages_total{outcome=\"dead_lettered\"} 0",
+            "ccsync_paused{reason=\"quota\"} 0",
+            "ccsync_rate_limited_total{error_key=\"throttled\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing");
+        }
+        // Every endpoint the contract names is covered.
+        for e in [
+            "contacts_json_import",
+            "activities",
+            "sign_up_form",
+            "contacts",
+            "contact_lists",
+            "contact_custom_fields",
+            "token",
+            "device_authorize",
+        ] {
+            assert!(API_SERIES.iter().any(|(x, _)| *x == e), "{e}");
+        }
+    }
 
     #[test]
     fn exposition_names_the_contract_metrics() {

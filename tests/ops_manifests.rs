@@ -871,6 +871,7 @@ fn dashboard_queries_name_only_exported_metrics() {
         "ccsync_messages_total",
         "ccsync_contacts_synced_total",
         "ccsync_daily_quota_remaining",
+        "ccsync_daily_quota_projected",
         "ccsync_auth_state",
         "ccsync_access_token_expiry_timestamp_seconds",
         "ccsync_token_refresh_total",

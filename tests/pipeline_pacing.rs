@@ -59,3 +59,63 @@ async fn linger_grows_when_the_budget_is_tight_and_stays_short_when_it_is_not() 
     );
     assert_eq!(tight, 1, "{tight} imports with a tight budget");
 }
+
+/// Issue 11: every list set shares one schedule. Six list sets get one message each, all at once,
+/// under a budget where one import (4 requests) is worth 3 s of the schedule: the imports go
+/// one slot apart instead of six at the end of one linger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_sets_are_released_one_slot_apart() {
+    let mut world = World::new(World::fast_sim()).await;
+    world.seed_tokens("default").await;
+    let lists: Vec<uuid::Uuid> = (0..6)
+        .map(|i| world.sim.create_list(&format!("Set {i}")))
+        .collect();
+    let until_midnight =
+        ccsync::clock::secs_until_utc_midnight(time::OffsetDateTime::now_utc()) as i64;
+    world.set(
+        "CCSYNC_TESTING__CLOCK_OFFSET_SECS",
+        &(until_midnight - 43_200).to_string(),
+    );
+    // 43,200 s × 1 replica / 57,600 requests = 0.75 s a request, 3 s an import.
+    world.set("CCSYNC_RATELIMIT__DAILY_QUOTA", "57610");
+    world.set("CCSYNC_RATELIMIT__DAILY_RESERVE", "10");
+    world.set("CCSYNC_RATELIMIT__EXPECTED_REPLICAS", "1");
+    world.set("CCSYNC_WORKER__LINGER_MIN_MS", "200");
+    world.set("CCSYNC_WORKER__LINGER_MAX_MS", "60000");
+    let mut worker = world.spawn_worker();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bodies: Vec<Vec<u8>> = lists
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            message(
+                &format!("s{i}@example.com"),
+                "2026-11-23T10:00:00Z",
+                json!({ "list_ids": [l] }),
+            )
+        })
+        .collect();
+    world.publish(&bodies).await;
+    wait_for(Duration::from_secs(60), "all 6 synced", || async {
+        world.sim.contacts().len() == 6
+    })
+    .await;
+    let mut at: Vec<u64> = world
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/activities/contacts_json_import") && r.status == Some(201))
+        .map(|r| r.real_ms)
+        .collect();
+    worker.kill().await.ok();
+    world.cleanup().await;
+    at.sort();
+    assert_eq!(at.len(), 6, "one import per list set: {at:?}");
+    let gaps: Vec<u64> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("imports {gaps:?} ms apart");
+    // Each import moves the schedule 3 s; allow for the limiter's and the sender's jitter.
+    assert!(
+        gaps.iter().all(|g| *g >= 2_000),
+        "imports {gaps:?} ms apart"
+    );
+}

@@ -6,7 +6,7 @@ mod ratelimit_common;
 
 use std::time::Duration;
 
-use ccsync::cc::CcError;
+use ccsync::cc::{CcError, Endpoint};
 use ccsync::clock::{secs_until_utc_midnight, set_offset_secs};
 use ccsync::ratelimit::{CallKind, Gate, RateLimitError, SharedLimiter};
 use ccsync::sim::{Sim, SimConfig};
@@ -32,7 +32,7 @@ async fn call(
     let status = resp.status().as_u16();
     let body = resp.bytes().await.unwrap();
     if let CcError::RateLimited { error_key } =
-        CcError::from_response(ccsync::cc::Endpoint::Contacts, status, &body)
+        CcError::from_response(Endpoint::ContactLists, status, &body)
     {
         lim.report_429(CallKind::Import, &error_key).await;
     }

@@ -50,6 +50,31 @@ async fn running_worker_exports_the_contract_metrics_and_they_move() {
     .await;
     assert_eq!(scrape(port, "/healthz").await.0, 200);
 
+    // Before any message: every labelled series the dashboard and the alerts select is there at
+    // 0 (issue 12), so no `rate()` or ratio sits on an absent series, and the projection exists.
+    let (_, first) = scrape(port, "/metrics").await;
+    for (endpoint, statuses) in ccsync::telemetry::API_SERIES {
+        for status in statuses.iter().chain(&["429", "500", "error"]) {
+            let series =
+                format!("ccsync_api_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}}");
+            assert!(
+                first.lines().any(|l| l.starts_with(&format!("{series} "))),
+                "{series} absent from the first scrape"
+            );
+        }
+    }
+    for series in [
+        "ccsync_api_requests_total{endpoint=\"sign_up_form\",status=\"200\"}",
+        "ccsync_api_requests_total{endpoint=\"contacts_json_import\",status=\"500\"}",
+        "ccsync_messages_total{outcome=\"dead_lettered\"}",
+    ] {
+        assert!(
+            first.contains(&format!("{series} 0")),
+            "{series} is not 0 at first"
+        );
+    }
+    assert!(first.contains("# TYPE ccsync_daily_quota_projected gauge"));
+
     let mut bodies: Vec<Vec<u8>> = (0..50)
         .map(|i| {
             message(
@@ -75,6 +100,7 @@ async fn running_worker_exports_the_contract_metrics_and_they_move() {
         "ccsync_api_request_duration_seconds",
         "ccsync_ratelimit_wait_seconds",
         "ccsync_daily_quota_remaining",
+        "ccsync_daily_quota_projected",
         "ccsync_auth_state",
         "ccsync_access_token_expiry_timestamp_seconds",
         "ccsync_batch_size",

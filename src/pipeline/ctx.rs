@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::batch::Pace;
 use crate::cc::api::Api;
 use crate::config::WorkerSettings;
 use crate::ledger::Ledger;
@@ -95,6 +96,11 @@ pub trait TokenSource: Send + Sync {
 #[async_trait::async_trait]
 pub trait Pacing: Send + Sync {
     async fn linger(&self) -> Duration;
+    /// The plan the batcher releases every group against (issue 11: one schedule for all
+    /// groups). By default every group waits [`Pacing::linger`].
+    async fn pace(&self) -> Pace {
+        Pace::fixed(self.linger().await)
+    }
 }
 
 /// Everything a sender needs; shared by all sender tasks.
@@ -156,6 +162,24 @@ impl Ctx {
         match &self.pacing {
             Some(p) => p.linger().await.clamp(min, max),
             None => min,
+        }
+    }
+
+    /// The batcher's plan, its linger bounds within the configured ones.
+    pub async fn pace(&self) -> Pace {
+        let min = Duration::from_millis(self.worker.linger_min_ms);
+        let max = Duration::from_millis(self.worker.linger_max_ms).max(min);
+        match &self.pacing {
+            Some(p) => {
+                let pace = p.pace().await;
+                let pmin = pace.min.clamp(min, max);
+                Pace {
+                    min: pmin,
+                    max: pace.max.clamp(pmin, max),
+                    ..pace
+                }
+            }
+            None => Pace::fixed(min),
         }
     }
 }

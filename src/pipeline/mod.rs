@@ -41,7 +41,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Batch, Batcher, Coalesce, Limits};
+use crate::batch::{Batch, Batcher, Coalesce, Cost, Limits};
 use crate::config::Settings;
 use crate::contact::{self, Consent, Contact};
 use crate::queue::{Broker, Incoming, QueueError, Settler, Tag, Topology};
@@ -166,6 +166,13 @@ impl Coalesce for Contact {
     fn merge(&mut self, other: Self) {
         Contact::merge(self, other)
     }
+    /// An explicit-consent group costs one `sign_up_form` per contact, an import one batch.
+    fn cost(group: &Self::Group) -> Cost {
+        match group.2 {
+            Consent::Explicit => Cost::PerItem,
+            Consent::Implicit => Cost::PerBatch,
+        }
+    }
 }
 
 pub type ContactBatch = Batch<Contact, Held>;
@@ -262,7 +269,7 @@ async fn session(
     let mut senders: JoinSet<Option<Pause>> = JoinSet::new();
     let mut pause: Option<Pause> = None;
     let mut lost: Option<QueueError> = None;
-    let mut linger = ctx.linger().await;
+    batcher.set_pace(ctx.pace().await, Instant::now());
     let mut linger_checked = Instant::now();
     // Bytes of the deliveries this session holds, against `worker.max_held_bytes`: a prefetch
     // count bounds messages, not bytes (issue 11: 50,000 messages of 4.2 KB peaked at 281 MB).
@@ -279,7 +286,7 @@ async fn session(
         }
         metrics().activities_in_flight.set(senders.len() as i64);
         if linger_checked.elapsed() > Duration::from_secs(5) {
-            linger = ctx.linger().await;
+            batcher.set_pace(ctx.pace().await, Instant::now());
             linger_checked = Instant::now();
             // Re-size the prefetch window to the messages seen (a new consumer on the same
             // channel: what it delivered stays held and settleable).
@@ -298,7 +305,7 @@ async fn session(
                 }
             }
         }
-        let next_due = batcher.next_due(linger);
+        let next_due = batcher.next_release();
         // Byte budget: hold off the broker while held deliveries weigh more than the budget;
         // take deliveries again below three quarters of it.
         let held_now = held.load(std::sync::atomic::Ordering::Relaxed);
@@ -332,7 +339,7 @@ async fn session(
             }
             _ = async { tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)).await },
                 if next_due.is_some() => {
-                ready.extend(batcher.due(Instant::now(), linger));
+                ready.extend(batcher.release(Instant::now()));
             }
             d = consumer.next(), if can_read => match d {
                 Some(Ok(inc)) => {

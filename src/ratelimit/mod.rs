@@ -3,7 +3,8 @@
 //! into shared cool-downs and pauses (DESIGN §4, reference `constant-contact-v3.md` §4).
 //!
 //! Other rooms see [`Gate`] (`acquire` before every CC call, `report_429` after a 429), and the
-//! batcher sees [`SharedLimiter::budget`] + [`pacing_linger`].
+//! batcher sees [`SharedLimiter::budget`] + [`request_spacing`] (its one schedule for every group,
+//! [`crate::batch::Pace`]).
 //!
 //! # The per-second limit: GCRA, burst 1, `T = (1 s + jitter) / per_second`
 //!
@@ -90,6 +91,28 @@
 //! simulation showed 3.4 h). Under heavy load the batcher fills to its size limits before the
 //! linger ends, so pacing never slows a real backlog.
 //!
+//! ## One plan for every group and every call (issue 11)
+//!
+//! The linger above is one batch's. With G groups (list sets, accounts, consent paths) each
+//! lingering on its own, G imports would go per linger: G times the plan. So the batcher does not
+//! linger groups on their own clocks; it releases them against **one schedule**
+//! ([`crate::batch`] module docs): [`request_spacing`] says what one request is worth,
+//!
+//! ```text
+//! spacing = until_reset × replicas / (remaining_today − reserve)
+//! ```
+//!
+//! (the worked example: 43,200 × 1 / 5,000 = 8.64 s a request), and each batch handed out moves
+//! the schedule's next slot by its cost × spacing: an import 1 + its typical polls
+//! (`CALLS_PER_BATCH`, 4), an explicit-consent group one `sign_up_form` per contact. Due groups go
+//! oldest first, one per slot; `linger_min` is the least a group waits, `linger_max` the most
+//! while the budget affords it (the schedule may run ahead of its even pace by [`run_ahead`], a
+//! twentieth of the time to the reset, which spends at most a twentieth of what is left); full
+//! batches still go at once and are charged. The spacing is recomputed from the shared count every few
+//! seconds, so polls, look-ups and 429s spent by anyone slow the schedule down too.
+//! `ccsync_daily_quota_projected` = used + the shared count's pace over the last hour × the time
+//! to 00:00 UTC ([`Projection`]): above the quota, the day will end paused.
+//!
 //! # Redis unreachable
 //!
 //! A failed or slow (`redis_timeout_ms`) Redis call switches the replica to a local fallback (one
@@ -113,7 +136,7 @@ mod shared;
 mod store;
 
 pub use gcra::{GcraDecision, GcraParams, LocalGcra, gcra_decide, max_in_sliding_window};
-pub use pacing::{Budget, pacing_linger};
+pub use pacing::{Budget, Projection, pacing_linger, request_spacing, run_ahead};
 pub use shared::SharedLimiter;
 pub use store::{LimiterError, SharedDecision};
 

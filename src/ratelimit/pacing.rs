@@ -1,8 +1,13 @@
 //! Budget-aware batching: how long a batch may linger so that the day's remaining requests last
 //! until 00:00 UTC (DESIGN §4). Pure: the batcher asks [`super::SharedLimiter::budget`] for a
-//! [`Budget`] and feeds it to [`pacing_linger`].
+//! [`Budget`] and feeds it to [`request_spacing`] (the one schedule every group shares, see
+//! [`crate::batch`]) or [`pacing_linger`] (one batch on its own). [`Projection`] turns the shared
+//! count into `ccsync_daily_quota_projected`.
 
+use std::collections::VecDeque;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// What is left of today's (UTC) request budget, as the shared counter in Redis sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,10 +63,128 @@ pub fn pacing_linger(
     Duration::from_secs_f64(secs).clamp(min, max)
 }
 
+/// What one request is worth in time on this process's share of the schedule:
+/// `until_reset × replicas / remaining_for_imports`. `None` while the import budget is spent or
+/// paused (nothing can be scheduled until 00:00 UTC).
+///
+/// Every call a batch causes is charged at this spacing (the batcher multiplies by the batch's
+/// cost: an import and its typical polls, or one `sign_up_form` per contact), so imports, polls,
+/// sign-ups and look-ups together spend at most the imports' part of the budget by the reset.
+pub fn request_spacing(budget: &Budget) -> Option<Duration> {
+    let available = budget.remaining_for_imports();
+    if budget.paused_until.is_some() || available == 0 {
+        return None;
+    }
+    let replicas = f64::from(budget.replicas.max(1));
+    let secs = budget.until_reset.as_secs_f64() * replicas / available as f64;
+    Some(Duration::from_secs_f64(secs.clamp(0.0, 86_400.0)))
+}
+
+/// How far ahead of its even pace the batcher's schedule may run for groups that have waited
+/// `linger_max`: a twentieth of the time left until 00:00 UTC. Running that far ahead spends at
+/// most a twentieth of what is left (the spacing then follows the smaller count), so `linger_max`
+/// holds for short bursts and small configurations while the day's budget still lasts until the
+/// reset.
+pub fn run_ahead(budget: &Budget) -> Duration {
+    budget.until_reset / 20
+}
+
+/// Today's projected request count: what is used so far plus what the current pace (the shared
+/// count's growth over the last [`Projection::WINDOW`], every replica and every kind of call
+/// included) would add until 00:00 UTC. Feeds `ccsync_daily_quota_projected`.
+#[derive(Debug, Default)]
+pub struct Projection {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl Projection {
+    /// How far back the pace is measured.
+    pub const WINDOW: Duration = Duration::from_secs(3_600);
+    /// Below this much history the pace is unknown and the projection is the count itself.
+    pub const MIN_SPAN: Duration = Duration::from_secs(300);
+
+    /// Note the shared count `used` at `now`; returns the projection for the day.
+    pub fn observe(&mut self, now: Instant, used: u64, until_reset: Duration) -> u64 {
+        if self
+            .samples
+            .back()
+            .is_some_and(|&(at, last)| used < last || at + Self::WINDOW <= now)
+        {
+            // The count fell (a new day began), or nothing was seen for a whole window (the
+            // worker was paused): the old pace says nothing about the current one.
+            self.samples.clear();
+        }
+        self.samples.push_back((now, used));
+        while self.samples.len() > 2 && self.samples[1].0 + Self::WINDOW <= now {
+            self.samples.pop_front();
+        }
+        let (t0, u0) = self.samples[0];
+        let span = now.saturating_duration_since(t0);
+        if span < Self::MIN_SPAN {
+            return used;
+        }
+        let rate = (used - u0) as f64 / span.as_secs_f64();
+        let ahead = rate * until_reset.as_secs_f64();
+        used.saturating_add(ahead.round().min(u64::MAX as f64 / 2.0) as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn spacing_spreads_the_import_budget_per_request() {
+        // 5,000 for imports over 43,200 s: one request every 8.64 s; three replicas 25.92 s each.
+        let b = budget(5_300, 43_200);
+        assert_eq!(request_spacing(&b), Some(Duration::from_secs_f64(8.64)));
+        let mut b3 = b.clone();
+        b3.replicas = 3;
+        assert_eq!(request_spacing(&b3), Some(Duration::from_secs_f64(25.92)));
+        assert_eq!(request_spacing(&budget(300, 100)), None);
+        let mut p = b;
+        p.paused_until = Some(time::OffsetDateTime::UNIX_EPOCH);
+        assert_eq!(request_spacing(&p), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn projection_extrapolates_the_recent_pace_to_midnight() {
+        let mut p = Projection::default();
+        let mut until = Duration::from_secs(43_200);
+        // Unknown pace at first: the count itself.
+        assert_eq!(p.observe(Instant::now(), 1_000, until), 1_000);
+        // 2 requests every 5 s for 10 minutes: 0.4 req/s.
+        let mut used = 1_000;
+        for _ in 0..120 {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            until -= Duration::from_secs(5);
+            used += 2;
+        }
+        let proj = p.observe(Instant::now(), used, until);
+        let expect = used as f64 + 0.4 * until.as_secs_f64();
+        assert!((proj as f64 - expect).abs() < 2.0, "{proj} vs {expect}");
+        // A new day: the count falls, the history goes.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(p.observe(Instant::now(), 3, until), 3);
+        // Only the last hour counts.
+        let mut p = Projection::default();
+        p.observe(Instant::now(), 0, until);
+        tokio::time::advance(Duration::from_secs(7_200)).await;
+        p.observe(Instant::now(), 7_200, until);
+        for _ in 0..12 {
+            tokio::time::advance(Duration::from_secs(300)).await;
+            p.observe(Instant::now(), 7_200, until);
+        }
+        assert_eq!(
+            p.observe(Instant::now(), 7_200, until),
+            7_200,
+            "idle for an hour"
+        );
+        // Not observed for over an hour (a paused worker): the pace starts afresh.
+        tokio::time::advance(Duration::from_secs(4_000)).await;
+        assert_eq!(p.observe(Instant::now(), 9_000, until), 9_000);
+    }
 
     const MIN: Duration = Duration::from_secs(2);
     const MAX: Duration = Duration::from_secs(600);
@@ -246,5 +369,132 @@ mod tests {
         assert_eq!(d.first_refusal_before_reset, None, "{d:?}");
         assert!(d.used >= 8_000, "{d:?}");
         assert!(d.offered - d.delivered <= 300, "{d:?}");
+    }
+
+    /// Issue 11 over a whole simulated day (no sleeping): 50 list sets with one contact each a
+    /// minute and a sign-up every two minutes, one batcher on one schedule, the plan re-read
+    /// from the shared count every 5 s like `pipeline::session` does. Each import really costs 4
+    /// requests, each sign-up 1; the counter refuses imports past `quota - reserve`.
+    #[test]
+    fn a_day_of_fifty_list_sets_and_sign_ups_lasts_until_reset() {
+        use crate::batch::{Batcher, Coalesce, Cost, Limits, Pace};
+        use tokio::time::Instant;
+
+        struct C(u16, u64);
+        impl Coalesce for C {
+            type Group = u16;
+            type Key = u64;
+            fn group(&self) -> u16 {
+                self.0
+            }
+            fn key(&self) -> u64 {
+                self.1
+            }
+            fn bytes(&self) -> usize {
+                100
+            }
+            fn merge(&mut self, _: Self) {}
+            fn cost(g: &u16) -> Cost {
+                if *g == SIGN_UPS {
+                    Cost::PerItem
+                } else {
+                    Cost::PerBatch
+                }
+            }
+        }
+        const SIGN_UPS: u16 = 1_000;
+        const QUOTA: u64 = 10_000;
+        const RESERVE: u64 = 300;
+        const DAY: f64 = 86_400.0;
+        let base = Instant::now();
+        let at = |s: f64| base + Duration::from_secs_f64(s);
+        let mut b: Batcher<C, ()> = Batcher::new(Limits {
+            max_items: 40_000,
+            max_bytes: 4_000_000,
+        });
+        let mut streams: Vec<(u16, f64, f64)> = (0..50).map(|g| (g, 60.0, g as f64)).collect();
+        streams.push((SIGN_UPS, 120.0, 0.5));
+        let (mut used, mut offered, mut delivered, mut key) = (0u64, 0u64, 0u64, 0u64);
+        let mut refused_at: Option<f64> = None;
+        let mut next_pace = 0.0;
+        let mut hours = [0u64; 24];
+        let mut t = 0.0;
+        while t < DAY && refused_at.is_none() {
+            let arrival = streams.iter().map(|s| s.2).fold(f64::INFINITY, f64::min);
+            let release = b
+                .next_release()
+                .map(|i| i.saturating_duration_since(base).as_secs_f64());
+            // A plan re-read can make a release due at once (never earlier than now).
+            let release = release.map(|r| r.max(t));
+            t = arrival.min(next_pace).min(release.unwrap_or(f64::INFINITY));
+            if t >= DAY {
+                break;
+            }
+            let mut out = Vec::new();
+            if t == next_pace {
+                let budget = Budget {
+                    remaining_today: QUOTA - used,
+                    reserve: RESERVE,
+                    until_reset: Duration::from_secs_f64(DAY - t),
+                    replicas: 1,
+                    paused_until: (used >= QUOTA - RESERVE)
+                        .then_some(time::OffsetDateTime::UNIX_EPOCH),
+                };
+                b.set_pace(
+                    Pace {
+                        min: MIN,
+                        max: MAX,
+                        ahead: run_ahead(&budget),
+                        spacing: request_spacing(&budget),
+                        calls_per_batch: 4.0,
+                    },
+                    at(t),
+                );
+                next_pace += 5.0;
+            } else if release == Some(t) {
+                out = b.release(at(t));
+            } else {
+                let s = streams.iter_mut().find(|s| s.2 == arrival).unwrap();
+                key += 1;
+                offered += 1;
+                out = b.push(C(s.0, key), (), at(t));
+                s.2 += s.1;
+            }
+            for batch in out {
+                let cost = if batch.group == SIGN_UPS {
+                    batch.entries.len() as u64
+                } else {
+                    4
+                };
+                if used + cost > QUOTA - RESERVE {
+                    refused_at = Some(t);
+                    break;
+                }
+                used += cost;
+                hours[(t / 3_600.0) as usize] += cost;
+                delivered += batch.entries.len() as u64;
+            }
+        }
+        eprintln!(
+            "used {used}, offered {offered}, delivered {delivered}, refused at {refused_at:?}, per hour {hours:?}"
+        );
+        // The budget lasts until the reset (at most the day's last minutes meet the limit) ...
+        if let Some(r) = refused_at {
+            assert!(DAY - r <= 900.0, "refused {} s before the reset", DAY - r);
+        }
+        // ... and is used, not hoarded.
+        assert!(used >= 9_000, "{used}");
+        // The first hour may run ahead by `run_ahead` (a twentieth of the day: ~485 requests);
+        // after that no hour is far from an even share (404): the pace follows the count, a bit
+        // above the even share in the last hours as the run-ahead allowance shrinks.
+        assert!(hours[0] <= 404 + 485 + 8, "{hours:?}");
+        for h in &hours[1..] {
+            assert!(*h <= 404 * 115 / 100, "{hours:?}");
+        }
+        // Every sign-up and list set got through, bar the last hour's arrivals.
+        assert!(
+            offered - delivered <= 50 * 60 + 30,
+            "{offered} offered, {delivered} delivered"
+        );
     }
 }

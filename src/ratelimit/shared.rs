@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::fallback::{Fallback, LocalState, LocalStep, PROBE_EVERY, lock, slot};
 use super::gcra::GcraParams;
 use super::limits::{Keys, Limits, today, until_midnight};
-use super::pacing::Budget;
+use super::pacing::{Budget, Projection};
 use super::store::{LimiterError, SharedDecision, Store};
 use super::{CallKind, Gate, RateLimitError};
 use crate::clock::now_utc;
@@ -31,6 +31,8 @@ pub struct SharedLimiter {
     local_api: DefaultDirectRateLimiter,
     local_token: DefaultDirectRateLimiter,
     state: Mutex<LocalState>,
+    /// The day's projection from the shared count (`ccsync_daily_quota_projected`).
+    projection: Mutex<Projection>,
 }
 
 impl std::fmt::Debug for SharedLimiter {
@@ -71,6 +73,7 @@ impl SharedLimiter {
             local_token: governor_for(limits.token),
             limits,
             state: Mutex::new(LocalState::new()),
+            projection: Mutex::new(Projection::default()),
         });
         if let Err(e) = limiter.store.ping().await {
             limiter.enter_fallback(&e);
@@ -84,7 +87,8 @@ impl SharedLimiter {
     }
 
     /// Today's budget as the shared counter sees it (a local, conservative estimate while Redis
-    /// is unreachable). Also refreshes `ccsync_daily_quota_remaining` and `ccsync_paused{quota}`.
+    /// is unreachable). Also refreshes `ccsync_daily_quota_remaining`, `ccsync_paused{quota}` and
+    /// `ccsync_daily_quota_projected` (the count plus its pace over the last hour until 00:00 UTC).
     pub async fn budget(&self) -> Budget {
         let today = today();
         let used = if self.is_degraded() {
@@ -108,6 +112,14 @@ impl SharedLimiter {
         }
         self.note_used(used);
         let until_reset = until_midnight();
+        let projected = self
+            .projection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .observe(Instant::now(), used, until_reset);
+        metrics()
+            .daily_quota_projected
+            .set(i64::try_from(projected).unwrap_or(i64::MAX));
         let import_limit = self.limits.daily_limit(CallKind::Import);
         Budget {
             remaining_today: self.limits.daily_quota.saturating_sub(used),
