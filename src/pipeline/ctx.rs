@@ -118,11 +118,37 @@ pub struct Ctx {
     pub(super) lists: Mutex<HashMap<String, ListIds>>,
     /// Whether CC counts as down (transient failures in a row).
     pub outage: Outage,
+    /// Today's allowance of imports for finding the rows CC did not take.
+    pub finding: Finding,
     /// Crash marks for redelivered messages; `None` only in tests without Redis.
     pub marks: Option<Arc<crate::poison::Marks>>,
     /// The configured default lists (`CCSYNC_DEFAULT_LIST_IDS`): a missing one is a
     /// configuration problem, not the message's.
     pub default_lists: Vec<uuid::Uuid>,
+}
+
+/// Imports (with their polls, about 4 requests each) one process may spend a UTC day finding the
+/// rows CC did not take: 125 × 4 = 500 requests, 5% of a standard key's 10,000.
+pub const FINDING_PER_DAY: u32 = 125;
+
+/// The day's allowance of imports for finding rows (see [`FINDING_PER_DAY`]).
+#[derive(Debug, Default)]
+pub struct Finding(std::sync::Mutex<(String, u32)>);
+
+impl Finding {
+    /// Take `n` imports from today's allowance; false when it is spent.
+    pub fn spend(&self, n: u32) -> bool {
+        let today = crate::clock::utc_day(crate::clock::now_utc());
+        let mut g = self.0.lock().expect("not poisoned");
+        if g.0 != today {
+            *g = (today, 0);
+        }
+        if g.1 + n > FINDING_PER_DAY {
+            return false;
+        }
+        g.1 += n;
+        true
+    }
 }
 
 /// The list ids one account has in CC, and when they were fetched.
@@ -150,6 +176,7 @@ impl Ctx {
             custom_fields: Mutex::new(HashMap::new()),
             lists: Mutex::new(HashMap::new()),
             outage: Outage::default(),
+            finding: Finding::default(),
             marks: None,
             default_lists: Vec::new(),
         }
@@ -181,5 +208,38 @@ impl Ctx {
             }
             None => Pace::fixed(min),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finding_rows_has_a_daily_allowance() {
+        let f = Finding::default();
+        let mut spent = 0;
+        while f.spend(2) {
+            spent += 2;
+        }
+        assert_eq!(spent, FINDING_PER_DAY - FINDING_PER_DAY % 2);
+        assert!(!f.spend(2));
+        assert_eq!(f.spend(1), FINDING_PER_DAY % 2 == 1);
+    }
+
+    #[test]
+    fn the_outage_breaker_opens_after_failures_in_a_row_and_any_answer_closes_it() {
+        let o = Outage::default();
+        for _ in 1..OUTAGE_AFTER {
+            assert!(!o.failed());
+        }
+        o.answered();
+        for _ in 1..OUTAGE_AFTER {
+            assert!(!o.failed());
+        }
+        assert!(o.failed());
+        assert!(o.is_down());
+        o.answered();
+        assert!(!o.is_down());
     }
 }

@@ -8,7 +8,8 @@
 //!   does not say which rows, reference §6.5) → split the chunk in halves and import each
 //!   again; a single row that still falls short on its second try is dead-lettered as
 //!   `rejected_by_cc` with CC's text. The extra imports spent finding rows are capped per batch
-//!   ([`MAX_FINDING_IMPORTS`]); past the cap the rest goes back to the queue. Re-importing rows
+//!   ([`MAX_FINDING_IMPORTS`]) and per UTC day ([`super::ctx::FINDING_PER_DAY`]); past either cap
+//!   the rest goes back to the queue (without blame). Re-importing rows
 //!   that did land is harmless: imports are create-or-update by email.
 //! * 400 on the import for its rows → the same halving; for its envelope (a list id CC lacks)
 //!   → never halved: the lists are checked again and the chunk requeued (see [`super::lists`]).
@@ -402,7 +403,9 @@ async fn import_all(
                 detail: shortfall,
             };
             apply(settler, chunk, d).await;
-        } else if finding >= MAX_FINDING_IMPORTS {
+        } else if finding >= MAX_FINDING_IMPORTS
+            || !ctx.finding.spend(if chunk.len() == 1 { 1 } else { 2 })
+        {
             tracing::warn!(
                 account,
                 contacts = chunk.len(),
