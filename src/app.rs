@@ -56,6 +56,11 @@ impl TokenSource for TokenProvider {
 
 fn token_error(e: AuthError) -> TokenError {
     match e {
+        AuthError::Dead {
+            reason,
+            never_authorized: true,
+            ..
+        } => TokenError::Unknown(reason),
         AuthError::Dead { reason, .. } => TokenError::Dead(reason),
         AuthError::Unavailable(r) => TokenError::Unavailable(r),
     }
@@ -170,6 +175,11 @@ async fn build_ctx(settings: &Settings) -> Result<(Arc<Ctx>, Arc<TokenProvider>)
     );
     ctx.marks = Some(Arc::new(marks));
     ctx.default_lists = settings.default_list_ids.clone();
+    let source: Arc<dyn TokenSource> = tokens.clone();
+    ctx.parking = Some(
+        crate::parking::Parking::connect(settings, source)
+            .map_err(|e| AppError::Start(e.to_string()))?,
+    );
     Ok((Arc::new(ctx), tokens))
 }
 
@@ -216,6 +226,9 @@ pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> Resu
         .redis_ok
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let background = tokens.spawn_background(shutdown.clone());
+    if let Some(p) = &ctx.parking {
+        tokio::spawn(p.clone().rescan_forever(shutdown.clone()));
+    }
     // A default list CC lacks would fail every import that uses it: refuse to start on it.
     match pipeline::lists::missing_default_lists(&ctx, DEFAULT_ACCOUNT).await {
         Ok(gone) if !gone.is_empty() => {

@@ -23,6 +23,7 @@
 //! | [`cc`] | the only code that knows CC's URLs and JSON; classifies every outcome | reqwest |
 //! | [`ledger`] | newest-event ledger per (account, email) shared by replicas | redis |
 //! | [`poison`] | crash marks: which message a worker was reading when it died | redis |
+//! | [`parking`] | per-account parking queues while an account's connection is dead | redis |
 //! | [`pipeline`] | joins the rooms: deliveries → batches → CC → settlement; shutdown order | — |
 //! | [`sim`] | the local CC simulator (feature `sim`) | axum, jsonwebtoken, jsonschema |
 //! | `bench` | `ccsync bench`: the figures of BENCHMARKS.md (feature `sim`) | — |
@@ -42,6 +43,7 @@ pub mod contact;
 pub mod demo;
 pub mod ledger;
 pub mod pipeline;
+pub mod parking;
 pub mod poison;
 pub mod publish;
 pub mod queue;

@@ -80,6 +80,12 @@ impl Topology {
             dead: format!("{queue}.dead"),
         }
     }
+
+    /// `<queue>.parked.<account>`: where one account's messages wait while its CC connection is
+    /// dead (account names are 1–64 of letters, digits, `-`, `_`, `.`: valid in a queue name).
+    pub fn parked(&self, account: &str) -> String {
+        format!("{}.parked.{account}", self.queue)
+    }
 }
 
 /// The broker's own delivery limit the worker declares on `<queue>` (`x-delivery-limit`).
@@ -97,6 +103,24 @@ pub const DELIVERY_LIMIT: i64 = 1_000;
 /// The arguments the worker declares `<queue>` with: a quorum queue (replicated, and it counts
 /// returns in `x-delivery-count`), [`DELIVERY_LIMIT`], and `<queue>.dlx` as its dead-letter
 /// exchange so a message the broker drops at that limit lands in `<queue>.dead`.
+fn parked_options() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+/// A parking queue is a quorum queue like `<queue>` (replicated, durable), without a delivery
+/// limit of its own that could drop what waits there (nothing consumes it but the mover).
+fn parked_arguments() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args
+}
+
 fn queue_arguments(t: &Topology) -> FieldTable {
     let mut args = FieldTable::default();
     args.insert(
@@ -325,6 +349,58 @@ impl Broker {
         let _ = ch.close(200, "ok".into()).await;
         let _ = publisher.ch.close(200, "ok".into()).await;
         Ok(moved)
+    }
+
+    /// Declare `queue` as a parking queue (durable quorum; idempotent).
+    pub async fn declare_parked(&self, queue: &str) -> Result<(), QueueError> {
+        let ch = self.conn.create_channel().await?;
+        let r = ch
+            .queue_declare(queue.into(), parked_options(), parked_arguments())
+            .await;
+        let _ = ch.close(200, "ok".into()).await;
+        r?;
+        Ok(())
+    }
+
+    /// Move every message of `from` to `to` (each republished with its headers and confirmed
+    /// before it is removed from `from`, so a crash duplicates, never loses). Returns how many.
+    pub async fn move_all(&self, from: &str, to: &str) -> Result<usize, QueueError> {
+        let ch = self.conn.create_channel().await?;
+        let publisher = self.publisher().await?;
+        let mut moved = 0;
+        while let Some(m) = ch
+            .basic_get(from.into(), lapin::options::BasicGetOptions::default())
+            .await?
+        {
+            let headers = m
+                .delivery
+                .properties
+                .headers()
+                .clone()
+                .unwrap_or_default();
+            publisher
+                .send("", to, &m.delivery.data, headers)
+                .await?
+                .await?;
+            m.delivery.acker.ack(BasicAckOptions::default()).await?;
+            moved += 1;
+        }
+        let _ = ch.close(200, "ok".into()).await;
+        let _ = publisher.ch.close(200, "ok".into()).await;
+        Ok(moved)
+    }
+
+    /// Delete one queue (test and demo clean-up; a missing queue is no error).
+    pub async fn delete_queue(&self, queue: &str) -> Result<(), QueueError> {
+        let ch = self.conn.create_channel().await?;
+        let r = ch
+            .queue_delete(
+                queue.into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await;
+        let _ = ch.close(200, "ok".into()).await;
+        r.map(|_| ()).map_err(QueueError::from)
     }
 
     /// Delete the queue and its dead-letter pair (demo and test clean-up).
@@ -1016,6 +1092,53 @@ impl Settler {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Park deliveries: a confirmed copy (headers kept) in `<queue>.parked.<account>` (declared
+    /// on first use), then the original acked. A delivery whose copy cannot be published stays
+    /// held (it returns to `<queue>` when the channel closes). One result per delivery.
+    pub async fn park_many(
+        &self,
+        account: &str,
+        deliveries: &[(&Tag, &[u8])],
+    ) -> Vec<Result<(), QueueError>> {
+        let queue = self.topology.parked(account);
+        if let Err(e) = self
+            .dl
+            .ch
+            .queue_declare(queue.as_str().into(), parked_options(), parked_arguments())
+            .await
+        {
+            return deliveries
+                .iter()
+                .map(|_| Err(QueueError::from(e.clone())))
+                .collect();
+        }
+        let outgoing = deliveries
+            .iter()
+            .map(|(tag, body)| Outgoing {
+                exchange: String::new(),
+                routing_key: queue.clone(),
+                body: body.to_vec(),
+                headers: tag.kept.republished(),
+            })
+            .collect();
+        let published = self.publish_mandatory(outgoing).await;
+        let mut out = Vec::with_capacity(deliveries.len());
+        let mut copied = Vec::new();
+        for ((tag, _), p) in deliveries.iter().zip(published) {
+            match p {
+                Ok(()) => {
+                    copied.push((*tag).clone());
+                    out.push(Ok(()));
+                }
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        for e in Tag::ack_many(&copied).await {
+            tracing::warn!(error = %e, "ack after parking failed; the message may come twice");
+        }
+        out
     }
 
     /// Give deliveries back without blame: see [`Tag::requeue_blameless`]. One result per

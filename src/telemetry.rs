@@ -28,7 +28,8 @@ use crate::config::LogFormat;
 /// Every metric ccsync exports. Fields are public so a room records with one line.
 pub struct Metrics {
     registry: Registry,
-    /// Settled messages by outcome: synced | dead_lettered | requeued | superseded.
+    /// Settled messages by outcome: synced | dead_lettered | requeued | superseded | parked |
+    /// unparked.
     pub messages: IntCounterVec,
     /// Contacts CC confirmed (an import row counted in a completed activity, or a 2xx upsert).
     pub contacts_synced: IntCounter,
@@ -61,6 +62,8 @@ pub struct Metrics {
     pub probes: IntCounterVec,
     /// Bytes of the deliveries the worker holds (against `worker.max_held_bytes`).
     pub held_bytes: IntGauge,
+    /// Accounts whose messages this process parks (their CC connection is dead).
+    pub parked_accounts: IntGauge,
     pub refresh_token_age: Gauge,
     pub build_info: IntGaugeVec,
     /// Dead letters by reason code (the `x-ccsync-reason` header).
@@ -105,7 +108,14 @@ impl Metrics {
             "Messages settled, by outcome.",
             &["outcome"],
         );
-        for o in ["synced", "dead_lettered", "requeued", "superseded"] {
+        for o in [
+            "synced",
+            "dead_lettered",
+            "requeued",
+            "superseded",
+            "parked",
+            "unparked",
+        ] {
             messages.with_label_values(&[o]);
         }
         let contacts_synced = IntCounter::new(
@@ -233,6 +243,12 @@ impl Metrics {
         for reason in ["outage", "forbidden", "config"] {
             probes.with_label_values(&[reason]).inc_by(0);
         }
+        let parked_accounts = IntGauge::new(
+            "ccsync_parked_accounts",
+            "CC accounts whose messages wait in their parking queue (connection dead).",
+        )
+        .expect("valid");
+        r.register(Box::new(parked_accounts.clone())).expect("unique");
         let held_bytes = IntGauge::new(
             "ccsync_held_bytes",
             "Bytes of the deliveries the worker holds unacked (bodies and decoded contacts).",
@@ -315,6 +331,7 @@ impl Metrics {
             paused,
             probes,
             held_bytes,
+            parked_accounts,
             refresh_token_age,
             build_info,
             dead_letters,

@@ -1,5 +1,6 @@
-//! Clean, alerted pauses with nothing lost: a dead connection (every token revoked) and a spent
-//! daily quota, each with `ccsync worker` as its own process.
+//! Clean, alerted pauses with nothing lost: a dead connection (every token revoked: the
+//! account's messages are parked) and a spent daily quota, each with `ccsync worker` as its own
+//! process.
 
 mod common;
 
@@ -10,7 +11,7 @@ use common::{World, message, wait_for};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_connection_pauses_with_messages_queued_and_resumes_after_login() {
+async fn dead_connection_parks_the_accounts_messages_and_resumes_after_login() {
     let world = World::new(World::fast_sim()).await;
     world.seed_tokens("default").await;
     let mut worker = world.spawn_worker();
@@ -47,13 +48,15 @@ async fn dead_connection_pauses_with_messages_queued_and_resumes_after_login() {
     })
     .await;
     assert_eq!(world.metric("ccsync_auth_state").await, Some(0.0));
-    // Every message is still in the queue: nothing acked, nothing dead-lettered.
+    // Every message waits in the account's parking queue: nothing acked as synced, nothing
+    // dead-lettered, and the main queue is free for other accounts.
     wait_for(
         Duration::from_secs(45),
-        "all 40 back in the queue",
-        || async { world.queue_len().await == 40 },
+        "all 40 in the account's parking queue",
+        || async { world.parked_len("default").await == 40 && world.queue_len().await == 0 },
     )
     .await;
+    assert_eq!(world.metric("ccsync_parked_accounts").await, Some(1.0));
     assert_eq!(world.dead_len().await, 0);
     assert_eq!(world.sim.contacts().len(), 1);
     // No retry storm against the token endpoint while paused.
@@ -84,6 +87,7 @@ async fn dead_connection_pauses_with_messages_queued_and_resumes_after_login() {
             && world.metric("ccsync_auth_state").await == Some(1.0)
     })
     .await;
+    assert_eq!(world.parked_len("default").await, 0);
     assert_eq!(world.dead_len().await, 0);
     worker.kill().await.ok();
     world.cleanup().await;

@@ -76,12 +76,22 @@ pub enum AuthError {
     #[error(
         "auth: the connection for account {account} is dead ({reason}); re-authorize with `ccsync auth login --account {account}`"
     )]
-    Dead { account: String, reason: String },
+    Dead {
+        account: String,
+        reason: String,
+        /// No token set was ever stored for this account (as far as Redis and this process
+        /// know): a message for it names an account nobody authorized.
+        never_authorized: bool,
+    },
     /// Transient (Redis down, token endpoint 5xx/timeouts, waited too long for another replica):
     /// keep messages unacked and retry later.
     #[error("auth: temporarily unavailable ({0}); retry later")]
     Unavailable(String),
 }
+
+/// The dead reason of an account that has no token set in Redis (and none in this process):
+/// never authorized, or logged out by deleting the set.
+pub const NO_TOKEN_SET: &str = "no token set in Redis";
 
 impl From<StoreError> for AuthError {
     fn from(e: StoreError) -> Self {

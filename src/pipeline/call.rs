@@ -29,6 +29,10 @@ pub(super) enum Stop {
     Busy,
     /// The hold bound is reached; requeue (without blame).
     Deadline,
+    /// The account's connection is dead: its messages go to its parking queue.
+    Park(String),
+    /// No token set was ever stored for this account and the configuration does not name it.
+    UnknownAccount(String),
 }
 
 /// 409 retries on `sign_up_form` before the message goes back to the queue.
@@ -87,8 +91,8 @@ where
                 }
                 token = match ctx.tokens.token_rejected(account, &token).await {
                     Ok(t) => t,
-                    Err(TokenError::Dead(_)) => return Err(Stop::Pause(auth_pause(account))),
                     Err(TokenError::Unavailable(_)) => get_token(ctx, account, deadline).await?,
+                    Err(e) => return Err(dead_account(ctx, account, e).await),
                 };
             }
             RetryAction::RateLimited => {
@@ -140,6 +144,25 @@ pub(super) fn auth_pause(account: &str) -> Pause {
     }
 }
 
+/// An account without a usable token set: an account nobody authorized (and the configuration
+/// does not name) is unknown; any other waits in its parking queue (or, without parking, the
+/// worker pauses as a whole).
+async fn dead_account(ctx: &Ctx, account: &str, e: TokenError) -> Stop {
+    if matches!(e, TokenError::Unknown(_)) && !ctx.configured_accounts.contains(account) {
+        return Stop::UnknownAccount(account.to_string());
+    }
+    match &ctx.parking {
+        Some(p) => match p.park(account).await {
+            Ok(()) => Stop::Park(account.to_string()),
+            Err(err) => {
+                tracing::warn!(account, error = %err, "cannot record the parked account; requeueing");
+                Stop::Busy
+            }
+        },
+        None => Stop::Pause(auth_pause(account)),
+    }
+}
+
 fn outage_pause(account: &str) -> Pause {
     Pause::Outage {
         account: account.to_string(),
@@ -155,7 +178,9 @@ pub(super) async fn get_token(
     loop {
         match ctx.tokens.access_token(account).await {
             Ok(t) => return Ok(t),
-            Err(TokenError::Dead(_)) => return Err(Stop::Pause(auth_pause(account))),
+            Err(e @ (TokenError::Dead(_) | TokenError::Unknown(_))) => {
+                return Err(dead_account(ctx, account, e).await);
+            }
             Err(TokenError::Unavailable(e)) => {
                 tracing::warn!(account, error = %e, "no access token yet; retrying");
                 if Instant::now() >= deadline {

@@ -70,9 +70,12 @@ impl Outage {
 /// Failure to get an access token.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TokenError {
-    /// Re-authorization needed (`ccsync auth login`): pause.
+    /// Re-authorization needed (`ccsync auth login`): park the account's messages.
     #[error("connection dead: {0}")]
     Dead(String),
+    /// No token set was ever stored for the account: nobody authorized it.
+    #[error("no token set was ever stored for this account: {0}")]
+    Unknown(String),
     /// Transient (Redis, token endpoint): retry later.
     #[error("token unavailable: {0}")]
     Unavailable(String),
@@ -125,6 +128,13 @@ pub struct Ctx {
     /// The configured default lists (`CCSYNC_DEFAULT_LIST_IDS`): a missing one is a
     /// configuration problem, not the message's.
     pub default_lists: Vec<uuid::Uuid>,
+    /// Per-account parking while an account's connection is dead; `None` in tests without a
+    /// broker (the worker then pauses as a whole, as before).
+    pub parking: Option<Arc<crate::parking::Parking>>,
+    /// Accounts the configuration names (and `default`): their messages wait for a login even
+    /// before any token set exists; a message for any other account without a token set is
+    /// dead-lettered `unknown_account`.
+    pub configured_accounts: std::collections::HashSet<String>,
 }
 
 /// Imports (with their polls, about 4 requests each) one process may spend a UTC day finding the
@@ -179,6 +189,8 @@ impl Ctx {
             finding: Finding::default(),
             marks: None,
             default_lists: Vec::new(),
+            parking: None,
+            configured_accounts: ["default".to_string()].into_iter().collect(),
         }
     }
 

@@ -447,6 +447,17 @@ async fn accept(
         let _ = marks.end(&body).await;
     }
     match decoded {
+        Ok(c) if ctx.parking.as_ref().is_some_and(|p| p.is_parked(&c.account)) => {
+            // Its account's connection is dead: straight to the account's parking queue.
+            let h = Held {
+                bytes: HeldBytes::new(held, 0),
+                tag,
+                body,
+                received: Instant::now(),
+            };
+            settle::park_held(settler, &c.account, std::slice::from_ref(&h)).await;
+            None
+        }
         Ok(c) => {
             let now = Instant::now();
             let decoded_len = crate::cc::api::import_row_len(&c);

@@ -242,6 +242,9 @@ async fn watch_abandoned(
             match st {
                 Ok(st) if st.state.is_terminal() => return,
                 Ok(_) | Err(Stop::Deadline) | Err(Stop::Busy) | Err(Stop::Pause(_)) => {}
+                // The account's connection died meanwhile: the claim lapses with the watch (a
+                // new login re-sends the parked messages; imports are upserts).
+                Err(Stop::Park(_)) | Err(Stop::UnknownAccount(_)) => return,
                 // CC no longer knows it (or refuses the poll for good): nothing left to wait for.
                 Err(Stop::UnknownActivity) | Err(Stop::Reject(_)) | Err(Stop::Envelope(_)) => {
                     return;

@@ -31,6 +31,8 @@ pub(super) enum Disposition {
         reason: &'static str,
         detail: String,
     },
+    /// The account's connection is dead: to `<queue>.parked.<account>` until a login.
+    Park { account: String },
 }
 
 /// Carry out one disposition for every delivery of `chunk`.
@@ -38,6 +40,7 @@ pub(super) async fn apply(settler: &Settler, chunk: Chunk, d: Disposition) {
     match d {
         Disposition::Ack => ack_all(chunk).await,
         Disposition::Requeue => requeue(settler, chunk).await,
+        Disposition::Park { account } => park(settler, &account, chunk).await,
         Disposition::DeadLetter { reason, detail } => {
             for e in chunk {
                 for h in e.tags {
@@ -53,6 +56,20 @@ pub(super) async fn apply(settler: &Settler, chunk: Chunk, d: Disposition) {
 pub(super) async fn settle_stop(settler: &Settler, rest: Chunk, stop: Stop) -> Option<Pause> {
     let n = rest.len();
     let pause = match stop {
+        Stop::Park(account) => {
+            apply(settler, rest, Disposition::Park { account }).await;
+            return None;
+        }
+        Stop::UnknownAccount(account) => {
+            let d = Disposition::DeadLetter {
+                reason: "unknown_account",
+                detail: format!(
+                    "no CC account '{account}' was ever authorized; run `ccsync auth login --account {account}`, then replay this message"
+                ),
+            };
+            apply(settler, rest, d).await;
+            return None;
+        }
         Stop::Pause(p) => Some(p),
         Stop::Deadline => {
             tracing::warn!(
@@ -122,6 +139,31 @@ async fn requeue(settler: &Settler, chunk: Chunk) {
                 "could not re-publish some requeued messages; nack-requeued them instead (the broker counts those returns)"
             );
         }
+    }
+}
+
+/// Park deliveries in their account's parking queue (see [`crate::parking`]); a delivery that
+/// cannot be parked stays held and returns to the queue when the channel closes.
+pub(super) async fn park(settler: &Settler, account: &str, chunk: Chunk) {
+    let held: Vec<Held> = chunk.into_iter().flat_map(|e| e.tags).collect();
+    park_held(settler, account, &held).await;
+}
+
+/// [`park`] for deliveries not yet in a batch.
+pub(super) async fn park_held(settler: &Settler, account: &str, held: &[Held]) {
+    for part in held.chunks(1_000) {
+        let pairs: Vec<(&Tag, &[u8])> = part.iter().map(|h| (&h.tag, h.body.as_slice())).collect();
+        let mut parked = 0u64;
+        for r in settler.park_many(account, &pairs).await {
+            match r {
+                Ok(()) => parked += 1,
+                Err(e) => tracing::warn!(account, error = %e, "cannot park a message; it returns to the queue when the channel closes"),
+            }
+        }
+        metrics()
+            .messages
+            .with_label_values(&["parked"])
+            .inc_by(parked);
     }
 }
 

@@ -202,6 +202,12 @@ impl World {
         self.broker.queue_len(&self.queue).await.unwrap()
     }
 
+    /// Messages waiting in `account`'s parking queue (0 when it has none).
+    pub async fn parked_len(&self, account: &str) -> u32 {
+        let q = Topology::for_queue(&self.queue).parked(account);
+        self.broker.queue_len(&q).await.unwrap_or(0)
+    }
+
     pub async fn dead_len(&self) -> u32 {
         self.broker
             .queue_len(&format!("{}.dead", self.queue))
@@ -231,7 +237,11 @@ impl World {
     }
 
     pub async fn cleanup(self) {
-        let _ = self.broker.delete(&Topology::for_queue(&self.queue)).await;
+        let t = Topology::for_queue(&self.queue);
+        for account in ["default", "acme", "beta", "gamma"] {
+            let _ = self.broker.delete_queue(&t.parked(account)).await;
+        }
+        let _ = self.broker.delete(&t).await;
         self.broker.close().await;
         self.sim.shutdown().await;
     }

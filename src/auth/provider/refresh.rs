@@ -114,7 +114,7 @@ impl TokenProvider {
                     Ok(None)
                 }
                 None => {
-                    let reason = "no token set in Redis".to_string();
+                    let reason = super::NO_TOKEN_SET.to_string();
                     self.declare_dead(acct, ours, &reason, "no_token_set");
                     Err(self.dead_error(acct, &reason))
                 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use tracing::{error, info};
 
-use super::{Account, AuthError, Cached, TokenProvider};
+use super::{Account, AuthError, Cached, NO_TOKEN_SET, TokenProvider};
 use crate::auth::tokenset::TokenSet;
 use crate::telemetry::metrics;
 
@@ -14,6 +14,7 @@ impl TokenProvider {
         AuthError::Dead {
             account: acct.name.clone(),
             reason: reason.to_string(),
+            never_authorized: reason == NO_TOKEN_SET,
         }
     }
 

@@ -1,0 +1,118 @@
+//! Issue 13: many CC accounts on one API key. A message for an account nobody authorized is
+//! dead-lettered `unknown_account` without stopping anyone; an account whose connection dies
+//! mid-run parks only its own messages while the others finish, and they sync by themselves
+//! after `ccsync auth login` for it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{World, message, store, wait_for};
+use serde_json::{Value, json};
+
+fn for_account(account: &str, prefix: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let mut v: Value = serde_json::from_slice(&message(
+                &format!("{prefix}{i}@example.com"),
+                "2026-11-23T10:00:00Z",
+                json!({"first_name": account}),
+            ))
+            .unwrap();
+            v["account"] = json!(account);
+            serde_json::to_vec(&v).unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_for_an_account_nobody_authorized_are_dead_lettered_and_stop_nobody() {
+    let world = World::new(World::fast_sim()).await;
+    world.seed_tokens("default").await;
+    let mut bodies = for_account("default", "ok", 1000);
+    // Interleaved, as an upstream typo would send them.
+    for (i, b) in for_account("nosuch-account", "typo", 20).into_iter().enumerate() {
+        bodies.insert(i * 50, b);
+    }
+    world.publish(&bodies).await;
+    let worker = world.spawn_worker();
+    wait_for(
+        Duration::from_secs(60),
+        "valid ones synced, unknown ones dead-lettered",
+        || async { store(&world.sim).len() == 1000 && world.dead_len().await == 20 },
+    )
+    .await;
+    // Nobody paused for it.
+    assert_eq!(
+        world.metric("ccsync_paused{reason=\"auth\"}").await,
+        Some(0.0)
+    );
+    assert!(world.terminate(worker).await.success());
+    for d in world.dead_letters().await {
+        assert_eq!(d.reason.as_deref(), Some("unknown_account"));
+        assert!(d.detail.unwrap().contains("ccsync auth login --account nosuch-account"));
+    }
+    assert_eq!(world.queue_len().await, 0);
+    world.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_account_revoked_mid_run_parks_only_its_messages_and_they_sync_after_login() {
+    let world = World::new(World::fast_sim()).await;
+    for a in ["default", "acme", "beta"] {
+        world.seed_tokens(a).await;
+    }
+    let port_b = common::free_port();
+    let a = world.spawn_worker();
+    let b = world.spawn_worker_on(port_b);
+    world.publish(&for_account("acme", "early", 10)).await;
+    wait_for(Duration::from_secs(30), "acme works at first", || async {
+        store(&world.sim).len() == 10
+    })
+    .await;
+    // acme's connection dies (logged out: a tombstone replaces its token set).
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ccsync"))
+        .args(["auth", "logout", "--account", "acme"])
+        .envs(world.env())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut bodies = Vec::new();
+    for i in 0..300 {
+        let acct = ["default", "acme", "beta"][i % 3].to_string();
+        let prefix = format!("{acct}-");
+        bodies.extend(for_account(&acct, &prefix, 1).into_iter().map(|b| {
+            // Distinct emails per message.
+            let mut v: Value = serde_json::from_slice(&b).unwrap();
+            v["contact"]["email"] = json!(format!("{prefix}{i}@example.com"));
+            serde_json::to_vec(&v).unwrap()
+        }));
+    }
+    world.publish(&bodies).await;
+    // The other two accounts finish while acme's 100 wait in its parking queue.
+    wait_for(
+        Duration::from_secs(60),
+        "default and beta synced, acme parked",
+        || async {
+            store(&world.sim).len() == 10 + 200 && world.parked_len("acme").await == 100
+        },
+    )
+    .await;
+    assert_eq!(world.dead_len().await, 0);
+    // A login for acme: its messages come back and sync by themselves.
+    world.seed_tokens("acme").await;
+    wait_for(Duration::from_secs(90), "acme's messages synced", || async {
+        store(&world.sim).len() == 10 + 300
+    })
+    .await;
+    wait_for(Duration::from_secs(30), "parking queue drained", || async {
+        world.parked_len("acme").await == 0
+    })
+    .await;
+    assert!(world.terminate(a).await.success());
+    assert!(world.terminate(b).await.success());
+    assert_eq!(world.dead_len().await, 0);
+    assert_eq!(world.queue_len().await, 0);
+    world.cleanup().await;
+}
