@@ -131,13 +131,28 @@ pub fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
-/// The account whose lists `CCSYNC_DEFAULT_LIST_IDS` are checked against at start.
-const DEFAULT_ACCOUNT: &str = "default";
+/// The accounts whose default lists are checked at start: `default` and every configured one.
+fn configured_accounts(settings: &Settings) -> Vec<String> {
+    let mut v = vec!["default".to_string()];
+    v.extend(
+        settings
+            .accounts
+            .keys()
+            .filter(|a| *a != "default")
+            .cloned(),
+    );
+    v
+}
 
-fn missing_lists_line(gone: &[uuid::Uuid]) -> String {
+fn missing_lists_line(account: &str, gone: &[uuid::Uuid]) -> String {
     let ids: Vec<String> = gone.iter().map(uuid::Uuid::to_string).collect();
+    let setting = if account == "default" {
+        "CCSYNC_DEFAULT_LIST_IDS".to_string()
+    } else {
+        format!("CCSYNC_DEFAULT_LIST_IDS or [accounts.{account}] default_list_ids")
+    };
     format!(
-        "default list {} (CCSYNC_DEFAULT_LIST_IDS) does not exist in CC account '{DEFAULT_ACCOUNT}'; create it in CC or fix the setting",
+        "default list {} ({setting}) does not exist in CC account '{account}'; create it in CC or fix the setting",
         ids.join(", ")
     )
 }
@@ -175,6 +190,13 @@ async fn build_ctx(settings: &Settings) -> Result<(Arc<Ctx>, Arc<TokenProvider>)
     );
     ctx.marks = Some(Arc::new(marks));
     ctx.default_lists = settings.default_list_ids.clone();
+    ctx.account_lists = settings
+        .accounts
+        .iter()
+        .map(|(name, a)| (name.clone(), a.default_list_ids.clone()))
+        .collect();
+    ctx.configured_accounts
+        .extend(settings.accounts.keys().cloned());
     let source: Arc<dyn TokenSource> = tokens.clone();
     ctx.parking = Some(
         crate::parking::Parking::connect(settings, source)
@@ -183,10 +205,14 @@ async fn build_ctx(settings: &Settings) -> Result<(Arc<Ctx>, Arc<TokenProvider>)
     Ok((Arc::new(ctx), tokens))
 }
 
-/// `ccsync config check`'s look at CC: the default lists exist in the default account. `Ok`
+/// `ccsync config check`'s look at CC: each configured account's default lists exist in it. `Ok`
 /// carries a warning when CC or the token set cannot be reached (the check is then skipped).
 pub async fn check_default_lists(settings: &Settings) -> Result<Option<String>, AppError> {
-    if settings.default_list_ids.is_empty() {
+    let accounts = configured_accounts(settings);
+    if accounts
+        .iter()
+        .all(|a| settings.default_lists_for(a).is_empty())
+    {
         return Ok(None);
     }
     let (ctx, _tokens) = match build_ctx(settings).await {
@@ -197,13 +223,17 @@ pub async fn check_default_lists(settings: &Settings) -> Result<Option<String>, 
             )));
         }
     };
-    match pipeline::lists::missing_default_lists(&ctx, DEFAULT_ACCOUNT).await {
-        Ok(gone) if gone.is_empty() => Ok(None),
-        Ok(gone) => Err(AppError::Start(missing_lists_line(&gone))),
-        Err(e) => Ok(Some(format!(
-            "cannot check the default lists against CC: {e}"
-        ))),
+    let mut warnings = Vec::new();
+    for account in accounts {
+        match pipeline::lists::missing_default_lists(&ctx, &account).await {
+            Ok(gone) if gone.is_empty() => {}
+            Ok(gone) => return Err(AppError::Start(missing_lists_line(&account, &gone))),
+            Err(e) => warnings.push(format!(
+                "cannot check the default lists of account '{account}' against CC: {e}"
+            )),
+        }
     }
+    Ok((!warnings.is_empty()).then(|| warnings.join("; ")))
 }
 
 /// Run a worker until `shutdown` fires.
@@ -230,18 +260,21 @@ pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> Resu
         tokio::spawn(p.clone().rescan_forever(shutdown.clone()));
     }
     // A default list CC lacks would fail every import that uses it: refuse to start on it.
-    match pipeline::lists::missing_default_lists(&ctx, DEFAULT_ACCOUNT).await {
-        Ok(gone) if !gone.is_empty() => {
-            shutdown.cancel();
-            let _ = background.await;
-            let _ = server.await;
-            return Err(AppError::Start(missing_lists_line(&gone)));
+    for account in configured_accounts(&settings) {
+        match pipeline::lists::missing_default_lists(&ctx, &account).await {
+            Ok(gone) if !gone.is_empty() => {
+                shutdown.cancel();
+                let _ = background.await;
+                let _ = server.await;
+                return Err(AppError::Start(missing_lists_line(&account, &gone)));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                account,
+                error = %e,
+                "cannot check the default lists against CC now; the worker checks them before each batch"
+            ),
         }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(
-            error = %e,
-            "cannot check the default lists against CC now; the worker checks them before each batch"
-        ),
     }
     let res = pipeline::run(settings, ctx, shutdown.clone()).await;
     shutdown.cancel();

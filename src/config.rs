@@ -58,6 +58,23 @@ struct Raw {
     ratelimit: RateLimitSettings,
     worker: WorkerSettings,
     testing: TestingSettings,
+    #[serde(default)]
+    accounts: std::collections::BTreeMap<String, RawAccount>,
+}
+
+/// `[accounts.<name>]`: what differs per CC account.
+#[derive(Debug, Clone, Deserialize, Default)]
+struct RawAccount {
+    #[serde(default, deserialize_with = "string_like")]
+    default_list_ids: String,
+}
+
+/// Settings of one CC account (`[accounts.<name>]`, or `CCSYNC_ACCOUNTS__<NAME>__…`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountSettings {
+    /// This account's lists for messages that name none (CC list ids differ per account);
+    /// empty: the global `default_list_ids`.
+    pub default_list_ids: Vec<Uuid>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,6 +166,8 @@ pub struct Settings {
     pub ratelimit: RateLimitSettings,
     pub worker: WorkerSettings,
     pub testing: TestingSettings,
+    /// Per-account settings; the accounts named here are known even before a login.
+    pub accounts: std::collections::BTreeMap<String, AccountSettings>,
 }
 
 /// The token-set encryption key. Its `Debug` never shows the bytes.
@@ -168,6 +187,14 @@ pub enum LogFormat {
 }
 
 impl Settings {
+    /// The default lists of `account`: its own (`[accounts.<name>]`), else the global ones.
+    pub fn default_lists_for(&self, account: &str) -> &[Uuid] {
+        match self.accounts.get(account) {
+            Some(a) if !a.default_list_ids.is_empty() => &a.default_list_ids,
+            _ => &self.default_list_ids,
+        }
+    }
+
     /// Defaults, then `$CCSYNC_CONFIG` if set, then the environment.
     pub fn load() -> Result<Settings, ConfigError> {
         let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
@@ -237,6 +264,25 @@ impl Settings {
             return Err(invalid("CCSYNC_QUEUE", "must be 1 to 200 characters"));
         }
         let default_list_ids = parse_list_ids(&raw.default_list_ids)?;
+        let mut accounts = std::collections::BTreeMap::new();
+        for (name, a) in &raw.accounts {
+            let lists = parse_list_ids(&a.default_list_ids).map_err(|e| match e {
+                ConfigError::Invalid { problem, .. } => invalid(
+                    &format!(
+                        "CCSYNC_ACCOUNTS__{}__DEFAULT_LIST_IDS",
+                        name.to_ascii_uppercase()
+                    ),
+                    problem,
+                ),
+                other => other,
+            })?;
+            accounts.insert(
+                name.clone(),
+                AccountSettings {
+                    default_list_ids: lists,
+                },
+            );
+        }
         let token_encryption_key = match raw.token_encryption_key.expose_secret().trim() {
             "" => None,
             b64 => {
@@ -280,6 +326,7 @@ impl Settings {
             api_base_url,
             auth_base_url,
             default_list_ids,
+            accounts,
             token_encryption_key,
             metrics_addr,
             log_format,
@@ -443,7 +490,14 @@ impl Settings {
             self.ratelimit,
             self.worker,
             self.testing,
-        )
+        ) + &self
+            .accounts
+            .iter()
+            .map(|(name, a)| {
+                let l: Vec<String> = a.default_list_ids.iter().map(Uuid::to_string).collect();
+                format!("\n[accounts.{name}]\ndefault_list_ids = {:?}", l.join(","))
+            })
+            .collect::<String>()
     }
 
     /// `<queue>.dlx`, the dead-letter exchange (DESIGN §2).
@@ -567,6 +621,28 @@ mod tests {
         assert_eq!(s.client_id, "12345");
         assert_eq!(s.worker.batch_max_contacts, 500);
         assert_eq!(s.default_list_ids.len(), 2);
+        // Per-account lists override the global ones for that account only.
+        let acme = "c2a2b8b4-0000-4000-8000-00000000000a";
+        let s2 = Settings::from_pairs([
+            (
+                "CCSYNC_DEFAULT_LIST_IDS",
+                "c2a2b8b4-0000-4000-8000-000000000001",
+            ),
+            ("CCSYNC_ACCOUNTS__ACME__DEFAULT_LIST_IDS", acme),
+        ])
+        .unwrap();
+        assert_eq!(s2.default_lists_for("acme")[0].to_string(), acme);
+        assert_eq!(
+            s2.default_lists_for("other"),
+            s2.default_list_ids.as_slice()
+        );
+        assert!(s2.redacted().contains("[accounts.acme]"));
+        let bad = Settings::from_pairs([("CCSYNC_ACCOUNTS__ACME__DEFAULT_LIST_IDS", "nope")]);
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .contains("CCSYNC_ACCOUNTS__ACME__DEFAULT_LIST_IDS")
+        );
     }
 
     #[test]

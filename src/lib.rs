@@ -42,8 +42,8 @@ pub mod contact;
 #[cfg(feature = "sim")]
 pub mod demo;
 pub mod ledger;
-pub mod pipeline;
 pub mod parking;
+pub mod pipeline;
 pub mod poison;
 pub mod publish;
 pub mod queue;

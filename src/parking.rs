@@ -176,13 +176,11 @@ impl Parking {
         loop {
             self.tokens.wait_until_alive(&account).await;
             // From now on this process sends the account's messages to CC again.
-            if self
-                .parked
-                .lock()
-                .expect("not poisoned")
-                .remove(&account)
-            {
-                tracing::info!(account, "token set is back; moving the parked messages to the queue");
+            if self.parked.lock().expect("not poisoned").remove(&account) {
+                tracing::info!(
+                    account,
+                    "token set is back; moving the parked messages to the queue"
+                );
                 self.update_metrics();
             }
             let moved = async {

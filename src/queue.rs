@@ -372,12 +372,7 @@ impl Broker {
             .basic_get(from.into(), lapin::options::BasicGetOptions::default())
             .await?
         {
-            let headers = m
-                .delivery
-                .properties
-                .headers()
-                .clone()
-                .unwrap_or_default();
+            let headers = m.delivery.properties.headers().clone().unwrap_or_default();
             publisher
                 .send("", to, &m.delivery.data, headers)
                 .await?
@@ -394,10 +389,7 @@ impl Broker {
     pub async fn delete_queue(&self, queue: &str) -> Result<(), QueueError> {
         let ch = self.conn.create_channel().await?;
         let r = ch
-            .queue_delete(
-                queue.into(),
-                lapin::options::QueueDeleteOptions::default(),
-            )
+            .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
             .await;
         let _ = ch.close(200, "ok".into()).await;
         r.map(|_| ()).map_err(QueueError::from)

@@ -248,7 +248,8 @@ impl Metrics {
             "CC accounts whose messages wait in their parking queue (connection dead).",
         )
         .expect("valid");
-        r.register(Box::new(parked_accounts.clone())).expect("unique");
+        r.register(Box::new(parked_accounts.clone()))
+            .expect("unique");
         let held_bytes = IntGauge::new(
             "ccsync_held_bytes",
             "Bytes of the deliveries the worker holds unacked (bodies and decoded contacts).",

@@ -31,7 +31,10 @@ async fn messages_for_an_account_nobody_authorized_are_dead_lettered_and_stop_no
     world.seed_tokens("default").await;
     let mut bodies = for_account("default", "ok", 1000);
     // Interleaved, as an upstream typo would send them.
-    for (i, b) in for_account("nosuch-account", "typo", 20).into_iter().enumerate() {
+    for (i, b) in for_account("nosuch-account", "typo", 20)
+        .into_iter()
+        .enumerate()
+    {
         bodies.insert(i * 50, b);
     }
     world.publish(&bodies).await;
@@ -50,7 +53,11 @@ async fn messages_for_an_account_nobody_authorized_are_dead_lettered_and_stop_no
     assert!(world.terminate(worker).await.success());
     for d in world.dead_letters().await {
         assert_eq!(d.reason.as_deref(), Some("unknown_account"));
-        assert!(d.detail.unwrap().contains("ccsync auth login --account nosuch-account"));
+        assert!(
+            d.detail
+                .unwrap()
+                .contains("ccsync auth login --account nosuch-account")
+        );
     }
     assert_eq!(world.queue_len().await, 0);
     world.cleanup().await;
@@ -77,7 +84,11 @@ async fn one_account_revoked_mid_run_parks_only_its_messages_and_they_sync_after
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut bodies = Vec::new();
     for i in 0..300 {
         let acct = ["default", "acme", "beta"][i % 3].to_string();
@@ -94,17 +105,17 @@ async fn one_account_revoked_mid_run_parks_only_its_messages_and_they_sync_after
     wait_for(
         Duration::from_secs(60),
         "default and beta synced, acme parked",
-        || async {
-            store(&world.sim).len() == 10 + 200 && world.parked_len("acme").await == 100
-        },
+        || async { store(&world.sim).len() == 10 + 200 && world.parked_len("acme").await == 100 },
     )
     .await;
     assert_eq!(world.dead_len().await, 0);
     // A login for acme: its messages come back and sync by themselves.
     world.seed_tokens("acme").await;
-    wait_for(Duration::from_secs(90), "acme's messages synced", || async {
-        store(&world.sim).len() == 10 + 300
-    })
+    wait_for(
+        Duration::from_secs(90),
+        "acme's messages synced",
+        || async { store(&world.sim).len() == 10 + 300 },
+    )
     .await;
     wait_for(Duration::from_secs(30), "parking queue drained", || async {
         world.parked_len("acme").await == 0

@@ -22,6 +22,15 @@ struct EnvelopeDto {
 
 /// Decode and validate one message body. `default_lists` apply when the message names none.
 pub fn decode(body: &[u8], default_lists: &[Uuid]) -> Result<Contact, Rejection> {
+    decode_for(body, &|_| default_lists)
+}
+
+/// [`decode`] with default lists per CC account (each account has its own list ids):
+/// `default_lists(account)` applies when the message names none.
+pub fn decode_for<'a>(
+    body: &[u8],
+    default_lists: &dyn Fn(&str) -> &'a [Uuid],
+) -> Result<Contact, Rejection> {
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(Rejection::new(
             "message_too_large",
@@ -214,8 +223,8 @@ pub fn decode(body: &[u8], default_lists: &[Uuid]) -> Result<Contact, Rejection>
         Some(_) => return Err(wrong_type("contact.custom_fields", "an object")),
     }
     let mut list_ids = match c.get("list_ids") {
-        None | Some(Value::Null) => default_lists.to_vec(),
-        Some(Value::Array(a)) if a.is_empty() => default_lists.to_vec(),
+        None | Some(Value::Null) => default_lists(&account).to_vec(),
+        Some(Value::Array(a)) if a.is_empty() => default_lists(&account).to_vec(),
         Some(Value::Array(a)) => a
             .iter()
             .map(|v| {

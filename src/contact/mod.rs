@@ -314,7 +314,7 @@ impl Fields {
 }
 
 mod decode;
-pub use decode::decode;
+pub use decode::{decode, decode_for};
 
 #[cfg(test)]
 mod tests;

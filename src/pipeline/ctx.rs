@@ -128,6 +128,8 @@ pub struct Ctx {
     /// The configured default lists (`CCSYNC_DEFAULT_LIST_IDS`): a missing one is a
     /// configuration problem, not the message's.
     pub default_lists: Vec<uuid::Uuid>,
+    /// Per-account default lists (`[accounts.<name>] default_list_ids`), where set.
+    pub account_lists: HashMap<String, Vec<uuid::Uuid>>,
     /// Per-account parking while an account's connection is dead; `None` in tests without a
     /// broker (the worker then pauses as a whole, as before).
     pub parking: Option<Arc<crate::parking::Parking>>,
@@ -189,8 +191,17 @@ impl Ctx {
             finding: Finding::default(),
             marks: None,
             default_lists: Vec::new(),
+            account_lists: HashMap::new(),
             parking: None,
             configured_accounts: ["default".to_string()].into_iter().collect(),
+        }
+    }
+
+    /// The default lists of `account`: its own, else the global ones.
+    pub fn defaults_for(&self, account: &str) -> &[uuid::Uuid] {
+        match self.account_lists.get(account) {
+            Some(l) if !l.is_empty() => l,
+            _ => &self.default_lists,
         }
     }
 

@@ -81,7 +81,7 @@ pub(super) async fn check(
     if gone.is_empty() {
         return Ok(entries);
     }
-    if let Some(default) = gone.iter().find(|l| ctx.default_lists.contains(l)) {
+    if let Some(default) = gone.iter().find(|l| ctx.defaults_for(account).contains(l)) {
         let p = Pause::Config {
             account: account.to_string(),
             list: *default,
@@ -105,11 +105,18 @@ pub(super) async fn check(
 /// The configured default lists `account` lacks in CC (for the start of `ccsync worker` and for
 /// `ccsync config check`). One request.
 pub async fn missing_default_lists(ctx: &Ctx, account: &str) -> Result<Vec<Uuid>, String> {
-    if ctx.default_lists.is_empty() {
+    let wanted = ctx.defaults_for(account);
+    if wanted.is_empty() {
         return Ok(Vec::new());
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    missing(ctx, account, &ctx.default_lists, deadline)
+    missing(ctx, account, wanted, deadline)
         .await
-        .map_err(|stop| format!("{stop:?}"))
+        .map_err(|stop| match stop {
+            Stop::Park(_) | Stop::UnknownAccount(_) => {
+                format!("account '{account}' has no usable token set")
+            }
+            Stop::Pause(p) => format!("CC cannot be asked now ({})", p.reason()),
+            other => format!("{other:?}"),
+        })
 }

@@ -431,7 +431,7 @@ async fn accept(
             }
         }
     }
-    let decoded = contact::decode(&body, &settings.default_list_ids);
+    let decoded = contact::decode_for(&body, &|a| settings.default_lists_for(a));
     if let Ok(c) = &decoded
         && settings
             .testing
@@ -447,7 +447,12 @@ async fn accept(
         let _ = marks.end(&body).await;
     }
     match decoded {
-        Ok(c) if ctx.parking.as_ref().is_some_and(|p| p.is_parked(&c.account)) => {
+        Ok(c)
+            if ctx
+                .parking
+                .as_ref()
+                .is_some_and(|p| p.is_parked(&c.account)) =>
+        {
             // Its account's connection is dead: straight to the account's parking queue.
             let h = Held {
                 bytes: HeldBytes::new(held, 0),

@@ -157,7 +157,9 @@ pub(super) async fn park_held(settler: &Settler, account: &str, held: &[Held]) {
         for r in settler.park_many(account, &pairs).await {
             match r {
                 Ok(()) => parked += 1,
-                Err(e) => tracing::warn!(account, error = %e, "cannot park a message; it returns to the queue when the channel closes"),
+                Err(e) => {
+                    tracing::warn!(account, error = %e, "cannot park a message; it returns to the queue when the channel closes")
+                }
             }
         }
         metrics()
