@@ -250,11 +250,14 @@ pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> Resu
     for w in settings.warnings() {
         tracing::warn!("{w}");
     }
-    m.auth_state.set(1);
+    let _ = m;
     let (ctx, tokens) = build_ctx(&settings).await?;
     crate::telemetry::health()
         .redis_ok
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    // Every account with a token set in Redis, from the first scrape: its auth state, and the
+    // keep-alive that stops the 180-day expiry (not only the accounts this process happens to use).
+    tokens.discover().await;
     let background = tokens.spawn_background(shutdown.clone());
     if let Some(p) = &ctx.parking {
         tokio::spawn(p.clone().rescan_forever(shutdown.clone()));

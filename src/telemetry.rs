@@ -17,8 +17,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -48,7 +48,8 @@ pub struct Metrics {
     /// Auth failures by reason: invalid_grant | unauthorized | revoked | no_token_set | ...
     pub auth_failures: IntCounterVec,
     /// 1 while a usable token set exists, 0 when re-authorization is needed.
-    pub auth_state: IntGauge,
+    /// Per account (operator-controlled, so a bounded label set).
+    pub auth_state: IntGaugeVec,
     pub access_token_expiry: Gauge,
     pub refresh_lock_wait: Histogram,
     /// Contacts per import sent to CC.
@@ -64,7 +65,8 @@ pub struct Metrics {
     pub held_bytes: IntGauge,
     /// Accounts whose messages this process parks (their CC connection is dead).
     pub parked_accounts: IntGauge,
-    pub refresh_token_age: Gauge,
+    /// Per account.
+    pub refresh_token_age: GaugeVec,
     pub build_info: IntGaugeVec,
     /// Dead letters by reason code (the `x-ccsync-reason` header).
     pub dead_letters: IntCounterVec,
@@ -182,9 +184,12 @@ impl Metrics {
             "Authentication failures, by reason.",
             &["reason"],
         );
-        let auth_state = IntGauge::new(
-            "ccsync_auth_state",
-            "1 while a usable token set exists, 0 when re-authorization (ccsync auth login) is needed.",
+        let auth_state = IntGaugeVec::new(
+            Opts::new(
+                "ccsync_auth_state",
+                "Per CC account: 1 while a usable token set exists, 0 when re-authorization (ccsync auth login --account A) is needed.",
+            ),
+            &["account"],
         )
         .expect("valid");
         r.register(Box::new(auth_state.clone())).expect("unique");
@@ -256,9 +261,12 @@ impl Metrics {
         )
         .expect("valid");
         r.register(Box::new(held_bytes.clone())).expect("unique");
-        let refresh_token_age = Gauge::new(
-            "ccsync_refresh_token_age_seconds",
-            "Seconds since the stored refresh token was last used; CC kills it after 180 idle days.",
+        let refresh_token_age = GaugeVec::new(
+            Opts::new(
+                "ccsync_refresh_token_age_seconds",
+                "Per CC account: seconds since the stored refresh token was last used; CC kills it after 180 idle days.",
+            ),
+            &["account"],
         )
         .expect("valid");
         r.register(Box::new(refresh_token_age.clone()))

@@ -89,6 +89,19 @@ async fn one_account_revoked_mid_run_parks_only_its_messages_and_they_sync_after
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Both replicas notice (within a second: they watch the record) before the messages come;
+    // a batch already holding a token when the connection dies still lands (CC took it).
+    for port in [world.metrics_port, port_b] {
+        wait_for(
+            Duration::from_secs(30),
+            "replica sees acme dead",
+            || async {
+                let text = common::metrics_text(port).await.unwrap_or_default();
+                common::metric_value(&text, "ccsync_auth_state{account=\"acme\"}") == Some(0.0)
+            },
+        )
+        .await;
+    }
     let mut bodies = Vec::new();
     for i in 0..300 {
         let acct = ["default", "acme", "beta"][i % 3].to_string();
@@ -105,7 +118,10 @@ async fn one_account_revoked_mid_run_parks_only_its_messages_and_they_sync_after
     wait_for(
         Duration::from_secs(60),
         "default and beta synced, acme parked",
-        || async { store(&world.sim).len() == 10 + 200 && world.parked_len("acme").await == 100 },
+        || async {
+            let (n, p) = (store(&world.sim).len(), world.parked_len("acme").await);
+            n == 10 + 200 && p == 100
+        },
     )
     .await;
     assert_eq!(world.dead_len().await, 0);

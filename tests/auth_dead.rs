@@ -54,7 +54,13 @@ async fn invalid_grant_is_dead_for_every_replica_and_a_new_login_revives_them() 
         matches!(err, AuthError::Dead { ref account, .. } if account == "default"),
         "{err:?}"
     );
-    assert_eq!(ccsync::telemetry::metrics().auth_state.get(), 0);
+    assert_eq!(
+        ccsync::telemetry::metrics()
+            .auth_state
+            .with_label_values(&["default"])
+            .get(),
+        0
+    );
     // Replica B learns it from Redis: no token-endpoint call of its own (no retry storm).
     for _ in 0..5 {
         let e = b.token_rejected("default", &tb).await.unwrap_err();
@@ -103,7 +109,13 @@ async fn invalid_grant_is_dead_for_every_replica_and_a_new_login_revives_them() 
         .unwrap();
     let na = a.access_token("default").await.unwrap();
     assert_eq!(na, b.access_token("default").await.unwrap());
-    assert_eq!(ccsync::telemetry::metrics().auth_state.get(), 1);
+    assert_eq!(
+        ccsync::telemetry::metrics()
+            .auth_state
+            .with_label_values(&["default"])
+            .get(),
+        1
+    );
     assert!(
         logs.text().contains("is alive again"),
         "the revival is logged"

@@ -16,11 +16,7 @@ async fn scrape(port: u16, path: &str) -> (u16, String) {
 }
 
 fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    common::metric_value(text, series).unwrap_or(0.0)
 }
 
 fn promtool() -> Option<std::path::PathBuf> {

@@ -154,18 +154,14 @@ impl World {
             .expect("wait")
     }
 
-    /// A series' value on the worker's `/metrics` (None while it does not answer).
+    /// A series' value on the worker's `/metrics` (None while it does not answer or has no
+    /// such series). `series` names a metric and, optionally, some of its labels
+    /// (`ccsync_auth_state`, `ccsync_paused{reason="auth"}`): the values of every series that
+    /// carries at least those labels are summed (a metric with an `account` label reads as the
+    /// sum over accounts).
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+        let text = metrics_text(self.metrics_port).await?;
+        metric_value(&text, series)
     }
 
     /// Deliveries the worker has settled for good (synced, superseded or dead-lettered).
@@ -181,12 +177,7 @@ impl World {
         let mut n = 0.0;
         for o in ["synced", "superseded", "dead_lettered"] {
             let series = format!("ccsync_messages_total{{outcome=\"{o}\"}}");
-            n += text
-                .lines()
-                .find(|l| l.starts_with(&series) && l[series.len()..].starts_with(' '))
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0);
+            n += metric_value(&text, &series).unwrap_or(0.0);
         }
         n as u64
     }
@@ -244,6 +235,37 @@ impl World {
         let _ = self.broker.delete(&t).await;
         self.broker.close().await;
         self.sim.shutdown().await;
+    }
+}
+
+/// See [`World::metric`].
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    let (name, want) = split_series(series);
+    let mut total = None;
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((s, v)) = l.rsplit_once(' ') else {
+            continue;
+        };
+        let (n, labels) = split_series(s);
+        if n == name && want.iter().all(|w| labels.contains(w)) {
+            if let Ok(v) = v.parse::<f64>() {
+                *total.get_or_insert(0.0) += v;
+            }
+        }
+    }
+    total
+}
+
+fn split_series(s: &str) -> (&str, Vec<&str>) {
+    match s.split_once('{') {
+        Some((n, rest)) => (
+            n,
+            rest.trim_end_matches('}')
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .collect(),
+        ),
+        None => (s, Vec::new()),
     }
 }
 

@@ -12,7 +12,47 @@ use super::{Account, Cached, TokenProvider, Want, now_ms};
 use crate::auth::store::Stored;
 use crate::telemetry::metrics;
 
+/// How often the background task looks in Redis for accounts it does not follow yet.
+pub const DISCOVER_EVERY: Duration = Duration::from_secs(60);
+
 impl TokenProvider {
+    /// Follow every account that has a token set in Redis (not only those this process has
+    /// used): keep-alive refreshes and `ccsync_auth_state{account}` then cover all of them, from
+    /// the start, whatever traffic there is (issue 13: after a restart with no traffic nothing
+    /// refreshed, and the 180-day expiry could strike quietly).
+    pub async fn discover(&self) {
+        match self.store.accounts().await {
+            Ok(names) => {
+                for name in names {
+                    let acct = self.account(&name);
+                    if matches!(acct.snapshot(), Cached::Empty) {
+                        self.load_discovered(&acct).await;
+                    }
+                }
+                self.update_auth_state();
+            }
+            Err(e) => debug!(error = %e, "auth: cannot list the accounts in Redis"),
+        }
+    }
+
+    /// A discovered account's record: adopt a live set, note a dead one.
+    async fn load_discovered(&self, acct: &Arc<Account>) {
+        match self.store.load(&acct.name).await {
+            Ok(Stored::Live(set)) => {
+                if self.check_jwt(&acct.name, &set).await.is_ok() {
+                    self.adopt(acct, set);
+                }
+            }
+            Ok(Stored::Dead { generation, reason }) => {
+                self.declare_dead(acct, generation, &reason, "dead_record")
+            }
+            Ok(Stored::Absent) => {}
+            Err(e) => {
+                debug!(account = %acct.name, error = %e, "auth: cannot load a discovered account")
+            }
+        }
+    }
+
     /// Keep-alive, proactive refresh, Redis write-back, revival and metrics, once per second for
     /// every account this process has used.
     pub fn spawn_background(self: &Arc<Self>, shutdown: CancellationToken) -> JoinHandle<()> {
@@ -20,10 +60,16 @@ impl TokenProvider {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut discovered = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
+                }
+                // Accounts another replica or `ccsync auth login` added since.
+                if discovered.elapsed() >= DISCOVER_EVERY {
+                    me.discover().await;
+                    discovered = tokio::time::Instant::now();
                 }
                 for acct in me.all_accounts() {
                     tokio::select! {
@@ -42,6 +88,7 @@ impl TokenProvider {
                 let m = metrics();
                 m.access_token_expiry.set(set.expires_at as f64);
                 m.refresh_token_age
+                    .with_label_values(&[name])
                     .set((crate::clock::now_unix() - set.refreshed_at).max(0) as f64);
                 // Write-back / adopt-newer, cheaply (one HGET).
                 match self.store.generation(name).await {

@@ -52,17 +52,22 @@ impl TokenProvider {
         let m = metrics();
         m.access_token_expiry.set(set.expires_at as f64);
         m.refresh_token_age
+            .with_label_values(&[&acct.name])
             .set((crate::clock::now_unix() - set.refreshed_at).max(0) as f64);
         acct.set(Cached::Live(set));
         self.update_auth_state();
     }
 
     pub(super) fn update_auth_state(&self) {
-        let any_dead = self
-            .all_accounts()
-            .iter()
-            .any(|a| matches!(a.snapshot(), Cached::Dead { .. }));
-        metrics().auth_state.set(if any_dead { 0 } else { 1 });
+        let m = metrics();
+        for a in self.all_accounts() {
+            match a.snapshot() {
+                Cached::Dead { .. } => m.auth_state.with_label_values(&[&a.name]).set(0),
+                Cached::Live(_) => m.auth_state.with_label_values(&[&a.name]).set(1),
+                // Not looked at yet: no series rather than a guess.
+                Cached::Empty => {}
+            }
+        }
     }
 
     /// Mark the account dead in this process: metrics, and ONE error line per transition.
