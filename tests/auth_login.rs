@@ -414,6 +414,20 @@ async fn cli_status(w: &World, account: &str) -> (bool, String) {
     )
 }
 
+/// What the simulator saw, for failure messages.
+fn sim_log(w: &World) -> String {
+    w.sim
+        .requests()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} ms {} {} {:?} {:?} {:?}\n",
+                r.real_ms, r.method, r.path, r.grant_type, r.status, r.error
+            )
+        })
+        .collect()
+}
+
 fn code_exchanges(w: &World) -> usize {
     w.sim
         .requests()
@@ -454,7 +468,7 @@ async fn code_flow_by_paste_stores_a_long_lived_set_that_status_and_the_api_acce
     assert!(landed.as_str().starts_with(PASTE_URI));
     p.paste(landed.as_str()).await;
     let (ok, out, err) = p.finish().await;
-    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}\nsim:\n{}", sim_log(&w));
     assert!(out.contains("refresh-token mode: long-lived"), "{out}");
     let code = query(&landed)["code"].clone();
     assert!(!out.contains(&code), "the code is not echoed");
@@ -481,7 +495,20 @@ async fn code_flow_by_paste_stores_a_long_lived_set_that_status_and_the_api_acce
         auth_support::api_get(&w.sim.api_base_url(), "/contact_lists", at.expose()).await,
         200
     );
-    // The same code pasted into another login: already used, nothing stored.
+    // A worker-side refresh (here after a 401) keeps the recorded flow and, long-lived, the same
+    // refresh token.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let at2 = prov.token_rejected("acme", &at).await.unwrap();
+    assert_ne!(at2, at);
+    let Stored::Live(after) = w.store().load("acme").await.unwrap() else {
+        panic!("set lost")
+    };
+    assert_eq!(after.flow, Some(ccsync::auth::LoginFlow::Code));
+    assert_eq!(after.refresh, set.refresh);
+    assert!(after.generation > set.generation);
+    // The same code pasted into another login: already used, nothing stored. (This login comes
+    // within a second of the refresh above, which the test's open gate kept from the shared
+    // limiter: the exchange may meet a 429 first, which it waits out and retries.)
     let mut again = LoginProc::spawn(
         &w,
         &[
@@ -541,7 +568,7 @@ async fn pkce_flow_on_a_loopback_listener_stores_a_rotating_set_and_config_check
     let body = page.text().await.unwrap();
     assert!(body.contains("account default is connected"), "{body}");
     let (ok, out, err) = p.finish().await;
-    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}\nsim:\n{}", sim_log(&w));
     assert!(out.contains("refresh-token mode: rotating"), "{out}");
     assert!(
         out.contains("--flow code"),

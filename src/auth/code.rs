@@ -471,15 +471,28 @@ pub async fn authorize_and_exchange(
     }
     // At once: the code dies 5 minutes after approval (reference §2.4). The token endpoint's
     // 1 request/s is shared with running workers (reference §3.6), so this waits a second at most.
+    // A 429 means the code was not looked at: wait for the gate and try again (bounded). Any
+    // other failure is final: after a lost response the code may be spent, and a retry would
+    // only turn the real cause into "already used".
     let res = async {
-        l.gate
-            .acquire(CallKind::Token)
-            .await
-            .map_err(|e| CodeLoginError::RateLimit(e.to_string()))?;
-        l.oauth
-            .exchange_code(&code, redirect_uri, verifier.as_deref())
-            .await
-            .map_err(|e| exchange_error(e, l.flow))
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            l.gate
+                .acquire(CallKind::Token)
+                .await
+                .map_err(|e| CodeLoginError::RateLimit(e.to_string()))?;
+            match l
+                .oauth
+                .exchange_code(&code, redirect_uri, verifier.as_deref())
+                .await
+            {
+                Err(OAuthError::Throttled) if tries < 4 => {
+                    l.gate.report_429(CallKind::Token, "throttled").await;
+                }
+                r => return r.map_err(|e| exchange_error(e, l.flow)),
+            }
+        }
     }
     .await;
     match res {
