@@ -85,8 +85,8 @@ pub struct AccountArg {
 pub enum LoginFlowArg {
     /// Device flow: a code to enter on CC's page; no redirect URI (the app must enable Device Flow).
     Device,
-    /// Authorization code with the client secret (CCSYNC_CLIENT_SECRET); the only flow that can
-    /// yield long-lived refresh tokens.
+    /// Authorization code with the client secret (CCSYNC_CLIENT_SECRET); what CC's long-lived
+    /// refresh tokens need.
     Code,
     /// Authorization code with a PKCE S256 challenge, for apps without a client secret.
     Pkce,
