@@ -62,8 +62,9 @@ pub enum DlqCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuthCommand {
-    /// Authorize through the OAuth device flow and store the token set in Redis.
-    Login(AccountArg),
+    /// Authorize (OAuth device flow by default; `--flow code|pkce` for apps with a redirect URI)
+    /// and store the token set in Redis.
+    Login(LoginArgs),
     /// Seed the token set from an existing refresh token read from standard input.
     Import(AccountArg),
     /// Show the token set's health; exits non-zero when re-authorization is needed.
@@ -77,6 +78,36 @@ pub struct AccountArg {
     /// The account whose token set to use (messages name it in `account`).
     #[arg(long, default_value = "default")]
     pub account: String,
+}
+
+/// Which OAuth flow `auth login` runs (DESIGN §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoginFlowArg {
+    /// Device flow: a code to enter on CC's page; no redirect URI (the app must enable Device Flow).
+    Device,
+    /// Authorization code with the client secret (CCSYNC_CLIENT_SECRET); what CC's long-lived
+    /// refresh tokens need.
+    Code,
+    /// Authorization code with a PKCE S256 challenge, for apps without a client secret.
+    Pkce,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoginArgs {
+    /// The account whose token set to use (messages name it in `account`).
+    #[arg(long, default_value = "default")]
+    pub account: String,
+    /// The OAuth flow: device, code or pkce.
+    #[arg(long, value_enum, default_value_t = LoginFlowArg::Device)]
+    pub flow: LoginFlowArg,
+    /// code/pkce: the redirect URI registered for the app. `http://127.0.0.1:PORT/...` or
+    /// `http://localhost:PORT/...` is received on a local listener; any other needs `--paste`.
+    #[arg(long, value_name = "URI")]
+    pub redirect_uri: Option<String>,
+    /// code/pkce: read the URL the browser was redirected to (or the bare code) from standard
+    /// input instead of listening for it.
+    #[arg(long)]
+    pub paste: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -137,6 +168,10 @@ pub struct SimArgs {
     /// Require this client secret in HTTP Basic auth (default: accept any client).
     #[arg(long, env = "CCSYNC_SIM_CLIENT_SECRET", hide_env_values = true)]
     pub client_secret: Option<String>,
+    /// A redirect URI registered for the app (repeat for several); `GET /authorize` refuses any
+    /// other, as CC does.
+    #[arg(long = "redirect-uri", value_name = "URI")]
+    pub redirect_uris: Vec<String>,
     /// Reusing a rotated refresh token after the grace window also kills the current one.
     #[arg(long)]
     pub reuse_revokes_family: bool,
@@ -166,6 +201,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             let settings = Settings::load()?;
             println!("{}", settings.redacted());
             for w in settings.warnings() {
+                println!("warning: {w}");
+            }
+            for w in crate::auth::cli::refresh_mode_warnings(&settings).await {
                 println!("warning: {w}");
             }
             if let Some(w) = crate::app::check_default_lists(&settings).await? {
@@ -284,7 +322,20 @@ async fn run_auth(cmd: AuthCommand) -> Result<ExitCode, BoxError> {
         crate::ratelimit::SharedLimiter::connect(&settings, &settings.client_id).await?;
     let mut out = std::io::stdout();
     let code = match cmd {
-        AuthCommand::Login(a) => auth_cli::login(&settings, gate, &a.account, &mut out).await?,
+        AuthCommand::Login(a) => {
+            use crate::auth::LoginFlow;
+            let opts = auth_cli::LoginOptions {
+                flow: match a.flow {
+                    LoginFlowArg::Device => LoginFlow::Device,
+                    LoginFlowArg::Code => LoginFlow::Code,
+                    LoginFlowArg::Pkce => LoginFlow::Pkce,
+                },
+                redirect_uri: a.redirect_uri,
+                paste: a.paste,
+            };
+            let mut input = std::io::stdin().lock();
+            auth_cli::login_with(&settings, gate, &a.account, &opts, &mut input, &mut out).await?
+        }
         AuthCommand::Import(a) => {
             let mut input = std::io::stdin().lock();
             auth_cli::import(&settings, gate, &a.account, &mut input, &mut out).await?

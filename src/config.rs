@@ -442,7 +442,8 @@ impl Settings {
                     .into(),
             );
         }
-        w.push("hint: rotating refresh tokens cannot survive a lost refresh response; CC's long-lived refresh tokens (app setting) remove that failure entirely".into());
+        // The refresh-token hint depends on the stored sets: `config check` reads them
+        // (`auth::cli::refresh_mode_warnings`) and warns per account using rotating tokens.
         w
     }
 

@@ -269,3 +269,426 @@ async fn import_reads_stdin_proves_the_token_and_stores_the_rotated_one() {
     assert_eq!(after.generation, set.generation);
     w.cleanup(&["default"]).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// `auth login --flow code | pkce` (issue 14): the CLI as a separate process, the test as the
+// browser.
+
+const SECRET: &str = "s3cret-app-secret";
+const PASTE_URI: &str = "https://app.example/oauth/callback";
+
+fn code_world_cfg(mode: SimMode, extra_uris: &[&str]) -> SimConfig {
+    let mut uris = vec![PASTE_URI.to_string()];
+    uris.extend(extra_uris.iter().map(|u| u.to_string()));
+    SimConfig {
+        token_ttl: Duration::from_secs(3600),
+        refresh_mode: mode,
+        auto_approve: true,
+        redirect_uris: uris,
+        client_secret: Some(SECRET.into()),
+        code_ttl: Duration::from_secs(60),
+        ..Default::default()
+    }
+}
+
+/// A running `ccsync auth login ...` process.
+struct LoginProc {
+    child: tokio::process::Child,
+    stdout: tokio::io::BufReader<tokio::process::ChildStdout>,
+    seen: String,
+}
+
+impl LoginProc {
+    fn spawn(w: &World, args: &[&str], with_secret: bool) -> LoginProc {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ccsync"));
+        cmd.args(["auth", "login"]).args(args);
+        cmd.envs(w.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if with_secret {
+            cmd.env("CCSYNC_CLIENT_SECRET", SECRET);
+        } else {
+            cmd.env_remove("CCSYNC_CLIENT_SECRET");
+        }
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn ccsync auth login");
+        let stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+        LoginProc {
+            child,
+            stdout,
+            seen: String::new(),
+        }
+    }
+
+    /// The authorize URL the CLI printed.
+    async fn authorize_url(&mut self) -> url::Url {
+        use tokio::io::AsyncBufReadExt;
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(20), self.stdout.read_line(&mut line))
+                .await
+                .expect("the CLI prints the authorize URL")
+                .unwrap();
+            assert!(n > 0, "the CLI ended before printing a URL:\n{}", self.seen);
+            self.seen.push_str(&line);
+            if line.contains("/authorize?") {
+                return url::Url::parse(line.trim()).unwrap();
+            }
+        }
+    }
+
+    async fn paste(&mut self, text: &str) {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = self.child.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{text}\n").as_bytes())
+            .await
+            .unwrap();
+        drop(stdin);
+    }
+
+    /// Wait for the end: (success, all stdout, stderr).
+    async fn finish(mut self) -> (bool, String, String) {
+        use tokio::io::AsyncReadExt;
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).await.unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(30), self.child.wait_with_output())
+            .await
+            .expect("the CLI ends")
+            .unwrap();
+        (
+            out.status.success(),
+            self.seen + &rest,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+fn query(u: &url::Url) -> std::collections::HashMap<String, String> {
+    u.query_pairs().into_owned().collect()
+}
+
+/// The browser at the authorization server: GET the authorize URL without following the
+/// redirect; the Location it sends the browser to.
+async fn approve_in_browser(authorize: &url::Url) -> url::Url {
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(authorize.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+    url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap()
+}
+
+fn with_param(u: &url::Url, key: &str, value: &str) -> url::Url {
+    let pairs: Vec<(String, String)> = u
+        .query_pairs()
+        .into_owned()
+        .map(|(k, v)| {
+            if k == key {
+                (k, value.to_string())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let mut out = u.clone();
+    out.query_pairs_mut().clear().extend_pairs(pairs);
+    out
+}
+
+async fn cli_status(w: &World, account: &str) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ccsync"))
+        .args(["auth", "status", "--account", account])
+        .envs(w.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// What the simulator saw, for failure messages.
+fn sim_log(w: &World) -> String {
+    w.sim
+        .requests()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} ms {} {} {:?} {:?} {:?}\n",
+                r.real_ms, r.method, r.path, r.grant_type, r.status, r.error
+            )
+        })
+        .collect()
+}
+
+fn code_exchanges(w: &World) -> usize {
+    w.sim
+        .requests()
+        .iter()
+        .filter(|r| r.grant_type.as_deref() == Some("authorization_code"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_flow_by_paste_stores_a_long_lived_set_that_status_and_the_api_accept() {
+    let w = World::start(code_world_cfg(SimMode::LongLived, &[]), &[]).await;
+    let mut p = LoginProc::spawn(
+        &w,
+        &[
+            "--flow",
+            "code",
+            "--account",
+            "acme",
+            "--redirect-uri",
+            PASTE_URI,
+            "--paste",
+        ],
+        true,
+    );
+    let auth = p.authorize_url().await;
+    let q = query(&auth);
+    assert!(
+        auth.as_str()
+            .starts_with(&format!("{}/authorize?", w.sim.auth_base_url()))
+    );
+    assert_eq!(q["client_id"], CLIENT_ID);
+    assert_eq!(q["redirect_uri"], PASTE_URI);
+    assert_eq!(q["response_type"], "code");
+    assert_eq!(q["scope"], "contact_data offline_access");
+    assert!(q["state"].len() >= 32, "a random state");
+    assert!(!q.contains_key("code_challenge"), "no PKCE with the secret");
+    let landed = approve_in_browser(&auth).await;
+    assert!(landed.as_str().starts_with(PASTE_URI));
+    p.paste(landed.as_str()).await;
+    let (ok, out, err) = p.finish().await;
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}\nsim:\n{}", sim_log(&w));
+    assert!(out.contains("refresh-token mode: long-lived"), "{out}");
+    let code = query(&landed)["code"].clone();
+    assert!(!out.contains(&code), "the code is not echoed");
+    // The exchange authenticated with HTTP Basic; one refresh told the mode.
+    assert_eq!(code_exchanges(&w), 1);
+    assert_eq!(w.refresh_requests().len(), 1);
+    let Stored::Live(set) = w.store().load("acme").await.unwrap() else {
+        panic!("no set stored")
+    };
+    assert_eq!(set.mode, RefreshMode::LongLived);
+    assert_eq!(set.flow, Some(ccsync::auth::LoginFlow::Code));
+    // `auth status` (a separate process) reports the flow and the mode.
+    let (ok, st) = cli_status(&w, "acme").await;
+    assert!(ok, "{st}");
+    assert!(st.contains("login flow: code"), "{st}");
+    assert!(st.contains("refresh-token mode: long-lived"), "{st}");
+    assert!(!st.contains("hint: rotating"), "{st}");
+    // The set works: a provider serves it and CC's API takes its access token.
+    let prov = TokenProvider::connect(&w.settings(), open_gate())
+        .await
+        .unwrap();
+    let at = prov.access_token("acme").await.unwrap();
+    assert_eq!(
+        auth_support::api_get(&w.sim.api_base_url(), "/contact_lists", at.expose()).await,
+        200
+    );
+    // A worker-side refresh (here after a 401) keeps the recorded flow and, long-lived, the same
+    // refresh token.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let at2 = prov.token_rejected("acme", &at).await.unwrap();
+    assert_ne!(at2, at);
+    let Stored::Live(after) = w.store().load("acme").await.unwrap() else {
+        panic!("set lost")
+    };
+    assert_eq!(after.flow, Some(ccsync::auth::LoginFlow::Code));
+    assert_eq!(after.refresh, set.refresh);
+    assert!(after.generation > set.generation);
+    // The same code pasted into another login: already used, nothing stored. (This login comes
+    // within a second of the refresh above, which the test's open gate kept from the shared
+    // limiter: the exchange may meet a 429 first, which it waits out and retries.)
+    let mut again = LoginProc::spawn(
+        &w,
+        &[
+            "--flow",
+            "code",
+            "--account",
+            "reuse",
+            "--redirect-uri",
+            PASTE_URI,
+            "--paste",
+        ],
+        true,
+    );
+    let state = query(&again.authorize_url().await)["state"].clone();
+    again
+        .paste(&format!("{PASTE_URI}?code={code}&state={state}"))
+        .await;
+    let (ok, out, err) = again.finish().await;
+    assert!(!ok, "{out}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("expired or already used") && err.contains("auth login --flow code"),
+        "{err}"
+    );
+    assert!(matches!(
+        w.store().load("reuse").await.unwrap(),
+        Stored::Absent
+    ));
+    w.cleanup(&["acme", "reuse"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pkce_flow_on_a_loopback_listener_stores_a_rotating_set_and_config_check_warns() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cb = format!("http://127.0.0.1:{port}/cb");
+    let w = World::start(code_world_cfg(SimMode::Rotating, &[&cb]), &[]).await;
+    let mut p = LoginProc::spawn(&w, &["--flow", "pkce", "--redirect-uri", &cb], false);
+    let auth = p.authorize_url().await;
+    let q = query(&auth);
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["code_challenge"].len(), 43);
+    assert_eq!(q["redirect_uri"], cb);
+    let landed = approve_in_browser(&auth).await;
+    assert!(landed.as_str().starts_with(&cb), "{landed}");
+    // The browser follows the redirect to the CLI's listener, which answers once it is done.
+    let page = reqwest::Client::new()
+        .get(landed)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let body = page.text().await.unwrap();
+    assert!(body.contains("account default is connected"), "{body}");
+    let (ok, out, err) = p.finish().await;
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}\nsim:\n{}", sim_log(&w));
+    assert!(out.contains("refresh-token mode: rotating"), "{out}");
+    assert!(
+        out.contains("--flow code"),
+        "hints at long-lived tokens: {out}"
+    );
+    // PKCE: no Basic header, the client_id and the verifier instead (the sim checked S256).
+    assert_eq!(code_exchanges(&w), 1);
+    let Stored::Live(set) = w.store().load("default").await.unwrap() else {
+        panic!("no set stored")
+    };
+    assert_eq!(set.mode, RefreshMode::Rotating);
+    assert_eq!(set.flow, Some(ccsync::auth::LoginFlow::Pkce));
+    let (ok, st) = cli_status(&w, "default").await;
+    assert!(ok, "{st}");
+    assert!(st.contains("login flow: pkce"), "{st}");
+    assert!(st.contains("refresh-token mode: rotating"), "{st}");
+    // `config check` warns about the rotating account, naming the fix.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ccsync"))
+        .args(["config", "check"])
+        .envs(w.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("warning: account default uses rotating refresh tokens"))
+        .unwrap_or_else(|| panic!("no rotating warning:\n{text}"));
+    assert!(
+        line.contains("--flow pkce") && line.contains("--flow code"),
+        "{line}"
+    );
+    w.cleanup(&["default"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_state_expired_code_and_pkce_mismatch_are_one_line_errors_and_store_nothing() {
+    let w = World::start(code_world_cfg(SimMode::LongLived, &[]), &[]).await;
+    let paste = |account: &'static str, flow: &'static str| {
+        vec![
+            "--flow",
+            flow,
+            "--account",
+            account,
+            "--redirect-uri",
+            PASTE_URI,
+            "--paste",
+        ]
+    };
+    // Wrong state: refused before the code is exchanged.
+    let mut p = LoginProc::spawn(&w, &paste("state", "code"), true);
+    let landed = approve_in_browser(&p.authorize_url().await).await;
+    p.paste(with_param(&landed, "state", "forged").as_str())
+        .await;
+    let (ok, _, err) = p.finish().await;
+    assert!(!ok);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("state does not match"), "{err}");
+    assert_eq!(
+        code_exchanges(&w),
+        0,
+        "a wrong state never reaches the token endpoint"
+    );
+
+    // Expired code: the sim's code lifetime (60 s here; CC: 5 minutes) passes before the paste.
+    let mut p = LoginProc::spawn(&w, &paste("expired", "code"), true);
+    let landed = approve_in_browser(&p.authorize_url().await).await;
+    w.sim.advance_clock(Duration::from_secs(61));
+    p.paste(landed.as_str()).await;
+    let (ok, _, err) = p.finish().await;
+    assert!(!ok);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("expired or already used"), "{err}");
+
+    // PKCE verifier mismatch: the code was issued for another challenge than this run's.
+    let mut p = LoginProc::spawn(&w, &paste("pkce", "pkce"), false);
+    let auth = p.authorize_url().await;
+    let other = ccsync::auth::code::s256_challenge("a-verifier-this-cli-run-does-not-have-0123456");
+    let landed = approve_in_browser(&with_param(&auth, "code_challenge", &other)).await;
+    p.paste(landed.as_str()).await;
+    let (ok, _, err) = p.finish().await;
+    assert!(!ok);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("PKCE verification failed"), "{err}");
+
+    // Configuration mistakes stop before any URL is printed.
+    for (args, secret, want) in [
+        (
+            vec!["--flow", "code", "--redirect-uri", PASTE_URI, "--paste"],
+            false,
+            "CCSYNC_CLIENT_SECRET is not set",
+        ),
+        (
+            vec!["--flow", "pkce", "--redirect-uri", PASTE_URI],
+            false,
+            "add --paste",
+        ),
+        (
+            vec!["--flow", "pkce", "--paste"],
+            false,
+            "needs --redirect-uri",
+        ),
+        (
+            vec!["--paste"],
+            false,
+            "only apply to --flow code and --flow pkce",
+        ),
+    ] {
+        let p = LoginProc::spawn(&w, &args, secret);
+        let (ok, out, err) = p.finish().await;
+        assert!(!ok, "{args:?}: {out}");
+        assert!(!out.contains("/authorize?"), "{args:?}: {out}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    for a in ["state", "expired", "pkce", "default"] {
+        assert!(
+            matches!(w.store().load(a).await.unwrap(), Stored::Absent),
+            "nothing stored for {a}"
+        );
+    }
+    w.cleanup(&[]).await;
+}

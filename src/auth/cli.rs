@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
+use super::code::{CodeLogin, CodeLoginError, REDIRECT_WAIT, authorize_and_exchange};
 use super::device::{LoginError, device_login};
 use super::lock::LeaseLock;
 use super::store::{Store, StoreError, Stored};
-use super::tokenset::{AccessToken, RefreshMode, RefreshToken, TokenSet};
+use super::tokenset::{AccessToken, LoginFlow, RefreshMode, RefreshToken, TokenSet};
 use crate::cc::oauth::{OAuthClient, OAuthError, TokenResponse};
 use crate::config::Settings;
 use crate::ratelimit::{CallKind, Gate};
@@ -23,6 +24,8 @@ use crate::ratelimit::{CallKind, Gate};
 pub enum AuthCliError {
     #[error("login failed: {0}")]
     Login(#[from] LoginError),
+    #[error("login failed: {0}")]
+    CodeLogin(#[from] CodeLoginError),
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("the refresh token was refused: {0}")]
@@ -51,6 +54,19 @@ pub async fn store_new_set(
     expires_in: Option<u64>,
     mode: RefreshMode,
 ) -> Result<u64, StoreError> {
+    store_login_set(store, account, access, refresh, expires_in, mode, None).await
+}
+
+/// [`store_new_set`], recording which login produced the set (`auth status` shows it).
+pub async fn store_login_set(
+    store: &Store,
+    account: &str,
+    access: AccessToken,
+    refresh: RefreshToken,
+    expires_in: Option<u64>,
+    mode: RefreshMode,
+    flow: Option<LoginFlow>,
+) -> Result<u64, StoreError> {
     loop {
         let cur = store.generation(account).await?.unwrap_or(0);
         // At least the current Unix time in milliseconds: refreshes add 1 (far fewer than one per
@@ -66,7 +82,8 @@ pub async fn store_new_set(
             mode,
             generation,
             crate::clock::now_unix(),
-        );
+        )
+        .with_flow(flow);
         if store.compare_and_set(account, cur, &set).await? {
             return Ok(generation);
         }
@@ -97,13 +114,14 @@ pub async fn login(
     let oauth = oauth_client(settings);
     let tokens = device_login(&oauth, gate.as_ref(), &settings.auth.scope, out).await?;
     let (access, refresh, expires_in) = split(tokens)?;
-    let g = store_new_set(
+    let g = store_login_set(
         &store,
         account,
         access,
         refresh,
         expires_in,
         RefreshMode::Unknown,
+        Some(LoginFlow::Device),
     )
     .await?;
     let _ = writeln!(
@@ -111,6 +129,212 @@ pub async fn login(
         "Authorized. Stored token set generation {g} for account {account}; running workers pick it up within seconds."
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `ccsync auth login` was asked for besides the account (DESIGN §5.2:
+/// `auth login --flow device|code|pkce [--redirect-uri URI] [--paste]`).
+#[derive(Debug, Clone)]
+pub struct LoginOptions {
+    /// [`LoginFlow::Device`], [`LoginFlow::Code`] or [`LoginFlow::Pkce`].
+    pub flow: LoginFlow,
+    pub redirect_uri: Option<String>,
+    pub paste: bool,
+}
+
+/// `ccsync auth login --flow ...`: the device flow, or the authorization code flow with the
+/// client secret (`code`) or a PKCE challenge (`pkce`), see [`super::code`]. `input` is read only
+/// with `--paste`.
+pub async fn login_with(
+    settings: &Settings,
+    gate: Arc<dyn Gate>,
+    account: &str,
+    opts: &LoginOptions,
+    input: &mut dyn BufRead,
+    out: &mut (dyn Write + Send),
+) -> Result<ExitCode, AuthCliError> {
+    match opts.flow {
+        LoginFlow::Code | LoginFlow::Pkce => {
+            code_login(settings, gate.as_ref(), account, opts, input, out).await
+        }
+        LoginFlow::Device | LoginFlow::Import => {
+            if opts.redirect_uri.is_some() || opts.paste {
+                return Err(CodeLoginError::DeviceFlowArgs.into());
+            }
+            login(settings, gate, account, out).await
+        }
+    }
+}
+
+async fn code_login(
+    settings: &Settings,
+    gate: &dyn Gate,
+    account: &str,
+    opts: &LoginOptions,
+    input: &mut dyn BufRead,
+    out: &mut (dyn Write + Send),
+) -> Result<ExitCode, AuthCliError> {
+    let flow = opts.flow;
+    // Every check that needs no human comes first: nobody should approve in a browser only to
+    // learn that the configuration could never have worked.
+    let raw = opts
+        .redirect_uri
+        .as_deref()
+        .ok_or(CodeLoginError::NeedsRedirectUri(flow.as_str()))?;
+    let redirect_uri = url::Url::parse(raw)
+        .map_err(|e| CodeLoginError::BadRedirectUri(raw.to_string(), e.to_string()))?;
+    if !opts.paste && super::code::loopback_addrs(&redirect_uri).is_none() {
+        return Err(CodeLoginError::NotLoopback(redirect_uri.to_string()).into());
+    }
+    // The code flow authenticates with HTTP Basic (reference §2.3); PKCE "does not use the
+    // client secret", and CC may refuse PKCE from a confidential app (reference §2.3): the
+    // worker's later refreshes send whatever CCSYNC_CLIENT_SECRET holds, so the two must agree.
+    let secret = match flow {
+        LoginFlow::Code => Some(
+            settings
+                .client_secret
+                .clone()
+                .ok_or(CodeLoginError::NeedsSecret)?,
+        ),
+        _ => {
+            if settings.client_secret.is_some() {
+                return Err(CodeLoginError::SecretWithPkce.into());
+            }
+            None
+        }
+    };
+    let store = Store::from_settings(settings)?;
+    // Fail on an unreachable Redis before asking a human to approve anything.
+    store.generation(account).await?;
+    let oauth = OAuthClient::new(
+        &settings.auth_base_url,
+        &settings.client_id,
+        secret,
+        Duration::from_secs(30),
+    );
+    let l = CodeLogin {
+        flow,
+        oauth: &oauth,
+        gate,
+        scope: &settings.auth.scope,
+        redirect_uri,
+        paste: opts.paste,
+        account,
+        wait: REDIRECT_WAIT,
+    };
+    let ex = authorize_and_exchange(&l, input, out).await?;
+    let done = probe_and_store(&store, &oauth, gate, account, flow, ex.tokens).await;
+    if let Some(b) = ex.browser {
+        match &done {
+            Ok(_) => {
+                b.answer(
+                    true,
+                    &format!(
+                        "account {account} is connected; you can close this tab and return to the terminal"
+                    ),
+                )
+                .await
+            }
+            Err(e) => b.answer(false, &e.to_string()).await,
+        }
+    }
+    let (g, mode, note) = done?;
+    let _ = writeln!(
+        out,
+        "Authorized (--flow {}). Stored token set generation {g} for account {account}; running workers pick it up within seconds.",
+        flow.as_str()
+    );
+    let _ = writeln!(out, "refresh-token mode: {}", mode.as_str());
+    match mode {
+        RefreshMode::LongLived => {
+            let _ = writeln!(
+                out,
+                "The app issues long-lived refresh tokens: a lost refresh response cannot end this connection."
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "hint: rotating refresh tokens cannot survive a lost refresh response; set the app's Refresh Token Type to Long-Lived in CC's developer portal and run `ccsync auth login --flow code` again"
+            );
+        }
+    }
+    if let Some(n) = note {
+        let _ = writeln!(out, "{n}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Refresh once at once to learn the refresh-token mode (the token response does not say it,
+/// reference §3.4), then store. With rotating tokens the refreshed pair is what gets stored.
+/// Transient failures are retried with the same token (bounded, as `import` does); if they never
+/// clear, the exchanged set is stored as mode unknown with a note (storing nothing would throw away
+/// a login whose code cannot be exchanged twice).
+async fn probe_and_store(
+    store: &Store,
+    oauth: &OAuthClient,
+    gate: &dyn Gate,
+    account: &str,
+    flow: LoginFlow,
+    tokens: TokenResponse,
+) -> Result<(u64, RefreshMode, Option<String>), AuthCliError> {
+    let (access, refresh, expires_in) =
+        split(tokens).map_err(|_| CodeLoginError::NoRefreshToken)?;
+    let mut tries = 0;
+    let probed = loop {
+        tries += 1;
+        gate.acquire(CallKind::Token)
+            .await
+            .map_err(|e| CodeLoginError::RateLimit(e.to_string()))?;
+        match oauth.refresh(refresh.expose()).await {
+            Ok(r) => break Some(r),
+            Err(e) if e.is_transient() && tries < 4 => {
+                if matches!(e, OAuthError::Throttled) {
+                    gate.report_429(CallKind::Token, "throttled").await;
+                }
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "auth login: the refresh that detects the token mode failed");
+                break None;
+            }
+            Err(e) => return Err(CodeLoginError::ProbeRefused(e.to_string()).into()),
+        }
+    };
+    let (access, refresh, expires_in, mode, note) = match probed {
+        Some(r) => {
+            let new_refresh = r
+                .refresh_token
+                .as_ref()
+                .map(|t| RefreshToken::new(t.expose_secret()));
+            let mode = RefreshMode::detect(RefreshMode::Unknown, &refresh, new_refresh.as_ref());
+            (
+                AccessToken::new(r.access_token.expose_secret()),
+                new_refresh.unwrap_or(refresh),
+                r.expires_in,
+                mode,
+                None,
+            )
+        }
+        None => (
+            access,
+            refresh,
+            expires_in,
+            RefreshMode::Unknown,
+            Some(
+                "note: the refresh that tells rotating from long-lived tokens did not get through; the mode shows after the worker's first refresh (`ccsync auth status`)".to_string(),
+            ),
+        ),
+    };
+    let g = store_login_set(
+        store,
+        account,
+        access,
+        refresh,
+        expires_in,
+        mode,
+        Some(flow),
+    )
+    .await?;
+    Ok((g, mode, note))
 }
 
 /// `ccsync auth import`: a refresh token from `input` (stdin; never argv, which `ps` shows),
@@ -160,13 +384,57 @@ pub async fn import(
     let mode = RefreshMode::detect(RefreshMode::Unknown, &given, new_refresh.as_ref());
     let access = AccessToken::new(resp.access_token.expose_secret());
     let refresh = new_refresh.unwrap_or(given);
-    let g = store_new_set(&store, account, access, refresh, resp.expires_in, mode).await?;
+    let g = store_login_set(
+        &store,
+        account,
+        access,
+        refresh,
+        resp.expires_in,
+        mode,
+        Some(LoginFlow::Import),
+    )
+    .await?;
     let _ = writeln!(
         out,
         "Imported. The refresh token works (mode: {}); stored token set generation {g} for account {account}.",
         mode.as_str()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `config check`: one warning per account whose stored set uses rotating refresh tokens (or
+/// has not refreshed yet, which ccsync treats as rotating) — the one failure no client can undo
+/// (DESIGN §3.6). Redis trouble is itself a warning: `config check` must not fail on it.
+pub async fn refresh_mode_warnings(settings: &Settings) -> Vec<String> {
+    let store = match Store::from_settings(settings) {
+        Ok(s) => s,
+        Err(e) => return vec![format!("cannot read the token sets in Redis: {e}")],
+    };
+    let accounts = match store.accounts().await {
+        Ok(a) => a,
+        Err(e) => return vec![format!("cannot read the token sets in Redis: {e}")],
+    };
+    let mut w = Vec::new();
+    for a in accounts {
+        let Ok(Stored::Live(set)) = store.load(&a).await else {
+            continue;
+        };
+        let what = match set.mode {
+            RefreshMode::LongLived => continue,
+            RefreshMode::Rotating => "uses rotating refresh tokens",
+            RefreshMode::Unknown => {
+                "has not refreshed yet, so its refresh-token mode is unknown (treated as rotating)"
+            }
+        };
+        let via = set
+            .flow
+            .map(|f| format!(" (stored by --flow {})", f.as_str()))
+            .unwrap_or_default();
+        w.push(format!(
+            "account {a} {what}{via}: a lost refresh response will need a new login; long-lived tokens via `ccsync auth login --flow code --account {a}` avoid it (app setting Refresh Token Type: Long-Lived)"
+        ));
+    }
+    w
 }
 
 fn when(unix: i64) -> String {
@@ -237,6 +505,17 @@ pub async fn status(
                     format!("{} s ago; refreshed on next use", -left)
                 }
             );
+            let _ = writeln!(
+                out,
+                "login flow: {}",
+                match set.flow {
+                    Some(LoginFlow::Device) => "device (OAuth device flow)",
+                    Some(LoginFlow::Code) => "code (authorization code, client secret)",
+                    Some(LoginFlow::Pkce) => "pkce (authorization code with PKCE)",
+                    Some(LoginFlow::Import) => "import (an existing refresh token)",
+                    None => "not recorded (stored before ccsync recorded the flow)",
+                }
+            );
             let _ = writeln!(out, "refresh-token mode: {}", set.mode.as_str());
             let _ = writeln!(
                 out,
@@ -249,7 +528,7 @@ pub async fn status(
             if set.mode != RefreshMode::LongLived {
                 let _ = writeln!(
                     out,
-                    "hint: rotating refresh tokens cannot survive a lost refresh response; switching the app to CC's long-lived refresh tokens removes that failure entirely"
+                    "hint: rotating refresh tokens cannot survive a lost refresh response; switching the app to CC's long-lived refresh tokens removes that failure entirely (they need the authorization code flow: `ccsync auth login --flow code`)"
                 );
             }
         }

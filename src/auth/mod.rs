@@ -13,12 +13,14 @@
 //! | [`lock`] | the lease lock (`SET NX PX` + compare-and-delete) |
 //! | [`provider`] (+ `provider/{refresh,background,state,jwks}.rs`) | [`TokenProvider`]: in-memory hot path, the refresh protocol, dead/alive, background |
 //! | [`device`] | the device-flow login loop |
+//! | [`code`] | the authorization-code and PKCE logins (authorize URL, loopback listener or paste) |
 //! | [`cli`] | `auth login | import | status | logout` |
 //!
 //! The HTTP calls to the authorization server live in [`crate::cc::oauth`] (reqwest stays in
 //! `cc`).
 
 pub mod cli;
+pub mod code;
 pub mod device;
 pub mod lock;
 pub mod provider;
@@ -26,4 +28,4 @@ pub mod store;
 pub mod tokenset;
 
 pub use provider::{AuthError, TokenProvider};
-pub use tokenset::{AccessToken, RefreshMode, RefreshToken, TokenSet};
+pub use tokenset::{AccessToken, LoginFlow, RefreshMode, RefreshToken, TokenSet};

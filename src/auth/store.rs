@@ -379,6 +379,46 @@ impl Store {
         Ok(())
     }
 
+    /// Every account with a token-set record under this prefix (live, dead or logged out),
+    /// sorted. `SCAN`, not `KEYS`, so a large Redis is not blocked; for `config check`.
+    pub async fn accounts(&self) -> Result<Vec<String>, StoreError> {
+        // Glob metacharacters in the prefix are escaped so it matches literally.
+        let mut pat = String::new();
+        for ch in self.prefix.chars() {
+            if "*?[]\\".contains(ch) {
+                pat.push('\\');
+            }
+            pat.push(ch);
+        }
+        pat.push_str(":auth:{*}:set");
+        let head = format!("{}:auth:{{", self.prefix);
+        let mut c = self.conn().await?;
+        let mut cursor: u64 = 0;
+        let mut out = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pat)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut c)
+                .await?;
+            out.extend(keys.into_iter().filter_map(|k| {
+                k.strip_prefix(&head)?
+                    .strip_suffix("}:set")
+                    .map(str::to_owned)
+            }));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     /// The raw `blob` field, for tests that check what Redis really holds.
     pub async fn raw_blob(&self, account: &str) -> Result<Option<String>, StoreError> {
         let mut c = self.conn().await?;

@@ -107,6 +107,33 @@ impl RefreshMode {
     }
 }
 
+/// How a token set came to be: the login flow a person went through, or `auth import`
+/// (issue 14). Recorded so `auth status` can say which app settings the account depends on;
+/// sets written before this was recorded read as `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginFlow {
+    /// OAuth device flow (reference §2.5).
+    Device,
+    /// Authorization code with the client secret (reference §2.4).
+    Code,
+    /// Authorization code with a PKCE S256 challenge, no secret (reference §2.1).
+    Pkce,
+    /// `ccsync auth import` of an existing refresh token.
+    Import,
+}
+
+impl LoginFlow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginFlow::Device => "device",
+            LoginFlow::Code => "code",
+            LoginFlow::Pkce => "pkce",
+            LoginFlow::Import => "import",
+        }
+    }
+}
+
 /// One account's token set, as stored in Redis (encrypted when a key is configured).
 #[derive(Clone, Debug)]
 pub struct TokenSet {
@@ -123,6 +150,9 @@ pub struct TokenSet {
     pub refreshed_at: i64,
     /// Bumped by every write of a new set; the compare-and-set that fences stale lock holders.
     pub generation: u64,
+    /// Which login stored the set (kept across refreshes); `None` for sets stored before ccsync
+    /// recorded it.
+    pub flow: Option<LoginFlow>,
 }
 
 /// CC kills a refresh token that goes unused for 180 days (reference §3.3).
@@ -157,7 +187,14 @@ impl TokenSet {
             mode,
             refreshed_at: now,
             generation,
+            flow: None,
         }
+    }
+
+    /// The same set, recording the login that produced it (a refresh passes the old set's on).
+    pub fn with_flow(mut self, flow: Option<LoginFlow>) -> TokenSet {
+        self.flow = flow;
+        self
     }
 
     pub fn lifetime_secs(&self) -> i64 {
@@ -195,6 +232,7 @@ impl TokenSet {
             mode: self.mode,
             refreshed_at: self.refreshed_at,
             generation: self.generation,
+            flow: self.flow,
         };
         serde_json::to_vec(&w).expect("plain struct serializes")
     }
@@ -209,6 +247,7 @@ impl TokenSet {
             mode: w.mode,
             refreshed_at: w.refreshed_at,
             generation: w.generation,
+            flow: w.flow,
         })
     }
 }
@@ -224,6 +263,10 @@ struct Wire {
     mode: RefreshMode,
     refreshed_at: i64,
     generation: u64,
+    /// Absent in sets written before issue 14 (read as `None`); older binaries ignore it (serde
+    /// skips unknown fields), so replicas of either version share one record during a rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    flow: Option<LoginFlow>,
 }
 
 /// The claims ccsync reads from an access token.
@@ -343,6 +386,30 @@ mod tests {
         let back = TokenSet::from_json(&set.to_json()).unwrap();
         assert_eq!(back.access, set.access);
         assert_eq!(back.generation, 7);
+        assert_eq!(back.flow, None);
+    }
+
+    #[test]
+    fn the_login_flow_is_stored_and_old_sets_without_it_still_read() {
+        let set = TokenSet::from_grant(
+            AccessToken::new("a"),
+            RefreshToken::new("r"),
+            Some(10),
+            RefreshMode::LongLived,
+            3,
+            0,
+        )
+        .with_flow(Some(LoginFlow::Pkce));
+        let json = String::from_utf8(set.to_json()).unwrap();
+        assert!(json.contains(r#""flow":"pkce""#), "{json}");
+        assert_eq!(
+            TokenSet::from_json(json.as_bytes()).unwrap().flow,
+            Some(LoginFlow::Pkce)
+        );
+        // A set written by a version before issue 14.
+        let old = r#"{"access_token":"a","refresh_token":"r","expires_at":10,"issued_at":0,"mode":"rotating","refreshed_at":0,"generation":2}"#;
+        let back = TokenSet::from_json(old.as_bytes()).unwrap();
+        assert_eq!((back.flow, back.mode), (None, RefreshMode::Rotating));
     }
 
     proptest::proptest! {
@@ -358,6 +425,7 @@ mod tests {
                 mode: RefreshMode::Unknown,
                 refreshed_at: 1_000_000,
                 generation: 1,
+                flow: None,
             };
             let w = t.refresh_window_ms(before);
             proptest::prop_assert!(w <= lifetime * 1000 / 5);

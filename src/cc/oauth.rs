@@ -1,5 +1,5 @@
-//! The authorization server: device authorization, device-code polling, refresh
-//! (reference §2.3, §2.5, §3.1, §3.6).
+//! The authorization server: device authorization, device-code polling, the authorize URL and
+//! the authorization-code exchange (plain and PKCE), refresh (reference §2.3–2.5, §3.1, §3.6).
 //!
 //! Choices where the reference is silent or split:
 //! * Parameters travel as an `application/x-www-form-urlencoded` body (CC accepts a form body or a
@@ -205,6 +205,7 @@ pub struct OAuthClient {
     http: reqwest::Client,
     token_url: url::Url,
     device_url: url::Url,
+    authorize_url: url::Url,
     client_id: String,
     client_secret: Option<SecretString>,
 }
@@ -246,6 +247,9 @@ impl OAuthClient {
             http: super::http_client(timeout),
             token_url: join(auth_base_url, "token"),
             device_url: join(auth_base_url, "device/authorize"),
+            // The browser's page, on the same host as the token endpoint (reference §1); the
+            // simulator serves it under `CCSYNC_AUTH_BASE_URL` too.
+            authorize_url: join(auth_base_url, "authorize"),
             client_id: client_id.to_string(),
             client_secret,
         }
@@ -348,6 +352,60 @@ impl OAuthClient {
         Self::parse_token(&body)
     }
 
+    /// The authorize URL a person opens in a browser (reference §2.4 step 1: `client_id`,
+    /// `redirect_uri`, `response_type=code`, `scope`, `state`; PKCE adds `code_challenge` and
+    /// `code_challenge_method=S256`, https://developer.constantcontact.com/api_guide/pkce_flow.html).
+    /// Spaces in the scope are written `+` (form encoding), never `%2B` (reference §2.2).
+    pub fn authorize_url(
+        &self,
+        redirect_uri: &str,
+        scope: &str,
+        state: &str,
+        code_challenge: Option<&str>,
+    ) -> url::Url {
+        let mut u = self.authorize_url.clone();
+        {
+            let mut q = u.query_pairs_mut();
+            q.append_pair("client_id", &self.client_id)
+                .append_pair("redirect_uri", redirect_uri)
+                .append_pair("response_type", "code")
+                .append_pair("scope", scope)
+                .append_pair("state", state);
+            if let Some(c) = code_challenge {
+                q.append_pair("code_challenge", c)
+                    .append_pair("code_challenge_method", "S256");
+            }
+        }
+        u
+    }
+
+    /// `grant_type=authorization_code` (reference §2.3, §2.4): the code, the same `redirect_uri`
+    /// as in the authorize URL, and for PKCE the `code_verifier`. A client built with a secret
+    /// authenticates with HTTP Basic (the authorization code flow,
+    /// https://developer.constantcontact.com/api_guide/server_flow.html); one without sends
+    /// `client_id` (PKCE "does not use the client secret"). The caller has passed the shared
+    /// 1 request/s gate.
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        code_verifier: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+        ];
+        if let Some(v) = code_verifier {
+            form.push(("code_verifier", v));
+        }
+        if self.client_secret.is_none() {
+            form.push(("client_id", self.client_id.as_str()));
+        }
+        let body = self.post(Endpoint::Token, &self.token_url, &form).await?;
+        Self::parse_token(&body)
+    }
+
     /// Fetch a JWKS document (`auth.jwks_url`) for access-token signature checks.
     pub async fn fetch_jwks(&self, url: &str) -> Result<Vec<u8>, OAuthError> {
         let resp = self
@@ -421,6 +479,35 @@ mod tests {
             join(&base, "token").as_str(),
             "http://h/oauth2/default/v1/token"
         );
+    }
+
+    #[test]
+    fn authorize_url_carries_what_cc_expects() {
+        let base = url::Url::parse("http://127.0.0.1:1/oauth2/default/v1").unwrap();
+        let c = OAuthClient::new(&base, "cid", None, Duration::from_secs(1));
+        let u = c.authorize_url(
+            "http://127.0.0.1:8765/cb",
+            "contact_data offline_access",
+            "st",
+            Some("chal"),
+        );
+        assert!(
+            u.as_str()
+                .starts_with("http://127.0.0.1:1/oauth2/default/v1/authorize?client_id=cid&"),
+            "{u}"
+        );
+        assert!(
+            u.as_str().contains("scope=contact_data+offline_access"),
+            "{u}"
+        );
+        let q: std::collections::HashMap<_, _> = u.query_pairs().into_owned().collect();
+        assert_eq!(q["redirect_uri"], "http://127.0.0.1:8765/cb");
+        assert_eq!(q["response_type"], "code");
+        assert_eq!(q["state"], "st");
+        assert_eq!(q["code_challenge"], "chal");
+        assert_eq!(q["code_challenge_method"], "S256");
+        let plain = c.authorize_url("http://localhost/cb", "contact_data", "s", None);
+        assert!(!plain.as_str().contains("code_challenge"), "{plain}");
     }
 
     #[test]

@@ -38,8 +38,16 @@ pub struct SimConfig {
     pub daily_quota: u64,
     /// Token-endpoint requests in any sliding 1-second window per client_id (CC: 1).
     pub token_per_second: u32,
-    /// Approve every device code as soon as it is issued (tests, demo).
+    /// Approve every device code as soon as it is issued, and every `GET /authorize` at once
+    /// (302 to the redirect URI with a code) instead of showing the simulated consent page
+    /// (tests, demo).
     pub auto_approve: bool,
+    /// Redirect URIs registered for the app (CC's developer portal). `GET /authorize` refuses
+    /// any other, exactly compared, with a 400 page and no redirect (RFC 6749 §4.1.2.1). Empty
+    /// by default: tests register what they use.
+    pub redirect_uris: Vec<String>,
+    /// Lifetime of an authorization code (CC: 5 minutes, single use, reference §2.4).
+    pub code_ttl: Duration,
     /// Device-flow polling interval announced to clients, seconds (Okta default 5).
     pub device_interval_secs: u64,
     /// Device-code lifetime, seconds (Okta default 600).
@@ -77,6 +85,8 @@ impl Default for SimConfig {
             daily_quota: 10_000,
             token_per_second: 1,
             auto_approve: false,
+            redirect_uris: Vec::new(),
+            code_ttl: Duration::from_secs(300),
             device_interval_secs: 5,
             device_expires_secs: 600,
             processing: Duration::from_millis(1_000),

@@ -303,6 +303,7 @@ pub async fn run_cli(a: &crate::cli::SimArgs) -> std::io::Result<()> {
         daily_quota: a.daily_quota,
         token_per_second: a.token_per_second,
         auto_approve: a.auto_approve,
+        redirect_uris: a.redirect_uris.clone(),
         device_interval_secs: a.device_interval_secs,
         processing: Duration::from_millis(a.processing_ms),
         processing_per_1000_rows: Duration::from_millis(a.processing_per_1000_rows_ms),
@@ -325,6 +326,16 @@ pub async fn run_standalone(addr: std::net::SocketAddr, cfg: SimConfig) -> std::
         sim.base_url()
     );
     println!("  any client_id is accepted (e.g. CCSYNC_CLIENT_ID=sim-client)");
+    if cfg.redirect_uris.is_empty() {
+        println!(
+            "  no redirect URI registered: `auth login --flow code|pkce` needs --redirect-uri URI here"
+        );
+    } else {
+        println!(
+            "  registered redirect URIs: {}",
+            cfg.redirect_uris.join(" ")
+        );
+    }
     println!(
         "  refresh tokens: {:?}, grace {} s, access-token ttl {} s, {} req/s, {} req/day, auto-approve: {}",
         cfg.refresh_mode,

@@ -10,9 +10,13 @@
 //!   Every call counts toward `token_per_second` per client; over it → **429 with an OAuth-style
 //!   body** `{"error":"too_many_requests","error_description":…}` (CC's real body is unknown,
 //!   reference §3.6), no Retry-After. Other errors: 400 `{"error","error_description"}`.
-//! - `GET /authorize`: the simulated user consents at once and is redirected to `redirect_uri`
-//!   with `code` and `state` (code: 300 s, single use, PKCE S256 honoured). Sim-only `account`
-//!   parameter chooses the `platform_user_id` (default `default`).
+//! - `GET /authorize`: `redirect_uri` must be registered (`SimConfig::redirect_uris`, exact
+//!   match; else a 400 page, no redirect). With `auto_approve` the simulated user consents at once
+//!   and is redirected to `redirect_uri` with `code` and `state`; otherwise a consent page offers
+//!   approve / deny links (see [`authorize`]). Codes live `SimConfig::code_ttl` (CC: 5 minutes)
+//!   and work once; PKCE S256 is checked at the exchange; a code without a challenge must be
+//!   exchanged with HTTP Basic (confidential app). Sim-only `account` parameter chooses the
+//!   `platform_user_id` (default `default`).
 //! - `GET /keys`: the JWKS.
 
 use std::collections::HashMap;
@@ -187,6 +191,8 @@ pub async fn token(
             "authorization_code" => match get("code") {
                 Some(code) => auth.exchange_code(
                     &client_id,
+                    // `client()` has already checked the secret when one is configured.
+                    basic(&headers).is_some(),
                     code,
                     get("redirect_uri"),
                     get("code_verifier"),
@@ -213,6 +219,32 @@ pub async fn token(
     }
 }
 
+/// A 400 page for an authorize request that cannot be redirected (unknown client, unregistered
+/// redirect URI): the browser stays on the authorization server, as Okta does (RFC 6749
+/// §4.1.2.1 forbids redirecting to an unverified URI).
+fn authorize_page_error(sh: &Shared, ctx: &Ctx, e: &OAuthError) -> Response {
+    sh.log_update(ctx.seq, |r| r.error = Some(e.code().into()));
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!(
+            "Constant Contact simulator: authorization error\n{}: {}\n",
+            e.code(),
+            e.description()
+        ),
+    )
+        .into_response()
+}
+
+/// `GET /authorize` (reference §2.4 step 1, https://developer.constantcontact.com/api_guide/server_flow.html
+/// and https://developer.constantcontact.com/api_guide/pkce_flow.html): `client_id`,
+/// `redirect_uri` (one of `SimConfig::redirect_uris`, exact match), `response_type=code`,
+/// `scope`, `state`, and for PKCE `code_challenge` + `code_challenge_method=S256`.
+///
+/// The simulated person: with `SimConfig::auto_approve` they approve at once (302 to
+/// `redirect_uri?code=…&state=…`); otherwise a plain page offers the same URL with the sim-only
+/// `decision=approve` or `decision=deny` (deny → `?error=access_denied&state=…`). Sim-only
+/// `account` chooses the `platform_user_id` (default `default`).
 pub async fn authorize(
     State(sh): State<Arc<Shared>>,
     Extension(ctx): Extension<Ctx>,
@@ -222,54 +254,109 @@ pub async fn authorize(
         url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
             .into_owned()
             .collect();
-    let Some(client_id) = p.get("client_id").cloned() else {
-        return oauth_error(&sh, &ctx, &OAuthError::InvalidClient);
+    let get = |k: &str| p.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let Some(client_id) = get("client_id").map(str::to_owned) else {
+        return authorize_page_error(&sh, &ctx, &OAuthError::InvalidClient);
     };
     sh.log_update(ctx.seq, |r| r.client_id = Some(client_id.clone()));
-    let Some(redirect) = p.get("redirect_uri").and_then(|r| url::Url::parse(r).ok()) else {
-        return oauth_error(
+    let Some(raw_redirect) = get("redirect_uri") else {
+        return authorize_page_error(
             &sh,
             &ctx,
             &OAuthError::InvalidRequest("The 'redirect_uri' parameter is required.".into()),
         );
     };
-    if p.get("response_type").map(String::as_str) != Some("code") {
-        return oauth_error(
-            &sh,
-            &ctx,
-            &OAuthError::InvalidRequest("Only response_type=code is simulated.".into()),
-        );
-    }
-    let challenge = match (
-        p.get("code_challenge"),
-        p.get("code_challenge_method").map(String::as_str),
-    ) {
-        (Some(c), Some("S256")) => Some(c.clone()),
-        (Some(_), _) => {
-            return oauth_error(
+    let registered = sh.cfg.redirect_uris.iter().any(|r| r == raw_redirect);
+    let redirect = match url::Url::parse(raw_redirect) {
+        Ok(u) if registered => u,
+        _ => {
+            // Okta's wording for an unregistered URI.
+            return authorize_page_error(
                 &sh,
                 &ctx,
-                &OAuthError::InvalidRequest("Only code_challenge_method=S256 is supported.".into()),
+                &OAuthError::InvalidRequest(
+                    "The 'redirect_uri' parameter must be a Login redirect URI in the client app settings.".into(),
+                ),
             );
         }
-        (None, _) => None,
     };
-    let account = p.get("account").map_or("default", String::as_str);
-    let scope = p.get("scope").map_or("", String::as_str);
+    // From here on errors go back to the client on the redirect URI (RFC 6749 §4.1.2.1).
+    let state = get("state");
+    let back = |pairs: &[(&str, &str)]| -> Response {
+        let mut to = redirect.clone();
+        {
+            let mut q = to.query_pairs_mut();
+            for (k, v) in pairs {
+                q.append_pair(k, v);
+            }
+            if let Some(s) = state {
+                q.append_pair("state", s);
+            }
+        }
+        (StatusCode::FOUND, [(header::LOCATION, to.to_string())]).into_response()
+    };
+    let refuse = |code: &str, desc: &str| -> Response {
+        let c = code.to_string();
+        sh.log_update(ctx.seq, |r| r.error = Some(c));
+        back(&[("error", code), ("error_description", desc)])
+    };
+    if get("response_type") != Some("code") {
+        return refuse(
+            "unsupported_response_type",
+            "The response type is not supported by the authorization server. Only response_type=code is simulated.",
+        );
+    }
+    let challenge = match (get("code_challenge"), get("code_challenge_method")) {
+        (Some(c), Some("S256")) => Some(c.to_owned()),
+        (Some(_), _) | (None, Some(_)) => {
+            return refuse(
+                "invalid_request",
+                "PKCE requires a code_challenge with code_challenge_method=S256.",
+            );
+        }
+        (None, None) => None,
+    };
+    match get("decision") {
+        Some("deny") => {
+            return refuse(
+                "access_denied",
+                "The resource owner or authorization server denied the request.",
+            );
+        }
+        Some("approve") => {}
+        _ if sh.cfg.auto_approve => {}
+        _ => {
+            // The consent page a person would see: approve or deny by following a link.
+            let mut yes = format!(
+                "{}/oauth2/default/v1/authorize?{}",
+                sh.base_url,
+                uri.query().unwrap_or("")
+            );
+            let mut no = yes.clone();
+            yes.push_str("&decision=approve");
+            no.push_str("&decision=deny");
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!(
+                    "Constant Contact simulator: client {client_id} asks for {}.\nApprove: {yes}\nDeny:    {no}\nOptional: &account=NAME (the tokens' platform_user_id; default `default`).\n",
+                    get("scope").unwrap_or("")
+                ),
+            )
+                .into_response();
+        }
+    }
+    let account = get("account").unwrap_or("default");
     let code = lock(&sh.auth).new_code(
         &client_id,
-        p.get("redirect_uri").map(String::as_str),
-        scope,
+        Some(raw_redirect),
+        get("scope").unwrap_or(""),
         account,
         challenge,
         sh.clock.mono(),
+        sh.cfg.code_ttl,
     );
-    let mut to = redirect;
-    to.query_pairs_mut().append_pair("code", &code);
-    if let Some(s) = p.get("state") {
-        to.query_pairs_mut().append_pair("state", s);
-    }
-    (StatusCode::FOUND, [(header::LOCATION, to.to_string())]).into_response()
+    back(&[("code", code.as_str())])
 }
 
 pub async fn keys(State(sh): State<Arc<Shared>>) -> Response {

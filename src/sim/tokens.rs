@@ -198,7 +198,9 @@ impl AuthState {
         }
     }
 
-    /// Record an authorization code (the simulated user consented at `/authorize`).
+    /// Record an authorization code (the simulated user consented at `/authorize`). It lives
+    /// `ttl` (CC: 5 minutes) and works once (reference §2.4).
+    #[allow(clippy::too_many_arguments)]
     pub fn new_code(
         &mut self,
         client_id: &str,
@@ -207,6 +209,7 @@ impl AuthState {
         account: &str,
         challenge: Option<String>,
         now: Duration,
+        ttl: Duration,
     ) -> String {
         let code = random_token(24);
         self.codes.insert(
@@ -216,17 +219,24 @@ impl AuthState {
                 redirect_uri: redirect_uri.map(Into::into),
                 scope: scope.into(),
                 account: account.into(),
-                expires_at: now + Duration::from_secs(300),
+                expires_at: now + ttl,
                 challenge,
             },
         );
         code
     }
 
+    /// `grant_type=authorization_code`. `authenticated`: the client sent HTTP Basic credentials
+    /// (checked against `SimConfig::client_secret` by the caller). A code issued without a PKCE
+    /// challenge belongs to a confidential app, whose exchange must authenticate (reference §2.3:
+    /// "Confidential clients (auth-code): … Basic"); a PKCE code needs the verifier instead.
+    /// Descriptions are Okta's wording (CC's server is Okta-based, reference §1, INF), so a client
+    /// can tell an expired or reused code, a redirect URI mismatch and a PKCE failure apart.
     #[allow(clippy::too_many_arguments)]
     pub fn exchange_code(
         &mut self,
         client_id: &str,
+        authenticated: bool,
         code: &str,
         redirect_uri: Option<&str>,
         verifier: Option<&str>,
@@ -236,20 +246,30 @@ impl AuthState {
         wall: i64,
     ) -> Result<TokenSet, OAuthError> {
         const BAD: &str = "The authorization code is invalid or has expired.";
-        // Single use: removed whatever the outcome.
+        // Client authentication comes before the grant (RFC 6749 §5.2): an unauthenticated try
+        // does not burn the code.
+        if !authenticated && self.codes.get(code).is_some_and(|c| c.challenge.is_none()) {
+            return Err(OAuthError::InvalidClient);
+        }
+        // Single use: removed whatever the outcome (the strict reading; a second try with the
+        // same code is `invalid_grant` even after a failed first one).
         let c = self
             .codes
             .remove(code)
             .ok_or(OAuthError::InvalidGrant(BAD))?;
-        if c.client_id != client_id
-            || now >= c.expires_at
-            || c.redirect_uri.as_deref() != redirect_uri
-        {
+        if c.client_id != client_id || now >= c.expires_at {
             return Err(OAuthError::InvalidGrant(BAD));
+        }
+        if c.redirect_uri.as_deref() != redirect_uri {
+            return Err(OAuthError::InvalidGrant(
+                "The 'redirect_uri' does not match the redirection URI used in the authorization request.",
+            ));
         }
         if let Some(ch) = &c.challenge {
             use base64::Engine;
-            let v = verifier.ok_or(OAuthError::InvalidGrant("PKCE verification failed."))?;
+            let v = verifier.ok_or(OAuthError::InvalidGrant(
+                "PKCE verification failed: the code_verifier is required.",
+            ))?;
             let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, v.as_bytes());
             if base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref()) != *ch {
                 return Err(OAuthError::InvalidGrant("PKCE verification failed."));

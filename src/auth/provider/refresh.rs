@@ -187,7 +187,9 @@ impl TokenProvider {
                         mode,
                         cur.generation + 1,
                         crate::clock::now_unix(),
-                    );
+                    )
+                    // The login that created the connection stays on record across refreshes.
+                    .with_flow(cur.flow);
                     return self.commit(acct, &cur, set).await;
                 }
                 Err(OAuthError::InvalidGrant(desc)) => {
