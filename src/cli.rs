@@ -35,6 +35,9 @@ pub enum Command {
     /// Run the whole pipeline against an in-process simulator.
     #[cfg(feature = "sim")]
     Demo(DemoArgs),
+    /// Serve the signed webhook endpoint (POST /v1/contacts, POST /webhooks/shopify) that
+    /// publishes into the queue; answers 2xx only once the broker confirmed.
+    Ingest,
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -223,6 +226,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             crate::telemetry::init_tracing(settings.log_format);
             let shutdown = crate::app::shutdown_on_signals();
             crate::app::run_worker(settings, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest => {
+            let settings = Settings::load()?;
+            crate::telemetry::init_tracing(settings.log_format);
+            let shutdown = crate::app::shutdown_on_signals();
+            crate::ingest::run(settings, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "sim")]

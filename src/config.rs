@@ -60,6 +60,7 @@ struct Raw {
     testing: TestingSettings,
     #[serde(default)]
     accounts: std::collections::BTreeMap<String, RawAccount>,
+    ingest: RawIngest,
 }
 
 /// `[accounts.<name>]`: what differs per CC account.
@@ -75,6 +76,55 @@ pub struct AccountSettings {
     /// This account's lists for messages that name none (CC list ids differ per account);
     /// empty: the global `default_list_ids`.
     pub default_list_ids: Vec<Uuid>,
+}
+
+/// `[ingest]` as written; validated into [`IngestSettings`].
+#[derive(Debug, Deserialize)]
+struct RawIngest {
+    addr: String,
+    #[serde(deserialize_with = "secret_like")]
+    secrets: SecretString,
+    #[serde(deserialize_with = "secret_like")]
+    shopify_secret: SecretString,
+    #[serde(deserialize_with = "string_like")]
+    shopify_accounts: String,
+    #[serde(deserialize_with = "string_like")]
+    shopify_list_ids: String,
+    #[serde(deserialize_with = "string_like")]
+    shopify_tags_field: String,
+    max_body_bytes: usize,
+    max_lines: usize,
+    rate_per_second: u32,
+    signature_tolerance_secs: u64,
+    publish_timeout_ms: u64,
+    retry_after_secs: u64,
+    publish_channels: usize,
+}
+
+/// `ccsync ingest` (the webhook endpoint), validated.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    /// `CCSYNC_INGEST__ADDR`: where the endpoint, `/healthz`, `/readyz` and `/metrics` listen.
+    pub addr: SocketAddr,
+    /// `CCSYNC_INGEST__SECRETS`: every secret `POST /v1/contacts` accepts (rotation: old and new
+    /// at once). Empty: the endpoint is off (404).
+    pub secrets: Vec<SecretString>,
+    /// `CCSYNC_INGEST__SHOPIFY_SECRET`; `None`: `/webhooks/shopify` is off (404).
+    pub shopify_secret: Option<SecretString>,
+    /// Shop domain → CC account; shops not named go to `default`.
+    pub shopify_accounts: std::collections::BTreeMap<String, String>,
+    /// Lists Shopify customers join; empty: the account's default lists.
+    pub shopify_list_ids: Vec<Uuid>,
+    /// Custom field for the customer's tags; `None`: tags are dropped.
+    pub shopify_tags_field: Option<String>,
+    pub max_body_bytes: usize,
+    pub max_lines: usize,
+    /// Per route and replica; 0: unlimited.
+    pub rate_per_second: u32,
+    pub signature_tolerance: Duration,
+    pub publish_timeout: Duration,
+    pub retry_after_secs: u64,
+    pub publish_channels: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +218,7 @@ pub struct Settings {
     pub testing: TestingSettings,
     /// Per-account settings; the accounts named here are known even before a login.
     pub accounts: std::collections::BTreeMap<String, AccountSettings>,
+    pub ingest: IngestSettings,
 }
 
 /// The token-set encryption key. Its `Debug` never shows the bytes.
@@ -317,6 +368,7 @@ impl Settings {
         };
         let client_secret =
             (!raw.client_secret.expose_secret().is_empty()).then_some(raw.client_secret);
+        let ingest = validate_ingest(raw.ingest)?;
         let s = Settings {
             amqp_url: raw.amqp_url,
             redis_url: raw.redis_url,
@@ -335,6 +387,7 @@ impl Settings {
             ratelimit: raw.ratelimit,
             worker: raw.worker,
             testing: raw.testing,
+            ingest,
         };
         s.check_numbers()?;
         Ok(s)
@@ -444,6 +497,9 @@ impl Settings {
         }
         // The refresh-token hint depends on the stored sets: `config check` reads them
         // (`auth::cli::refresh_mode_warnings`) and warns per account using rotating tokens.
+        if self.ingest.secrets.is_empty() && self.ingest.shopify_secret.is_none() {
+            w.push("CCSYNC_INGEST__SECRETS and CCSYNC_INGEST__SHOPIFY_SECRET are empty: `ccsync ingest` has no endpoint to serve (the worker does not need them)".into());
+        }
         w
     }
 
@@ -466,7 +522,7 @@ impl Settings {
             .map(|u| u.to_string())
             .collect();
         format!(
-            "amqp_url = {:?}\nredis_url = {:?}\nqueue = {:?}\nclient_id = {:?}\nclient_secret = {}\napi_base_url = {:?}\nauth_base_url = {:?}\ndefault_list_ids = {:?}\ntoken_encryption_key = {}\nmetrics_addr = {:?}\nlog_format = {:?}\n{:#?}\n{:#?}\n{:#?}\n{:#?}\n{:#?}",
+            "amqp_url = {:?}\nredis_url = {:?}\nqueue = {:?}\nclient_id = {:?}\nclient_secret = {}\napi_base_url = {:?}\nauth_base_url = {:?}\ndefault_list_ids = {:?}\ntoken_encryption_key = {}\nmetrics_addr = {:?}\nlog_format = {:?}\n{:#?}\n{:#?}\n{:#?}\n{:#?}\n{:#?}\n{}",
             mask(&self.amqp_url),
             mask(&self.redis_url),
             self.queue,
@@ -491,6 +547,7 @@ impl Settings {
             self.ratelimit,
             self.worker,
             self.testing,
+            self.ingest.redacted(),
         ) + &self
             .accounts
             .iter()
@@ -516,6 +573,135 @@ impl Settings {
             Duration::from_millis(self.worker.linger_min_ms),
             Duration::from_millis(self.worker.linger_max_ms),
         )
+    }
+}
+
+impl IngestSettings {
+    /// `[ingest]` for `config check`: secrets shown only as how many there are.
+    fn redacted(&self) -> String {
+        let lists: Vec<String> = self.shopify_list_ids.iter().map(Uuid::to_string).collect();
+        let accounts: Vec<String> = self
+            .shopify_accounts
+            .iter()
+            .map(|(shop, account)| format!("{shop}={account}"))
+            .collect();
+        format!(
+            "[ingest]\naddr = {:?}\nsecrets = \"{}\"\nshopify_secret = \"{}\"\nshopify_accounts = {:?}\nshopify_list_ids = {:?}\nshopify_tags_field = {:?}\nmax_body_bytes = {}\nmax_lines = {}\nrate_per_second = {}\nsignature_tolerance_secs = {}\npublish_timeout_ms = {}\nretry_after_secs = {}\npublish_channels = {}",
+            self.addr.to_string(),
+            match self.secrets.len() {
+                0 => "(none: POST /v1/contacts is off)".to_string(),
+                n => format!("[REDACTED: {n} secret(s)]"),
+            },
+            if self.shopify_secret.is_some() {
+                "[REDACTED]"
+            } else {
+                "(none: POST /webhooks/shopify is off)"
+            },
+            accounts.join(","),
+            lists.join(","),
+            self.shopify_tags_field.as_deref().unwrap_or(""),
+            self.max_body_bytes,
+            self.max_lines,
+            self.rate_per_second,
+            self.signature_tolerance.as_secs(),
+            self.publish_timeout.as_millis(),
+            self.retry_after_secs,
+            self.publish_channels,
+        )
+    }
+}
+
+fn validate_ingest(raw: RawIngest) -> Result<IngestSettings, ConfigError> {
+    let addr = raw.addr.parse().map_err(|_| {
+        invalid(
+            "CCSYNC_INGEST__ADDR",
+            format!("'{}' is not a host:port socket address", raw.addr),
+        )
+    })?;
+    let mut secrets = Vec::new();
+    for s in raw.secrets.expose_secret().split(',').map(str::trim) {
+        if s.is_empty() {
+            continue;
+        }
+        if s.len() < 16 {
+            return Err(invalid(
+                "CCSYNC_INGEST__SECRETS",
+                "each secret must be at least 16 characters (try: head -c32 /dev/urandom | base64)",
+            ));
+        }
+        secrets.push(SecretString::from(s.to_string()));
+    }
+    let shopify_secret = match raw.shopify_secret.expose_secret().trim() {
+        "" => None,
+        s => Some(SecretString::from(s.to_string())),
+    };
+    let mut shopify_accounts = std::collections::BTreeMap::new();
+    for pair in raw.shopify_accounts.split(',').map(str::trim) {
+        if pair.is_empty() {
+            continue;
+        }
+        let (shop, account) = pair
+            .split_once('=')
+            .map(|(a, b)| (a.trim(), b.trim()))
+            .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+            .ok_or_else(|| {
+                invalid(
+                    "CCSYNC_INGEST__SHOPIFY_ACCOUNTS",
+                    format!("'{pair}' is not shop-domain=account"),
+                )
+            })?;
+        shopify_accounts.insert(shop.to_ascii_lowercase(), account.to_string());
+    }
+    let shopify_list_ids = parse_list_ids(&raw.shopify_list_ids)
+        .map_err(|e| rename_key(e, "CCSYNC_INGEST__SHOPIFY_LIST_IDS"))?;
+    let tags = raw.shopify_tags_field.trim();
+    let shopify_tags_field = (!tags.is_empty()).then(|| tags.to_string());
+    if raw.max_body_bytes < 1024 {
+        return Err(invalid(
+            "CCSYNC_INGEST__MAX_BODY_BYTES",
+            "must be at least 1024",
+        ));
+    }
+    if raw.max_lines == 0 {
+        return Err(invalid("CCSYNC_INGEST__MAX_LINES", "must be at least 1"));
+    }
+    if raw.publish_timeout_ms == 0 {
+        return Err(invalid(
+            "CCSYNC_INGEST__PUBLISH_TIMEOUT_MS",
+            "must be at least 1",
+        ));
+    }
+    if raw.publish_channels == 0 || raw.publish_channels > 64 {
+        return Err(invalid("CCSYNC_INGEST__PUBLISH_CHANNELS", "must be 1..=64"));
+    }
+    if raw.signature_tolerance_secs == 0 {
+        return Err(invalid(
+            "CCSYNC_INGEST__SIGNATURE_TOLERANCE_SECS",
+            "must be at least 1",
+        ));
+    }
+    Ok(IngestSettings {
+        addr,
+        secrets,
+        shopify_secret,
+        shopify_accounts,
+        shopify_list_ids,
+        shopify_tags_field,
+        max_body_bytes: raw.max_body_bytes,
+        max_lines: raw.max_lines,
+        rate_per_second: raw.rate_per_second,
+        signature_tolerance: Duration::from_secs(raw.signature_tolerance_secs),
+        publish_timeout: Duration::from_millis(raw.publish_timeout_ms),
+        retry_after_secs: raw.retry_after_secs.max(1),
+        publish_channels: raw.publish_channels,
+    })
+}
+
+/// The same problem, reported under another key.
+fn rename_key(e: ConfigError, key: &str) -> ConfigError {
+    match e {
+        ConfigError::Invalid { problem, .. } => invalid(key, problem),
+        other => other,
     }
 }
 
@@ -656,6 +842,16 @@ mod tests {
         assert!(e.to_string().contains("32 bytes"), "{e}");
         let e = Settings::from_pairs([("CCSYNC_WORKER__PREFETCH", "many")]).unwrap_err();
         assert!(e.to_string().contains("CCSYNC_WORKER__PREFETCH"), "{e}");
+        let e = Settings::from_pairs([("CCSYNC_INGEST__SECRETS", "short")]).unwrap_err();
+        assert!(e.to_string().contains("CCSYNC_INGEST__SECRETS"), "{e}");
+        let e = Settings::from_pairs([("CCSYNC_INGEST__SHOPIFY_ACCOUNTS", "a.myshopify.com")])
+            .unwrap_err();
+        assert!(e.to_string().contains("shop-domain=account"), "{e}");
+        let e = Settings::from_pairs([("CCSYNC_INGEST__SHOPIFY_LIST_IDS", "x")]).unwrap_err();
+        assert!(
+            e.to_string().contains("CCSYNC_INGEST__SHOPIFY_LIST_IDS"),
+            "{e}"
+        );
         let e = Settings::from_pairs([("CCSYNC_WORKER__BATCH_MAX_BYTES", "5000000")]).unwrap_err();
         assert!(e.to_string().contains("4 MB"), "{e}");
     }
@@ -682,5 +878,20 @@ mod tests {
         }
         assert!(!format!("{s:?}").contains("hunter2"));
         assert!(out.contains("mq.example"));
+        let s = Settings::from_pairs([
+            (
+                "CCSYNC_INGEST__SECRETS",
+                "old-secret-0123456789,new-secret-9876543210",
+            ),
+            ("CCSYNC_INGEST__SHOPIFY_SECRET", "shpss_topsecret"),
+        ])
+        .unwrap();
+        assert_eq!(s.ingest.secrets.len(), 2);
+        let out = s.redacted();
+        for secret in ["old-secret", "new-secret", "shpss_topsecret"] {
+            assert!(!out.contains(secret), "{secret} leaked: {out}");
+        }
+        assert!(out.contains("2 secret(s)"), "{out}");
+        assert!(!format!("{s:?}").contains("shpss_topsecret"));
     }
 }

@@ -24,6 +24,7 @@
 //! | [`ledger`] | newest-event ledger per (account, email) shared by replicas | redis |
 //! | [`poison`] | crash marks: which message a worker was reading when it died | redis |
 //! | [`parking`] | per-account parking queues while an account's connection is dead | redis |
+//! | [`ingest`] | `ccsync ingest`: signed webhooks (generic, Shopify) → confirmed, mandatory publishes | axum, aws-lc-rs |
 //! | [`pipeline`] | joins the rooms: deliveries → batches → CC → settlement; shutdown order | — |
 //! | [`sim`] | the local CC simulator (feature `sim`) | axum, jsonwebtoken, jsonschema |
 //! | `bench` | `ccsync bench`: the figures of BENCHMARKS.md (feature `sim`) | — |
@@ -41,6 +42,7 @@ pub mod config;
 pub mod contact;
 #[cfg(feature = "sim")]
 pub mod demo;
+pub mod ingest;
 pub mod ledger;
 pub mod parking;
 pub mod pipeline;

@@ -273,6 +273,24 @@ impl Broker {
         Ok(Publisher { ch })
     }
 
+    /// True while the broker has blocked this connection (a memory or disk alarm): publishes
+    /// are not read until it unblocks, so a caller waiting for a confirm would wait that long.
+    pub fn is_blocked(&self) -> bool {
+        self.conn.status().blocked()
+    }
+
+    /// A confirm-mode channel that publishes `mandatory` to `t.queue` (default exchange), the way
+    /// [`Settler`] settles: see [`QueuePublisher::publish_all`].
+    pub async fn queue_publisher(&self, t: &Topology) -> Result<QueuePublisher, QueueError> {
+        Ok(QueuePublisher {
+            settler: Settler {
+                dl: self.publisher().await?,
+                topology: t.clone(),
+                returns: std::sync::Arc::default(),
+            },
+        })
+    }
+
     /// Number of messages ready in a queue (passive declare).
     pub async fn queue_len(&self, queue: &str) -> Result<u32, QueueError> {
         let ch = self.conn.create_channel().await?;
@@ -1296,6 +1314,37 @@ impl Settler {
                 .map(|_| Err(QueueError::Broker(format!("settling publish task: {e}"))))
                 .collect(),
         }
+    }
+}
+
+/// Publishes message bodies to one queue, each persistent, `mandatory` and confirmed (the
+/// approach of [`Settler`]): `Ok` for a body means the broker stored it in the queue; a body no
+/// queue took (the queue was deleted) comes back [`QueueError::Unroutable`] instead of being
+/// confirmed and dropped. For `ccsync ingest`, whose 2xx must mean durable.
+#[derive(Clone)]
+pub struct QueuePublisher {
+    settler: Settler,
+}
+
+impl QueuePublisher {
+    /// Publish every body to the queue and await every confirm; one result per body, in order.
+    /// Bodies go as they are (no headers), `application/json`, delivery mode 2.
+    pub async fn publish_all(&self, bodies: Vec<Vec<u8>>) -> Vec<Result<(), QueueError>> {
+        let outgoing = bodies
+            .into_iter()
+            .map(|body| Outgoing {
+                exchange: String::new(),
+                routing_key: self.settler.topology.queue.clone(),
+                body,
+                headers: FieldTable::default(),
+            })
+            .collect();
+        self.settler.publish_mandatory(outgoing).await
+    }
+
+    /// False once the channel closed (a broker error or a lost connection).
+    pub fn is_open(&self) -> bool {
+        self.settler.dl.ch.status().connected()
     }
 }
 

@@ -74,7 +74,38 @@ pub struct Metrics {
     /// original stays in the queue unacked. Anything above 0 needs an operator (re-declare
     /// `<queue>.dead` and its binding, or restart a worker, which declares the topology).
     pub dead_letters_unroutable: IntCounter,
+    /// `ccsync ingest`: requests by route (`contacts` | `shopify`) and HTTP status.
+    pub ingest_requests: IntCounterVec,
+    /// `ccsync ingest`: messages the broker confirmed, by route.
+    pub ingest_messages: IntCounterVec,
+    /// `ccsync ingest`: messages (or whole requests) refused or skipped, by route and reason
+    /// (see [`INGEST_REFUSALS`]).
+    pub ingest_refused: IntCounterVec,
+    /// `ccsync ingest`: signature checks that failed, by route and reason (missing | bad | stale).
+    pub ingest_signature_failures: IntCounterVec,
+    /// `ccsync ingest`: from the first publish of a request to the broker's last confirm.
+    pub ingest_publish_duration: HistogramVec,
+    /// `ccsync ingest`: 1 while the broker connection is up and unblocked.
+    pub ingest_broker_up: IntGauge,
 }
+
+/// `ccsync ingest` routes (the `route` label).
+pub const INGEST_ROUTES: &[&str] = &["contacts", "shopify"];
+
+/// Reasons of `ccsync_ingest_refused_total`: `invalid_message` (the decoder refused a line; the
+/// request is 400), `unauthorized`, `too_large`, `rate_limited`, `broker_unavailable` (503),
+/// `unknown_topic` and `no_email` (a Shopify webhook acknowledged and skipped), `unmappable` (a
+/// Shopify customer the decoder refuses after mapping; acknowledged and skipped).
+pub const INGEST_REFUSALS: &[&str] = &[
+    "invalid_message",
+    "unauthorized",
+    "too_large",
+    "rate_limited",
+    "broker_unavailable",
+    "unknown_topic",
+    "no_email",
+    "unmappable",
+];
 
 /// `ccsync_api_requests_total{endpoint,status}` series exported from the start: each endpoint
 /// (DESIGN §5.4) with its success codes; `429`, `500` and `error` are added to every one.
@@ -294,6 +325,63 @@ impl Metrics {
         .expect("valid");
         r.register(Box::new(dead_letters_unroutable.clone()))
             .expect("unique");
+        let ingest_requests = counter_vec(
+            &r,
+            "ccsync_ingest_requests_total",
+            "ccsync ingest requests, by route and HTTP status.",
+            &["route", "status"],
+        );
+        let ingest_messages = counter_vec(
+            &r,
+            "ccsync_ingest_messages_total",
+            "Messages ccsync ingest published and the broker confirmed, by route.",
+            &["route"],
+        );
+        let ingest_refused = counter_vec(
+            &r,
+            "ccsync_ingest_refused_total",
+            "Messages or requests ccsync ingest refused or skipped, by route and reason.",
+            &["route", "reason"],
+        );
+        let ingest_signature_failures = counter_vec(
+            &r,
+            "ccsync_ingest_signature_failures_total",
+            "Failed signature checks at ccsync ingest, by route and reason (missing, bad, stale).",
+            &["route", "reason"],
+        );
+        let ingest_publish_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "ccsync_ingest_publish_duration_seconds",
+                "From a request's first publish to the broker's last confirm, by route.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
+            &["route"],
+        )
+        .expect("valid");
+        r.register(Box::new(ingest_publish_duration.clone()))
+            .expect("unique");
+        let ingest_broker_up = IntGauge::new(
+            "ccsync_ingest_broker_up",
+            "1 while ccsync ingest holds an unblocked broker connection.",
+        )
+        .expect("valid");
+        r.register(Box::new(ingest_broker_up.clone()))
+            .expect("unique");
+        for route in INGEST_ROUTES {
+            for status in ["202", "200", "400", "401", "413", "429", "503"] {
+                ingest_requests.with_label_values(&[route, status]);
+            }
+            ingest_messages.with_label_values(&[route]);
+            for reason in INGEST_REFUSALS {
+                ingest_refused.with_label_values(&[route, reason]);
+            }
+            for reason in ["missing", "bad", "stale"] {
+                ingest_signature_failures.with_label_values(&[route, reason]);
+            }
+            ingest_publish_duration.with_label_values(&[route]);
+        }
         // Export every known label value from the start, so dashboards and alerts see 0 instead of
         // nothing before the first event.
         for k in [
@@ -345,6 +433,12 @@ impl Metrics {
             build_info,
             dead_letters,
             dead_letters_unroutable,
+            ingest_requests,
+            ingest_messages,
+            ingest_refused,
+            ingest_signature_failures,
+            ingest_publish_duration,
+            ingest_broker_up,
         }
     }
 

@@ -280,7 +280,18 @@ fn kustomize_renders_base_and_example_overlay() {
             );
         }
     }
-    let deploy = example.iter().find(|d| kind_of(d) == "Deployment").unwrap();
+    for deploy in example.iter().filter(|d| kind_of(d) == "Deployment") {
+        assert_eq!(
+            s(deploy, "spec.template.spec.containers.0.image"),
+            "registry.example.com/ccsync:0.1.0",
+            "the overlay's image is applied to {}",
+            s(deploy, "metadata.name")
+        );
+    }
+    let deploy = example
+        .iter()
+        .find(|d| kind_of(d) == "Deployment" && s(d, "metadata.name") == "ccsync")
+        .unwrap();
     assert_eq!(
         s(deploy, "spec.template.spec.containers.0.image"),
         "registry.example.com/ccsync:0.1.0",
@@ -288,10 +299,13 @@ fn kustomize_renders_base_and_example_overlay() {
     );
     // The overlay's NetworkPolicy lets the pods reach the broker and Redis where the example
     // Secret's URLs put them (`<service>.<namespace>.svc`).
-    let secret = example.iter().find(|d| kind_of(d) == "Secret").unwrap();
+    let secret = example
+        .iter()
+        .find(|d| kind_of(d) == "Secret" && s(d, "metadata.name") == "ccsync-secrets")
+        .unwrap();
     let np = example
         .iter()
-        .find(|d| kind_of(d) == "NetworkPolicy")
+        .find(|d| kind_of(d) == "NetworkPolicy" && s(d, "metadata.name") == "ccsync")
         .unwrap();
     for (key, port) in [("CCSYNC_AMQP_URL", 5671), ("CCSYNC_REDIS_URL", 6379)] {
         let url = url::Url::parse(s(get(secret, "stringData"), key)).expect("example URL");
@@ -533,12 +547,6 @@ fn crd_resources_have_the_shape_their_operators_expect() {
         .as_mapping()
         .unwrap()
         .clone();
-    let port_names: BTreeSet<String> = get(deploy, "spec.template.spec.containers.0.ports")
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|p| s(p, "name").to_string())
-        .collect();
     let cm = string_map(get(one(&docs, "ConfigMap", "ccsync-config"), "data"));
     let secret = string_map(get(one(&docs, "Secret", "ccsync-secrets"), "stringData"));
     let anchors = operations_anchors();
@@ -550,13 +558,35 @@ fn crd_resources_have_the_shape_their_operators_expect() {
         seen.insert(kind_of(d).to_string());
         match (s(d, "apiVersion"), kind_of(d)) {
             ("monitoring.coreos.com/v1", "PodMonitor") => {
-                for (k, v) in get(d, "spec.selector.matchLabels").as_mapping().unwrap() {
-                    assert_eq!(
-                        pod_labels.get(k),
-                        Some(v),
-                        "{what}: selector {k:?} does not match the worker pods"
-                    );
+                // The worker's pods, or those of another Deployment of ours (ingest).
+                let selector = get(d, "spec.selector.matchLabels").as_mapping().unwrap();
+                let matches = |labels: &serde_yaml::Mapping| {
+                    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+                };
+                let target = docs
+                    .iter()
+                    .filter(|(_, x)| kind_of(x) == "Deployment")
+                    .map(|(_, x)| x)
+                    .find(|x| {
+                        matches(
+                            get(x, "spec.template.metadata.labels")
+                                .as_mapping()
+                                .unwrap(),
+                        )
+                    });
+                let Some(target) = target else {
+                    panic!("{what}: selector matches the pods of no Deployment")
+                };
+                if s(target, "metadata.name") == s(deploy, "metadata.name") {
+                    assert!(matches(&pod_labels));
                 }
+                let port_names: BTreeSet<String> =
+                    get(target, "spec.template.spec.containers.0.ports")
+                        .as_sequence()
+                        .unwrap()
+                        .iter()
+                        .map(|p| s(p, "name").to_string())
+                        .collect();
                 let eps = get(d, "spec.podMetricsEndpoints").as_sequence().unwrap();
                 assert!(!eps.is_empty(), "{what}: no endpoints");
                 for ep in eps {
@@ -1013,4 +1043,119 @@ fn yaml_files_pass_yamllint() {
         .arg(root().join("compose.yaml"))
         .arg(root().join("tests/fixtures/ops/alerts_test.yaml")));
     assert!(out.status.success(), "yamllint:\n{}", text(&out));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes: `ccsync ingest` (issue 16)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn ingest_manifests_match_the_ingest_contract() {
+    let docs = manifests();
+    let settings = effective_settings();
+    let d = one(&docs, "Deployment", "ccsync-ingest");
+    let pod = get(d, "spec.template.spec");
+    let c = get(pod, "containers.0");
+    assert_eq!(
+        get(c, "args").as_sequence().unwrap()[0].as_str(),
+        Some("ingest")
+    );
+    let labels = get(d, "spec.template.metadata.labels")
+        .as_mapping()
+        .unwrap();
+    assert_eq!(
+        labels
+            .get("app.kubernetes.io/component")
+            .and_then(Value::as_str),
+        Some("ingest")
+    );
+    // The worker's selector, PDB and PodMonitor do not pick ingest pods up (and the reverse).
+    for (kind, name, path) in [
+        ("Deployment", "ccsync", "spec.selector.matchLabels"),
+        ("PodDisruptionBudget", "ccsync", "spec.selector.matchLabels"),
+        ("PodMonitor", "ccsync", "spec.selector.matchLabels"),
+    ] {
+        let sel = get(one(&docs, kind, name), path).as_mapping().unwrap();
+        assert!(
+            !sel.iter().all(|(k, v)| labels.get(k) == Some(v)),
+            "{kind}/{name} selects ingest pods"
+        );
+    }
+    // The container listens where CCSYNC_INGEST__ADDR says, and the probes use that port.
+    let port = get(c, "ports").as_sequence().unwrap()[0].clone();
+    assert_eq!(s(&port, "name"), "http");
+    assert_eq!(
+        n(&port, "containerPort"),
+        i64::from(settings.ingest.addr.port())
+    );
+    assert_eq!(s(c, "readinessProbe.httpGet.path"), "/readyz");
+    assert_eq!(s(c, "livenessProbe.httpGet.path"), "/healthz");
+    assert_eq!(s(c, "readinessProbe.httpGet.port"), "http");
+    // Ingest reads the broker URL and its own Secret, never the CC credentials.
+    let env = get(c, "env").as_sequence().unwrap();
+    assert_eq!(env.len(), 1);
+    assert_eq!(s(&env[0], "name"), "CCSYNC_AMQP_URL");
+    assert_eq!(s(&env[0], "valueFrom.secretKeyRef.name"), "ccsync-secrets");
+    let from: Vec<String> = get(c, "envFrom")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            opt(e, "secretRef.name")
+                .or_else(|| opt(e, "configMapRef.name"))
+                .and_then(Value::as_str)
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(from, ["ccsync-config", "ccsync-ingest-secrets"]);
+    // In-flight requests (each bounded by the publish timeout) finish before SIGKILL.
+    assert!(
+        n(pod, "terminationGracePeriodSeconds")
+            > settings.ingest.publish_timeout.as_secs() as i64 + 5
+    );
+    // The Service reaches the ingest pods on the named port.
+    let svc = one(&docs, "Service", "ccsync-ingest");
+    for (k, v) in get(svc, "spec.selector").as_mapping().unwrap() {
+        assert_eq!(labels.get(k), Some(v), "Service selector {k:?}");
+    }
+    assert_eq!(
+        s(
+            &get(svc, "spec.ports").as_sequence().unwrap()[0],
+            "targetPort"
+        ),
+        "http"
+    );
+    // Scaled on CPU, from the Deployment's replica count, with a CPU request to scale against.
+    let hpa = one(&docs, "HorizontalPodAutoscaler", "ccsync-ingest");
+    assert_eq!(s(hpa, "spec.scaleTargetRef.name"), "ccsync-ingest");
+    assert_eq!(n(hpa, "spec.minReplicas"), n(d, "spec.replicas"));
+    assert!(n(hpa, "spec.maxReplicas") >= n(hpa, "spec.minReplicas"));
+    let m = &get(hpa, "spec.metrics").as_sequence().unwrap()[0];
+    assert_eq!(s(m, "resource.name"), "cpu");
+    assert!(opt(c, "resources.requests.cpu").is_some());
+    // A PDB keeps one answering; the NetworkPolicy lets traffic in on the port.
+    let pdb = one(&docs, "PodDisruptionBudget", "ccsync-ingest");
+    for (k, v) in get(pdb, "spec.selector.matchLabels").as_mapping().unwrap() {
+        assert_eq!(labels.get(k), Some(v));
+    }
+    assert!(n(pdb, "spec.minAvailable") < n(hpa, "spec.minReplicas"));
+    let np = one(&docs, "NetworkPolicy", "ccsync-ingest");
+    let ports = get(&get(np, "spec.ingress").as_sequence().unwrap()[0], "ports");
+    assert_eq!(
+        n(&ports.as_sequence().unwrap()[0], "port"),
+        i64::from(settings.ingest.addr.port())
+    );
+    // The example Secret's placeholders stop ingest at start, naming the key.
+    let secret = string_map(get(
+        one(&docs, "Secret", "ccsync-ingest-secrets"),
+        "stringData",
+    ));
+    for v in secret.values() {
+        assert!(v.contains("REPLACE_ME"));
+    }
+    let err =
+        ccsync::config::Settings::from_pairs(secret.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .unwrap_err();
+    assert!(err.to_string().contains("CCSYNC_INGEST__SECRETS"), "{err}");
 }

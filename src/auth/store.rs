@@ -201,38 +201,6 @@ impl Store {
         Ok(self.pool.get().await?)
     }
 
-    /// Every account with a record (live or dead) in Redis: `SCAN` over the set keys, so Redis
-    /// keeps answering other clients meanwhile.
-    pub async fn accounts(&self) -> Result<Vec<String>, StoreError> {
-        let mut c = self.conn().await?;
-        let pattern = format!("{}:auth:{{*}}:set", self.prefix);
-        let head = format!("{}:auth:{{", self.prefix);
-        let mut out = std::collections::BTreeSet::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut c)
-                .await?;
-            for k in keys {
-                if let Some(name) = k
-                    .strip_prefix(&head)
-                    .and_then(|rest| rest.strip_suffix("}:set"))
-                {
-                    out.insert(name.to_string());
-                }
-            }
-            if next == 0 {
-                return Ok(out.into_iter().collect());
-            }
-            cursor = next;
-        }
-    }
-
     /// The stored generation only (cheap: waiters and the background task poll this).
     pub async fn generation(&self, account: &str) -> Result<Option<u64>, StoreError> {
         let mut c = self.conn().await?;

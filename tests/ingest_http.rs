@@ -1,0 +1,418 @@
+//! `ccsync ingest` against the real broker: each test runs its own server (port 0) on its own
+//! random queue, and reads what reached the queue.
+
+use std::time::Duration;
+
+use ccsync::config::Settings;
+use ccsync::ingest::sign::{ccsync_header, shopify_header};
+use ccsync::queue::{Broker, Topology};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const OLD: &str = "old-secret-0123456789abcdef";
+const NEW: &str = "new-secret-0123456789abcdef";
+const SHOPIFY: &str = "shpss_0123456789abcdef";
+const LIST: &str = "c2a2b8b4-0000-4000-8000-000000000001";
+
+struct Ingest {
+    base: String,
+    queue: String,
+    broker: Broker,
+    http: reqwest::Client,
+    stop: CancellationToken,
+    running: Option<ccsync::ingest::Running>,
+}
+
+impl Ingest {
+    async fn start(extra: &[(&str, &str)]) -> Ingest {
+        let queue = format!("test.ingest.{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let secrets = format!("{OLD},{NEW}");
+        let mut pairs = vec![
+            ("CCSYNC_QUEUE", queue.as_str()),
+            ("CCSYNC_DEFAULT_LIST_IDS", LIST),
+            ("CCSYNC_INGEST__ADDR", "127.0.0.1:0"),
+            ("CCSYNC_INGEST__SECRETS", secrets.as_str()),
+            ("CCSYNC_INGEST__SHOPIFY_SECRET", SHOPIFY),
+            ("CCSYNC_INGEST__PUBLISH_TIMEOUT_MS", "3000"),
+        ];
+        pairs.extend_from_slice(extra);
+        let settings = Settings::from_pairs(pairs).unwrap();
+        let stop = CancellationToken::new();
+        let running = ccsync::ingest::start(&settings, stop.clone())
+            .await
+            .unwrap();
+        let base = format!("http://{}", running.addr);
+        let broker = Broker::connect(&Settings::from_pairs([]).unwrap().amqp_url)
+            .await
+            .expect("RabbitMQ answers on 127.0.0.1:5672 (bash scripts/services.sh)");
+        Ingest {
+            base,
+            queue,
+            broker,
+            http: reqwest::Client::new(),
+            stop,
+            running: Some(running),
+        }
+    }
+
+    async fn ready(&self) -> bool {
+        self.http
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+            .map(|r| r.status() == 200)
+            .unwrap_or(false)
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..100 {
+            if self.ready().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("ingest not ready within 10 s");
+    }
+
+    async fn post(
+        &self,
+        body: &[u8],
+        content_type: &str,
+        signature: Option<String>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/contacts", self.base))
+            .header("content-type", content_type)
+            .body(body.to_vec());
+        if let Some(s) = signature {
+            req = req.header("x-ccsync-signature", s);
+        }
+        req.send().await.unwrap()
+    }
+
+    async fn post_signed(&self, body: &[u8], content_type: &str) -> reqwest::Response {
+        let sig = ccsync_header(NEW, ccsync::clock::now_unix(), body);
+        self.post(body, content_type, Some(sig)).await
+    }
+
+    async fn shopify(
+        &self,
+        topic: &str,
+        webhook_id: &str,
+        body: &[u8],
+        hmac: &str,
+    ) -> reqwest::Response {
+        self.http
+            .post(format!("{}/webhooks/shopify", self.base))
+            .header("content-type", "application/json")
+            .header("x-shopify-topic", topic)
+            .header("x-shopify-webhook-id", webhook_id)
+            .header("x-shopify-shop-domain", "example-shop.myshopify.com")
+            .header("x-shopify-hmac-sha256", hmac)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Every message in the queue, in order (taken).
+    async fn drain(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(f) = self.broker.take(&self.queue).await.unwrap() {
+            out.push(f.body);
+        }
+        out
+    }
+
+    async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(r) = self.running.take() {
+            r.wait().await;
+        }
+        let _ = self.broker.delete(&Topology::for_queue(&self.queue)).await;
+        self.broker.close().await;
+    }
+}
+
+fn message(email: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "type": "contact.upsert",
+        "version": 1,
+        "id": Uuid::new_v4().to_string(),
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "contact": {"email": email, "first_name": "Ada"},
+    }))
+    .unwrap()
+}
+
+fn id_of(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).unwrap();
+    v["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn signed_json_and_ndjson_reach_the_queue_exactly_as_sent() {
+    let ing = Ingest::start(&[]).await;
+    ing.wait_ready().await;
+
+    let one = message("one@example.com");
+    let r = ing.post_signed(&one, "application/json").await;
+    assert_eq!(r.status(), 202);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer, json!({"accepted": 1, "ids": [id_of(&one)]}));
+    // 202 came after the confirm: the message is already in the queue.
+    assert_eq!(ing.drain().await, vec![one]);
+
+    let lines: Vec<Vec<u8>> = (0..50)
+        .map(|i| message(&format!("n{i}@example.com")))
+        .collect();
+    let mut body = lines.join(&b"\n"[..]);
+    body.extend_from_slice(b"\n");
+    let r = ing.post_signed(&body, "application/x-ndjson").await;
+    assert_eq!(r.status(), 202);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["accepted"], 50);
+    let ids: Vec<String> = lines.iter().map(|l| id_of(l)).collect();
+    assert_eq!(answer["ids"], json!(ids));
+    let mut got = ing.drain().await;
+    got.sort();
+    let mut want = lines.clone();
+    want.sort();
+    assert_eq!(got, want, "every line, byte for byte");
+
+    let metrics = ing
+        .http
+        .get(format!("{}/metrics", ing.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("ccsync_ingest_requests_total{route=\"contacts\",status=\"202\"}"));
+    assert!(metrics.contains("ccsync_ingest_broker_up 1"));
+    ing.stop().await;
+}
+
+#[tokio::test]
+async fn signatures_missing_bad_stale_and_rotated() {
+    let ing = Ingest::start(&[]).await;
+    ing.wait_ready().await;
+    let body = message("sig@example.com");
+    let now = ccsync::clock::now_unix();
+
+    let r = ing.post(&body, "application/json", None).await;
+    assert_eq!(r.status(), 401);
+    let answer: Value = r.json().await.unwrap();
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap()
+            .contains("X-Ccsync-Signature")
+    );
+
+    let wrong = ccsync_header("not-a-configured-secret-123", now, &body);
+    assert_eq!(
+        ing.post(&body, "application/json", Some(wrong))
+            .await
+            .status(),
+        401
+    );
+    // Signed over another body.
+    let other = ccsync_header(NEW, now, b"{}");
+    assert_eq!(
+        ing.post(&body, "application/json", Some(other))
+            .await
+            .status(),
+        401
+    );
+    let stale = ccsync_header(NEW, now - 301, &body);
+    let r = ing.post(&body, "application/json", Some(stale)).await;
+    assert_eq!(r.status(), 401);
+    let answer: Value = r.json().await.unwrap();
+    assert!(
+        answer["detail"].as_str().unwrap().contains("timestamp"),
+        "{answer}"
+    );
+    assert!(
+        ing.drain().await.is_empty(),
+        "nothing refused was published"
+    );
+
+    // Rotation: both configured secrets are accepted.
+    let a = message("old@example.com");
+    let r = ing
+        .post(&a, "application/json", Some(ccsync_header(OLD, now, &a)))
+        .await;
+    assert_eq!(r.status(), 202);
+    let b = message("new@example.com");
+    let r = ing
+        .post(
+            &b,
+            "application/json",
+            Some(ccsync_header(NEW, now - 200, &b)),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(ing.drain().await, vec![a, b]);
+    ing.stop().await;
+}
+
+#[tokio::test]
+async fn one_bad_line_is_a_400_naming_it_and_nothing_is_published() {
+    let ing = Ingest::start(&[]).await;
+    ing.wait_ready().await;
+    let mut body = message("a@example.com");
+    body.extend_from_slice(b"\n");
+    body.extend_from_slice(&message("not-an-email"));
+    body.extend_from_slice(b"\n");
+    body.extend_from_slice(&message("c@example.com"));
+    let r = ing.post_signed(&body, "application/x-ndjson").await;
+    assert_eq!(r.status(), 400);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["lines"].as_array().unwrap().len(), 1, "{answer}");
+    assert_eq!(answer["lines"][0]["line"], 2);
+    assert_eq!(answer["lines"][0]["code"], "invalid_email");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was published")
+    );
+    assert!(ing.drain().await.is_empty());
+    ing.stop().await;
+}
+
+#[tokio::test]
+async fn oversize_bodies_and_too_many_lines_are_413() {
+    let ing = Ingest::start(&[
+        ("CCSYNC_INGEST__MAX_BODY_BYTES", "4096"),
+        ("CCSYNC_INGEST__MAX_LINES", "3"),
+    ])
+    .await;
+    ing.wait_ready().await;
+    let big = vec![b' '; 8192];
+    let r = ing.post_signed(&big, "application/json").await;
+    assert_eq!(r.status(), 413);
+    let answer: Value = r.json().await.unwrap();
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ingest.max_body_bytes")
+    );
+
+    let lines: Vec<Vec<u8>> = (0..4)
+        .map(|i| message(&format!("m{i}@example.com")))
+        .collect();
+    let r = ing
+        .post_signed(&lines.join(&b"\n"[..]), "application/x-ndjson")
+        .await;
+    assert_eq!(r.status(), 413);
+    assert!(ing.drain().await.is_empty());
+    ing.stop().await;
+}
+
+#[tokio::test]
+async fn broker_down_is_503_with_retry_after_and_not_ready() {
+    // A closed port: the link never connects.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    let ing = Ingest::start(&[("CCSYNC_AMQP_URL", url.as_str())]).await;
+    assert!(!ing.ready().await, "/readyz must be 503 without a broker");
+    let r = ing
+        .http
+        .get(format!("{}/healthz", ing.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "alive all the same");
+    let body = message("down@example.com");
+    let r = ing.post_signed(&body, "application/json").await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let hook = br#"{"id":1,"email":"s@example.com","updated_at":"2026-01-01T00:00:00Z"}"#;
+    let r = ing
+        .shopify(
+            "customers/create",
+            &Uuid::new_v4().to_string(),
+            hook,
+            &shopify_header(SHOPIFY, hook),
+        )
+        .await;
+    assert_eq!(r.status(), 503, "Shopify retries a 503");
+    ing.stop().await;
+}
+
+#[tokio::test]
+async fn a_deleted_queue_is_503_not_a_silent_drop() {
+    // The publish is mandatory: with no queue to take it the broker returns it, and the sender
+    // hears 503 instead of a 202 for a message that went nowhere.
+    let ing = Ingest::start(&[]).await;
+    ing.wait_ready().await;
+    ing.broker
+        .delete(&Topology::for_queue(&ing.queue))
+        .await
+        .unwrap();
+    let r = ing
+        .post_signed(&message("gone@example.com"), "application/json")
+        .await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    ing.stop().await;
+}
+
+#[tokio::test]
+async fn shopify_customers_create_becomes_a_decodable_upsert() {
+    let ing = Ingest::start(&[(
+        "CCSYNC_INGEST__SHOPIFY_ACCOUNTS",
+        "example-shop.myshopify.com=acme",
+    )])
+    .await;
+    ing.wait_ready().await;
+    let body = std::fs::read("tests/fixtures/shopify_customer.json").unwrap();
+    let webhook_id = Uuid::new_v4().to_string();
+
+    let r = ing
+        .shopify("customers/create", &webhook_id, &body, "bm90IHRoZSBobWFj")
+        .await;
+    assert_eq!(r.status(), 401, "wrong HMAC");
+    assert!(ing.drain().await.is_empty());
+
+    let hmac = shopify_header(SHOPIFY, &body);
+    for _ in 0..2 {
+        // Shopify's retry of one delivery: same webhook id, same message id.
+        let r = ing
+            .shopify("customers/create", &webhook_id, &body, &hmac)
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let got = ing.drain().await;
+    assert_eq!(got.len(), 2);
+    for m in &got {
+        let c = ccsync::contact::decode(m, &[LIST.parse().unwrap()])
+            .expect("the worker's decoder reads it");
+        assert_eq!(&*c.id, webhook_id.as_str());
+        assert_eq!(c.email, "bob.norman@example.com");
+        assert_eq!(c.account, "acme");
+        assert_eq!(c.consent, ccsync::contact::Consent::Explicit);
+        assert_eq!(c.fields.first_name.as_deref(), Some("Bob"));
+    }
+    assert_eq!(got[0], got[1], "a retry is the same message");
+
+    // Another topic: acknowledged, nothing published.
+    let r = ing
+        .shopify("orders/create", &Uuid::new_v4().to_string(), &body, &hmac)
+        .await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["skipped"], "unknown_topic");
+    assert!(ing.drain().await.is_empty());
+    ing.stop().await;
+}
