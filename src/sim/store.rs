@@ -235,3 +235,27 @@ impl Store {
         (c.contact_id, created)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_keep_apart_and_reads_create_nothing() {
+        let mut all = Stores::default();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let la = all.account("a").create_list("L", None, false, now).unwrap();
+        // The same name in another account is no conflict, and its id differs.
+        let lb = all.account("b").create_list("L", None, false, now).unwrap();
+        assert_ne!(la, lb);
+        assert!(all.account("a").list_exists(&la));
+        assert!(!all.account("b").list_exists(&la));
+        let none = BTreeSet::new();
+        all.account("a")
+            .upsert("x@example.com", BTreeMap::new(), &none, Source::Import, now);
+        assert!(all.account("b").contact("X@example.com").is_none());
+        assert!(all.settled("nobody").is_none(), "reads create no store");
+        let names: Vec<&String> = all.iter().map(|(a, _)| a).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+}
