@@ -307,7 +307,7 @@ async fn admin_api_mirrors_the_handle() {
     assert!(sim.now() - before >= time::Duration::hours(1));
 
     let l: Value = h
-        .post(format!("{base}/lists"))
+        .post(format!("{base}/lists?account=acct"))
         .json(&json!({"name": "Admin list"}))
         .send()
         .await
@@ -315,7 +315,7 @@ async fn admin_api_mirrors_the_handle() {
         .json()
         .await
         .unwrap();
-    h.post(format!("{base}/custom_fields"))
+    h.post(format!("{base}/custom_fields?account=acct"))
         .json(&json!({"name": "tier"}))
         .send()
         .await
@@ -336,9 +336,11 @@ async fn admin_api_mirrors_the_handle() {
     };
     let (s, _) = api.post("/activities/contacts_json_import", &json!({"list_ids": [l["list_id"]], "import_data": [{"email": "adm@example.com", "cf:tier": "x"}]})).await;
     assert_eq!(s, 201);
-    assert!(eventually(10, || sim.contact("adm@example.com").is_some()).await);
+    // The token's account holds the contact, not `default`.
+    assert!(eventually(10, || sim.contact_of("acct", "adm@example.com").is_some()).await);
+    assert!(sim.contact("adm@example.com").is_none());
     let cs: Value = h
-        .get(format!("{base}/contacts"))
+        .get(format!("{base}/contacts?account=acct"))
         .send()
         .await
         .unwrap()
@@ -347,7 +349,7 @@ async fn admin_api_mirrors_the_handle() {
         .unwrap();
     assert_eq!(cs[0]["fields"]["cf:tier"], "x");
     let one = h
-        .get(format!("{base}/contacts/ADM@example.com"))
+        .get(format!("{base}/contacts/ADM@example.com?account=acct"))
         .send()
         .await
         .unwrap();

@@ -12,12 +12,17 @@
 //! | `GET /_sim/device` | | instructions (the `verification_uri`) |
 //! | `POST /_sim/tokens` | `{"client_id", "account"?}` | `{access_token, refresh_token}` |
 //! | `GET /_sim/requests` | `?since=SEQ` | [`RequestRecord`]s with `seq >= since` |
-//! | `GET /_sim/counters` | | [`Counters`] |
-//! | `GET /_sim/contacts` | | [`SimContact`]s |
-//! | `GET /_sim/contacts/{email}` | | one [`SimContact`] or 404 |
-//! | `GET`/`POST /_sim/lists` | `{"name"}` | `[{list_id,name}]` / `{list_id}` |
-//! | `GET`/`POST /_sim/custom_fields` | `{"name"}` | `[{custom_field_id,name}]` / `{custom_field_id}` |
-//! | `GET /_sim/activities` | | every activity (CC's `Activity` JSON) |
+//! | `GET /_sim/counters` | | [`Counters`] (activities and contacts over every account) |
+//! | `GET /_sim/accounts` | | `[{account, contacts, lists, custom_fields, activities}]` |
+//! | `GET /_sim/contacts` | `?account=` | [`SimContact`]s |
+//! | `GET /_sim/contacts/{email}` | `?account=` | one [`SimContact`] or 404 |
+//! | `GET`/`POST /_sim/lists` | `?account=`, `{"name"}` | `[{list_id,name}]` / `{list_id}` |
+//! | `GET`/`POST /_sim/custom_fields` | `?account=`, `{"name"}` | `[{custom_field_id,name}]` / `{custom_field_id}` |
+//! | `GET /_sim/activities` | `?account=` | the account's activities (CC's `Activity` JSON) |
+//!
+//! The simulator keeps one store per CC account (`store.rs`); `?account=NAME` picks it and
+//! defaults to `default`, the account of tokens issued without one. Reads of an account that
+//! never called the API answer empty (404 for one contact) and create nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,9 +37,10 @@ use serde::Deserialize;
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 
-use super::activity::{State as AState, settle};
+use super::activity::State as AState;
 use super::config::Faults;
 use super::state::{Shared, lock};
+use super::store::DEFAULT_ACCOUNT;
 use super::{Counters, DEFAULT_SCOPE, RequestRecord, SimContact};
 
 type Sh = State<Arc<Shared>>;
@@ -50,6 +56,7 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/tokens", post(tokens))
         .route("/requests", get(requests))
         .route("/counters", get(get_counters))
+        .route("/accounts", get(accounts))
         .route("/contacts", get(contacts))
         .route("/contacts/{email}", get(contact))
         .route("/lists", get(lists).post(create_list))
@@ -185,20 +192,26 @@ pub fn counters(sh: &Shared) -> Counters {
     }
     c.refreshes = lock(&sh.auth).refreshes;
     {
-        let mut s = lock(&sh.store);
-        settle(&mut s);
-        c.activities = s.activities.len() as u64;
-        c.activities_completed = s
-            .activities
-            .iter()
-            .filter(|a| a.state == AState::Completed)
-            .count() as u64;
-        c.activities_failed = s
-            .activities
-            .iter()
-            .filter(|a| a.state == AState::Failed)
-            .count() as u64;
-        c.contacts = s.contacts.len() as u64;
+        let mut all = lock(&sh.stores);
+        all.settle_all();
+        for (account, s) in all.iter() {
+            let n = s.activities.len() as u64;
+            c.activities += n;
+            c.activities_completed += s
+                .activities
+                .iter()
+                .filter(|a| a.state == AState::Completed)
+                .count() as u64;
+            c.activities_failed += s
+                .activities
+                .iter()
+                .filter(|a| a.state == AState::Failed)
+                .count() as u64;
+            c.contacts += s.contacts.len() as u64;
+            c.contacts_by_account
+                .insert(account.clone(), s.contacts.len() as u64);
+            c.activities_by_account.insert(account.clone(), n);
+        }
     }
     let day = sh.clock.now().date().to_julian_day() as i64;
     for (client, (d, n)) in lock(&sh.limits).daily_snapshot() {
@@ -213,17 +226,42 @@ async fn get_counters(State(sh): Sh) -> Json<Counters> {
     Json(counters(&sh))
 }
 
-async fn contacts(State(sh): Sh) -> Json<Vec<SimContact>> {
-    let mut s = lock(&sh.store);
-    settle(&mut s);
-    Json(s.contacts.values().cloned().collect())
+/// `?account=NAME` of the per-account admin endpoints (default `default`).
+#[derive(Deserialize)]
+struct Account {
+    #[serde(default = "default_account")]
+    account: String,
 }
 
-async fn contact(State(sh): Sh, Path(email): Path<String>) -> Response {
-    let mut s = lock(&sh.store);
-    settle(&mut s);
-    match s.contact(&email) {
-        Some(c) => Json(c.clone()).into_response(),
+fn default_account() -> String {
+    DEFAULT_ACCOUNT.to_owned()
+}
+
+async fn accounts(State(sh): Sh) -> Json<serde_json::Value> {
+    let mut all = lock(&sh.stores);
+    all.settle_all();
+    Json(
+        all.iter()
+            .map(|(a, s)| {
+                json!({
+                    "account": a,
+                    "contacts": s.contacts.len(),
+                    "lists": s.lists.len(),
+                    "custom_fields": s.fields.len(),
+                    "activities": s.activities.len(),
+                })
+            })
+            .collect(),
+    )
+}
+
+async fn contacts(State(sh): Sh, Query(q): Query<Account>) -> Json<Vec<SimContact>> {
+    Json(sh.read_store(&q.account, |s| s.contacts.values().cloned().collect()))
+}
+
+async fn contact(State(sh): Sh, Path(email): Path<String>, Query(q): Query<Account>) -> Response {
+    match sh.read_store(&q.account, |s| s.contact(&email).cloned()) {
+        Some(c) => Json(c).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
@@ -233,19 +271,18 @@ struct Named {
     name: String,
 }
 
-async fn lists(State(sh): Sh) -> Json<serde_json::Value> {
-    let s = lock(&sh.store);
-    Json(
+async fn lists(State(sh): Sh, Query(q): Query<Account>) -> Json<serde_json::Value> {
+    Json(sh.read_store(&q.account, |s| {
         s.lists
             .iter()
             .map(|l| json!({"list_id": l.id, "name": l.name}))
-            .collect(),
-    )
+            .collect()
+    }))
 }
 
-async fn create_list(State(sh): Sh, Json(n): Json<Named>) -> Response {
+async fn create_list(State(sh): Sh, Query(q): Query<Account>, Json(n): Json<Named>) -> Response {
     let now = sh.clock.now();
-    match lock(&sh.store).create_list(&n.name, None, false, now) {
+    match sh.with_store(&q.account, |s| s.create_list(&n.name, None, false, now)) {
         Ok(id) => (StatusCode::CREATED, Json(json!({"list_id": id}))).into_response(),
         Err(_) => (
             StatusCode::CONFLICT,
@@ -255,19 +292,18 @@ async fn create_list(State(sh): Sh, Json(n): Json<Named>) -> Response {
     }
 }
 
-async fn fields(State(sh): Sh) -> Json<serde_json::Value> {
-    let s = lock(&sh.store);
-    Json(
+async fn fields(State(sh): Sh, Query(q): Query<Account>) -> Json<serde_json::Value> {
+    Json(sh.read_store(&q.account, |s| {
         s.fields
             .iter()
             .map(|f| json!({"custom_field_id": f.id, "name": f.name, "label": f.label}))
-            .collect(),
-    )
+            .collect()
+    }))
 }
 
-async fn create_field(State(sh): Sh, Json(n): Json<Named>) -> Response {
+async fn create_field(State(sh): Sh, Query(q): Query<Account>, Json(n): Json<Named>) -> Response {
     let now = sh.clock.now();
-    match lock(&sh.store).create_field(&n.name, "string", now) {
+    match sh.with_store(&q.account, |s| s.create_field(&n.name, "string", now)) {
         Ok(id) => (StatusCode::CREATED, Json(json!({"custom_field_id": id}))).into_response(),
         Err(e) => (
             StatusCode::CONFLICT,
@@ -277,8 +313,8 @@ async fn create_field(State(sh): Sh, Json(n): Json<Named>) -> Response {
     }
 }
 
-async fn activities(State(sh): Sh) -> Json<Vec<serde_json::Value>> {
-    let mut s = lock(&sh.store);
-    settle(&mut s);
-    Json(s.activities.iter().map(|a| a.to_json()).collect())
+async fn activities(State(sh): Sh, Query(q): Query<Account>) -> Json<Vec<serde_json::Value>> {
+    Json(sh.read_store(&q.account, |s| {
+        s.activities.iter().map(|a| a.to_json()).collect()
+    }))
 }

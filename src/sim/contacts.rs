@@ -1,5 +1,8 @@
 //! `GET /v3/contacts` and `POST /v3/contacts/sign_up_form` (reference §5.1, §5.4).
 //!
+//! Both see and write only the token's account's store (`store.rs`): its contacts, lists and
+//! custom fields.
+//!
 //! Choices where the reference is silent:
 //! - `GET /contacts` supports `email` (exact, case-insensitive), `status`, `lists`, `include`,
 //!   `include_count`, `limit` (1–500, default 50) and an opaque `cursor` for the `_links.next`
@@ -27,6 +30,7 @@ use uuid::Uuid;
 use super::activity::settle;
 use super::api::{cc_error, json_body, limit_param};
 use super::faults::Ctx;
+use super::jwt::Claims;
 use super::state::{Shared, lock};
 use super::store::{SimContact, Source, Store};
 
@@ -171,6 +175,7 @@ pub fn contact_json(c: &SimContact, store: &Store, include: &BTreeSet<&str>) -> 
 pub async fn contacts(
     State(sh): Sh,
     Extension(ctx): Extension<Ctx>,
+    Extension(claims): Extension<Claims>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let bad = |m: &str| {
@@ -219,8 +224,10 @@ pub async fn contacts(
         Some(Err(_)) => return bad("cursor is not valid."),
     };
     let email = q.get("email").map(|e| e.to_lowercase());
-    let mut s = lock(&sh.store);
-    settle(&mut s);
+    let mut all = lock(&sh.stores);
+    let s = all.account(&claims.platform_user_id);
+    settle(s);
+    let s = &*s;
     let matching: Vec<&SimContact> = s
         .contacts
         .iter()
@@ -233,7 +240,7 @@ pub async fn contacts(
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|c| contact_json(c, &s, &include))
+        .map(|c| contact_json(c, s, &include))
         .collect();
     let mut v = json!({"contacts": page, "_links": {}});
     if offset + limit < matching.len() {
@@ -253,6 +260,7 @@ pub async fn contacts(
 pub async fn sign_up_form(
     State(sh): Sh,
     Extension(ctx): Extension<Ctx>,
+    Extension(claims): Extension<Claims>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -318,8 +326,9 @@ pub async fn sign_up_form(
             }
         }
     }
-    let mut s = lock(&sh.store);
-    settle(&mut s);
+    let mut all = lock(&sh.stores);
+    let s = all.account(&claims.platform_user_id);
+    settle(s);
     let mut lists = BTreeSet::new();
     for l in v["list_memberships"].as_array().into_iter().flatten() {
         match l

@@ -2,7 +2,7 @@
 //!
 //! Request-level checks (→ 400, CC's array form, nothing queued): content type (415), JSON, the
 //! `ContactsJsonImport` envelope from the Swagger (`import_data` present, `list_ids` 1–50
-//! strings), every list id an existing list, at most 40,000 rows (counted over the whole body,
+//! strings), every list id an existing list of the token's account, at most 40,000 rows (counted over the whole body,
 //! before the 4 MB cut). More than 1,000 non-terminal activities for the token's account → 429
 //! `{"error_key":"too_many_activities","error_message":"You exceeded 1,000 queued activities for
 //! this user account."}` (object form like CC's other 429s; the key is the simulator's choice).
@@ -238,8 +238,10 @@ fn accept(
     };
     let faults = sh.faults();
     let cols = known_columns();
-    let mut s = lock(&sh.store);
-    settle(&mut s);
+    // The caller's account only: another account's lists, fields and activities do not exist here.
+    let mut all = lock(&sh.stores);
+    let s = all.account(&claims.platform_user_id);
+    settle(s);
     let mut list_ids = BTreeSet::new();
     for l in v["list_ids"].as_array().into_iter().flatten() {
         match l
@@ -255,7 +257,7 @@ fn accept(
             }
         };
     }
-    if queued(&s, &claims.platform_user_id) >= sh.cfg.max_queued_activities {
+    if queued(s, &claims.platform_user_id) >= sh.cfg.max_queued_activities {
         return Err(too_many(
             sh,
             ctx,
@@ -267,7 +269,7 @@ fn accept(
     let mut by_email: BTreeMap<String, Row> = BTreeMap::new();
     for row in rows.iter().take(kept) {
         let outcome = match row.as_object() {
-            Some(r) => check_row(r, &s, &cols, faults.reject_emails_containing.as_deref()),
+            Some(r) => check_row(r, s, &cols, faults.reject_emails_containing.as_deref()),
             None => RowOutcome::Error("A contact must be a JSON object.".into()),
         };
         match outcome {

@@ -17,6 +17,16 @@
 //! Always on, as in CC: 400 for an import naming an unknown list, 429 past
 //! [`SimConfig::max_queued_activities`] queued activities.
 //!
+//! **Accounts**: the simulator keeps one store per CC account ([`store::Stores`]): contacts,
+//! lists, custom fields and activities. A `/v3` call uses the store of the account its access
+//! token names (`platform_user_id`: [`Sim::issue_tokens`]`(client, account)`,
+//! [`Sim::approve_for`], `?account=` on the admin approval); another account's list ids are
+//! unknown and its activities 404. Rate limits and the daily quota stay per API key (client_id),
+//! across accounts, as CC's are. The handle's [`Sim::contacts`], [`Sim::contact`],
+//! [`Sim::create_list`], [`Sim::create_custom_field`] and the admin API without `?account=` mean
+//! account [`DEFAULT_ACCOUNT`]; the `_of`/`_for` variants name one; [`Sim::counters`] totals
+//! every account.
+//!
 //! Start one in-process with [`Sim::start`] (random port) or standalone with `ccsync sim`.
 //! Everything the handle offers is also on the admin HTTP API under `/_sim/` (see
 //! `docs/simulator.md`).
@@ -52,7 +62,7 @@ use uuid::Uuid;
 
 pub use config::{Faults, LostMode, LostResponse, RefreshMode, SimConfig};
 pub use state::RequestRecord;
-pub use store::SimContact;
+pub use store::{DEFAULT_ACCOUNT, SimContact};
 
 use faults::{ConnHandle, KillListener};
 use state::{Shared, lock};
@@ -90,10 +100,17 @@ pub struct Counters {
     pub by_error: BTreeMap<String, u64>,
     /// Requests whose response was lost or that hang (no status).
     pub unanswered: u64,
+    /// Activities, completed and failed ones, and contacts: totals over **every account**.
     pub activities: u64,
     pub activities_completed: u64,
     pub activities_failed: u64,
     pub contacts: u64,
+    /// account → contacts in its store.
+    #[serde(default)]
+    pub contacts_by_account: BTreeMap<String, u64>,
+    /// account → activities in its store.
+    #[serde(default)]
+    pub activities_by_account: BTreeMap<String, u64>,
     /// client_id → API requests counted against today's quota (simulator UTC day).
     pub quota_used_today: BTreeMap<String, u64>,
 }
@@ -157,7 +174,8 @@ impl Sim {
     }
 
     /// A fresh token pair as if a device flow for `account` had just been approved
-    /// (scope `contact_data offline_access`).
+    /// (scope `contact_data offline_access`). Its API calls read and write `account`'s store;
+    /// its requests count against `client_id`'s rate limits and quota.
     pub fn issue_tokens(&self, client_id: &str, account: &str) -> (String, String) {
         let sh = &self.shared;
         let t = lock(&sh.auth).new_grant(
@@ -174,9 +192,10 @@ impl Sim {
 
     /// Approve a pending user code for account `default`.
     pub fn approve(&self, user_code: &str) -> bool {
-        self.approve_for(user_code, "default")
+        self.approve_for(user_code, DEFAULT_ACCOUNT)
     }
-    /// Approve a pending user code for `account` (its tokens carry it as `platform_user_id`).
+    /// Approve a pending user code for `account` (its tokens carry it as `platform_user_id`, and
+    /// their API calls see only that account's store).
     pub fn approve_for(&self, user_code: &str, account: &str) -> bool {
         lock(&self.shared.auth).decide(user_code, Some(account))
     }
@@ -220,44 +239,76 @@ impl Sim {
         admin::counters(&self.shared)
     }
 
-    /// Create a contact list (as if made in CC's UI).
+    /// Create a contact list in account `default` (as if made in CC's UI); returns the existing
+    /// one's id if the name exists. See [`Sim::create_list_for`].
     pub fn create_list(&self, name: &str) -> Uuid {
-        let mut s = lock(&self.shared.store);
-        let now = self.shared.clock.now();
-        match s.create_list(name, None, false, now) {
-            Ok(id) => id,
-            Err(_) => s
-                .lists
-                .iter()
-                .find(|l| l.name == name)
-                .map_or_else(Uuid::nil, |l| l.id),
-        }
+        self.create_list_for(DEFAULT_ACCOUNT, name)
     }
 
-    /// Create a custom field (type `string`); returns the existing one's id if the name exists.
+    /// Create a contact list in `account`'s store; returns the existing one's id if that account
+    /// has a list of this name. The id is unknown to every other account.
+    pub fn create_list_for(&self, account: &str, name: &str) -> Uuid {
+        let now = self.shared.clock.now();
+        self.shared
+            .with_store(account, |s| match s.create_list(name, None, false, now) {
+                Ok(id) => id,
+                Err(_) => s
+                    .lists
+                    .iter()
+                    .find(|l| l.name == name)
+                    .map_or_else(Uuid::nil, |l| l.id),
+            })
+    }
+
+    /// Create a custom field (type `string`) in account `default`; returns the existing one's id
+    /// if the name exists. See [`Sim::create_custom_field_for`].
     pub fn create_custom_field(&self, name: &str) -> Uuid {
-        let mut s = lock(&self.shared.store);
+        self.create_custom_field_for(DEFAULT_ACCOUNT, name)
+    }
+
+    /// Create a custom field (type `string`) in `account`'s store; returns the existing one's id
+    /// if that account has a field of this name.
+    pub fn create_custom_field_for(&self, account: &str, name: &str) -> Uuid {
         let now = self.shared.clock.now();
-        match s.create_field(name, "string", now) {
-            Ok(id) => id,
-            Err(_) => s
-                .field_by_name(&name.replace(' ', "_"))
-                .map_or_else(Uuid::nil, |f| f.id),
-        }
+        self.shared
+            .with_store(account, |s| match s.create_field(name, "string", now) {
+                Ok(id) => id,
+                Err(_) => s
+                    .field_by_name(&name.replace(' ', "_"))
+                    .map_or_else(Uuid::nil, |f| f.id),
+            })
     }
 
-    /// Every contact, after settling the activities that are due.
+    /// Every contact of account `default`, after settling the activities that are due. Contacts
+    /// written with another account's token are not here: see [`Sim::contacts_of`],
+    /// [`Sim::accounts`].
     pub fn contacts(&self) -> Vec<SimContact> {
-        let mut s = lock(&self.shared.store);
-        activity::settle(&mut s);
-        s.contacts.values().cloned().collect()
+        self.contacts_of(DEFAULT_ACCOUNT)
     }
 
-    /// One contact by email (case-insensitive).
+    /// Every contact of `account` (empty if it has no store).
+    pub fn contacts_of(&self, account: &str) -> Vec<SimContact> {
+        self.shared
+            .read_store(account, |s| s.contacts.values().cloned().collect())
+    }
+
+    /// One contact of account `default` by email (case-insensitive).
     pub fn contact(&self, email: &str) -> Option<SimContact> {
-        let mut s = lock(&self.shared.store);
-        activity::settle(&mut s);
-        s.contact(email).cloned()
+        self.contact_of(DEFAULT_ACCOUNT, email)
+    }
+
+    /// One contact of `account` by email (case-insensitive).
+    pub fn contact_of(&self, account: &str, email: &str) -> Option<SimContact> {
+        self.shared
+            .read_store(account, |s| s.contact(email).cloned())
+    }
+
+    /// Every account that has a store (it called the API or was given data), in name order.
+    pub fn accounts(&self) -> Vec<String> {
+        lock(&self.shared.stores)
+            .iter()
+            .map(|(a, _)| a.clone())
+            .collect()
     }
 
     /// Stop serving: hanging requests are released (their connections dropped), then the server

@@ -1,7 +1,10 @@
 //! Contact lists, custom fields and activity status (reference §5.6, §6.5).
 //!
+//! Every call sees only the token's account (`store.rs`): its lists, its custom fields, its
+//! activities. Another account's activity id is a 404 like an unknown one.
+//!
 //! Choices where the reference is silent:
-//! - A duplicate list name or custom-field name → 409 `contacts.api.conflict`.
+//! - A duplicate list name or custom-field name → 409 `contacts.api.conflict` (names are unique within an account).
 //! - The 101st custom field → 400 `contacts.api.validation.error` (CC documents the 100 limit,
 //!   not its answer). `label` and `type` are required on create (Swagger `CustomField` requires
 //!   them; `CustomFieldRequest` does not say).
@@ -26,10 +29,10 @@ use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use super::activity::settle;
 use super::api::{cc_error, json_body, limit_param, server_error};
 use super::faults::Ctx;
-use super::state::{Shared, lock};
+use super::jwt::Claims;
+use super::state::Shared;
 use super::store::CreateError;
 
 type Sh = State<Arc<Shared>>;
@@ -41,6 +44,7 @@ fn ts(t: time::OffsetDateTime) -> String {
 pub async fn lists(
     State(sh): Sh,
     Extension(ctx): Extension<Ctx>,
+    Extension(claims): Extension<Claims>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let limit = match limit_param(&sh, &ctx, q.get("limit"), 50, 1000) {
@@ -50,42 +54,43 @@ pub async fn lists(
     let with_count = q
         .get("include_membership_count")
         .is_some_and(|x| x == "all" || x == "active");
-    let mut s = lock(&sh.store);
-    settle(&mut s);
-    let out: Vec<Value> = s
-        .lists
-        .iter()
-        .filter(|l| q.get("name").is_none_or(|n| *n == l.name))
-        .take(limit)
-        .map(|l| {
-            let mut v = json!({
-                "list_id": l.id, "name": l.name, "favorite": l.favorite,
-                "created_at": ts(l.created_at), "updated_at": ts(l.updated_at),
-            });
-            if let Some(d) = &l.description {
-                v["description"] = d.clone().into();
-            }
-            if with_count {
-                v["membership_count"] = s
-                    .contacts
-                    .values()
-                    .filter(|c| c.list_ids.contains(&l.id))
-                    .count()
-                    .into();
-            }
-            v
-        })
-        .collect();
-    let mut v = json!({"lists": out, "_links": {}});
-    if q.get("include_count").is_some_and(|x| x == "true") {
-        v["lists_count"] = s.lists.len().into();
-    }
-    Json(v).into_response()
+    sh.read_store(&claims.platform_user_id, |s| {
+        let out: Vec<Value> = s
+            .lists
+            .iter()
+            .filter(|l| q.get("name").is_none_or(|n| *n == l.name))
+            .take(limit)
+            .map(|l| {
+                let mut v = json!({
+                    "list_id": l.id, "name": l.name, "favorite": l.favorite,
+                    "created_at": ts(l.created_at), "updated_at": ts(l.updated_at),
+                });
+                if let Some(d) = &l.description {
+                    v["description"] = d.clone().into();
+                }
+                if with_count {
+                    v["membership_count"] = s
+                        .contacts
+                        .values()
+                        .filter(|c| c.list_ids.contains(&l.id))
+                        .count()
+                        .into();
+                }
+                v
+            })
+            .collect();
+        let mut v = json!({"lists": out, "_links": {}});
+        if q.get("include_count").is_some_and(|x| x == "true") {
+            v["lists_count"] = s.lists.len().into();
+        }
+        Json(v).into_response()
+    })
 }
 
 pub async fn create_list(
     State(sh): Sh,
     Extension(ctx): Extension<Ctx>,
+    Extension(claims): Extension<Claims>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -97,7 +102,9 @@ pub async fn create_list(
     let now = sh.clock.now();
     let desc = v["description"].as_str().map(str::to_owned);
     let fav = v["favorite"].as_bool().unwrap_or(false);
-    match lock(&sh.store).create_list(name, desc.clone(), fav, now) {
+    match sh.with_store(&claims.platform_user_id, |s| {
+        s.create_list(name, desc.clone(), fav, now)
+    }) {
         Ok(id) => {
             let mut out = json!({"list_id": id, "name": name, "favorite": fav, "created_at": ts(now), "updated_at": ts(now)});
             if let Some(d) = desc {
@@ -125,20 +132,23 @@ fn field_json(f: &super::store::FieldRec) -> Value {
 pub async fn fields(
     State(sh): Sh,
     Extension(ctx): Extension<Ctx>,
+    Extension(claims): Extension<Claims>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let limit = match limit_param(&sh, &ctx, q.get("limit"), 50, 100) {
         Ok(l) => l,
         Err(r) => return r,
     };
-    let s = lock(&sh.store);
-    let out: Vec<Value> = s.fields.iter().take(limit).map(field_json).collect();
+    let out: Vec<Value> = sh.read_store(&claims.platform_user_id, |s| {
+        s.fields.iter().take(limit).map(field_json).collect()
+    });
     Json(json!({"custom_fields": out, "_links": {}})).into_response()
 }
 
 pub async fn create_field(
     State(sh): Sh,
     Extension(ctx): Extension<Ctx>,
+    Extension(claims): Extension<Claims>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -162,12 +172,12 @@ pub async fn create_field(
         return bad("label and type are required.");
     };
     let now = sh.clock.now();
-    let mut s = lock(&sh.store);
-    match s.create_field(label, kind, now) {
-        Ok(id) => {
-            let body = s.field_by_id(&id).map(field_json).unwrap_or_default();
-            (StatusCode::CREATED, Json(body)).into_response()
-        }
+    let made = sh.with_store(&claims.platform_user_id, |s| {
+        s.create_field(label, kind, now)
+            .map(|id| s.field_by_id(&id).map(field_json).unwrap_or_default())
+    });
+    match made {
+        Ok(body) => (StatusCode::CREATED, Json(body)).into_response(),
         Err(CreateError::Conflict) => cc_error(
             &sh,
             &ctx,
@@ -184,6 +194,7 @@ pub async fn create_field(
 pub async fn activity(
     State(sh): Sh,
     Extension(ctx): Extension<Ctx>,
+    Extension(claims): Extension<Claims>,
     Path(id): Path<String>,
 ) -> Response {
     // Poll faults (reference §6.5, §7): the answer is lost, the activity keeps running.
@@ -201,13 +212,14 @@ pub async fn activity(
         sh.log_update(ctx.seq, |r| r.fault = Some("not_found".into()));
         return activity_not_found(&sh, &ctx);
     }
-    let mut s = lock(&sh.store);
-    settle(&mut s);
-    let found = Uuid::parse_str(&id)
-        .ok()
-        .and_then(|u| s.activities.iter().find(|a| a.id == u));
+    // Only the caller's account's activities: another account's id is a 404 like an unknown one.
+    let found = Uuid::parse_str(&id).ok().and_then(|u| {
+        sh.read_store(&claims.platform_user_id, |s| {
+            s.activities.iter().find(|a| a.id == u).map(|a| a.to_json())
+        })
+    });
     match found {
-        Some(a) => Json(a.to_json()).into_response(),
+        Some(a) => Json(a).into_response(),
         None => activity_not_found(&sh, &ctx),
     }
 }
@@ -225,6 +237,7 @@ fn activity_not_found(sh: &Shared, ctx: &Ctx) -> Response {
 pub async fn activities(
     State(sh): Sh,
     Extension(ctx): Extension<Ctx>,
+    Extension(claims): Extension<Claims>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let limit = match limit_param(&sh, &ctx, q.get("limit"), 50, 500) {
@@ -250,15 +263,14 @@ pub async fn activities(
             &format!("state does not have a valid value: {st}"),
         );
     }
-    let mut s = lock(&sh.store);
-    settle(&mut s);
-    let out: Vec<Value> = s
-        .activities
-        .iter()
-        .rev()
-        .filter(|a| state.is_none_or(|st| a.state.as_str() == st))
-        .take(limit)
-        .map(|a| a.to_json())
-        .collect();
+    let out: Vec<Value> = sh.read_store(&claims.platform_user_id, |s| {
+        s.activities
+            .iter()
+            .rev()
+            .filter(|a| state.is_none_or(|st| a.state.as_str() == st))
+            .take(limit)
+            .map(|a| a.to_json())
+            .collect()
+    });
     Json(json!({"activities": out, "_links": {}})).into_response()
 }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::{Faults, LostMode, LostResponse, SimConfig};
 use super::jwt::SigningKey;
 use super::limits::Limits;
-use super::store::Store;
+use super::store::{Store, Stores};
 use super::tokens::AuthState;
 
 /// One request as the simulator saw it (what CC would have seen).
@@ -104,7 +104,9 @@ pub struct Shared {
     pub faults: Mutex<Faults>,
     pub auth: Mutex<AuthState>,
     pub limits: Mutex<Limits>,
-    pub store: Mutex<Store>,
+    /// One store per CC account (`store.rs`); lock it through [`Shared::with_store`] where one
+    /// account is meant.
+    pub stores: Mutex<Stores>,
     pub log: Mutex<Vec<RequestRecord>>,
     pub rng: Mutex<StdRng>,
     /// Cancelled on shutdown: hanging requests give up, the server drains.
@@ -119,7 +121,7 @@ impl Shared {
             None => StdRng::from_os_rng(),
         };
         Self {
-            store: Mutex::new(Store::default()),
+            stores: Mutex::new(Stores::default()),
             auth: Mutex::new(AuthState::default()),
             limits: Mutex::new(Limits::default()),
             faults: Mutex::new(Faults::default()),
@@ -130,6 +132,24 @@ impl Shared {
             cfg,
             key,
             base_url,
+        }
+    }
+
+    /// Run `f` on `account`'s store (created if new) after settling its due activities.
+    pub fn with_store<R>(&self, account: &str, f: impl FnOnce(&mut Store) -> R) -> R {
+        let mut all = lock(&self.stores);
+        let s = all.account(account);
+        super::activity::settle(s);
+        f(s)
+    }
+
+    /// Run `f` on `account`'s store after settling it, or on an empty store if the account has
+    /// none (reads never create a store).
+    pub fn read_store<R>(&self, account: &str, f: impl FnOnce(&Store) -> R) -> R {
+        let mut all = lock(&self.stores);
+        match all.settled(account) {
+            Some(s) => f(s),
+            None => f(&Store::default()),
         }
     }
 

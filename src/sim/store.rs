@@ -1,8 +1,15 @@
-//! The account's data as CC would hold it: contact lists, custom fields, contacts, activities.
+//! The accounts' data as CC would hold it: contact lists, custom fields, contacts, activities.
+//!
+//! **One [`Store`] per CC account** ([`Stores`]): every `/v3` call reads and writes the store of
+//! the account its access token names (`platform_user_id`, set when the device flow or the
+//! authorization code was approved, or by `Sim::issue_tokens(client, account)`). Another
+//! account's contacts, lists, custom fields and activities are invisible: a list id of account A
+//! named by B is unknown (400 like any unknown list), B's `GET /activities/{id}` of A's activity
+//! is a 404. Rate limits and the daily quota stay per API key (`limits.rs`), as CC's are
+//! (reference §4). A store is created empty the first time its account calls the API or is given
+//! data through the handle or the admin API.
 //!
 //! Choices where the reference is silent:
-//! - One store per simulator, shared by every account (`platform_user_id`) and client; the account
-//!   only scopes the 1,000-queued-activities cap.
 //! - Contacts are keyed by email, matched **case-insensitively**; the address keeps the spelling of
 //!   the call that created it.
 //! - [`SimContact::fields`] uses the import's column names (`first_name`, `phone`, `street`,
@@ -75,6 +82,43 @@ pub enum CreateError {
     Limit,
 }
 
+/// The account every test helper means when none is named (`Sim::contacts()`, the admin API
+/// without `?account=`, tokens issued without an account).
+pub const DEFAULT_ACCOUNT: &str = "default";
+
+/// Every account's [`Store`], by account (`platform_user_id`).
+#[derive(Debug, Default)]
+pub struct Stores {
+    by_account: BTreeMap<String, Store>,
+}
+
+impl Stores {
+    /// The store of `account`, created empty if it has none yet.
+    pub fn account(&mut self, account: &str) -> &mut Store {
+        self.by_account.entry(account.to_owned()).or_default()
+    }
+
+    /// The store of `account` with its due activities settled (`None`: no store yet).
+    pub fn settled(&mut self, account: &str) -> Option<&mut Store> {
+        let s = self.by_account.get_mut(account)?;
+        super::activity::settle(s);
+        Some(s)
+    }
+
+    /// Settle every account's due activities.
+    pub fn settle_all(&mut self) {
+        self.by_account
+            .values_mut()
+            .for_each(super::activity::settle);
+    }
+
+    /// Every account with a store, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Store)> {
+        self.by_account.iter()
+    }
+}
+
+/// One account's data.
 #[derive(Debug, Default)]
 pub struct Store {
     pub lists: Vec<ListRec>,
@@ -189,5 +233,29 @@ impl Store {
         c.updated_at = now;
         c.writes += 1;
         (c.contact_id, created)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_keep_apart_and_reads_create_nothing() {
+        let mut all = Stores::default();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let la = all.account("a").create_list("L", None, false, now).unwrap();
+        // The same name in another account is no conflict, and its id differs.
+        let lb = all.account("b").create_list("L", None, false, now).unwrap();
+        assert_ne!(la, lb);
+        assert!(all.account("a").list_exists(&la));
+        assert!(!all.account("b").list_exists(&la));
+        let none = BTreeSet::new();
+        all.account("a")
+            .upsert("x@example.com", BTreeMap::new(), &none, Source::Import, now);
+        assert!(all.account("b").contact("X@example.com").is_none());
+        assert!(all.settled("nobody").is_none(), "reads create no store");
+        let names: Vec<&String> = all.iter().map(|(a, _)| a).collect();
+        assert_eq!(names, ["a", "b"]);
     }
 }

@@ -80,7 +80,15 @@ pub struct Api {
 
 impl Api {
     pub fn new(sim: &Sim) -> Api {
-        let (token, _) = sim.issue_tokens(CLIENT, "default");
+        Api::for_account(sim, "default")
+    }
+    /// A client whose token was issued for `account` (its calls see only that account's store).
+    pub fn for_account(sim: &Sim, account: &str) -> Api {
+        let (token, _) = sim.issue_tokens(CLIENT, account);
+        Api::with_token(sim, token)
+    }
+    /// A client with a given access token.
+    pub fn with_token(sim: &Sim, token: String) -> Api {
         Api {
             base: sim.api_base_url(),
             token,
