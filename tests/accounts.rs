@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{World, message, store, wait_for};
+use common::{World, message, store, store_of, wait_for};
 use serde_json::{Value, json};
 
 fn for_account(account: &str, prefix: &str, n: usize) -> Vec<Vec<u8>> {
@@ -65,16 +65,22 @@ async fn messages_for_an_account_nobody_authorized_are_dead_lettered_and_stop_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_account_revoked_mid_run_parks_only_its_messages_and_they_sync_after_login() {
-    let world = World::new(World::fast_sim()).await;
+    let mut world = World::new(World::fast_sim()).await;
+    // Each account has its own lists (its own default list) and its own contacts in CC.
+    let acme_lists = world.lists_for("acme");
+    let beta_lists = world.lists_for("beta");
     for a in ["default", "acme", "beta"] {
         world.seed_tokens(a).await;
     }
+    let total = |w: &World| {
+        store(&w.sim).len() + store_of(&w.sim, "acme").len() + store_of(&w.sim, "beta").len()
+    };
     let port_b = common::free_port();
     let a = world.spawn_worker();
     let b = world.spawn_worker_on(port_b);
     world.publish(&for_account("acme", "early", 10)).await;
     wait_for(Duration::from_secs(30), "acme works at first", || async {
-        store(&world.sim).len() == 10
+        store_of(&world.sim, "acme").len() == 10
     })
     .await;
     // acme's connection dies (logged out: a tombstone replaces its token set).
@@ -119,7 +125,7 @@ async fn one_account_revoked_mid_run_parks_only_its_messages_and_they_sync_after
         Duration::from_secs(60),
         "default and beta synced, acme parked",
         || async {
-            let (n, p) = (store(&world.sim).len(), world.parked_len("acme").await);
+            let (n, p) = (total(&world), world.parked_len("acme").await);
             n == 10 + 200 && p == 100
         },
     )
@@ -130,9 +136,20 @@ async fn one_account_revoked_mid_run_parks_only_its_messages_and_they_sync_after
     wait_for(
         Duration::from_secs(90),
         "acme's messages synced",
-        || async { store(&world.sim).len() == 10 + 300 },
+        || async { store_of(&world.sim, "acme").len() == 10 + 100 },
     )
     .await;
+    // Each account's contacts landed in its own store only, on its own default list.
+    for (account, lists) in [("acme", &acme_lists), ("beta", &beta_lists)] {
+        let held = store_of(&world.sim, account);
+        assert!(
+            held.keys()
+                .all(|e| e.starts_with(account) || e.starts_with("early"))
+        );
+        assert!(held.values().all(|c| c.list_ids.contains(&lists[0])));
+    }
+    assert_eq!(store(&world.sim).len(), 100);
+    assert!(store(&world.sim).keys().all(|e| e.starts_with("default-")));
     wait_for(Duration::from_secs(30), "parking queue drained", || async {
         world.parked_len("acme").await == 0
     })

@@ -102,6 +102,24 @@ impl World {
         Settings::from_pairs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap()
     }
 
+    /// Give `account` its own lists in the simulator (CC list ids differ per account) and make
+    /// the first its default list for the workers this world starts; returns them.
+    pub fn lists_for(&mut self, account: &str) -> Vec<Uuid> {
+        let lists = vec![
+            self.sim.create_list_for(account, "Customers"),
+            self.sim.create_list_for(account, "Newsletter"),
+        ];
+        self.sim.create_custom_field_for(account, "tier");
+        self.set(
+            &format!(
+                "CCSYNC_ACCOUNTS__{}__DEFAULT_LIST_IDS",
+                account.to_ascii_uppercase()
+            ),
+            &lists[0].to_string(),
+        );
+        lists
+    }
+
     /// Store a token set for `account` as an approved login would.
     pub async fn seed_tokens(&self, account: &str) {
         use ccsync::auth::cli::store_new_set;
@@ -320,9 +338,14 @@ pub fn message(email: &str, occurred_at: &str, contact: Value) -> Vec<u8> {
     .unwrap()
 }
 
-/// The simulator's store as email → (fields, lists).
+/// The simulator's store of the `default` account as email → (fields, lists).
 pub fn store(sim: &Sim) -> BTreeMap<String, ccsync::sim::SimContact> {
-    sim.contacts()
+    store_of(sim, "default")
+}
+
+/// One CC account's store in the simulator (each account has its own, as in CC).
+pub fn store_of(sim: &Sim, account: &str) -> BTreeMap<String, ccsync::sim::SimContact> {
+    sim.contacts_of(account)
         .into_iter()
         .map(|c| (c.email.clone(), c))
         .collect()
