@@ -415,6 +415,15 @@ async fn sigkill_mid_batch_loses_nothing_and_sigterm_drains_and_exits_zero() {
     )
     .await;
     assert_eq!(world.dead_len().await, 0, "nothing wrongly dead-lettered");
+    // The restarted worker has settled every redelivered message (its re-imports may wait for
+    // the killed worker's ledger claims to lapse, and the daily plan spaces them): the next
+    // import is then the one of the messages below.
+    wait_for(
+        Duration::from_secs(60),
+        "the restarted worker settled the 500",
+        || async { world.settled().await >= 500 },
+    )
+    .await;
 
     // SIGTERM with an import in flight: the worker drains within its deadline and exits 0.
     let more: Vec<Vec<u8>> = (0..100)

@@ -265,10 +265,11 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
             continue;
         };
         let (n, labels) = split_series(s);
-        if n == name && want.iter().all(|w| labels.contains(w)) {
-            if let Ok(v) = v.parse::<f64>() {
-                *total.get_or_insert(0.0) += v;
-            }
+        if n == name
+            && want.iter().all(|w| labels.contains(w))
+            && let Ok(v) = v.parse::<f64>()
+        {
+            *total.get_or_insert(0.0) += v;
         }
     }
     total
