@@ -58,4 +58,33 @@ fn tiny_bench_writes_every_figure_with_sane_values() {
     // A worker process holds at least a few MB and well under a GB at this scale.
     assert!((1.0..1024.0).contains(&m["memory.peak_rss"]));
     assert!((1.0..1024.0).contains(&m["memory.peak_rss_contact_cap"]));
+    assert!((1.0..1024.0).contains(&m["memory.peak_rss_4kb"]));
+    // The big messages are ~4 KB and every import carried some of them.
+    let big = row(&md, "memory.peak_rss_4kb");
+    assert!(big.contains("15 custom fields of 255 characters"), "{big}");
+    assert!(!big.contains("largest batch in flight 0 contacts"), "{big}");
+    // An outage costs requests (the failing calls at least) but not one per message: well under
+    // CC's 4 requests a second, whatever the machine. After it the backlog drains, nothing dead.
+    let per_hour = m["outage.requests_per_hour"];
+    assert!(per_hour > 0.0 && per_hour < 4.0 * 3_600.0, "{per_hour}");
+    let recovery = row(&md, "outage.recovery");
+    assert!(
+        recovery.contains("; 0 dead letters (0 during the outage)"),
+        "{recovery}"
+    );
+    let backlog: f64 = recovery
+        .split("messages of the ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.replace(',', "").parse().ok())
+        .unwrap_or_else(|| panic!("no backlog size in {recovery}"));
+    assert_eq!(m["outage.recovery"], backlog, "{recovery}");
+}
+
+/// The whole table line of `key`.
+fn row<'a>(md: &'a str, key: &str) -> &'a str {
+    let cell = format!("| `{key}` |");
+    md.lines()
+        .find(|l| l.starts_with(&cell))
+        .unwrap_or_else(|| panic!("no row {key} in:\n{md}"))
 }

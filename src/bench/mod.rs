@@ -13,6 +13,11 @@
 //!    linger (stated in the table).
 //! 4. [`figures::tokens`]: `TokenProvider::access_token()` from the cache (ns/op, in process) and
 //!    the refresh fan-in of 3 worker processes against a short token lifetime.
+//! 5. [`figures::outage`]: the requests a worker spends per hour while CC answers 503 to every
+//!    call with a backlog waiting, then the backlog drained once CC answers again.
+//!
+//! Phase 2 also drains a backlog of ~4 KB messages ([`figures::big_messages`], figure 4 under
+//! the byte budget for held deliveries).
 //!
 //! Targets are printed next to the measured values, never asserted (machines are noisy).
 //! Design choices where the issue is silent are documented at each phase.
@@ -36,6 +41,19 @@ pub struct BenchArgs {
     /// Where to write the markdown table.
     #[arg(long, default_value = "BENCHMARKS.md")]
     pub out: PathBuf,
+    /// Measure only these figures and write their rows and notes into the existing `--out`
+    /// table, leaving every other row as it was measured (a `Partial run` line says so).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Part>,
+}
+
+/// Figures `--only` can measure on their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Figure 4 with ~4 KB messages (`memory.peak_rss_4kb`).
+    Big,
+    /// Figure 7, requests per hour of outage (`outage.*`).
+    Outage,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -79,6 +97,24 @@ impl Scale {
             Scale::Tiny => 2_000,
             Scale::Small => 50_000,
             Scale::Full => 100_000,
+        }
+    }
+
+    /// Backlog of ~4 KB messages of figure 4 with big messages (issue 11 measured 50,000).
+    pub fn big_messages(self) -> u64 {
+        match self {
+            Scale::Tiny => 1_000,
+            Scale::Small => 20_000,
+            Scale::Full => 50_000,
+        }
+    }
+
+    /// Backlog waiting through the outage, and the outage's measured span.
+    pub fn outage(self) -> (u64, Duration) {
+        match self {
+            Scale::Tiny => (200, Duration::from_secs(25)),
+            Scale::Small => (1_000, Duration::from_secs(60)),
+            Scale::Full => (2_000, Duration::from_secs(180)),
         }
     }
 
@@ -126,7 +162,7 @@ pub enum BenchError {
 pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let started = std::time::Instant::now();
     let scale = args.scale;
-    // Development aid: `CCSYNC_BENCH_ONLY=overhead|backlog|cap|latency|paced|tokens` runs one phase and
+    // Development aid: `CCSYNC_BENCH_ONLY=overhead|backlog|cap|big|latency|paced|outage|tokens` runs one phase and
     // prints it without writing the table.
     if let Ok(only) = std::env::var("CCSYNC_BENCH_ONLY") {
         match only.as_str() {
@@ -135,39 +171,52 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             "cap" => eprintln!("{:?}", figures::backlog_at_contact_cap(scale).await?),
             "latency" => eprintln!("{:?}", figures::latency(scale).await?),
             "paced" => eprintln!("{:?}", figures::latency_paced(scale).await?),
+            "big" => eprintln!("{:?}", figures::big_messages(scale).await?),
+            "outage" => eprintln!("{:?}", figures::outage(scale).await?),
             _ => eprintln!("{:?}", figures::tokens(scale).await?),
         }
         return Ok(());
     }
+    if !args.only.is_empty() {
+        return run_only(args).await;
+    }
     eprintln!(
-        "ccsync bench --scale {}: 1/4 pipeline overhead",
+        "ccsync bench --scale {}: 1/5 pipeline overhead",
         scale.name()
     );
     let overhead = figures::overhead(scale).await?;
     eprintln!("  {overhead:?}");
-    eprintln!("2/4 backlog at real limits (API efficiency, memory, CPU)");
+    eprintln!("2/5 backlog at real limits (API efficiency, memory, CPU)");
     let backlog = figures::backlog(scale).await?;
     eprintln!("  {backlog:?}");
     eprintln!("   the same with email-only messages (memory at 40,000-contact imports)");
     let contact_cap = figures::backlog_at_contact_cap(scale).await?;
     eprintln!("  {contact_cap:?}");
-    eprintln!("3/4 latency at trickle load");
+    eprintln!("   ~4 KB messages (memory under the byte budget for held deliveries)");
+    let big = figures::big_messages(scale).await?;
+    eprintln!("  {big:?}");
+    eprintln!("3/5 latency at trickle load");
     let latency = figures::latency(scale).await?;
     eprintln!("  {latency:?}");
     eprintln!("   the same at the default, budget-aware pacing");
     let latency_paced = figures::latency_paced(scale).await?;
     eprintln!("  {latency_paced:?}");
-    eprintln!("4/4 token path");
+    eprintln!("4/5 token path");
     let tokens = figures::tokens(scale).await?;
     eprintln!("  {tokens:?}");
+    eprintln!("5/5 requests per hour of outage");
+    let outage = figures::outage(scale).await?;
+    eprintln!("  {outage:?}");
     let all = report::Results {
         scale,
         overhead,
         backlog,
         contact_cap,
+        big,
         latency,
         latency_paced,
         tokens,
+        outage,
         runtime: started.elapsed(),
     };
     let md = report::render(&all);
@@ -177,6 +226,46 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     })?;
     eprintln!(
         "wrote {} in {:.0} s",
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `--only`: the chosen figures, spliced into the existing table.
+async fn run_only(args: &BenchArgs) -> Result<(), BenchError> {
+    let started = std::time::Instant::now();
+    let write_err = |err| BenchError::Write {
+        path: args.out.display().to_string(),
+        err,
+    };
+    let md = std::fs::read_to_string(&args.out).map_err(write_err)?;
+    let big = if args.only.contains(&Part::Big) {
+        eprintln!("figure 4 with ~4 KB messages");
+        let b = figures::big_messages(args.scale).await?;
+        eprintln!("  {b:?}");
+        Some(b)
+    } else {
+        None
+    };
+    let outage = if args.only.contains(&Part::Outage) {
+        eprintln!("figure 7: requests per hour of outage");
+        let g = figures::outage(args.scale).await?;
+        eprintln!("  {g:?}");
+        Some(g)
+    } else {
+        None
+    };
+    let md = report::splice(
+        &md,
+        args.scale,
+        big.as_ref(),
+        outage.as_ref(),
+        started.elapsed(),
+    );
+    std::fs::write(&args.out, md).map_err(write_err)?;
+    eprintln!(
+        "updated {} in {:.0} s",
         args.out.display(),
         started.elapsed().as_secs_f64()
     );

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use super::Scale;
-use super::figures::{Backlog, Latency, Overhead, Tokens};
+use super::figures::{Backlog, BigMessages, Latency, Outage, Overhead, Tokens};
 
 pub struct Results {
     pub scale: Scale,
@@ -14,10 +14,15 @@ pub struct Results {
     pub backlog: Backlog,
     /// The backlog again with email-only messages: imports at CC's 40,000-contact cap.
     pub contact_cap: Backlog,
+    /// A backlog of ~4 KB messages (15 custom fields of 255 characters): memory under the byte
+    /// budget for held deliveries.
+    pub big: BigMessages,
     pub latency: Vec<Latency>,
     /// Figure 3 at the default configuration (budget-aware linger), 1 msg/s.
     pub latency_paced: Latency,
     pub tokens: Tokens,
+    /// Requests per hour while CC fails every call, and the drain after it.
+    pub outage: Outage,
     pub runtime: Duration,
 }
 
@@ -39,10 +44,13 @@ pub const ROW_KEYS: &[&str] = &[
     "latency.paced.p99",
     "memory.peak_rss",
     "memory.peak_rss_contact_cap",
+    "memory.peak_rss_4kb",
     "token.cached",
     "token.fan_in",
     "cpu.per_message",
     "cpu.per_message_unthrottled",
+    "outage.requests_per_hour",
+    "outage.recovery",
 ];
 
 /// Which way a target points.
@@ -202,6 +210,7 @@ fn rows(r: &Results) -> Vec<Row> {
             unit: "MB",
             target: Target::AtMost(150.0),
         },
+        big_row(&r.big),
         Row {
             key: "token.cached",
             figure: format!(
@@ -249,7 +258,143 @@ fn rows(r: &Results) -> Vec<Row> {
             target: Target::None,
         },
     ]);
+    v.extend(outage_rows(&r.outage));
     v
+}
+
+/// Figure 4 with ~4 KB messages.
+fn big_row(b: &BigMessages) -> Row {
+    Row {
+        key: "memory.peak_rss_4kb",
+        figure: format!(
+            "4. Memory, ~4 KB messages ({} custom fields of {} characters, names; {:.0} bytes \
+             on average): peak RSS, {} contacts, largest batch in flight {} contacts, most \
+             deliveries held {} (prefetch window; `worker.prefetch` {}), peak held bytes \
+             {:.1} MB of the {:.0} MB budget",
+            super::figures::BIG_FIELDS,
+            super::figures::BIG_FIELD_CHARS,
+            b.mean_body,
+            b.contacts,
+            b.largest_batch,
+            b.peak_held_deliveries,
+            b.prefetch,
+            b.peak_held_bytes as f64 / 1e6,
+            b.max_held_bytes as f64 / 1e6
+        ),
+        measured: b.peak_rss as f64 / 1e6,
+        unit: "MB",
+        target: Target::AtMost(150.0),
+    }
+}
+
+/// Figure 7: requests per hour of outage, and the drain after it.
+fn outage_rows(g: &Outage) -> Vec<Row> {
+    vec![
+        Row {
+            key: "outage.requests_per_hour",
+            figure: format!(
+                "7. Requests per hour of outage (CC answers 503 to every call, {} messages \
+                 waiting): {} requests in {:.0} s ({} before the outage pause, seen after {:.0} \
+                 s; {} probes), extrapolated; {:.1}% of the day's 10,000 per hour, which last \
+                 {:.0} h of outage",
+                g.backlog,
+                g.requests,
+                g.span_secs,
+                g.before_pause,
+                g.paused_after_secs,
+                g.probes,
+                g.per_hour() * 100.0 / super::figures::CC_DAILY_QUOTA as f64,
+                super::figures::CC_DAILY_QUOTA as f64 / g.per_hour().max(f64::MIN_POSITIVE)
+            ),
+            measured: g.per_hour(),
+            unit: "req/h",
+            // A whole day of outage within one day's 10,000.
+            target: Target::AtMost(super::figures::CC_DAILY_QUOTA as f64 / 24.0),
+        },
+        Row {
+            key: "outage.recovery",
+            figure: format!(
+                "7. After the outage: messages of the {} backlog synced, in {:.0} s from CC \
+                 answering again; {} dead letters ({} during the outage)",
+                g.backlog, g.drain_secs, g.dead_letters, g.dead_during
+            ),
+            measured: g.synced as f64,
+            unit: "msgs",
+            target: Target::AtLeast(g.backlog as f64),
+        },
+    ]
+}
+
+/// One table line.
+fn row_line(row: &Row) -> String {
+    let (target, ratio, met) = match row.target {
+        Target::None => ("—".to_string(), "—".to_string(), "—"),
+        Target::AtLeast(t) => (
+            format!("≥ {} {}", fmt_num(t), row.unit),
+            fmt_num(row.measured / t),
+            if row.measured >= t { "yes" } else { "no" },
+        ),
+        Target::AtMost(t) => (
+            format!("≤ {} {}", fmt_num(t), row.unit),
+            fmt_num(row.measured / t),
+            if row.measured <= t { "yes" } else { "no" },
+        ),
+    };
+    format!(
+        "| `{}` | {} | {} {} | {target} | {ratio} | {met} |",
+        row.key,
+        row.figure,
+        fmt_num(row.measured),
+        row.unit
+    )
+}
+
+/// How figure 4 with ~4 KB messages was measured.
+fn big_bullet(big: &BigMessages) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "- **4. Memory, ~4 KB messages**: {} messages, each a distinct email, names, a company and \
+         {} custom fields of {} characters ({:.0} bytes on average; the bed's simulator knows the \
+         fields, as CC must with `worker.create_custom_fields` off), published first, then one \
+         worker at CC's real limits with the backlog's config ({}; `worker.max_held_bytes` = {:.0} \
+         MB, `worker.prefetch` = {}). VmHWM as above; drained in {:.0} s ({} imports). While it \
+         drained, `ccsync_held_bytes` and the deliveries held (published − ready − synced) were \
+         sampled every 100 ms: the most held is the prefetch window the byte budget settled on, \
+         as far as the broker filled it. Before the byte budget, issue 11 measured 281 MB for \
+         50,000 such messages.",
+        big.contacts,
+        super::figures::BIG_FIELDS,
+        super::figures::BIG_FIELD_CHARS,
+        big.mean_body,
+        big.config,
+        big.max_held_bytes as f64 / 1e6,
+        big.prefetch,
+        big.drain_secs,
+        big.imports
+    );
+    s
+}
+
+/// How figure 7 was measured.
+fn outage_bullet(g: &Outage) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "- **7. Outage**: one worker at CC's limits and defaults ({}) syncs a first message (lists \
+         and token cached), then the simulator answers 503 to every non-admin request \
+         (`Faults {{ error_rate: 1.0 }}`) and {} messages are published. Every request the \
+         simulator logged over {:.0} s from then counts (API and token endpoint, the failing \
+         imports and their retries included); requests per hour are that count scaled linearly \
+         to an hour. The pause probes CC every 5 s doubling to 20 s, so a longer outage adds \
+         3 requests a minute; the failures before the pause (five transient failures in a row) \
+         are a one-off that the linear extrapolation spreads over the hour as if it recurred every \
+         span, so the figure errs high. \
+         Then the faults are cleared: the backlog must drain by itself (the worker's synced \
+         counter) with nothing in `<queue>.dead`.",
+        g.config, g.backlog, g.span_secs
+    );
+    s
 }
 
 fn fmt_num(x: f64) -> String {
@@ -335,27 +480,8 @@ pub fn render(r: &Results) -> String {
         "| Key | Figure | Measured | Target | Measured ÷ target | Met |\n|---|---|---|---|---|---|"
     );
     for row in rows(r) {
-        let (target, ratio, met) = match row.target {
-            Target::None => ("—".to_string(), "—".to_string(), "—"),
-            Target::AtLeast(t) => (
-                format!("≥ {} {}", fmt_num(t), row.unit),
-                fmt_num(row.measured / t),
-                if row.measured >= t { "yes" } else { "no" },
-            ),
-            Target::AtMost(t) => (
-                format!("≤ {} {}", fmt_num(t), row.unit),
-                fmt_num(row.measured / t),
-                if row.measured <= t { "yes" } else { "no" },
-            ),
-        };
-        let _ = writeln!(
-            s,
-            "| `{}` | {} | {} {} | {target} | {ratio} | {met} |",
-            row.key,
-            row.figure,
-            fmt_num(row.measured),
-            row.unit
-        );
+        s.push_str(&row_line(&row));
+        s.push('\n');
     }
     let b = &r.backlog;
     let o = &r.overhead;
@@ -426,6 +552,7 @@ pub fn render(r: &Results) -> String {
          {} requests).",
         r.contact_cap.contacts, r.contact_cap.imports, r.contact_cap.total
     );
+    s.push_str(&big_bullet(&r.big));
     let _ = writeln!(
         s,
         "- **5. Token path**: the cached figure is an in-process loop over \
@@ -441,6 +568,7 @@ pub fn render(r: &Results) -> String {
         "- **6. CPU**: utime + stime of the whole worker process from `/proc/<pid>/stat` \
          (start-up included), divided by the messages it synced."
     );
+    s.push_str(&outage_bullet(&r.outage));
     s.push_str(&findings(r));
     s
 }
@@ -531,4 +659,166 @@ fn findings(r: &Results) -> String {
          check keep it at one refresh per expiry across processes.\n",
     );
     s
+}
+
+/// Write the rows and notes of the figures measured by `ccsync bench --only …` into an existing
+/// table `md`: a row or note with the same key is replaced, a new one goes after its neighbour
+/// (figure 4's ~4 KB row after the other memory rows, figure 7 at the end), and a `Partial run`
+/// line under `Runtime` says which rows came from this run, when and how.
+pub fn splice(
+    md: &str,
+    scale: Scale,
+    big: Option<&BigMessages>,
+    outage: Option<&Outage>,
+    runtime: Duration,
+) -> String {
+    let mut lines: Vec<String> = md.lines().map(str::to_string).collect();
+    let row_at = |lines: &[String], key: &str| {
+        let cell = format!("| `{key}` |");
+        lines.iter().position(|l| l.starts_with(&cell))
+    };
+    let last_row = |lines: &[String]| lines.iter().rposition(|l| l.starts_with("| `"));
+    // Replace the line at `at` when it is there, else insert after `after`.
+    let put =
+        |lines: &mut Vec<String>, at: Option<usize>, after: Option<usize>, line: String| match (
+            at, after,
+        ) {
+            (Some(i), _) => lines[i] = line,
+            (None, Some(i)) => lines.insert(i + 1, line),
+            (None, None) => lines.push(line),
+        };
+    let bullet_at = |lines: &[String], head: &str| lines.iter().position(|l| l.starts_with(head));
+    let last_bullet = |lines: &[String]| {
+        let end = lines
+            .iter()
+            .position(|l| l.starts_with("## Profiling notes"))
+            .unwrap_or(lines.len());
+        lines[..end].iter().rposition(|l| l.starts_with("- **"))
+    };
+    let mut keys = Vec::new();
+    if let Some(b) = big {
+        let row = row_line(&big_row(b));
+        let after = row_at(&lines, "memory.peak_rss_contact_cap").or_else(|| last_row(&lines));
+        let at = row_at(&lines, "memory.peak_rss_4kb");
+        put(&mut lines, at, after, row);
+        let note = big_bullet(b).trim_end().to_string();
+        let after = bullet_at(&lines, "- **4. Memory**").or_else(|| last_bullet(&lines));
+        let at = bullet_at(&lines, "- **4. Memory, ~4 KB messages**");
+        put(&mut lines, at, after, note);
+        keys.push("`memory.peak_rss_4kb`");
+    }
+    if let Some(g) = outage {
+        for row in outage_rows(g) {
+            let (at, after) = (row_at(&lines, row.key), last_row(&lines));
+            put(&mut lines, at, after, row_line(&row));
+        }
+        let note = outage_bullet(g).trim_end().to_string();
+        let (at, after) = (bullet_at(&lines, "- **7. Outage**"), last_bullet(&lines));
+        put(&mut lines, at, after, note);
+        keys.push("`outage.requests_per_hour`, `outage.recovery`");
+    }
+    let date = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let only: Vec<&str> = [big.map(|_| "big"), outage.map(|_| "outage")]
+        .into_iter()
+        .flatten()
+        .collect();
+    let partial = format!(
+        "| Partial run | {} and their notes: `ccsync bench --scale {} --only {}` ({build} build), \
+         {date}, {:.0} s; the other rows are from the run above |",
+        keys.join(", "),
+        scale.name(),
+        only.join(","),
+        runtime.as_secs_f64()
+    );
+    let at = lines.iter().position(|l| l.starts_with("| Partial run |"));
+    let after = lines.iter().position(|l| l.starts_with("| Runtime |"));
+    put(&mut lines, at, after, partial);
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn big() -> BigMessages {
+        BigMessages {
+            contacts: 50_000,
+            mean_body: 4_200.0,
+            imports: 60,
+            largest_batch: 830,
+            drain_secs: 90.0,
+            peak_rss: 120_000_000,
+            cpu_secs: 10.0,
+            peak_held_bytes: 40_000_000,
+            peak_held_deliveries: 5_000,
+            max_held_bytes: 48_000_000,
+            prefetch: 65_535,
+            config: String::new(),
+        }
+    }
+
+    fn outage() -> Outage {
+        Outage {
+            backlog: 2_000,
+            span_secs: 180.0,
+            requests: 18,
+            before_pause: 8,
+            paused_after_secs: 15.0,
+            probes: 10,
+            dead_during: 0,
+            synced: 2_000,
+            dead_letters: 0,
+            drain_secs: 30.0,
+            config: String::new(),
+        }
+    }
+
+    const TABLE: &str = "# t\n\n| | |\n|---|---|\n| Runtime | 411 s |\n\n\
+        | Key | Figure | Measured | Target | Measured ÷ target | Met |\n|---|---|---|---|---|---|\n\
+        | `memory.peak_rss` | a | 1 MB | — | — | — |\n\
+        | `memory.peak_rss_contact_cap` | b | 1 MB | — | — | — |\n\
+        | `token.cached` | c | 1 ns/op | — | — | — |\n\n\
+        ## How each figure was measured\n\n- **4. Memory**: m\n- **5. Token path**: t\n\n\
+        ## Profiling notes\n\n- **Memory.** p\n";
+
+    /// New rows land next to their neighbours, and a second splice replaces instead of adding.
+    #[test]
+    fn splice_places_the_new_rows_once() {
+        let d = Duration::from_secs(400);
+        let once = splice(TABLE, Scale::Full, Some(&big()), Some(&outage()), d);
+        let twice = splice(&once, Scale::Full, Some(&big()), Some(&outage()), d);
+        for md in [&once, &twice] {
+            let keys: Vec<&str> = md
+                .lines()
+                .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+                .collect();
+            assert_eq!(
+                keys,
+                [
+                    "memory.peak_rss",
+                    "memory.peak_rss_contact_cap",
+                    "memory.peak_rss_4kb",
+                    "token.cached",
+                    "outage.requests_per_hour",
+                    "outage.recovery"
+                ]
+            );
+            let notes: Vec<&str> = md.lines().filter(|l| l.starts_with("- **")).collect();
+            assert_eq!(notes.len(), 5, "{md}");
+            assert!(notes[1].starts_with("- **4. Memory, ~4 KB messages**"));
+            assert!(notes[3].starts_with("- **7. Outage**"));
+            assert_eq!(md.matches("| Partial run |").count(), 1);
+            assert!(md.contains("| Runtime | 411 s |\n| Partial run |"));
+            assert!(md.contains("| 360.0 req/h | ≤ 416.7 req/h |"), "{md}");
+        }
+    }
 }
