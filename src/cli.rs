@@ -70,10 +70,21 @@ pub enum AuthCommand {
     Login(LoginArgs),
     /// Seed the token set from an existing refresh token read from standard input.
     Import(AccountArg),
-    /// Show the token set's health; exits non-zero when re-authorization is needed.
-    Status(AccountArg),
+    /// Show the token set's health (every account without `--account`); exits non-zero when any
+    /// needs re-authorization.
+    Status(StatusArgs),
     /// Delete the stored token set.
     Logout(AccountArg),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// One account; without it, every account with a token set (and every configured one).
+    #[arg(long)]
+    pub account: Option<String>,
+    /// One JSON document (an array without `--account`) for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -350,7 +361,12 @@ async fn run_auth(cmd: AuthCommand) -> Result<ExitCode, BoxError> {
             let mut input = std::io::stdin().lock();
             auth_cli::import(&settings, gate, &a.account, &mut input, &mut out).await?
         }
-        AuthCommand::Status(a) => auth_cli::status(&settings, &a.account, &mut out).await?,
+        AuthCommand::Status(a) => match (&a.account, a.json) {
+            (Some(account), false) => auth_cli::status(&settings, account, &mut out).await?,
+            (account, json) => {
+                auth_cli::status_all(&settings, account.as_deref(), json, &mut out).await?
+            }
+        },
         AuthCommand::Logout(a) => auth_cli::logout(&settings, &a.account, &mut out).await?,
     };
     Ok(code)

@@ -29,6 +29,26 @@ use crate::pipeline::TokenSource;
 use crate::queue::{Broker, Topology};
 use crate::telemetry::metrics;
 
+/// The accounts Redis lists as parked (for `ccsync auth status`).
+pub async fn parked_accounts(
+    settings: &Settings,
+) -> Result<std::collections::BTreeSet<String>, ParkingError> {
+    let pool = Config::from_url(settings.redis_url.expose_secret())
+        .create_pool(Some(Runtime::Tokio1))
+        .map_err(|e| ParkingError(e.to_string()))?;
+    let mut c = pool.get().await.map_err(|e| ParkingError(e.to_string()))?;
+    let v: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(parked_key(settings))
+        .query_async(&mut *c)
+        .await
+        .map_err(|e| ParkingError(e.to_string()))?;
+    Ok(v.into_iter().collect())
+}
+
+fn parked_key(settings: &Settings) -> String {
+    format!("{}:parked", settings.redis.key_prefix)
+}
+
 /// How often a worker looks in Redis for accounts parked by another replica.
 pub const RESCAN: Duration = Duration::from_secs(30);
 
@@ -60,7 +80,7 @@ impl Parking {
             .map_err(|e| ParkingError(e.to_string()))?;
         Ok(Arc::new(Parking {
             pool,
-            key: format!("{}:parked", settings.redis.key_prefix),
+            key: parked_key(settings),
             amqp_url: settings.amqp_url.clone(),
             topology: Topology::for_queue(&settings.queue),
             tokens,

@@ -160,3 +160,63 @@ async fn one_account_revoked_mid_run_parks_only_its_messages_and_they_sync_after
     assert_eq!(world.queue_len().await, 0);
     world.cleanup().await;
 }
+
+/// `ccsync auth status` without `--account` lists every account; `--json` is for scripts, and the
+/// exit code says whether any account needs a login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_status_lists_every_account_as_json() {
+    let world = World::new(World::fast_sim()).await;
+    for a in ["default", "acme"] {
+        world.seed_tokens(a).await;
+    }
+    let run = |args: &'static [&'static str]| {
+        let env = world.env();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_ccsync"))
+                .args(args)
+                .envs(env)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let out = run(&["auth", "status", "--json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["account"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["acme", "default"]);
+    for a in v.as_array().unwrap() {
+        assert_eq!(a["state"], "live");
+        assert_eq!(a["needs_login"], false);
+        assert!(a["days_to_idle_expiry"].as_i64().unwrap() >= 179);
+    }
+    // One account logged out: listed as dead, and the command exits non-zero.
+    let out = run(&["auth", "logout", "--account", "acme"]).await;
+    assert!(out.status.success());
+    let out = run(&["auth", "status", "--json"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["account"], "acme");
+    assert_eq!(v[0]["state"], "dead");
+    assert_eq!(v[0]["needs_login"], true);
+    let text = run(&["auth", "status"]).await;
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("acme") && l.contains("ccsync auth login --account acme"))
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("default") && l.contains("live"))
+    );
+    world.cleanup().await;
+}

@@ -448,6 +448,120 @@ fn when(unix: i64) -> String {
 }
 
 /// `ccsync auth status`: exit 0 when healthy, 2 when re-authorization is needed.
+/// `ccsync auth status` without `--account` (every account with a token set, and every one the
+/// configuration names), or with `--json`: one summary per account; non-zero when any needs a
+/// login.
+pub async fn status_all(
+    settings: &Settings,
+    only: Option<&str>,
+    json: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<ExitCode, AuthCliError> {
+    let store = Store::from_settings(settings)?;
+    let mut accounts: std::collections::BTreeSet<String> = match only {
+        Some(a) => [a.to_string()].into_iter().collect(),
+        None => {
+            let mut v: std::collections::BTreeSet<String> =
+                store.accounts().await?.into_iter().collect();
+            v.extend(settings.accounts.keys().cloned());
+            v
+        }
+    };
+    if accounts.is_empty() && only.is_none() {
+        accounts.insert("default".to_string());
+    }
+    let parked = crate::parking::parked_accounts(settings)
+        .await
+        .unwrap_or_default();
+    let now = crate::clock::now_unix();
+    let mut all_ok = true;
+    let mut docs = Vec::new();
+    for account in &accounts {
+        let stored = store.load(account).await;
+        let mut doc = serde_json::json!({
+            "account": account,
+            "parked": parked.contains(account),
+        });
+        let ok = match &stored {
+            Ok(Stored::Live(set)) => {
+                let idle_left = set.idle_expiry_left_secs(now);
+                doc["state"] = (if idle_left > 0 { "live" } else { "expired" }).into();
+                doc["generation"] = set.generation.into();
+                doc["access_token_expires_at"] = set.expires_at.into();
+                doc["refresh_token_age_seconds"] = (now - set.refreshed_at).max(0).into();
+                doc["days_to_idle_expiry"] = (idle_left / 86_400).into();
+                doc["refresh_token_mode"] = set.mode.as_str().into();
+                doc["login_flow"] = match set.flow {
+                    Some(LoginFlow::Device) => "device",
+                    Some(LoginFlow::Code) => "code",
+                    Some(LoginFlow::Pkce) => "pkce",
+                    Some(LoginFlow::Import) => "import",
+                    None => "unknown",
+                }
+                .into();
+                idle_left > 0
+            }
+            Ok(Stored::Dead { generation, reason }) => {
+                doc["state"] = "dead".into();
+                doc["generation"] = (*generation).into();
+                doc["reason"] = reason.clone().into();
+                false
+            }
+            Ok(Stored::Absent) => {
+                doc["state"] = "none".into();
+                false
+            }
+            Err(StoreError::Unreadable(why)) => {
+                doc["state"] = "unreadable".into();
+                doc["reason"] = why.clone().into();
+                false
+            }
+            Err(e) => return Err(AuthCliError::Store(e.clone())),
+        };
+        doc["needs_login"] = (!ok).into();
+        all_ok &= ok;
+        docs.push(doc);
+    }
+    if json {
+        let v = match only {
+            Some(_) => docs.into_iter().next().unwrap_or_default(),
+            None => serde_json::Value::Array(docs),
+        };
+        let _ = writeln!(out, "{v}");
+    } else {
+        for d in &docs {
+            let _ = writeln!(
+                out,
+                "{:<24} {:<10} {:<10} {:>6} days to idle expiry  {}{}",
+                d["account"].as_str().unwrap_or_default(),
+                d["state"].as_str().unwrap_or_default(),
+                d["refresh_token_mode"].as_str().unwrap_or("-"),
+                d["days_to_idle_expiry"]
+                    .as_i64()
+                    .map_or("-".to_string(), |n| n.to_string()),
+                if d["parked"].as_bool() == Some(true) {
+                    "PARKED "
+                } else {
+                    ""
+                },
+                if d["needs_login"].as_bool() == Some(true) {
+                    format!(
+                        "— run `ccsync auth login --account {}`",
+                        d["account"].as_str().unwrap_or_default()
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
 pub async fn status(
     settings: &Settings,
     account: &str,
