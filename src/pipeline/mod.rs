@@ -121,7 +121,12 @@ impl PrefetchWindow {
     }
 
     fn fitting(&self) -> u16 {
-        let n = (self.budget as f64 / self.mean.max(1.0)) as u64;
+        self.fits(self.budget)
+    }
+
+    /// The window that fits `bytes` at the mean size seen, within `[MIN, max]`.
+    fn fits(&self, bytes: usize) -> u16 {
+        let n = (bytes as f64 / self.mean.max(1.0)) as u64;
         n.clamp(u64::from(Self::MIN.min(self.max)), u64::from(self.max)) as u16
     }
 
@@ -134,16 +139,26 @@ impl PrefetchWindow {
         self.mean += (cost - self.mean) / k;
     }
 
-    /// A new window size when the fitting one differs from the current by more than a quarter.
-    fn resize(&mut self) -> Option<u16> {
+    /// The window for a new consumer on the channel, given the bytes already held. A prefetch
+    /// count is per consumer (quorum queues have no channel-wide QoS), so the deliveries an
+    /// earlier consumer of the channel still holds do not count against a new one: the new
+    /// window gets only what the budget leaves.
+    fn for_new_consumer(&mut self, held: usize) -> u16 {
+        self.current = self.fits(self.budget.saturating_sub(held));
+        self.current
+    }
+
+    /// Whether to start a new consumer with a re-sized window: the messages got bigger (the
+    /// window no longer fits the budget by more than a quarter), or the budget now leaves room
+    /// for a window a quarter larger.
+    fn resize(&mut self, held: usize) -> Option<u16> {
         if self.seen == 0 {
             return None;
         }
-        let fit = self.fitting();
-        let (a, b) = (f64::from(fit), f64::from(self.current));
-        if (a - b).abs() > b / 4.0 {
-            self.current = fit;
-            Some(fit)
+        let (fit, room) = (self.fitting(), self.fits(self.budget.saturating_sub(held)));
+        let cur = f64::from(self.current);
+        if f64::from(fit) < cur * 0.75 || f64::from(room) > cur * 1.25 {
+            Some(self.for_new_consumer(held))
         } else {
             None
         }
@@ -290,7 +305,8 @@ async fn session(
             linger_checked = Instant::now();
             // Re-size the prefetch window to the messages seen (a new consumer on the same
             // channel: what it delivered stays held and settleable).
-            if !consumer_paused && let Some(p) = window.resize() {
+            let held_now = held.load(std::sync::atomic::Ordering::Relaxed);
+            if !consumer_paused && let Some(p) = window.resize(held_now) {
                 tracing::debug!(
                     prefetch = p,
                     "resizing the prefetch window to the byte budget"
@@ -321,7 +337,10 @@ async fn session(
             }
             consumer_paused = true;
         } else if consumer_paused && held_now < w.max_held_bytes / 4 * 3 {
-            if let Err(e) = consumer.resume(window.resize()).await {
+            if let Err(e) = consumer
+                .resume(Some(window.for_new_consumer(held_now)))
+                .await
+            {
                 lost = Some(e);
                 break;
             }
@@ -629,17 +648,25 @@ mod tests {
         let budget = 48_000_000;
         let mut w = PrefetchWindow::new(65_535, budget);
         assert!(usize::from(w.current) * PrefetchWindow::ASSUMED <= budget);
-        assert_eq!(w.resize(), None, "nothing seen yet");
+        assert_eq!(w.resize(0), None, "nothing seen yet");
         for _ in 0..2_000 {
             w.seen(200);
         }
-        assert_eq!(w.resize(), Some((budget / 800) as u16));
+        assert_eq!(w.resize(0), Some((budget / 800) as u16));
         for _ in 0..2_000 {
             w.seen(4_200);
         }
-        let p = w.resize().expect("shrinks for big messages");
+        let p = w.resize(0).expect("shrinks for big messages");
         assert!(usize::from(p) * (2 * 4_200 + HELD_OVERHEAD) <= budget * 11 / 10);
-        assert_eq!(w.resize(), None, "stable while the messages are");
+        assert_eq!(w.resize(0), None, "stable while the messages are");
+        // A new consumer gets only what the deliveries still held leave of the budget (they do
+        // not count against its own prefetch), and never less than the floor.
+        let cost = 2 * 4_200 + HELD_OVERHEAD;
+        let half = w.for_new_consumer(budget / 2);
+        assert!(usize::from(half) * cost <= budget / 2 + cost);
+        assert_eq!(w.for_new_consumer(budget * 2), PrefetchWindow::MIN);
+        // It grows back once the held ones are settled.
+        assert!(w.resize(0).is_some_and(|p| p > half));
         // Never below the floor, never above the configured prefetch.
         let mut tiny = PrefetchWindow::new(100, 1);
         tiny.seen(10_000);
