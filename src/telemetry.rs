@@ -601,6 +601,9 @@ mod tests {
         m.api_requests
             .with_label_values(&["contacts_json_import", "201"])
             .inc();
+        // Per-account series exist once an account is known (a worker discovers every account
+        // in Redis at start); this process knows one.
+        m.auth_state.with_label_values(&["default"]).set(1);
         let text = m.render();
         for name in [
             "ccsync_messages_total",
