@@ -74,6 +74,8 @@ fn registry_exposition() -> String {
     m.token_refresh.with_label_values(&["ok"]);
     m.auth_failures.with_label_values(&["invalid_grant"]);
     m.dead_letters.with_label_values(&["invalid_json"]);
+    m.auth_state.with_label_values(&["default"]);
+    m.refresh_token_age.with_label_values(&["default"]);
     m.render()
 }
 
