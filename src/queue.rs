@@ -344,29 +344,10 @@ impl Broker {
         Ok(out)
     }
 
-    /// Move up to `limit` dead letters back to the queue: each is republished (confirmed by the
-    /// broker) before it is removed from `<queue>.dead`, so a crash duplicates, never loses.
+    /// Move up to `limit` dead letters back to the queue (see [`Broker::move_messages`]).
     pub async fn replay(&self, t: &Topology, limit: usize) -> Result<usize, QueueError> {
-        let ch = self.conn.create_channel().await?;
-        let publisher = self.publisher().await?;
-        let mut moved = 0;
-        while moved < limit {
-            let Some(m) = ch
-                .basic_get(
-                    t.dead.as_str().into(),
-                    lapin::options::BasicGetOptions::default(),
-                )
-                .await?
-            else {
-                break;
-            };
-            publisher.publish(&t.queue, &m.delivery.data).await?;
-            m.delivery.acker.ack(BasicAckOptions::default()).await?;
-            moved += 1;
-        }
-        let _ = ch.close(200, "ok".into()).await;
-        let _ = publisher.ch.close(200, "ok".into()).await;
-        Ok(moved)
+        // The dead-letter headers stay behind: the replayed message is the original again.
+        self.move_messages(&t.dead, &t.queue, limit, false).await
     }
 
     /// Declare `queue` as a parking queue (durable quorum; idempotent).
@@ -380,17 +361,36 @@ impl Broker {
         Ok(())
     }
 
-    /// Move every message of `from` to `to` (each republished with its headers and confirmed
-    /// before it is removed from `from`, so a crash duplicates, never loses). Returns how many.
+    /// Move every message of `from` to `to`, headers kept (parked messages back to the queue).
+    /// Returns how many.
     pub async fn move_all(&self, from: &str, to: &str) -> Result<usize, QueueError> {
+        self.move_messages(from, to, usize::MAX, true).await
+    }
+
+    /// Move up to `limit` messages of `from` to `to`: each republished and confirmed before it is
+    /// removed from `from`, so a crash duplicates, never loses.
+    async fn move_messages(
+        &self,
+        from: &str,
+        to: &str,
+        limit: usize,
+        keep_headers: bool,
+    ) -> Result<usize, QueueError> {
         let ch = self.conn.create_channel().await?;
         let publisher = self.publisher().await?;
         let mut moved = 0;
-        while let Some(m) = ch
-            .basic_get(from.into(), lapin::options::BasicGetOptions::default())
-            .await?
-        {
-            let headers = m.delivery.properties.headers().clone().unwrap_or_default();
+        while moved < limit {
+            let Some(m) = ch
+                .basic_get(from.into(), lapin::options::BasicGetOptions::default())
+                .await?
+            else {
+                break;
+            };
+            let headers = if keep_headers {
+                m.delivery.properties.headers().clone().unwrap_or_default()
+            } else {
+                FieldTable::default()
+            };
             publisher
                 .send("", to, &m.delivery.data, headers)
                 .await?
@@ -1124,31 +1124,41 @@ impl Settler {
                 .map(|_| Err(QueueError::from(e.clone())))
                 .collect();
         }
+        self.copy_then_ack(&queue, deliveries).await
+    }
+
+    /// Move deliveries to `queue`: a `mandatory`, confirmed copy of each (the original's headers
+    /// kept, see [`Kept::republished`]), then the copied originals acked through the ack window
+    /// (so the `multiple` folding keeps working). One result per delivery, in order; an `Err`
+    /// means no copy exists and the original is untouched. Blameless requeues and parking both
+    /// move this way.
+    async fn copy_then_ack(
+        &self,
+        queue: &str,
+        deliveries: &[(&Tag, &[u8])],
+    ) -> Vec<Result<(), QueueError>> {
         let outgoing = deliveries
             .iter()
             .map(|(tag, body)| Outgoing {
                 exchange: String::new(),
-                routing_key: queue.clone(),
+                routing_key: queue.to_string(),
                 body: body.to_vec(),
                 headers: tag.kept.republished(),
             })
             .collect();
         let published = self.publish_mandatory(outgoing).await;
-        let mut out = Vec::with_capacity(deliveries.len());
-        let mut copied = Vec::new();
-        for ((tag, _), p) in deliveries.iter().zip(published) {
-            match p {
-                Ok(()) => {
-                    copied.push((*tag).clone());
-                    out.push(Ok(()));
-                }
-                Err(e) => out.push(Err(e)),
-            }
-        }
+        let copied: Vec<Tag> = deliveries
+            .iter()
+            .zip(&published)
+            .filter(|(_, p)| p.is_ok())
+            .map(|((tag, _), _)| (*tag).clone())
+            .collect();
         for e in Tag::ack_many(&copied).await {
-            tracing::warn!(error = %e, "ack after parking failed; the message may come twice");
+            // The copy is stored and the original returns when the channel closes: a
+            // duplicate, which is safe (imports are upserts).
+            tracing::warn!(error = %e, "ack after moving a message failed; it may come twice");
         }
-        out
+        published
     }
 
     /// Give deliveries back without blame: see [`Tag::requeue_blameless`]. One result per
@@ -1168,40 +1178,17 @@ impl Settler {
                 results[i] = Some(Ok(Requeued::AlreadySettled));
             }
         }
-        let outgoing = todo
-            .iter()
-            .map(|&i| {
-                let (tag, body) = deliveries[i];
-                Outgoing {
-                    exchange: String::new(),
-                    routing_key: self.topology.queue.clone(),
-                    body: body.to_vec(),
-                    headers: tag.kept.republished(),
-                }
-            })
-            .collect();
-        let published = self.publish_mandatory(outgoing).await;
-        let mut copied = Vec::new();
-        for (&i, p) in todo.iter().zip(published) {
-            let tag = deliveries[i].0;
-            match p {
-                Ok(()) => copied.push(i),
+        let held: Vec<(&Tag, &[u8])> = todo.iter().map(|&i| deliveries[i]).collect();
+        let moved = self.copy_then_ack(&self.topology.queue, &held).await;
+        for (&i, m) in todo.iter().zip(moved) {
+            results[i] = Some(match m {
+                Ok(()) => Ok(Requeued::Blameless),
                 Err(e) => {
                     // Never lose it: the plain requeue, which the broker counts.
                     tracing::warn!(error = %e, "blameless requeue failed; requeueing the delivery itself");
-                    results[i] = Some(tag.requeue().await.map(|()| Requeued::Counted));
+                    deliveries[i].0.requeue().await.map(|()| Requeued::Counted)
                 }
-            }
-        }
-        // Through the ack window, so the `multiple` folding keeps working.
-        let tags: Vec<Tag> = copied.iter().map(|&i| deliveries[i].0.clone()).collect();
-        for e in Tag::ack_many(&tags).await {
-            // The copy is in the queue and the original returns when the channel closes: a
-            // duplicate, which is safe (imports are upserts).
-            tracing::warn!(error = %e, "ack after a blameless requeue failed; the message may come twice");
-        }
-        for i in copied {
-            results[i] = Some(Ok(Requeued::Blameless));
+            });
         }
         results
             .into_iter()
