@@ -7,25 +7,9 @@ use std::time::Duration;
 use ccsync::queue::{Broker, Consumer, Incoming, QueueError, Requeued, Topology};
 use lapin::options::{BasicGetOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use secrecy::{ExposeSecret, SecretString};
 
-fn amqp_url() -> SecretString {
-    SecretString::from(
-        std::env::var("CCSYNC_AMQP_URL")
-            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
-    )
-}
-
-/// A bare lapin connection, for what the worker must never do itself (deleting `<queue>.dead`)
-/// and for reading a message's raw headers.
-async fn raw() -> lapin::Connection {
-    lapin::Connection::connect(
-        amqp_url().expose_secret(),
-        lapin::ConnectionProperties::default(),
-    )
-    .await
-    .unwrap()
-}
+mod queue_support;
+use queue_support::{amqp_url, raw};
 
 async fn settle_len(broker: &Broker, queue: &str, want: u32) -> u32 {
     // Returned deliveries become ready shortly after the channel closes.

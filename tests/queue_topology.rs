@@ -8,24 +8,9 @@ use std::time::Duration;
 use ccsync::queue::{Broker, DELIVERY_LIMIT, Topology};
 use lapin::options::{BasicGetOptions, BasicRejectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use secrecy::{ExposeSecret, SecretString};
 
-fn amqp_url() -> SecretString {
-    SecretString::from(
-        std::env::var("CCSYNC_AMQP_URL")
-            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
-    )
-}
-
-/// Raw lapin: declaring with chosen arguments is what this test checks against.
-async fn raw() -> lapin::Connection {
-    lapin::Connection::connect(
-        amqp_url().expose_secret(),
-        lapin::ConnectionProperties::default(),
-    )
-    .await
-    .unwrap()
-}
+mod queue_support;
+use queue_support::{amqp_url, raw};
 
 /// The arguments the worker is meant to declare, written out independently of queue.rs.
 fn expected(t: &Topology, limit: i64) -> FieldTable {
