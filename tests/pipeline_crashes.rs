@@ -88,11 +88,19 @@ async fn sigkills_dead_letter_no_valid_message_but_a_killer_message_is_set_aside
     for w in workers {
         assert!(world.terminate(w).await.success());
     }
+    // Only the killer is dead-lettered. A kill between a dead letter's confirm and the
+    // original's ack dead-letters it twice (a duplicate, never a loss: queue.rs), so the count
+    // of copies is not the point; that no valid message is among them is.
     let dead = world.dead_letters().await;
-    assert_eq!(dead.len(), 1, "only the killer is dead-lettered: {dead:?}");
-    assert_eq!(dead[0].reason.as_deref(), Some("crashes_worker"));
-    let v: serde_json::Value = serde_json::from_slice(&dead[0].body).unwrap();
-    assert_eq!(v["contact"]["email"], KILLER);
+    assert!(!dead.is_empty(), "the killer is dead-lettered");
+    for d in &dead {
+        assert_eq!(d.reason.as_deref(), Some("crashes_worker"));
+        let v: serde_json::Value = serde_json::from_slice(&d.body).unwrap();
+        assert_eq!(
+            v["contact"]["email"], KILLER,
+            "a valid message was dead-lettered"
+        );
+    }
     assert_eq!(world.queue_len().await, 0);
     world.cleanup().await;
 }
