@@ -197,6 +197,11 @@ async fn build_ctx(settings: &Settings) -> Result<(Arc<Ctx>, Arc<TokenProvider>)
         .collect();
     ctx.configured_accounts
         .extend(settings.accounts.keys().cloned());
+    for a in &ctx.configured_accounts {
+        crate::telemetry::metrics().know_account(a);
+    }
+    ctx.weights = settings.account_weights();
+    ctx.turns = crate::ratelimit::FairTurns::new(ctx.weights.clone());
     let source: Arc<dyn TokenSource> = tokens.clone();
     ctx.parking = Some(
         crate::parking::Parking::connect(settings, source)

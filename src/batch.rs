@@ -34,6 +34,17 @@
 //!
 //! A fresh schedule starts one import's cost ahead (capped at `max`), so a restarting replica does
 //! not begin with a free slot.
+//!
+//! # One schedule per tenant: fair shares of the daily plan (issue 13)
+//!
+//! Groups belong to a *tenant* ([`Coalesce::tenant`]: for contacts, the CC account). Each tenant
+//! has its own `next_slot`, and a release charges its tenant's slot with the batch's worth times
+//! `W / w`: `w` the tenant's weight ([`Batcher::set_weights`], default 1), `W` the weights of
+//! every tenant with groups held at that moment. With one busy tenant that is the whole plan;
+//! with two equal ones each slot moves twice as far per batch, so each gets half the plan and the
+//! sum stays the process's share; an idle tenant's share goes to the others. One tenant's
+//! backlog of full batches moves its own slot only: another tenant's lingering group still goes
+//! after `min` on its own slot.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -55,6 +66,9 @@ pub trait Coalesce {
     fn cost(_group: &Self::Group) -> Cost {
         Cost::PerBatch
     }
+    /// Whose share of the plan the group's batches use (see the module docs).
+    type Tenant: Eq + Hash + Clone;
+    fn tenant(group: &Self::Group) -> Self::Tenant;
 }
 
 /// What a batch costs against the daily request budget.
@@ -165,8 +179,11 @@ pub struct Batcher<T: Coalesce, Tag> {
     groups: HashMap<T::Group, Group<T, Tag>>,
     pending_tags: usize,
     pace: Pace,
-    /// When the shared schedule lets the next lingering group go (`None` until the first pace).
+    /// Where a tenant's schedule starts (`None` until the first pace).
     next_slot: Option<Instant>,
+    /// When each tenant's schedule lets its next lingering group go (from `next_slot`).
+    slots: HashMap<T::Tenant, Instant>,
+    weights: HashMap<T::Tenant, f64>,
     /// Requests charged to the schedule so far (every batch handed out while paced).
     charged: f64,
 }
@@ -180,8 +197,28 @@ impl<T: Coalesce, Tag> Batcher<T, Tag> {
             pending_tags: 0,
             pace: Pace::fixed(Duration::ZERO),
             next_slot: None,
+            slots: HashMap::new(),
+            weights: HashMap::new(),
             charged: 0.0,
         }
+    }
+
+    /// Tenants' weights in the plan's shares (tenants not named weigh 1).
+    pub fn set_weights(&mut self, weights: HashMap<T::Tenant, f64>) {
+        self.weights = weights
+            .into_iter()
+            .filter(|(_, w)| w.is_finite() && *w > 0.0)
+            .collect();
+    }
+
+    fn weight(&self, t: &T::Tenant) -> f64 {
+        self.weights.get(t).copied().unwrap_or(1.0)
+    }
+
+    /// The slot of the group `gk`'s tenant.
+    fn slot_of(&self, gk: &T::Group) -> Option<Instant> {
+        let t = T::tenant(gk);
+        self.slots.get(&t).copied().or(self.next_slot)
     }
 
     /// Follow a new plan (the rate limiter's, re-read every few seconds). The first call starts
@@ -222,7 +259,7 @@ impl<T: Coalesce, Tag> Batcher<T, Tag> {
         waiting.sort_by_key(|(oldest, _)| *oldest);
         let mut out = Vec::new();
         for (oldest, gk) in waiting {
-            let slot = self.next_slot.unwrap_or(now);
+            let slot = self.slot_of(&gk).unwrap_or(now);
             let overdue = now.saturating_duration_since(oldest) >= pace.max;
             let go = match pace.spacing {
                 None => overdue,
@@ -239,10 +276,10 @@ impl<T: Coalesce, Tag> Batcher<T, Tag> {
     /// When [`Batcher::release`] next has something to release (None when empty).
     pub fn next_release(&self) -> Option<Instant> {
         let pace = self.pace;
-        let slot = self.next_slot;
         self.groups
-            .values()
-            .map(|g| {
+            .iter()
+            .map(|(gk, g)| {
+                let slot = self.slot_of(gk);
                 let at_min = g.oldest + pace.min;
                 let at_max = g.oldest + pace.max;
                 match (pace.spacing, slot) {
@@ -261,10 +298,23 @@ impl<T: Coalesce, Tag> Batcher<T, Tag> {
         let pace = self.pace;
         let requests = pace.requests(T::cost(&b.group), b.entries.len());
         self.charged += requests;
-        let Some(slot) = self.next_slot else { return };
-        let worth = pace.worth(requests);
+        let Some(slot) = self.slot_of(&b.group) else {
+            return;
+        };
+        let tenant = T::tenant(&b.group);
+        // The share: every tenant with groups held now, and this one.
+        let mut busy: Vec<T::Tenant> = vec![tenant.clone()];
+        for gk in self.groups.keys() {
+            let t = T::tenant(gk);
+            if !busy.contains(&t) {
+                busy.push(t);
+            }
+        }
+        let all: f64 = busy.iter().map(|t| self.weight(t)).sum();
+        let worth = pace.worth(requests * all / self.weight(&tenant));
         let next = slot.max(now) + worth;
-        self.next_slot = Some(next.min(now + pace.ahead + worth));
+        self.slots
+            .insert(tenant, next.min(now + pace.ahead + worth));
     }
 
     /// Deliveries held (not yet handed out in a batch).
@@ -426,6 +476,11 @@ mod tests {
             } else {
                 Cost::PerBatch
             }
+        }
+        /// Groups 100 to 199 belong to a second tenant; all others to the first.
+        type Tenant = bool;
+        fn tenant(g: &u8) -> bool {
+            (100..200).contains(g)
         }
     }
 
@@ -702,6 +757,64 @@ mod tests {
     }
 
     #[test]
+    fn one_tenants_backlog_does_not_delay_anothers_trickle() {
+        let base = Instant::now();
+        let p = pace();
+        let mut b: Batcher<It, u32> = Batcher::new(Limits {
+            max_items: 3,
+            max_bytes: 1_000,
+        });
+        b.set_pace(p, base);
+        // Tenant `false` (group 1) sends 100 full batches: its own slot runs far ahead.
+        for k in 0..300 {
+            b.push(it(1, k, 0), k, base);
+        }
+        // Tenant `true` (group 101): one contact; it goes after `min` on the fresh schedule's
+        // start, not after the backlog's slot (nor after `max`).
+        let t = base + Duration::from_secs(1);
+        b.push(it(101, 1, 0), 1, t);
+        let start = base + p.spacing.unwrap() * 4;
+        assert_eq!(b.next_release(), Some(start.max(t + p.min)));
+        let at = b.next_release().unwrap();
+        let out = b.release(at);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].group, 101);
+    }
+
+    #[test]
+    fn two_busy_tenants_share_the_plan_by_weight() {
+        let base = Instant::now();
+        let p = pace();
+        let sp = p.spacing.unwrap();
+        let mut b: Batcher<It, u32> = Batcher::new(Limits {
+            max_items: 1_000,
+            max_bytes: 100_000,
+        });
+        b.set_weights([(false, 3.0)].into_iter().collect());
+        b.set_pace(p, base);
+        // Both tenants always have a lingering group; drive releases for a simulated while.
+        let mut now = base;
+        let mut sent = [0u32; 2];
+        let mut k = 0;
+        for _ in 0..200 {
+            for g in [1u8, 101] {
+                k += 1;
+                b.push(it(g, k, 0), k, now);
+            }
+            for batch in b.release(now) {
+                sent[usize::from(batch.group == 101)] += 1;
+            }
+            now += sp;
+        }
+        // Weight 3 against 1: three quarters of the plan's batches, the plan's pace in total
+        // (200 spacings = 50 imports of 4 requests).
+        let total = sent[0] + sent[1];
+        assert!((45..=55).contains(&total), "{sent:?}");
+        let share = f64::from(sent[0]) / f64::from(total);
+        assert!((0.7..=0.8).contains(&share), "{sent:?}");
+    }
+
+    #[test]
     fn a_full_batch_goes_at_once_and_is_charged() {
         let base = Instant::now();
         let p = pace();
@@ -727,7 +840,7 @@ mod tests {
             b.push(it(3, 10 + k, 0), k, base);
         }
         let limit = base + p.ahead + sp * 4;
-        assert!(b.next_slot.unwrap() <= limit);
+        assert!(b.slots[&false] <= limit);
         // The lingering group goes once it has waited `max` (the schedule is within `max`).
         assert_eq!(b.next_release(), Some(base + p.max));
     }

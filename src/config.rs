@@ -68,14 +68,28 @@ struct Raw {
 struct RawAccount {
     #[serde(default, deserialize_with = "string_like")]
     default_list_ids: String,
+    #[serde(default, deserialize_with = "string_like")]
+    weight: String,
 }
 
 /// Settings of one CC account (`[accounts.<name>]`, or `CCSYNC_ACCOUNTS__<NAME>__…`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AccountSettings {
     /// This account's lists for messages that name none (CC list ids differ per account);
     /// empty: the global `default_list_ids`.
     pub default_list_ids: Vec<Uuid>,
+    /// This account's weight in the key's fair shares (issue 13; default 1): with two busy
+    /// accounts of weights 2 and 1, the first gets two requests for each of the second's.
+    pub weight: f64,
+}
+
+impl Default for AccountSettings {
+    fn default() -> Self {
+        AccountSettings {
+            default_list_ids: Vec::new(),
+            weight: 1.0,
+        }
+    }
 }
 
 /// `[ingest]` as written; validated into [`IngestSettings`].
@@ -246,6 +260,14 @@ impl Settings {
         }
     }
 
+    /// Each configured account's weight in the key's fair shares (others weigh 1).
+    pub fn account_weights(&self) -> std::collections::HashMap<String, f64> {
+        self.accounts
+            .iter()
+            .map(|(name, a)| (name.clone(), a.weight))
+            .collect()
+    }
+
     /// Defaults, then `$CCSYNC_CONFIG` if set, then the environment.
     pub fn load() -> Result<Settings, ConfigError> {
         let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
@@ -327,10 +349,24 @@ impl Settings {
                 ),
                 other => other,
             })?;
+            let weight = match a.weight.trim() {
+                "" => 1.0,
+                w => w
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|w| w.is_finite() && *w > 0.0 && *w <= 1000.0)
+                    .ok_or_else(|| {
+                        invalid(
+                            &format!("CCSYNC_ACCOUNTS__{}__WEIGHT", name.to_ascii_uppercase()),
+                            "must be a number above 0 and at most 1000 (the account's share of the API key, default 1)",
+                        )
+                    })?,
+            };
             accounts.insert(
                 name.clone(),
                 AccountSettings {
                     default_list_ids: lists,
+                    weight,
                 },
             );
         }
@@ -553,7 +589,11 @@ impl Settings {
             .iter()
             .map(|(name, a)| {
                 let l: Vec<String> = a.default_list_ids.iter().map(Uuid::to_string).collect();
-                format!("\n[accounts.{name}]\ndefault_list_ids = {:?}", l.join(","))
+                format!(
+                    "\n[accounts.{name}]\ndefault_list_ids = {:?}\nweight = {}",
+                    l.join(","),
+                    a.weight
+                )
             })
             .collect::<String>()
     }
@@ -830,6 +870,17 @@ mod tests {
                 .to_string()
                 .contains("CCSYNC_ACCOUNTS__ACME__DEFAULT_LIST_IDS")
         );
+        // Weights of the key's fair shares: per account, default 1, checked.
+        let s3 = Settings::from_pairs([("CCSYNC_ACCOUNTS__ACME__WEIGHT", "2.5")]).unwrap();
+        assert_eq!(s3.account_weights()["acme"], 2.5);
+        assert!(s3.redacted().contains("weight = 2.5"));
+        for bad in ["0", "-1", "x", "1001"] {
+            let e = Settings::from_pairs([("CCSYNC_ACCOUNTS__ACME__WEIGHT", bad)]).unwrap_err();
+            assert!(
+                e.to_string().contains("CCSYNC_ACCOUNTS__ACME__WEIGHT"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub async fn run(n: usize) -> Result<(), DemoError> {
     let settled = || {
         ["synced", "dead_lettered", "superseded"]
             .iter()
-            .map(|o| m.messages.with_label_values(&[o]).get())
+            .map(|o| m.settled_total(o))
             .sum::<u64>()
     };
     let deadline = Instant::now() + Duration::from_secs(300);

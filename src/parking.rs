@@ -66,6 +66,8 @@ pub struct Parking {
     tokens: Arc<dyn TokenSource>,
     /// Accounts this process parks messages for (their messages skip CC).
     parked: Mutex<HashSet<String>>,
+    /// The accounts `ccsync_paused{reason="auth"}` last showed as parked.
+    shown: Mutex<HashSet<String>>,
     /// Accounts this process has a mover running for.
     following: Mutex<HashSet<String>>,
 }
@@ -85,6 +87,7 @@ impl Parking {
             topology: Topology::for_queue(&settings.queue),
             tokens,
             parked: Mutex::new(HashSet::new()),
+            shown: Mutex::new(HashSet::new()),
             following: Mutex::new(HashSet::new()),
         }))
     }
@@ -181,11 +184,20 @@ impl Parking {
         }
     }
 
+    /// `ccsync_parked_accounts`, and `ccsync_paused{reason="auth",account}` of every account
+    /// this process parks or has stopped parking.
     fn update_metrics(&self) {
-        let n = self.parked.lock().expect("not poisoned").len();
+        let parked = self.parked.lock().expect("not poisoned").clone();
         let m = metrics();
-        m.parked_accounts.set(n as i64);
-        m.paused.with_label_values(&["auth"]).set(i64::from(n > 0));
+        m.parked_accounts.set(parked.len() as i64);
+        let mut shown = self.shown.lock().expect("not poisoned");
+        for a in shown.iter().filter(|a| !parked.contains(*a)) {
+            m.set_paused("auth", a, false);
+        }
+        for a in &parked {
+            m.set_paused("auth", a, true);
+        }
+        *shown = parked;
     }
 
     /// Wait for the account's token set, move its parked messages back, and stop following it
@@ -216,10 +228,7 @@ impl Parking {
                 Ok((n, 0)) => {
                     if n > 0 {
                         tracing::info!(account, moved = n, "parked messages are back in the queue");
-                        metrics()
-                            .messages
-                            .with_label_values(&["unparked"])
-                            .inc_by(n as u64);
+                        metrics().settled("unparked", &account, n as u64);
                     }
                     if let Err(e) = self.unlist(&account).await {
                         tracing::warn!(account, error = %e, "cannot drop the account from the parked set; the next scan retries");

@@ -28,9 +28,14 @@ use crate::config::LogFormat;
 /// Every metric ccsync exports. Fields are public so a room records with one line.
 pub struct Metrics {
     registry: Registry,
-    /// Settled messages by outcome: synced | dead_lettered | requeued | superseded | parked |
-    /// unparked.
+    /// Settled messages by outcome (synced | dead_lettered | requeued | superseded | parked |
+    /// unparked) and account ([`Metrics::account_label`]); record with [`Metrics::settled`].
     pub messages: IntCounterVec,
+    /// CC requests granted by the rate limiter, per account (issue 13: the key's fair shares).
+    pub account_requests: IntCounterVec,
+    /// The accounts labels may name (configured, or with a token set): anything else is
+    /// `other`, so an upstream typo in an account id cannot grow the label set.
+    known_accounts: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Contacts CC confirmed (an import row counted in a completed activity, or a 2xx upsert).
     pub contacts_synced: IntCounter,
     /// Every CC call by endpoint and HTTP status (`error` for transport failures).
@@ -57,12 +62,15 @@ pub struct Metrics {
     pub activities_in_flight: IntGauge,
     /// From import created to activity terminal.
     pub activity_duration: Histogram,
-    /// 1 while consumption is paused, by reason: auth | quota | outage | forbidden | config.
+    /// 1 while consumption is paused, by reason (auth | quota | outage | forbidden | config) and
+    /// account (empty for key-wide pauses: quota); set with [`Metrics::set_paused`].
     pub paused: IntGaugeVec,
     /// Probes sent while paused for an outage or a 403, by reason.
     pub probes: IntCounterVec,
     /// Bytes of the deliveries the worker holds (against `worker.max_held_bytes`).
     pub held_bytes: IntGauge,
+    /// Deliveries the worker holds unacked (read from the broker, not yet settled).
+    pub held_messages: IntGauge,
     /// Accounts whose messages this process parks (their CC connection is dead).
     pub parked_accounts: IntGauge,
     /// Per account.
@@ -138,8 +146,8 @@ impl Metrics {
         let messages = counter_vec(
             &r,
             "ccsync_messages_total",
-            "Messages settled, by outcome.",
-            &["outcome"],
+            "Messages settled, by outcome and CC account.",
+            &["outcome", "account"],
         );
         for o in [
             "synced",
@@ -149,8 +157,14 @@ impl Metrics {
             "parked",
             "unparked",
         ] {
-            messages.with_label_values(&[o]);
+            messages.with_label_values(&[o, ""]);
         }
+        let account_requests = counter_vec(
+            &r,
+            "ccsync_account_requests_total",
+            "CC API requests the rate limiter granted, per CC account (fair shares of the key).",
+            &["account"],
+        );
         let contacts_synced = IntCounter::new(
             "ccsync_contacts_synced_total",
             "Contacts Constant Contact confirmed.",
@@ -259,13 +273,16 @@ impl Metrics {
             vec![0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0],
         );
         let paused = IntGaugeVec::new(
-            Opts::new("ccsync_paused", "1 while consumption is paused, by reason."),
-            &["reason"],
+            Opts::new(
+                "ccsync_paused",
+                "1 while consumption is paused, by reason and CC account (empty: the whole key).",
+            ),
+            &["reason", "account"],
         )
         .expect("valid");
         r.register(Box::new(paused.clone())).expect("unique");
         for reason in ["auth", "quota", "outage", "forbidden", "config"] {
-            paused.with_label_values(&[reason]).set(0);
+            paused.with_label_values(&[reason, ""]).set(0);
         }
         let probes = IntCounterVec::new(
             Opts::new(
@@ -292,6 +309,12 @@ impl Metrics {
         )
         .expect("valid");
         r.register(Box::new(held_bytes.clone())).expect("unique");
+        let held_messages = IntGauge::new(
+            "ccsync_held_messages",
+            "Deliveries the worker has read and holds unacked (batching, in flight).",
+        )
+        .expect("valid");
+        r.register(Box::new(held_messages.clone())).expect("unique");
         let refresh_token_age = GaugeVec::new(
             Opts::new(
                 "ccsync_refresh_token_age_seconds",
@@ -410,6 +433,8 @@ impl Metrics {
         Metrics {
             registry: r,
             messages,
+            account_requests,
+            known_accounts: Default::default(),
             contacts_synced,
             api_requests,
             api_request_duration,
@@ -428,6 +453,7 @@ impl Metrics {
             paused,
             probes,
             held_bytes,
+            held_messages,
             parked_accounts,
             refresh_token_age,
             build_info,
@@ -440,6 +466,60 @@ impl Metrics {
             ingest_publish_duration,
             ingest_broker_up,
         }
+    }
+
+    /// Accounts the configuration names or the token store holds: labels may name them.
+    pub fn know_account(&self, account: &str) {
+        let mut k = self.known_accounts.lock().expect("not poisoned");
+        if !k.contains(account) {
+            k.insert(account.to_string());
+        }
+    }
+
+    /// The `account` label for `account`: itself when known ([`Metrics::know_account`]), else
+    /// `other` (a typo upstream must not grow the label set; DESIGN §5.4).
+    pub fn account_label(&self, account: &str) -> String {
+        if account.is_empty()
+            || self
+                .known_accounts
+                .lock()
+                .expect("not poisoned")
+                .contains(account)
+        {
+            account.to_string()
+        } else {
+            "other".to_string()
+        }
+    }
+
+    /// Count `n` messages of `account` settled with `outcome`.
+    pub fn settled(&self, outcome: &str, account: &str, n: u64) {
+        self.messages
+            .with_label_values(&[outcome, &self.account_label(account)])
+            .inc_by(n);
+    }
+
+    /// Messages settled with `outcome`, every account together.
+    pub fn settled_total(&self, outcome: &str) -> u64 {
+        use prometheus::core::Collector;
+        self.messages
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .filter(|m| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == "outcome" && l.value() == outcome)
+            })
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+
+    /// `ccsync_paused{reason, account}`; `account` empty for key-wide pauses.
+    pub fn set_paused(&self, reason: &str, account: &str, on: bool) {
+        self.paused
+            .with_label_values(&[reason, &self.account_label(account)])
+            .set(i64::from(on));
     }
 
     /// The Prometheus text exposition of every metric.
@@ -573,9 +653,9 @@ mod tests {
         for series in [
             "ccsync_daily_quota_projected 0",
             "ccsync_daily_quota_remaining 0",
-            "ccsync_messages_total{outcome=\"synced\"} 0",
-            "ccsync_messages_total{outcome=\"dead_lettered\"} 0",
-            "ccsync_paused{reason=\"quota\"} 0",
+            "ccsync_messages_total{account=\"\",outcome=\"synced\"} 0",
+            "ccsync_messages_total{account=\"\",outcome=\"dead_lettered\"} 0",
+            "ccsync_paused{account=\"\",reason=\"quota\"} 0",
             "ccsync_rate_limited_total{error_key=\"throttled\"} 0",
         ] {
             assert!(text.contains(series), "{series} missing");

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use ccsync::sim::SimConfig;
 use common::{World, message, store, store_of, wait_for};
 use serde_json::{Value, json};
 
@@ -218,5 +219,97 @@ async fn auth_status_lists_every_account_as_json() {
         text.lines()
             .any(|l| l.starts_with("default") && l.contains("live"))
     );
+    world.cleanup().await;
+}
+
+/// Issue 13: one account's backlog of 50,000 and another account's trickle share the key. Every
+/// trickle contact waits at most its linger's worth of the backlog's requests (counted in what
+/// CC saw, per account), not behind the backlog's imports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_one_account_does_not_hold_up_anothers_trickle() {
+    let mut world = World::new(SimConfig {
+        processing_per_1000_rows: Duration::from_millis(1000),
+        ..World::fast_sim()
+    })
+    .await;
+    world.lists_for("acme");
+    world.lists_for("beta");
+    for a in ["default", "acme", "beta"] {
+        world.seed_tokens(a).await;
+    }
+    // Imports of 1,000 contacts: the backlog is 50 imports and their polls, a minute of the
+    // key's 4 requests/s.
+    world.set("CCSYNC_WORKER__BATCH_MAX_CONTACTS", "1000");
+    world.publish(&for_account("acme", "backlog", 50_000)).await;
+    let worker = world.spawn_worker();
+    // The worker has read the whole backlog (its byte budget holds 50,000 such messages) and
+    // is working through it: the trickle's messages are next in the queue. (A backlog deeper
+    // than a replica holds still delays what is queued behind it until the replica has read
+    // past it; see docs/operations.md "Many accounts".)
+    wait_for(
+        Duration::from_secs(120),
+        "the backlog is read and under way",
+        || async {
+            // Acked ones leave `held` before they count as synced: the sum reaches 50,000 only
+            // once every message has been read.
+            let held = world.metric("ccsync_held_messages").await.unwrap_or(0.0);
+            let synced = world
+                .metric("ccsync_messages_total{outcome=\"synced\"}")
+                .await
+                .unwrap_or(0.0);
+            synced >= 2_000.0 && held + synced == 50_000.0
+        },
+    )
+    .await;
+    let account_of = |r: &ccsync::sim::RequestRecord| r.account.clone().unwrap_or_default();
+    for i in 0..3 {
+        let before = world.sim.requests().len();
+        world
+            .publish(&for_account("beta", &format!("trickle{i}-"), 1))
+            .await;
+        wait_for(
+            Duration::from_secs(60),
+            "the trickle contact synced",
+            || async { store_of(&world.sim, "beta").len() == i + 1 },
+        )
+        .await;
+        assert!(
+            store_of(&world.sim, "acme").len() < 50_000,
+            "the backlog must still be running for the measure to mean anything"
+        );
+        let log = world.sim.requests();
+        let import = log[before..]
+            .iter()
+            .position(|r| account_of(r) == "beta" && r.path.ends_with("contacts_json_import"))
+            .expect("beta's contact came through an import");
+        let backlog_requests = log[before..before + import]
+            .iter()
+            .filter(|r| account_of(r) == "acme")
+            .count();
+        // The linger (2 s) at 4 requests/s, plus the turn and the slots in progress: without
+        // fair shares the trickle waited behind the backlog's ready imports (dozens of
+        // requests each time).
+        assert!(
+            backlog_requests <= 14,
+            "trickle {i} waited behind {backlog_requests} backlog requests"
+        );
+    }
+    // Nothing lost, and the requests per account are exported.
+    wait_for(Duration::from_secs(300), "the backlog synced", || async {
+        store_of(&world.sim, "acme").len() == 50_000
+    })
+    .await;
+    let beta = world
+        .metric("ccsync_account_requests_total{account=\"beta\"}")
+        .await
+        .unwrap_or(0.0);
+    let acme = world
+        .metric("ccsync_account_requests_total{account=\"acme\"}")
+        .await
+        .unwrap_or(0.0);
+    assert!(beta >= 3.0 && acme > beta, "acme {acme}, beta {beta}");
+    assert!(world.terminate(worker).await.success());
+    assert_eq!(world.dead_len().await, 0);
+    assert_eq!(world.queue_len().await, 0);
     world.cleanup().await;
 }

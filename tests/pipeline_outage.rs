@@ -127,10 +127,7 @@ async fn a_403_pauses_every_replica_as_forbidden_and_work_resumes_by_itself() {
             .text()
             .await
             .ok()?;
-        text.lines()
-            .find(|l| l.starts_with("ccsync_paused{reason=\"forbidden\"}"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
+        common::metric_value(&text, "ccsync_paused{reason=\"forbidden\"}")
     };
     for port in [world.metrics_port, port_b] {
         wait_for(

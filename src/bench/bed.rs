@@ -294,15 +294,32 @@ pub async fn synced_at(addr: &str) -> Result<u64, BenchError> {
     Ok(sample(&text, "ccsync_messages_total{outcome=\"synced\"}") as u64)
 }
 
-/// The value of one sample line of a Prometheus text exposition.
+/// The sum of the samples of a Prometheus text exposition whose name is `series`'s and whose
+/// labels include all of `series`'s (`ccsync_messages_total{outcome="synced"}` sums every
+/// account); 0 if none.
 pub fn sample(text: &str, series: &str) -> f64 {
+    fn split(s: &str) -> (&str, Vec<&str>) {
+        match s.split_once('{') {
+            Some((n, rest)) => (
+                n,
+                rest.trim_end_matches('}')
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .collect(),
+            ),
+            None => (s, Vec::new()),
+        }
+    }
+    let (name, want) = split(series);
     text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .filter(|rest| rest.starts_with(' '))
-                .and_then(|rest| rest.trim().parse::<f64>().ok())
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(s, _)| {
+            let (n, labels) = split(s);
+            n == name && want.iter().all(|w| labels.contains(w))
         })
-        .unwrap_or(0.0)
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum()
 }
 
 /// VmHWM (bytes) and utime + stime (seconds) of `pid`.

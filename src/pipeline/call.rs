@@ -64,7 +64,7 @@ where
             return Err(Stop::Pause(outage_pause(account)));
         }
         let waited = Instant::now();
-        match ctx.gate.acquire(kind).await {
+        match ctx.turns.acquire(&*ctx.gate, account, kind).await {
             Ok(()) => {}
             Err(RateLimitError::QuotaPaused(wait)) => {
                 return Err(Stop::Pause(Pause::Quota { wait }));
@@ -218,7 +218,12 @@ pub(super) async fn probe(ctx: &Ctx, account: &str) -> Probe {
     let Ok(token) = ctx.tokens.access_token(account).await else {
         return Probe::Answers;
     };
-    if ctx.gate.acquire(CallKind::Lookup).await.is_err() {
+    if ctx
+        .turns
+        .acquire(&*ctx.gate, account, CallKind::Lookup)
+        .await
+        .is_err()
+    {
         return Probe::Answers;
     }
     match ctx.api.probe(&token).await {

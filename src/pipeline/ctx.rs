@@ -32,6 +32,17 @@ pub enum Pause {
 }
 
 impl Pause {
+    /// The `account` label of `ccsync_paused`: empty for the whole key (quota).
+    pub fn account(&self) -> &str {
+        match self {
+            Pause::Quota { .. } => "",
+            Pause::Auth { account }
+            | Pause::Outage { account }
+            | Pause::Forbidden { account }
+            | Pause::Config { account, .. } => account,
+        }
+    }
+
     /// The `reason` label of `ccsync_paused`.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -137,6 +148,10 @@ pub struct Ctx {
     /// before any token set exists; a message for any other account without a token set is
     /// dead-lettered `unknown_account`.
     pub configured_accounts: std::collections::HashSet<String>,
+    /// Turns at the gate between accounts: the key's fair shares (issue 13).
+    pub turns: crate::ratelimit::FairTurns,
+    /// Per-account weights of the fair shares (`[accounts.<name>] weight`; others weigh 1).
+    pub weights: HashMap<String, f64>,
 }
 
 /// Imports (with their polls, about 4 requests each) one process may spend a UTC day finding the
@@ -194,6 +209,8 @@ impl Ctx {
             account_lists: HashMap::new(),
             parking: None,
             configured_accounts: ["default".to_string()].into_iter().collect(),
+            turns: crate::ratelimit::FairTurns::new(HashMap::new()),
+            weights: HashMap::new(),
         }
     }
 

@@ -30,10 +30,10 @@ mod call;
 mod ctx;
 mod fields;
 pub mod lists;
+mod ready;
 pub mod sender;
 mod settle;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,6 +72,7 @@ pub struct HeldBytes {
 impl HeldBytes {
     fn new(total: &Arc<std::sync::atomic::AtomicUsize>, n: usize) -> HeldBytes {
         total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        metrics().held_messages.inc();
         HeldBytes {
             total: total.clone(),
             n,
@@ -83,6 +84,7 @@ impl Drop for HeldBytes {
     fn drop(&mut self) {
         self.total
             .fetch_sub(self.n, std::sync::atomic::Ordering::Relaxed);
+        metrics().held_messages.dec();
     }
 }
 
@@ -169,6 +171,11 @@ impl PrefetchWindow {
 impl Coalesce for Contact {
     type Group = (String, Vec<uuid::Uuid>, Consent);
     type Key = String;
+    /// Each CC account has its share of the key's plan (issue 13).
+    type Tenant = String;
+    fn tenant(group: &Self::Group) -> String {
+        group.0.clone()
+    }
     fn group(&self) -> Self::Group {
         (self.account.clone(), self.list_ids.clone(), self.consent)
     }
@@ -191,6 +198,11 @@ impl Coalesce for Contact {
 }
 
 pub type ContactBatch = Batch<Contact, Held>;
+
+/// How long a ready batch may wait for a sender slot before the worker stops reading (see
+/// `session`): far below RabbitMQ's consumer timeout (30 minutes by default), which closes the
+/// channel of a delivery held unacked longer.
+const READY_WAIT_MAX: Duration = Duration::from_secs(300);
 
 /// Why the worker stopped.
 #[derive(Debug, thiserror::Error)]
@@ -280,10 +292,13 @@ async fn session(
         // Rows only: the body's envelope (list ids) needs its own room under the limit.
         max_bytes: w.batch_max_bytes - crate::cc::api::IMPORT_ENVELOPE_MAX,
     });
-    let mut ready: VecDeque<ContactBatch> = VecDeque::new();
+    let mut ready = ready::Ready::new(ctx.weights.clone());
     let mut senders: JoinSet<Option<Pause>> = JoinSet::new();
+    // Whose batch each sender task carries (its slot is freed when the task ends).
+    let mut sending: std::collections::HashMap<tokio::task::Id, String> = Default::default();
     let mut pause: Option<Pause> = None;
     let mut lost: Option<QueueError> = None;
+    batcher.set_weights(ctx.weights.clone());
     batcher.set_pace(ctx.pace().await, Instant::now());
     let mut linger_checked = Instant::now();
     // Bytes of the deliveries this session holds, against `worker.max_held_bytes`: a prefetch
@@ -292,12 +307,14 @@ async fn session(
     let mut consumer_paused = false;
 
     loop {
-        // Hand ready batches to free sender slots.
-        while senders.len() < w.max_activities_in_flight {
-            let Some(b) = ready.pop_front() else { break };
+        // Hand ready batches to free sender slots: up to `max_activities_in_flight` per
+        // account, the account furthest behind its share first (`ready`).
+        while let Some(b) = ready.next(w.max_activities_in_flight, &batcher.pace()) {
+            let account = b.group.0.clone();
             let ctx = ctx.clone();
             let settler = settler.clone();
-            senders.spawn(async move { sender::send(ctx, settler, b).await });
+            let h = senders.spawn(async move { sender::send(ctx, settler, b).await });
+            sending.insert(h.id(), account);
         }
         metrics().activities_in_flight.set(senders.len() as i64);
         if linger_checked.elapsed() > Duration::from_secs(5) {
@@ -346,12 +363,23 @@ async fn session(
             }
             consumer_paused = false;
         }
-        // Back-pressure: stop reading while the broker's prefetch is held in ready batches.
-        let can_read = ready.len() < 2 * w.max_activities_in_flight;
+        // Back-pressure: stop reading while ready batches pile up unsent for long. Reading on
+        // past a backlog is what lets another account's messages behind it in the queue reach
+        // their own sender slots (issue 13); the byte budget above bounds what is held, and a
+        // batch that waited `READY_WAIT_MAX` means CC takes work slower than we read.
+        let can_read = ready.len() < 2 * w.max_activities_in_flight
+            || ready.oldest_wait(Instant::now()) < READY_WAIT_MAX;
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(joined) = senders.join_next(), if !senders.is_empty() => {
-                if let Ok(Some(p)) = joined {
+            Some(joined) = senders.join_next_with_id(), if !senders.is_empty() => {
+                let id = match &joined {
+                    Ok((id, _)) => *id,
+                    Err(e) => e.id(),
+                };
+                if let Some(account) = sending.remove(&id) {
+                    ready.done(&account);
+                }
+                if let Ok((_, Some(p))) = joined {
                     pause = Some(p);
                     break;
                 }
@@ -375,7 +403,7 @@ async fn session(
 
     // Leaving the session: stop receiving, return what has not been sent, let in-flight work end.
     let _ = consumer.cancel().await;
-    for b in batcher.drain().into_iter().chain(ready.drain(..)) {
+    for b in batcher.drain().into_iter().chain(ready.drain()) {
         settle::requeue_batch(&settler, b).await;
     }
     let deadline = if shutdown.is_cancelled() {
@@ -514,7 +542,8 @@ pub const PROBE_MAX: Duration = Duration::from_secs(20);
 async fn wait_out_pause(ctx: &Ctx, p: Pause, shutdown: &CancellationToken) {
     let m = metrics();
     let reason = p.reason();
-    m.paused.with_label_values(&[reason]).set(1);
+    let account = p.account().to_string();
+    m.set_paused(reason, &account, true);
     health()
         .paused
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -577,7 +606,7 @@ async fn wait_out_pause(ctx: &Ctx, p: Pause, shutdown: &CancellationToken) {
             }
         }
     }
-    m.paused.with_label_values(&[reason]).set(0);
+    m.set_paused(reason, &account, false);
     health()
         .paused
         .store(false, std::sync::atomic::Ordering::Relaxed);

@@ -90,6 +90,7 @@ pub(super) async fn settle_stop(settler: &Settler, rest: Chunk, stop: Stop) -> O
 async fn ack_all(chunk: Chunk) {
     let m = metrics();
     let entries = chunk.len() as u64;
+    let account = chunk_account(&chunk);
     let deliveries: usize = chunk.iter().map(|e| e.tags.len()).sum();
     let tags: Vec<Tag> = chunk
         .into_iter()
@@ -99,10 +100,20 @@ async fn ack_all(chunk: Chunk) {
         tracing::warn!(error = %err, "ack failed; the broker will redeliver (safe: imports are upserts)");
     }
     m.contacts_synced.inc_by(entries);
-    m.messages.with_label_values(&["synced"]).inc_by(entries);
-    m.messages
-        .with_label_values(&["superseded"])
-        .inc_by((deliveries as u64).saturating_sub(entries));
+    m.settled("synced", &account, entries);
+    m.settled(
+        "superseded",
+        &account,
+        (deliveries as u64).saturating_sub(entries),
+    );
+}
+
+/// The account of a chunk's contacts (a batch holds one account's contacts).
+fn chunk_account(chunk: &Chunk) -> String {
+    chunk
+        .first()
+        .map(|e| e.item.account.clone())
+        .unwrap_or_default()
 }
 
 /// Give deliveries back to the queue without blame: a confirmed copy at the back of the queue,
@@ -110,6 +121,7 @@ async fn ack_all(chunk: Chunk) {
 /// message returned more than its delivery limit; docs/operations.md "Delivery limits"). Where
 /// the copy cannot be published the original is nack-requeued instead: never lost.
 async fn requeue(settler: &Settler, chunk: Chunk) {
+    let account = chunk_account(&chunk);
     let held: Vec<Held> = chunk.into_iter().flat_map(|e| e.tags).collect();
     // Many at once pipeline their publishes; bounded so one huge chunk is not one huge frame run.
     for part in held.chunks(1_000) {
@@ -129,10 +141,7 @@ async fn requeue(settler: &Settler, chunk: Chunk) {
                 }
             }
         }
-        metrics()
-            .messages
-            .with_label_values(&["requeued"])
-            .inc_by(back);
+        metrics().settled("requeued", &account, back);
         if counted > 0 {
             tracing::warn!(
                 counted,
@@ -162,10 +171,7 @@ pub(super) async fn park_held(settler: &Settler, account: &str, held: &[Held]) {
                 }
             }
         }
-        metrics()
-            .messages
-            .with_label_values(&["parked"])
-            .inc_by(parked);
+        metrics().settled("parked", account, parked);
     }
 }
 
@@ -181,14 +187,15 @@ pub async fn dead_letter(settler: &Settler, tag: &Tag, body: &[u8], reason: &str
     #[derive(serde::Deserialize)]
     struct IdOnly {
         id: Option<String>,
+        account: Option<String>,
     }
-    let message_id = serde_json::from_slice::<IdOnly>(body)
+    let (message_id, account) = serde_json::from_slice::<IdOnly>(body)
         .ok()
-        .and_then(|m| m.id)
+        .map(|m| (m.id.unwrap_or_default(), m.account.unwrap_or_default()))
         .unwrap_or_default();
     match settler.dead_letter(tag, body, reason, detail).await {
         Ok(()) => {
-            m.messages.with_label_values(&["dead_lettered"]).inc();
+            m.settled("dead_lettered", &account, 1);
             m.dead_letters.with_label_values(&[reason]).inc();
             tracing::info!(
                 outcome = "dead_lettered",

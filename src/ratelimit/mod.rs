@@ -128,6 +128,7 @@
 //! `{prefix}:rl:{client_id}:gcra`, `…:cooldown`, `…:token:gcra`, `…:token:cooldown`,
 //! `…:day:{YYYY-MM-DD}`.
 
+mod fair;
 mod fallback;
 mod gcra;
 mod limits;
@@ -135,6 +136,7 @@ mod pacing;
 mod shared;
 mod store;
 
+pub use fair::{FairTurns, Shares};
 pub use gcra::{GcraDecision, GcraParams, LocalGcra, gcra_decide, max_in_sliding_window};
 pub use pacing::{Budget, Projection, pacing_linger, request_spacing, run_ahead};
 pub use shared::SharedLimiter;

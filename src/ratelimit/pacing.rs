@@ -384,6 +384,8 @@ mod tests {
         impl Coalesce for C {
             type Group = u16;
             type Key = u64;
+            type Tenant = ();
+            fn tenant(_: &u16) {}
             fn group(&self) -> u16 {
                 self.0
             }

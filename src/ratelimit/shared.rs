@@ -145,13 +145,11 @@ impl SharedLimiter {
         m.daily_quota_remaining
             .set(self.limits.daily_quota.saturating_sub(used) as i64);
         let paused = used >= self.limits.daily_limit(CallKind::Import);
-        m.paused
-            .with_label_values(&["quota"])
-            .set(i64::from(paused));
+        m.set_paused("quota", "", paused);
     }
 
     fn quota_paused(&self) -> RateLimitError {
-        metrics().paused.with_label_values(&["quota"]).set(1);
+        metrics().set_paused("quota", "", true);
         RateLimitError::QuotaPaused(until_midnight())
     }
 

@@ -159,7 +159,10 @@ async fn gate(
         );
         return r;
     };
-    sh.log_update(ctx.seq, |r| r.client_id = Some(claims.cid.clone()));
+    sh.log_update(ctx.seq, |r| {
+        r.client_id = Some(claims.cid.clone());
+        r.account = Some(claims.platform_user_id.clone());
+    });
     let day = quota_day(&sh);
     let adm = lock(&sh.limits).admit_api(
         &claims.cid,

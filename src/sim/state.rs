@@ -33,6 +33,9 @@ pub struct RequestRecord {
     /// The client: Basic user or `client_id` parameter on OAuth calls, the token's `cid` on API
     /// calls; `None` when it could not be told (e.g. a 401 for an unknown token).
     pub client_id: Option<String>,
+    /// The CC account of an API call (its token's `platform_user_id`), as CC would see it.
+    #[serde(default)]
+    pub account: Option<String>,
     /// `grant_type` of token-endpoint calls.
     pub grant_type: Option<String>,
     /// HTTP status sent; `None` when no response was sent (dropped, hanging, or still running).
@@ -215,6 +218,7 @@ impl Shared {
             method: method.to_owned(),
             path: path.to_owned(),
             client_id: None,
+            account: None,
             grant_type: None,
             status: None,
             error: None,

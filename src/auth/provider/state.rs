@@ -62,8 +62,14 @@ impl TokenProvider {
         let m = metrics();
         for a in self.all_accounts() {
             match a.snapshot() {
-                Cached::Dead { .. } => m.auth_state.with_label_values(&[&a.name]).set(0),
-                Cached::Live(_) => m.auth_state.with_label_values(&[&a.name]).set(1),
+                Cached::Dead { .. } => {
+                    m.know_account(&a.name);
+                    m.auth_state.with_label_values(&[&a.name]).set(0)
+                }
+                Cached::Live(_) => {
+                    m.know_account(&a.name);
+                    m.auth_state.with_label_values(&[&a.name]).set(1)
+                }
                 // Not looked at yet: no series rather than a guess.
                 Cached::Empty => {}
             }
