@@ -62,7 +62,8 @@ async fn running_worker_exports_the_contract_metrics_and_they_move() {
     for series in [
         "ccsync_api_requests_total{endpoint=\"sign_up_form\",status=\"200\"}",
         "ccsync_api_requests_total{endpoint=\"contacts_json_import\",status=\"500\"}",
-        "ccsync_messages_total{outcome=\"dead_lettered\"}",
+        "ccsync_messages_total{account=\"\",outcome=\"dead_lettered\"}",
+        "ccsync_paused{account=\"\",reason=\"quota\"}",
     ] {
         assert!(
             first.contains(&format!("{series} 0")),
