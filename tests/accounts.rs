@@ -580,6 +580,18 @@ async fn invite_links_refuse_when_expired_or_denied_and_config_check_names_the_r
         text.contains("CCSYNC_AUTH__INVITE_SECRET is set but CCSYNC_INGEST__PUBLIC_URL is not"),
         "{text}"
     );
+    // Connect links without the client secret: ingest refuses to start, naming the key.
+    let no_secret: Vec<(String, String)> = world
+        .env()
+        .into_iter()
+        .filter(|(k, _)| k != "CCSYNC_CLIENT_SECRET")
+        .collect();
+    let out = tokio::time::timeout(Duration::from_secs(30), ccsync(no_secret, &["ingest"]))
+        .await
+        .expect("ingest stops at once");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CCSYNC_CLIENT_SECRET is not set"), "{err}");
     // Without the public URL no link can be made, and the error says what to set.
     let out = ccsync(half, &["auth", "invite", "--account", "x"]).await;
     assert!(!out.status.success());
