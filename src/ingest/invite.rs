@@ -123,12 +123,10 @@ fn verify<T: for<'de> Deserialize<'de>>(
 
 /// A new link for `account`, valid `ttl` from `now`: the invite and its token.
 pub fn issue(secret: &SecretString, account: &str, now: i64, ttl: Duration) -> (Invite, String) {
-    let mut id = [0u8; 16];
-    rand::Rng::fill(&mut rand::rng(), &mut id[..]);
     let invite = Invite {
         account: account.to_string(),
         expires_at: now + ttl.as_secs() as i64,
-        id: b64(&id),
+        id: crate::auth::code::random_urlsafe(16),
     };
     let token = sign(secret, LINK_LABEL, &invite);
     (invite, token)
