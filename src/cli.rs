@@ -75,6 +75,20 @@ pub enum AuthCommand {
     Status(StatusArgs),
     /// Delete the stored token set.
     Logout(AccountArg),
+    /// Print a signed, single-use connect link that `ccsync ingest` serves: the customer opens it,
+    /// approves at CC, and the account's token set is stored (needs CCSYNC_AUTH__INVITE_SECRET and
+    /// CCSYNC_INGEST__PUBLIC_URL).
+    Invite(InviteArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InviteArgs {
+    /// The account to connect (messages name it in `account`).
+    #[arg(long)]
+    pub account: String,
+    /// How long the link stays valid: a number and s, m, h or d (at most 30d).
+    #[arg(long, default_value = "7d")]
+    pub ttl: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -214,6 +228,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         Command::Config(ConfigCommand::Check) => {
             let settings = Settings::load()?;
             println!("{}", settings.redacted());
+            if let Some(public) = &settings.ingest.public_url {
+                println!(
+                    "connect links: register this redirect URI on the CC app: {}",
+                    crate::ingest::invite::redirect_uri(public)
+                );
+            }
             for w in settings.warnings() {
                 println!("warning: {w}");
             }
@@ -338,9 +358,13 @@ async fn publish_cmd(settings: &Settings, args: PublishArgs) -> Result<ExitCode,
 async fn run_auth(cmd: AuthCommand) -> Result<ExitCode, BoxError> {
     use crate::auth::cli as auth_cli;
     let settings = Settings::load()?;
-    // The token endpoint's 1 request/s is shared with the running workers (reference §3.6).
-    let gate: std::sync::Arc<dyn crate::ratelimit::Gate> =
-        crate::ratelimit::SharedLimiter::connect(&settings, &settings.client_id).await?;
+    // The token endpoint's 1 request/s is shared with the running workers (reference §3.6);
+    // connected only by the commands that call it.
+    let gate = || async {
+        crate::ratelimit::SharedLimiter::connect(&settings, &settings.client_id)
+            .await
+            .map(|g| g as std::sync::Arc<dyn crate::ratelimit::Gate>)
+    };
     let mut out = std::io::stdout();
     let code = match cmd {
         AuthCommand::Login(a) => {
@@ -355,11 +379,19 @@ async fn run_auth(cmd: AuthCommand) -> Result<ExitCode, BoxError> {
                 paste: a.paste,
             };
             let mut input = std::io::stdin().lock();
-            auth_cli::login_with(&settings, gate, &a.account, &opts, &mut input, &mut out).await?
+            auth_cli::login_with(
+                &settings,
+                gate().await?,
+                &a.account,
+                &opts,
+                &mut input,
+                &mut out,
+            )
+            .await?
         }
         AuthCommand::Import(a) => {
             let mut input = std::io::stdin().lock();
-            auth_cli::import(&settings, gate, &a.account, &mut input, &mut out).await?
+            auth_cli::import(&settings, gate().await?, &a.account, &mut input, &mut out).await?
         }
         AuthCommand::Status(a) => match (&a.account, a.json) {
             (Some(account), false) => auth_cli::status(&settings, account, &mut out).await?,
@@ -368,6 +400,12 @@ async fn run_auth(cmd: AuthCommand) -> Result<ExitCode, BoxError> {
             }
         },
         AuthCommand::Logout(a) => auth_cli::logout(&settings, &a.account, &mut out).await?,
+        AuthCommand::Invite(a) => {
+            // A signed link needs neither Redis nor CC: only its use is recorded, by ingest.
+            let now = crate::clock::now_unix();
+            crate::ingest::invite::invite_cmd(&settings, &a.account, &a.ttl, now, &mut out)?;
+            ExitCode::SUCCESS
+        }
     };
     Ok(code)
 }

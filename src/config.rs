@@ -113,6 +113,8 @@ struct RawIngest {
     publish_timeout_ms: u64,
     retry_after_secs: u64,
     publish_channels: usize,
+    #[serde(default, deserialize_with = "string_like")]
+    public_url: String,
 }
 
 /// `ccsync ingest` (the webhook endpoint), validated.
@@ -139,6 +141,10 @@ pub struct IngestSettings {
     pub publish_timeout: Duration,
     pub retry_after_secs: u64,
     pub publish_channels: usize,
+    /// `CCSYNC_INGEST__PUBLIC_URL`: where customers and CC reach `ccsync ingest` (a path prefix
+    /// is kept). Connect links are built on it and CC redirects to `<public URL>/oauth/callback`.
+    /// `None`: no connect links.
+    pub public_url: Option<url::Url>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -156,6 +162,10 @@ pub struct AuthSettings {
     pub wait_bound_secs: u64,
     pub keepalive_secs: u64,
     pub jwks_url: String,
+    /// `CCSYNC_AUTH__INVITE_SECRET`: the HMAC key of connect links (`ccsync auth invite`, served
+    /// by `ccsync ingest`); at least 32 characters. `None`: no connect links.
+    #[serde(default, deserialize_with = "optional_secret")]
+    pub invite_secret: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -405,6 +415,15 @@ impl Settings {
         let client_secret =
             (!raw.client_secret.expose_secret().is_empty()).then_some(raw.client_secret);
         let ingest = validate_ingest(raw.ingest)?;
+        if let Some(k) = &raw.auth.invite_secret
+            && k.expose_secret().len() < 32
+        {
+            // The key of bearer links for whole CC accounts: no guessable value.
+            return Err(invalid(
+                "CCSYNC_AUTH__INVITE_SECRET",
+                "must be at least 32 characters (try: head -c32 /dev/urandom | base64)",
+            ));
+        }
         let s = Settings {
             amqp_url: raw.amqp_url,
             redis_url: raw.redis_url,
@@ -533,10 +552,27 @@ impl Settings {
         }
         // The refresh-token hint depends on the stored sets: `config check` reads them
         // (`auth::cli::refresh_mode_warnings`) and warns per account using rotating tokens.
-        if self.ingest.secrets.is_empty() && self.ingest.shopify_secret.is_none() {
+        let connect = self.connect_links();
+        if self.ingest.secrets.is_empty() && self.ingest.shopify_secret.is_none() && !connect {
             w.push("CCSYNC_INGEST__SECRETS and CCSYNC_INGEST__SHOPIFY_SECRET are empty: `ccsync ingest` has no endpoint to serve (the worker does not need them)".into());
         }
+        match (
+            self.auth.invite_secret.is_some(),
+            self.ingest.public_url.is_some(),
+        ) {
+            (true, false) => w.push("CCSYNC_AUTH__INVITE_SECRET is set but CCSYNC_INGEST__PUBLIC_URL is not: connect links are off (`ccsync auth invite` and ingest's /connect need both)".into()),
+            (false, true) => w.push("CCSYNC_INGEST__PUBLIC_URL is set but CCSYNC_AUTH__INVITE_SECRET is not: connect links are off (`ccsync auth invite` and ingest's /connect need both)".into()),
+            _ => {}
+        }
+        if connect && self.client_secret.is_none() {
+            w.push("connect links run the authorization code flow with the client secret, but CCSYNC_CLIENT_SECRET is not set: `ccsync ingest` refuses to start so".into());
+        }
         w
+    }
+
+    /// Connect links are on: `auth.invite_secret` and `ingest.public_url` are both set.
+    pub fn connect_links(&self) -> bool {
+        self.auth.invite_secret.is_some() && self.ingest.public_url.is_some()
     }
 
     /// The effective configuration with every secret masked, for `config check`.
@@ -626,7 +662,7 @@ impl IngestSettings {
             .map(|(shop, account)| format!("{shop}={account}"))
             .collect();
         format!(
-            "[ingest]\naddr = {:?}\nsecrets = \"{}\"\nshopify_secret = \"{}\"\nshopify_accounts = {:?}\nshopify_list_ids = {:?}\nshopify_tags_field = {:?}\nmax_body_bytes = {}\nmax_lines = {}\nrate_per_second = {}\nsignature_tolerance_secs = {}\npublish_timeout_ms = {}\nretry_after_secs = {}\npublish_channels = {}",
+            "[ingest]\naddr = {:?}\nsecrets = \"{}\"\nshopify_secret = \"{}\"\nshopify_accounts = {:?}\nshopify_list_ids = {:?}\nshopify_tags_field = {:?}\nmax_body_bytes = {}\nmax_lines = {}\nrate_per_second = {}\nsignature_tolerance_secs = {}\npublish_timeout_ms = {}\nretry_after_secs = {}\npublish_channels = {}\npublic_url = {:?}",
             self.addr.to_string(),
             match self.secrets.len() {
                 0 => "(none: POST /v1/contacts is off)".to_string(),
@@ -647,6 +683,7 @@ impl IngestSettings {
             self.publish_timeout.as_millis(),
             self.retry_after_secs,
             self.publish_channels,
+            self.public_url.as_ref().map(url::Url::as_str).unwrap_or(""),
         )
     }
 }
@@ -720,7 +757,21 @@ fn validate_ingest(raw: RawIngest) -> Result<IngestSettings, ConfigError> {
             "must be at least 1",
         ));
     }
+    let public_url = match raw.public_url.trim() {
+        "" => None,
+        u => {
+            let url = check_url("CCSYNC_INGEST__PUBLIC_URL", u, &["http", "https"])?;
+            if url.host_str().is_none() || url.query().is_some() || url.fragment().is_some() {
+                return Err(invalid(
+                    "CCSYNC_INGEST__PUBLIC_URL",
+                    "must be a base URL like https://ingest.example.com (a path prefix is fine; no query or fragment)",
+                ));
+            }
+            Some(url)
+        }
+    };
     Ok(IngestSettings {
+        public_url,
         addr,
         secrets,
         shopify_secret,
@@ -768,6 +819,14 @@ fn string_like<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Erro
 
 fn secret_like<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
     string_like(d).map(SecretString::from)
+}
+
+/// A secret that is off when empty.
+fn optional_secret<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SecretString>, D::Error> {
+    let s = string_like(d)?;
+    Ok((!s.trim().is_empty()).then(|| SecretString::from(s.trim().to_string())))
 }
 
 fn env_provider() -> Env {
@@ -905,6 +964,66 @@ mod tests {
         );
         let e = Settings::from_pairs([("CCSYNC_WORKER__BATCH_MAX_BYTES", "5000000")]).unwrap_err();
         assert!(e.to_string().contains("4 MB"), "{e}");
+    }
+
+    #[test]
+    fn connect_links_need_a_long_secret_and_a_base_url_and_warn_when_half_set() {
+        let secret = "invite-secret-0123456789-0123456789";
+        let s = Settings::from_pairs([
+            ("CCSYNC_AUTH__INVITE_SECRET", secret),
+            ("CCSYNC_INGEST__PUBLIC_URL", "https://ingest.example.com/"),
+            ("CCSYNC_CLIENT_SECRET", "app-secret"),
+        ])
+        .unwrap();
+        assert!(s.connect_links());
+        assert_eq!(
+            s.ingest.public_url.as_ref().unwrap().as_str(),
+            "https://ingest.example.com/"
+        );
+        let out = s.redacted();
+        assert!(!out.contains(secret), "{out}");
+        assert!(!format!("{s:?}").contains(secret));
+        assert!(
+            !s.warnings().iter().any(|w| w.contains("connect links")),
+            "{:?}",
+            s.warnings()
+        );
+        let e = Settings::from_pairs([("CCSYNC_AUTH__INVITE_SECRET", "short")]).unwrap_err();
+        assert!(e.to_string().contains("CCSYNC_AUTH__INVITE_SECRET"), "{e}");
+        for bad in [
+            "ingest.example.com",
+            "ftp://x",
+            "https://x/?a=1",
+            "https://x/#f",
+        ] {
+            let e = Settings::from_pairs([("CCSYNC_INGEST__PUBLIC_URL", bad)]).unwrap_err();
+            assert!(
+                e.to_string().contains("CCSYNC_INGEST__PUBLIC_URL"),
+                "{bad}: {e}"
+            );
+        }
+        let half = Settings::from_pairs([("CCSYNC_AUTH__INVITE_SECRET", secret)]).unwrap();
+        assert!(!half.connect_links());
+        assert!(half.warnings().iter().any(|w| {
+            w.contains("CCSYNC_AUTH__INVITE_SECRET is set but CCSYNC_INGEST__PUBLIC_URL is not")
+        }));
+        let half =
+            Settings::from_pairs([("CCSYNC_INGEST__PUBLIC_URL", "https://x.example")]).unwrap();
+        assert!(half.warnings().iter().any(|w| {
+            w.contains("CCSYNC_INGEST__PUBLIC_URL is set but CCSYNC_AUTH__INVITE_SECRET is not")
+        }));
+        // Both set, no client secret: named, since ingest then refuses to start.
+        let no_secret = Settings::from_pairs([
+            ("CCSYNC_AUTH__INVITE_SECRET", secret),
+            ("CCSYNC_INGEST__PUBLIC_URL", "https://x.example"),
+        ])
+        .unwrap();
+        assert!(
+            no_secret
+                .warnings()
+                .iter()
+                .any(|w| w.contains("CCSYNC_CLIENT_SECRET is not set"))
+        );
     }
 
     #[test]

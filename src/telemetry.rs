@@ -95,7 +95,30 @@ pub struct Metrics {
     pub ingest_publish_duration: HistogramVec,
     /// `ccsync ingest`: 1 while the broker connection is up and unblocked.
     pub ingest_broker_up: IntGauge,
+    /// `ccsync ingest`: connect-link requests by outcome (see [`CONNECT_OUTCOMES`]).
+    pub ingest_connect: IntCounterVec,
 }
+
+/// Outcomes of `ccsync_ingest_connect_total` (issue 14). At `GET /connect/<token>`: `opened` (sent
+/// on to CC's authorize page), `tampered` (not a link we signed), `expired`, `used` (already
+/// connected an account). At `GET /oauth/callback`: `connected` (the token set is stored),
+/// `bad_state` (state missing, altered, or older than an hour), `denied` (`error=access_denied`),
+/// `cc_error` (another `error=`, or neither code nor error), `used` (a second callback of one link),
+/// `rejected` (CC refused the code), `misconfigured` (client credentials, redirect URI or scope
+/// are wrong), `unavailable` (Redis or the token endpoint).
+pub const CONNECT_OUTCOMES: &[&str] = &[
+    "opened",
+    "tampered",
+    "expired",
+    "used",
+    "connected",
+    "bad_state",
+    "denied",
+    "cc_error",
+    "rejected",
+    "misconfigured",
+    "unavailable",
+];
 
 /// `ccsync ingest` routes (the `route` label).
 pub const INGEST_ROUTES: &[&str] = &["contacts", "shopify"];
@@ -392,6 +415,15 @@ impl Metrics {
         .expect("valid");
         r.register(Box::new(ingest_broker_up.clone()))
             .expect("unique");
+        let ingest_connect = counter_vec(
+            &r,
+            "ccsync_ingest_connect_total",
+            "Connect-link requests at ccsync ingest (GET /connect/..., GET /oauth/callback), by outcome.",
+            &["outcome"],
+        );
+        for outcome in CONNECT_OUTCOMES {
+            ingest_connect.with_label_values(&[outcome]);
+        }
         for route in INGEST_ROUTES {
             for status in ["202", "200", "400", "401", "413", "429", "503"] {
                 ingest_requests.with_label_values(&[route, status]);
@@ -465,6 +497,7 @@ impl Metrics {
             ingest_signature_failures,
             ingest_publish_duration,
             ingest_broker_up,
+            ingest_connect,
         }
     }
 

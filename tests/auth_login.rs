@@ -692,3 +692,78 @@ async fn wrong_state_expired_code_and_pkce_mismatch_are_one_line_errors_and_stor
     }
     w.cleanup(&[]).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// A new account reaches running replicas within seconds (issue 14: connect links add accounts
+// while workers run).
+
+/// A message for an account nobody has authorized yet makes the provider note it dead ("no token
+/// set"); the first set stored for it must serve the very next call, not one a second later (the
+/// worker would dead-letter that message `unknown_account`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_never_authorized_account_is_served_as_soon_as_its_first_set_is_stored() {
+    let w = World::start(cfg(1, 600), &[]).await;
+    let p = TokenProvider::connect(&w.settings(), open_gate())
+        .await
+        .unwrap();
+    match p.access_token("newco").await {
+        Err(ccsync::auth::AuthError::Dead {
+            never_authorized: true,
+            ..
+        }) => {}
+        other => panic!("expected never-authorized, got {other:?}"),
+    }
+    // Within the second the hot path used to wait before looking at Redis again.
+    let (g, _) = w.seed("newco").await;
+    let token = p
+        .access_token("newco")
+        .await
+        .expect("the new set is served at once");
+    let Stored::Live(set) = w.store().load("newco").await.unwrap() else {
+        panic!("no set")
+    };
+    assert_eq!((set.generation, &set.access), (g, &token));
+    w.cleanup(&["newco"]).await;
+}
+
+/// A replica follows an account that appears in Redis while it runs (keep-alive, auth-state
+/// metric) within seconds, through the change counter every login bumps, not at its next full
+/// discovery (a minute later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_replica_follows_a_new_account_within_seconds() {
+    let w = World::start(cfg(1, 600), &[]).await;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (first, later) = (format!("first-{}", &id[..8]), format!("later-{}", &id[..8]));
+    let state = |account: &str| {
+        let series = format!("ccsync_auth_state{{account=\"{account}\"}} 1");
+        ccsync::telemetry::metrics()
+            .render()
+            .lines()
+            .any(|l| l == series)
+    };
+    w.seed(&first).await;
+    let p = TokenProvider::connect(&w.settings(), open_gate())
+        .await
+        .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let bg = p.spawn_background(shutdown.clone());
+    // The background task's first look (its start-up discovery) finds the first account.
+    wait_for(
+        Duration::from_secs(10),
+        "first account followed",
+        || async { state(&first) },
+    )
+    .await;
+    // From here the periodic discovery is a minute away: only the change counter brings the next
+    // account in within the bound.
+    w.seed(&later).await;
+    wait_for(
+        Duration::from_secs(8),
+        "new account followed within seconds",
+        || async { state(&later) },
+    )
+    .await;
+    shutdown.cancel();
+    bg.await.unwrap();
+    w.cleanup(&[&first, &later]).await;
+}

@@ -1093,11 +1093,36 @@ fn ingest_manifests_match_the_ingest_contract() {
     assert_eq!(s(c, "readinessProbe.httpGet.path"), "/readyz");
     assert_eq!(s(c, "livenessProbe.httpGet.path"), "/healthz");
     assert_eq!(s(c, "readinessProbe.httpGet.port"), "http");
-    // Ingest reads the broker URL and its own Secret, never the CC credentials.
+    // Ingest reads the broker URL and, for connect links (issue 14), what the workers read the
+    // token sets with (Redis, the encryption key, the CC app) from the worker's Secret, key by key
+    // (never the whole Secret); the public URL is its own, empty by default (links off).
     let env = get(c, "env").as_sequence().unwrap();
-    assert_eq!(env.len(), 1);
-    assert_eq!(s(&env[0], "name"), "CCSYNC_AMQP_URL");
-    assert_eq!(s(&env[0], "valueFrom.secretKeyRef.name"), "ccsync-secrets");
+    let by_name = |name: &str| {
+        env.iter()
+            .find(|e| s(e, "name") == name)
+            .unwrap_or_else(|| panic!("ingest env lacks {name}"))
+    };
+    for key in [
+        "CCSYNC_AMQP_URL",
+        "CCSYNC_REDIS_URL",
+        "CCSYNC_TOKEN_ENCRYPTION_KEY",
+        "CCSYNC_CLIENT_ID",
+        "CCSYNC_CLIENT_SECRET",
+    ] {
+        let e = by_name(key);
+        assert_eq!(s(e, "valueFrom.secretKeyRef.name"), "ccsync-secrets");
+        assert_eq!(s(e, "valueFrom.secretKeyRef.key"), key);
+        // Only the client secret may be missing (public apps); a missing encryption key would
+        // store sets the workers cannot read.
+        let optional = opt(e, "valueFrom.secretKeyRef.optional").and_then(Value::as_bool);
+        assert_eq!(
+            optional == Some(true),
+            key == "CCSYNC_CLIENT_SECRET",
+            "{key}"
+        );
+    }
+    assert_eq!(s(by_name("CCSYNC_INGEST__PUBLIC_URL"), "value"), "");
+    assert_eq!(env.len(), 6);
     let from: Vec<String> = get(c, "envFrom")
         .as_sequence()
         .unwrap()
@@ -1160,4 +1185,15 @@ fn ingest_manifests_match_the_ingest_contract() {
         ccsync::config::Settings::from_pairs(secret.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .unwrap_err();
     assert!(err.to_string().contains("CCSYNC_INGEST__SECRETS"), "{err}");
+    // The invite secret's placeholder is refused too, naming its key.
+    let invite = secret
+        .get("CCSYNC_AUTH__INVITE_SECRET")
+        .expect("the example Secret holds the invite secret");
+    let err =
+        ccsync::config::Settings::from_pairs([("CCSYNC_AUTH__INVITE_SECRET", invite.as_str())])
+            .unwrap_err();
+    assert!(
+        err.to_string().contains("CCSYNC_AUTH__INVITE_SECRET"),
+        "{err}"
+    );
 }

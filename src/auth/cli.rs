@@ -85,6 +85,11 @@ pub async fn store_login_set(
         )
         .with_flow(flow);
         if store.compare_and_set(account, cur, &set).await? {
+            // Running replicas poll this counter and follow the account within seconds. Best
+            // effort: the set is stored either way, and their periodic discovery finds it too.
+            if let Err(e) = store.bump_changes().await {
+                tracing::debug!(error = %e, "auth: could not bump the change counter");
+            }
             return Ok(generation);
         }
         // A replica refreshed the old set in between; go one above it.
@@ -269,7 +274,7 @@ async fn code_login(
 /// Transient failures are retried with the same token (bounded, as `import` does); if they never
 /// clear, the exchanged set is stored as mode unknown with a note (storing nothing would throw away
 /// a login whose code cannot be exchanged twice).
-async fn probe_and_store(
+pub(crate) async fn probe_and_store(
     store: &Store,
     oauth: &OAuthClient,
     gate: &dyn Gate,
@@ -693,6 +698,9 @@ pub async fn logout(
     let g = store
         .tombstone(account, "logged out (ccsync auth logout)")
         .await?;
+    if let Err(e) = store.bump_changes().await {
+        tracing::debug!(error = %e, "auth: could not bump the change counter");
+    }
     let _ = writeln!(
         out,
         "Logged out account {account} (tombstone generation {g}). Workers pause for it until `ccsync auth login --account {account}`."

@@ -469,40 +469,16 @@ pub async fn authorize_and_exchange(
             "(a bare code was pasted: its state cannot be checked; paste the whole URL to have it checked)"
         );
     }
-    // At once: the code dies 5 minutes after approval (reference §2.4). The token endpoint's
-    // 1 request/s is shared with running workers (reference §3.6), so this waits a second at most.
-    // A 429 means the code was not looked at: wait for the gate and try again (bounded). Any
-    // other failure is final: after a lost response the code may be spent, and a retry would
-    // only turn the real cause into "already used".
-    let res = async {
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            l.gate
-                .acquire(CallKind::Token)
-                .await
-                .map_err(|e| CodeLoginError::RateLimit(e.to_string()))?;
-            match l
-                .oauth
-                .exchange_code(&code, redirect_uri, verifier.as_deref())
-                .await
-            {
-                Err(OAuthError::Throttled) if tries < 4 => {
-                    l.gate.report_429(CallKind::Token, "throttled").await;
-                }
-                r => return r.map_err(|e| exchange_error(e, l.flow)),
-            }
-        }
-    }
-    .await;
-    match res {
-        Ok(tokens) if tokens.refresh_token.is_none() => {
-            if let Some(b) = browser.take() {
-                b.answer(false, &CodeLoginError::NoRefreshToken.to_string())
-                    .await;
-            }
-            Err(CodeLoginError::NoRefreshToken)
-        }
+    match exchange(
+        l.oauth,
+        l.gate,
+        &code,
+        redirect_uri,
+        verifier.as_deref(),
+        l.flow,
+    )
+    .await
+    {
         Ok(tokens) => Ok(Exchanged { tokens, browser }),
         Err(e) => {
             if let Some(b) = browser.take() {
@@ -511,6 +487,41 @@ pub async fn authorize_and_exchange(
             Err(e)
         }
     }
+}
+
+/// Step 4: exchange `code` for tokens, at once, through the shared token gate; a set without a
+/// refresh token is refused. Also the exchange of a connect link's callback (`ccsync ingest`).
+///
+/// At once: the code dies 5 minutes after approval (reference §2.4). The token endpoint's
+/// 1 request/s is shared with running workers (reference §3.6), so this waits a second at most.
+/// A 429 means the code was not looked at: wait for the gate and try again (bounded). Any other
+/// failure is final: after a lost response the code may be spent, and a retry would only turn
+/// the real cause into "already used".
+pub async fn exchange(
+    oauth: &OAuthClient,
+    gate: &dyn Gate,
+    code: &str,
+    redirect_uri: &str,
+    verifier: Option<&str>,
+    flow: LoginFlow,
+) -> Result<TokenResponse, CodeLoginError> {
+    let mut tries = 0;
+    let tokens = loop {
+        tries += 1;
+        gate.acquire(CallKind::Token)
+            .await
+            .map_err(|e| CodeLoginError::RateLimit(e.to_string()))?;
+        match oauth.exchange_code(code, redirect_uri, verifier).await {
+            Err(OAuthError::Throttled) if tries < 4 => {
+                gate.report_429(CallKind::Token, "throttled").await;
+            }
+            r => break r.map_err(|e| exchange_error(e, flow))?,
+        }
+    };
+    if tokens.refresh_token.is_none() {
+        return Err(CodeLoginError::NoRefreshToken);
+    }
+    Ok(tokens)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! | [`provider`] (+ `provider/{refresh,background,state,jwks}.rs`) | [`TokenProvider`]: in-memory hot path, the refresh protocol, dead/alive, background |
 //! | [`device`] | the device-flow login loop |
 //! | [`code`] | the authorization-code and PKCE logins (authorize URL, loopback listener or paste) |
+//! | [`connect`] | connect links' authorize URL and callback: the `--flow code` exchange and storage, for `ccsync ingest` |
 //! | [`cli`] | `auth login | import | status | logout` |
 //!
 //! The HTTP calls to the authorization server live in [`crate::cc::oauth`] (reqwest stays in
@@ -21,6 +22,7 @@
 
 pub mod cli;
 pub mod code;
+pub mod connect;
 pub mod device;
 pub mod lock;
 pub mod provider;

@@ -305,7 +305,11 @@ impl TokenProvider {
                 checked,
             } => {
                 // Dead: look at Redis at most once a second for a new set (login), never at CC.
-                if checked.elapsed() < Duration::from_secs(1) {
+                // An account nobody has authorized yet is looked up on every use: its messages
+                // are dead-lettered `unknown_account` otherwise, and a connect link or a login
+                // may have stored its first set a moment ago (one HGET per batch, cheaper than
+                // the dead letter it saves).
+                if reason != NO_TOKEN_SET && checked.elapsed() < Duration::from_secs(1) {
                     return Err(self.dead_error(&acct, &reason));
                 }
                 // A Redis error here changes nothing: still dead as far as we know.

@@ -7,6 +7,8 @@
 //! | `{prefix}:auth:{{account}}:set` | hash | `gen` (generation, clear), `blob` (the token set: `aes256gcm:` + base64(nonce ‖ ciphertext ‖ tag), or `plain:` + JSON when no key is configured), `dead` + `dead_at` when the connection was declared dead |
 //! | `{prefix}:auth:{{account}}:lock` | string, PX lease | the refresh lock holder's owner id (uuid) |
 //! | `{prefix}:auth:{{account}}:inflight` | hash | refresh-in-flight marker: `gen` being refreshed, `fp` (refresh-token fingerprint, never the token), `owner`, `started_at` |
+//! | `{prefix}:auth:changes` | integer | bumped by every login, import, connect link and logout: replicas poll it (one `GET` a second) to follow a new account within seconds (`store/signals.rs`) |
+//! | `{prefix}:connect:{{link id}}:used` | string, EX | a connect link's single-use marker (the account), kept as long as the link or its OAuth state could still come back (`store/signals.rs`) |
 //!
 //! The account sits in a Redis Cluster hash tag (`{default}`) so an account's keys share a slot and
 //! the Lua scripts that touch two of them also work on a cluster.
@@ -24,6 +26,7 @@ use deadpool_redis::{Pool, Runtime};
 use redis::AsyncCommands;
 
 mod crypto;
+mod signals;
 
 use super::tokenset::TokenSet;
 

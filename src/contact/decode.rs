@@ -359,7 +359,8 @@ fn valid_cc_date(s: &str) -> bool {
     matches!((y, m, d), (Some(y), Some(m), Some(d)) if (1800..=2200).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d))
 }
 
-fn valid_account(s: &str) -> bool {
+/// An account name messages may carry (`account`): 1 to 64 letters, digits, `-`, `_` or `.`.
+pub fn valid_account(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.chars()

@@ -314,7 +314,7 @@ impl Fields {
 }
 
 mod decode;
-pub use decode::{decode, decode_for};
+pub use decode::{decode, decode_for, valid_account};
 
 #[cfg(test)]
 mod tests;

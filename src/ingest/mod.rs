@@ -9,6 +9,10 @@
 //!   every one: a 2xx means durable.
 //! * `POST /webhooks/<adapter>`: a source's own webhook ([`adapters`]; Shopify today), verified
 //!   with the source's signature and mapped to one `contact.upsert`.
+//! * `GET /connect/<token>` and `GET /oauth/callback`: connect links (issue 14, [`connect`]),
+//!   mounted when `auth.invite_secret` and `ingest.public_url` are set; they store token sets in
+//!   Redis as `ccsync auth login --flow code` does, so ingest then also needs the Redis URL, the
+//!   token-encryption key and the client id and secret.
 //! * `/healthz` (the process runs), `/readyz` (the broker connection is up: [`link`]),
 //!   `/metrics` (the process-wide registry, `ccsync_ingest_*` included).
 //!
@@ -20,7 +24,9 @@
 //! request, and the same message ids make a duplicate harmless.
 
 pub mod adapters;
+pub mod connect;
 pub mod contacts;
+pub mod invite;
 pub mod link;
 pub mod sign;
 
@@ -50,9 +56,11 @@ use link::Link;
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error(
-        "ingest: no endpoint is configured: set CCSYNC_INGEST__SECRETS (POST /v1/contacts) or CCSYNC_INGEST__SHOPIFY_SECRET (POST /webhooks/shopify)"
+        "ingest: no endpoint is configured: set CCSYNC_INGEST__SECRETS (POST /v1/contacts), CCSYNC_INGEST__SHOPIFY_SECRET (POST /webhooks/shopify), or CCSYNC_AUTH__INVITE_SECRET with CCSYNC_INGEST__PUBLIC_URL (connect links)"
     )]
     NothingToServe,
+    #[error("ingest: {0}")]
+    Connect(String),
     #[error("ingest: cannot listen on {addr} (CCSYNC_INGEST__ADDR): {err}")]
     Bind {
         addr: SocketAddr,
@@ -96,7 +104,17 @@ pub async fn start(
 ) -> Result<Running, IngestError> {
     let s = &settings.ingest;
     let adapters = adapters::from_settings(s);
-    if s.secrets.is_empty() && adapters.is_empty() {
+    let connect = if settings.connect_links() {
+        // The token endpoint's 1 request/s is shared with the workers (reference §3.6).
+        let gate = crate::ratelimit::SharedLimiter::connect(settings, &settings.client_id)
+            .await
+            .map_err(|e| IngestError::Connect(e.to_string()))?;
+        connect::Connect::from_settings(settings, gate)
+            .map_err(|e| IngestError::Connect(e.to_string()))?
+    } else {
+        None
+    };
+    if s.secrets.is_empty() && adapters.is_empty() && connect.is_none() {
         return Err(IngestError::NothingToServe);
     }
     let topology = Topology::for_queue(&settings.queue);
@@ -126,6 +144,11 @@ pub async fn start(
     }
     if !adapters.is_empty() {
         app = app.route("/webhooks/{source}", post(webhook_handler));
+    }
+    if let Some(c) = connect {
+        app = app.merge(Arc::new(c).router());
+        routes.push("GET /connect/{token}");
+        routes.push("GET /oauth/callback");
     }
     let server = Arc::new(Server {
         settings: s.clone(),

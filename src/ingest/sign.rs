@@ -58,6 +58,19 @@ fn mac(secret: &[u8], parts: &[&[u8]]) -> hmac::Tag {
     ctx.sign()
 }
 
+/// HMAC-SHA256 of `parts` concatenated, keyed with `secret`: the tag of a connect link or of its
+/// OAuth `state` ([`super::invite`]).
+pub fn hmac_sha256(secret: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(mac(secret, parts).as_ref());
+    out
+}
+
+/// Whether `given` is the HMAC-SHA256 of `parts` under `secret`, compared in constant time.
+pub fn hmac_sha256_matches(secret: &[u8], parts: &[&[u8]], given: &[u8]) -> bool {
+    constant_time::verify_slices_are_equal(mac(secret, parts).as_ref(), given).is_ok()
+}
+
 /// The header value a sender computes (for tests, the benchmark and documentation examples).
 pub fn ccsync_header(secret: &str, t: i64, body: &[u8]) -> String {
     let tag = mac(secret.as_bytes(), &[t.to_string().as_bytes(), b".", body]);

@@ -8,6 +8,7 @@
 //! | `GET /_sim/clock` | | `{now, offset_secs}` |
 //! | `POST /_sim/clock/advance` | `{"secs": N}` or `?secs=N` | `{now, offset_secs}` |
 //! | `POST /_sim/revoke` | | 204; every token dead |
+//! | `POST /_sim/sign_in` | `?account=..` | 204; `GET /authorize` without `account` approves for it |
 //! | `GET`/`POST /_sim/device/approve` | `?user_code=..[&deny=true][&account=..]` | 200 `{approved}` / 404 unknown or not pending |
 //! | `GET /_sim/device` | | instructions (the `verification_uri`) |
 //! | `POST /_sim/tokens` | `{"client_id", "account"?}` | `{access_token, refresh_token}` |
@@ -51,6 +52,7 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/clock", get(clock))
         .route("/clock/advance", post(advance))
         .route("/revoke", post(revoke))
+        .route("/sign_in", post(sign_in))
         .route("/device", get(device_page))
         .route("/device/approve", get(approve).post(approve))
         .route("/tokens", post(tokens))
@@ -105,6 +107,16 @@ async fn advance(State(sh): Sh, Query(q): Query<Secs>, body: Option<Json<Secs>>)
 async fn revoke(State(sh): Sh) -> StatusCode {
     lock(&sh.auth).revoke_all();
     StatusCode::NO_CONTENT
+}
+
+async fn sign_in(State(sh): Sh, Query(q): Query<HashMap<String, String>>) -> StatusCode {
+    match q.get("account").filter(|a| !a.is_empty()) {
+        Some(a) => {
+            *lock(&sh.signed_in) = a.clone();
+            StatusCode::NO_CONTENT
+        }
+        None => StatusCode::BAD_REQUEST,
+    }
 }
 
 async fn device_page(State(sh): Sh) -> String {

@@ -199,6 +199,12 @@ impl Sim {
     pub fn approve_for(&self, user_code: &str, account: &str) -> bool {
         lock(&self.shared.auth).decide(user_code, Some(account))
     }
+    /// Sign the simulated browser in to CC as `account`: from now on an authorize request without
+    /// the sim-only `account` parameter (a real client never sends one: a connect link, a
+    /// browser following redirects) approves for this account. Default: `default`.
+    pub fn sign_in(&self, account: &str) {
+        *lock(&self.shared.signed_in) = account.to_string();
+    }
     /// Refuse a pending user code (the poller then gets `access_denied`).
     pub fn deny(&self, user_code: &str) -> bool {
         lock(&self.shared.auth).decide(user_code, None)

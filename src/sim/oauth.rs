@@ -16,7 +16,8 @@
 //!   approve / deny links (see [`authorize`]). Codes live `SimConfig::code_ttl` (CC: 5 minutes)
 //!   and work once; PKCE S256 is checked at the exchange; a code without a challenge must be
 //!   exchanged with HTTP Basic (confidential app). Sim-only `account` parameter chooses the
-//!   `platform_user_id` (default `default`).
+//!   `platform_user_id`; without it, the account signed in at the simulated browser
+//!   ([`super::Sim::sign_in`], default `default`).
 //! - `GET /keys`: the JWKS.
 
 use std::collections::HashMap;
@@ -244,7 +245,7 @@ fn authorize_page_error(sh: &Shared, ctx: &Ctx, e: &OAuthError) -> Response {
 /// The simulated person: with `SimConfig::auto_approve` they approve at once (302 to
 /// `redirect_uri?code=…&state=…`); otherwise a plain page offers the same URL with the sim-only
 /// `decision=approve` or `decision=deny` (deny → `?error=access_denied&state=…`). Sim-only
-/// `account` chooses the `platform_user_id` (default `default`).
+/// `account` chooses the `platform_user_id` (default: the account signed in, [`super::Sim::sign_in`]).
 pub async fn authorize(
     State(sh): State<Arc<Shared>>,
     Extension(ctx): Extension<Ctx>,
@@ -346,12 +347,15 @@ pub async fn authorize(
                 .into_response();
         }
     }
-    let account = get("account").unwrap_or("default");
+    let account = match get("account") {
+        Some(a) => a.to_owned(),
+        None => lock(&sh.signed_in).clone(),
+    };
     let code = lock(&sh.auth).new_code(
         &client_id,
         Some(raw_redirect),
         get("scope").unwrap_or(""),
-        account,
+        &account,
         challenge,
         sh.clock.mono(),
         sh.cfg.code_ttl,

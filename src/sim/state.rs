@@ -115,6 +115,10 @@ pub struct Shared {
     /// Cancelled on shutdown: hanging requests give up, the server drains.
     pub shutdown: CancellationToken,
     pub base_url: String,
+    /// The CC user signed in at the simulated browser: `GET /authorize` without the sim-only
+    /// `account` parameter approves for this account, as CC's page approves for whoever is signed
+    /// in ([`crate::sim::Sim::sign_in`], `POST /_sim/sign_in`).
+    pub signed_in: Mutex<String>,
 }
 
 impl Shared {
@@ -135,6 +139,7 @@ impl Shared {
             cfg,
             key,
             base_url,
+            signed_in: Mutex::new(super::store::DEFAULT_ACCOUNT.to_string()),
         }
     }
 

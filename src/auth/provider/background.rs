@@ -12,7 +12,10 @@ use super::{Account, Cached, TokenProvider, Want, now_ms};
 use crate::auth::store::Stored;
 use crate::telemetry::metrics;
 
-/// How often the background task looks in Redis for accounts it does not follow yet.
+/// How often the background task looks in Redis for accounts it does not follow yet, whatever
+/// the change counter says (a `SCAN` of the keyspace: kept rare). Logins, imports, connect links
+/// and logouts also bump `{prefix}:auth:changes`, which the task reads every second (one `GET`),
+/// so a newly connected account is followed (keep-alive, `ccsync_auth_state`) within seconds.
 pub const DISCOVER_EVERY: Duration = Duration::from_secs(60);
 
 impl TokenProvider {
@@ -61,13 +64,27 @@ impl TokenProvider {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut discovered = tokio::time::Instant::now();
+            // The change counter as last seen; `None` until the first read, which also discovers
+            // (one more `SCAN` at start closes the gap between the caller's discovery and it).
+            let mut seen: Option<u64> = None;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                // Accounts another replica or `ccsync auth login` added since.
-                if discovered.elapsed() >= DISCOVER_EVERY {
+                // Accounts another replica, `ccsync auth login` or a connect link added since.
+                let changed = match me.store.changes().await {
+                    Ok(n) => {
+                        let moved = seen != Some(n);
+                        seen = Some(n);
+                        moved
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "auth: cannot read the change counter");
+                        false
+                    }
+                };
+                if changed || discovered.elapsed() >= DISCOVER_EVERY {
                     me.discover().await;
                     discovered = tokio::time::Instant::now();
                 }
