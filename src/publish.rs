@@ -12,7 +12,10 @@
 //! `company_name`, `phone`, `birthday_month`, `birthday_day`, `anniversary`, `street`, `city`,
 //! `state`, `postal_code`, `country`, `list_ids` (separated by `;`), `consent`, and `cf:NAME`
 //! columns for custom fields. Each row becomes a `contact.upsert` message with a fresh UUIDv7 id
-//! and `occurred_at` = now.
+//! and `occurred_at` = now. An optional `action` column names another type per row
+//! (`upsert`, `unsubscribe`, `remove_lists`, `delete`: `contact.<action>`, issue 15), with an
+//! optional `reason` column for unsubscribes; `list_ids` are the lists a `remove_lists` row
+//! leaves. NDJSON lines may be any message type the worker reads.
 
 use std::collections::VecDeque;
 use std::io::BufRead;
@@ -190,6 +193,8 @@ const KNOWN: &[&str] = &[
     "country",
     "list_ids",
     "consent",
+    "action",
+    "reason",
 ];
 
 fn check_headers(h: &csv::StringRecord) -> Result<(), PublishError> {
@@ -213,6 +218,8 @@ pub fn csv_message(h: &csv::StringRecord, r: &csv::StringRecord, account: &str) 
     let mut address = Map::new();
     let mut custom = Map::new();
     let mut consent = "implicit".to_string();
+    let mut kind = "contact.upsert".to_string();
+    let mut reason = None;
     for (col, val) in h.iter().zip(r.iter()) {
         if val.is_empty() {
             continue;
@@ -239,6 +246,9 @@ pub fn csv_message(h: &csv::StringRecord, r: &csv::StringRecord, account: &str) 
                 contact.insert("list_ids".into(), Value::Array(ids));
             }
             "consent" => consent = val.to_string(),
+            // An unknown action becomes an unknown type: validation reports the row.
+            "action" => kind = format!("contact.{}", val.trim()),
+            "reason" => reason = Some(val.to_string()),
             c if c.starts_with("cf:") => {
                 custom.insert(c[3..].to_string(), Value::from(val));
             }
@@ -256,16 +266,19 @@ pub fn csv_message(h: &csv::StringRecord, r: &csv::StringRecord, account: &str) 
     let now = crate::clock::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    serde_json::to_vec(&json!({
-        "type": "contact.upsert",
+    let mut m = json!({
+        "type": kind,
         "version": 1,
         "id": Uuid::now_v7().to_string(),
         "occurred_at": now,
         "account": account,
         "consent": consent,
         "contact": contact,
-    }))
-    .expect("JSON of strings serializes")
+    });
+    if let Some(r) = reason {
+        m["reason"] = Value::from(r);
+    }
+    serde_json::to_vec(&m).expect("JSON of strings serializes")
 }
 
 #[cfg(test)]
@@ -286,6 +299,36 @@ mod tests {
         assert_eq!(c.fields.custom_fields["tier"], "gold");
         assert_eq!(c.list_ids.len(), 2);
         assert_eq!(c.fields.birthday, Some((12, 10)));
+    }
+
+    /// Issue 15: an `action` column names the message type per row.
+    #[test]
+    fn csv_action_column_names_the_message_type() {
+        let data = "email,action,reason,list_ids\n\
+                    a@example.com,unsubscribe,moved away,\n\
+                    b@example.com,remove_lists,,c2a2b8b4-0000-4000-8000-000000000001\n\
+                    c@example.com,delete,,\n\
+                    d@example.com,,,\n\
+                    e@example.com,merge,,\n";
+        let mut rdr = csv::Reader::from_reader(data.as_bytes());
+        let h = rdr.headers().unwrap().clone();
+        let decoded: Vec<_> = rdr
+            .records()
+            .map(|r| {
+                contact::decode(
+                    &csv_message(&h, &r.unwrap(), "default"),
+                    &[uuid::Uuid::nil()],
+                )
+            })
+            .collect();
+        let action = |i: usize| decoded[i].as_ref().map(|c| c.action).ok();
+        assert_eq!(action(0), Some(contact::Action::Unsubscribe));
+        let a = decoded[0].as_ref().unwrap();
+        assert_eq!(a.reason.as_deref().map(|r| &**r), Some("moved away"));
+        assert_eq!(action(1), Some(contact::Action::RemoveLists));
+        assert_eq!(action(2), Some(contact::Action::Delete));
+        assert_eq!(action(3), Some(contact::Action::Upsert));
+        assert_eq!(decoded[4].as_ref().unwrap_err().code, "unknown_type");
     }
 
     #[test]

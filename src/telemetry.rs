@@ -97,6 +97,9 @@ pub struct Metrics {
     pub ingest_broker_up: IntGauge,
     /// `ccsync ingest`: connect-link requests by outcome (see [`CONNECT_OUTCOMES`]).
     pub ingest_connect: IntCounterVec,
+    /// Explicit-consent messages older than the contact's latest known opt-out, kept away from
+    /// `sign_up_form` (it would re-subscribe them), per account (issue 15).
+    pub resubscribes_prevented: IntCounterVec,
 }
 
 /// Outcomes of `ccsync_ingest_connect_total` (issue 14). At `GET /connect/<token>`: `opened` (sent
@@ -145,6 +148,9 @@ pub const API_SERIES: &[(&str, &[&str])] = &[
     ("activities", &["200"]),
     ("sign_up_form", &["200", "201"]),
     ("contacts", &["200"]),
+    ("contacts_put", &["200"]),
+    ("contact_delete", &["201"]),
+    ("remove_list_memberships", &["201"]),
     ("contact_lists", &["200", "201"]),
     ("contact_custom_fields", &["200", "201"]),
     ("token", &["200"]),
@@ -462,7 +468,14 @@ impl Metrics {
         for k in ["invalid_grant", "unauthorized", "jwt_invalid"] {
             auth_failures.with_label_values(&[k]);
         }
+        let resubscribes_prevented = counter_vec(
+            &r,
+            "ccsync_resubscribes_prevented_total",
+            "Explicit-consent messages older than the contact's latest known opt-out that were kept from sign_up_form.",
+            &["account"],
+        );
         Metrics {
+            resubscribes_prevented,
             registry: r,
             messages,
             account_requests,

@@ -313,6 +313,8 @@ async fn a_backlog_of_one_account_does_not_hold_up_anothers_trickle() {
     assert!(world.terminate(worker).await.success());
     assert_eq!(world.dead_len().await, 0);
     assert_eq!(world.queue_len().await, 0);
+    world.cleanup().await;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Connect links (issue 14): `ccsync auth invite` prints a link, `ccsync ingest` serves it, the

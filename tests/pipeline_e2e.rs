@@ -212,7 +212,7 @@ async fn malformed_input_is_dead_lettered_with_a_reason_each_and_the_worker_goes
         ("message_too_large", vec![b' '; 1 << 20]),
         ("invalid_json", deep.into_bytes()),
         ("invalid_json", vec![0xc3, 0x28, b'{', b'}']),
-        ("unknown_type", br#"{"type":"contact.delete","version":1,"id":"1","occurred_at":"2026-11-23T10:00:00Z","contact":{"email":"a@b.co"}}"#.to_vec()),
+        ("unknown_type", br#"{"type":"contact.merge","version":1,"id":"1","occurred_at":"2026-11-23T10:00:00Z","contact":{"email":"a@b.co"}}"#.to_vec()),
         ("unsupported_version", br#"{"type":"contact.upsert","version":9,"id":"1","occurred_at":"2026-11-23T10:00:00Z","contact":{"email":"a@b.co"}}"#.to_vec()),
         ("email_too_long", message(&format!("{}@example.com", "l".repeat(60)), &ts(0), json!({}))),
         ("unknown_custom_field", message("c@example.com", &ts(0), json!({"custom_fields": {"no_such_field": "1"}}))),

@@ -325,3 +325,294 @@ async fn lists_and_custom_fields_with_the_100_limit() {
     );
     sim.shutdown().await;
 }
+
+// ---- Consent: PUT, opt-outs, deletes, list removals (issue 15) ----
+
+/// An import of `emails` onto `list` (one activity), waited to completion.
+async fn import_onto(sim: &ccsync::sim::Sim, api: &Api, list: &str, rows: Value) {
+    let (s, a) = api
+        .post(
+            "/activities/contacts_json_import",
+            &json!({"import_data": rows, "list_ids": [list]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{a}");
+    let done = api
+        .wait_activity(sim, a["activity_id"].as_str().unwrap())
+        .await;
+    assert_eq!(done["state"], "completed", "{done}");
+}
+
+async fn find(api: &Api, query: &str) -> Vec<Value> {
+    let (s, v) = api.get(&format!("/contacts?{query}")).await;
+    assert_eq!(s, 200, "{v}");
+    v["contacts"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn put_replaces_top_level_properties_and_keeps_sub_resources() {
+    let sim = sim(roomy()).await;
+    let api = Api::new(&sim);
+    let l = sim.create_list("L").to_string();
+    sim.create_custom_field("tier");
+    import_onto(
+        &sim,
+        &api,
+        &l,
+        json!([{"email": "ada@example.com", "first_name": "Ada", "last_name": "Lovelace",
+                "job_title": "Analyst", "cf:tier": "gold"}]),
+    )
+    .await;
+    let id = sim.contact("ada@example.com").unwrap().contact_id;
+    // Only the permission and one name: the other top-level properties are cleared.
+    let (s, v) = api
+        .put(
+            &format!("/contacts/{id}"),
+            &json!({"email_address": {"address": "ada@example.com",
+                     "permission_to_send": "unsubscribed", "opt_out_reason": "too many emails"},
+                    "first_name": "Ada", "update_source": "Account"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let c = sim.contact("ada@example.com").unwrap();
+    assert_eq!(c.fields.get("first_name").map(String::as_str), Some("Ada"));
+    assert!(!c.fields.contains_key("last_name"), "omitted → null");
+    assert!(!c.fields.contains_key("job_title"));
+    assert_eq!(
+        c.fields.get("cf:tier").map(String::as_str),
+        Some("gold"),
+        "sub-resource kept"
+    );
+    assert_eq!(c.list_ids.len(), 1, "lists kept");
+    assert_eq!(c.permission_to_send, "unsubscribed");
+    assert_eq!(c.opt_out_source.as_deref(), Some("Account"));
+    assert_eq!(c.opt_out_reason.as_deref(), Some("too many emails"));
+    assert_eq!(v["email_address"]["opt_out_source"], "Account");
+    // update_source is required (Swagger), an unknown id is 404, a taken address 409.
+    let (s, _) = api
+        .put(
+            &format!("/contacts/{id}"),
+            &json!({"email_address": {"address": "ada@example.com"}}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    let (s, _) = api
+        .put(
+            &format!("/contacts/{}", uuid::Uuid::new_v4()),
+            &json!({"email_address": {"address": "x@example.com"}, "update_source": "Account"}),
+        )
+        .await;
+    assert_eq!(s, 404);
+    import_onto(&sim, &api, &l, json!([{"email": "bob@example.com"}])).await;
+    let (s, _) = api
+        .put(
+            &format!("/contacts/{id}"),
+            &json!({"email_address": {"address": "bob@example.com"}, "update_source": "Account"}),
+        )
+        .await;
+    assert_eq!(s, 409);
+}
+
+#[tokio::test]
+async fn an_email_link_opt_out_is_listed_by_status_and_optout_after() {
+    let sim = sim(roomy()).await;
+    let api = Api::new(&sim);
+    let l = sim.create_list("L").to_string();
+    import_onto(
+        &sim,
+        &api,
+        &l,
+        json!([{"email": "a@example.com"}, {"email": "b@example.com"}, {"email": "c@example.com"}]),
+    )
+    .await;
+    let before = sim.now();
+    sim.advance_clock(Duration::from_secs(5));
+    // Through the handle and through the admin API (what subprocess tests use).
+    let a = sim
+        .unsubscribe_by_link("a@example.com", Some("not interested"))
+        .unwrap();
+    assert_eq!(a.opt_out_source.as_deref(), Some("Contact"));
+    let mid = sim.now();
+    sim.advance_clock(Duration::from_secs(5));
+    let r = http()
+        .post(format!(
+            "{}/_sim/contacts/b@example.com/unsubscribe",
+            sim.base_url()
+        ))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        sim.unsubscribe_by_link("nobody@example.com", None)
+            .is_none()
+    );
+    let fmt = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let emails = |v: Vec<Value>| -> Vec<String> {
+        v.iter()
+            .map(|c| c["email_address"]["address"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        emails(find(&api, "status=unsubscribed").await),
+        ["a@example.com", "b@example.com"]
+    );
+    let since = |t| format!("status=unsubscribed&optout_after={}", fmt(t));
+    assert_eq!(
+        emails(find(&api, &since(before)).await),
+        ["a@example.com", "b@example.com"]
+    );
+    // Strictly after: the opt-out at `mid` itself is not repeated.
+    assert_eq!(emails(find(&api, &since(mid)).await), ["b@example.com"]);
+    let got = find(&api, &since(before)).await;
+    assert_eq!(got[0]["email_address"]["opt_out_source"], "Contact");
+    assert_eq!(got[0]["email_address"]["opt_out_reason"], "not interested");
+    assert_eq!(got[0]["email_address"]["opt_out_date"], fmt(mid));
+    // `active` leaves them out; the default (no status) lists every non-deleted contact.
+    assert_eq!(emails(find(&api, "status=active").await), ["c@example.com"]);
+    assert_eq!(find(&api, "").await.len(), 3);
+    assert_eq!(find(&api, "email=A@example.com").await.len(), 1);
+    let (s, _) = api.get("/contacts?optout_after=yesterday").await;
+    assert_eq!(s, 400);
+}
+
+#[tokio::test]
+async fn sign_up_form_re_subscribes_an_unsubscribed_contact_as_cc_does() {
+    let sim = sim(roomy()).await;
+    let api = Api::new(&sim);
+    let l = sim.create_list("L").to_string();
+    import_onto(&sim, &api, &l, json!([{"email": "a@example.com"}])).await;
+    sim.unsubscribe_by_link("a@example.com", None).unwrap();
+    // An import leaves the opt-out alone (reference §6.1: only the fields sent change).
+    import_onto(
+        &sim,
+        &api,
+        &l,
+        json!([{"email": "a@example.com", "first_name": "A"}]),
+    )
+    .await;
+    assert_eq!(
+        sim.contact("a@example.com").unwrap().permission_to_send,
+        "unsubscribed"
+    );
+    let (s, _) = api
+        .post(
+            "/contacts/sign_up_form",
+            &json!({"email_address": "a@example.com", "list_memberships": [l]}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let c = sim.contact("a@example.com").unwrap();
+    assert_eq!(
+        c.permission_to_send, "explicit",
+        "reference §5.1: even if they unsubscribed"
+    );
+    assert!(c.opt_out_date.is_none());
+}
+
+#[tokio::test]
+async fn contact_delete_and_list_removal_are_activities_that_change_contacts_on_completion() {
+    let sim = sim(roomy()).await;
+    let api = Api::new(&sim);
+    let (l1, l2) = (
+        sim.create_list("L1").to_string(),
+        sim.create_list("L2").to_string(),
+    );
+    for l in [&l1, &l2] {
+        import_onto(
+            &sim,
+            &api,
+            l,
+            json!([{"email": "a@example.com"}, {"email": "b@example.com"}]),
+        )
+        .await;
+    }
+    let id = |e: &str| sim.contact(e).unwrap().contact_id.to_string();
+    // Remove L1 from a only.
+    let (s, a) = api
+        .post(
+            "/activities/remove_list_memberships",
+            &json!({"source": {"contact_ids": [id("a@example.com")]}, "list_ids": [l1]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{a}");
+    assert_eq!(a["state"], "initialized");
+    assert_eq!(
+        sim.contact("a@example.com").unwrap().list_ids.len(),
+        2,
+        "not before completion"
+    );
+    let done = api
+        .wait_activity(&sim, a["activity_id"].as_str().unwrap())
+        .await;
+    assert_eq!(done["state"], "completed");
+    assert_eq!(done["status"]["items_total_count"], 1);
+    assert_eq!(done["status"]["items_completed_count"], 1);
+    assert_eq!(done["status"]["list_count"], 1);
+    let a_lists: Vec<String> = sim
+        .contact("a@example.com")
+        .unwrap()
+        .list_ids
+        .iter()
+        .map(|u| u.to_string())
+        .collect();
+    assert_eq!(a_lists, std::slice::from_ref(&l2));
+    assert_eq!(sim.contact("b@example.com").unwrap().list_ids.len(), 2);
+    // Delete a (and an id that names nobody: skipped, not counted).
+    let (s, d) = api
+        .post(
+            "/activities/contact_delete",
+            &json!({"contact_ids": [id("a@example.com"), uuid::Uuid::new_v4()]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{d}");
+    let done = api
+        .wait_activity(&sim, d["activity_id"].as_str().unwrap())
+        .await;
+    assert_eq!(done["status"]["items_total_count"], 2);
+    assert_eq!(done["status"]["items_completed_count"], 1);
+    let gone = sim.contact("a@example.com").unwrap();
+    assert!(gone.deleted_at.is_some() && gone.list_ids.is_empty());
+    // Hidden from the default look-up, visible with status=all|deleted (reference §5.4).
+    assert!(find(&api, "email=a@example.com").await.is_empty());
+    assert_eq!(find(&api, "email=a@example.com&status=all").await.len(), 1);
+    assert_eq!(find(&api, "status=deleted").await.len(), 1);
+    // Revivable: a sign-up form brings it back (reference §5.1).
+    let (s, _) = api
+        .post(
+            "/contacts/sign_up_form",
+            &json!({"email_address": "a@example.com", "list_memberships": [l2]}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(sim.contact("a@example.com").unwrap().deleted_at.is_none());
+    // Shapes CC refuses: both sources, neither, over 500 ids, unknown target list.
+    let ids: Vec<String> = (0..501).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    for bad in [
+        json!({"contact_ids": [id("b@example.com")], "list_ids": [l1]}),
+        json!({}),
+        json!({"contact_ids": ids}),
+    ] {
+        let (s, _) = api.post("/activities/contact_delete", &bad).await;
+        assert_eq!(s, 400, "{bad}");
+    }
+    let (s, _) = api
+        .post(
+            "/activities/remove_list_memberships",
+            &json!({"source": {"contact_ids": [id("b@example.com")]},
+                    "list_ids": [uuid::Uuid::new_v4()]}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    let (s, _) = api
+        .post(
+            "/activities/remove_list_memberships",
+            &json!({"source": {"all_active_contacts": true}, "list_ids": [l1]}),
+        )
+        .await;
+    assert_eq!(s, 400, "not simulated");
+}

@@ -9,6 +9,11 @@
 //!   explicit permission, one call per contact, custom fields by id.
 //! * `GET /contacts?email=&status=all` (reference §5.4) to find out whether a row landed.
 //! * `GET`/`POST /contact_custom_fields` (reference §5.6) to resolve names to ids.
+//! * Consent (issue 15): `GET /contacts?email=` then `PUT /contacts/{id}` to unsubscribe
+//!   (reference §5.3: the PUT replaces every top-level property, so the body repeats what the
+//!   GET read and changes only the permission); `POST /activities/contact_delete` and
+//!   `/activities/remove_list_memberships` by contact ids (≤ 500, reference §6.2, §6.3);
+//!   `GET /contacts?status=unsubscribed&optout_after=` for the opt-out feed (reference §5.4).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -69,6 +74,47 @@ pub struct ActivityStatus {
 pub struct RemoteContact {
     pub list_ids: Vec<Uuid>,
     pub updated_at: Option<String>,
+}
+
+/// A contact as `GET /contacts` returns it, for the consent paths: its id, whether it opted
+/// out, and the top-level properties a PUT must repeat (reference §5.3).
+#[derive(Debug, Clone)]
+pub struct ContactRecord {
+    pub contact_id: String,
+    pub address: String,
+    pub permission: String,
+    /// `first_name`, `last_name`, `job_title`, `company_name`, `birthday_month`,
+    /// `birthday_day`, `anniversary` as CC holds them (only those set).
+    pub top_level: Map<String, Value>,
+}
+
+/// The top-level properties of `ContactPutRequest` that a PUT overwrites with null when left out.
+const PUT_TOP_LEVEL: [&str; 7] = [
+    "first_name",
+    "last_name",
+    "job_title",
+    "company_name",
+    "birthday_month",
+    "birthday_day",
+    "anniversary",
+];
+
+/// One contact of the opt-out feed (`GET /contacts?status=unsubscribed&optout_after=`).
+#[derive(Debug, Clone)]
+pub struct OptOut {
+    pub email: String,
+    /// CC's `opt_out_date` (RFC 3339, as CC wrote it).
+    pub opt_out_date: String,
+    /// `Contact` (the person, e.g. an email's unsubscribe link) or `Account`.
+    pub source: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// One page of the opt-out feed and the href of the next, if any.
+#[derive(Debug, Clone)]
+pub struct OptOutPage {
+    pub contacts: Vec<OptOut>,
+    pub next: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -238,6 +284,161 @@ impl Api {
                 .and_then(Value::as_str)
                 .map(str::to_string),
         }))
+    }
+
+    /// `GET /contacts?email=…` (CC's default status: every non-deleted contact, reference §5.4):
+    /// the contact a consent action applies to, or `None` (unknown, or deleted: a PUT would
+    /// revive a deleted contact, reference §5.3).
+    pub async fn contact_record(
+        &self,
+        token: &SecretString,
+        email: &str,
+    ) -> Result<Option<ContactRecord>, CcError> {
+        let url = format!("{}/contacts", self.base);
+        let req = self
+            .http
+            .get(url)
+            .bearer_auth(token.expose_secret())
+            .query(&[("email", email)]);
+        let v: Value = self.send(Endpoint::Contacts, req).await?;
+        let Some(first) = v
+            .get("contacts")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+        else {
+            return Ok(None);
+        };
+        let text = |p: &str| first.pointer(p).and_then(Value::as_str).map(str::to_string);
+        let (Some(contact_id), Some(address)) =
+            (text("/contact_id"), text("/email_address/address"))
+        else {
+            return Err(CcError::Unexpected {
+                status: 200,
+                detail: "contact without contact_id or email_address".into(),
+            });
+        };
+        let top_level = PUT_TOP_LEVEL
+            .iter()
+            .filter_map(|k| {
+                first
+                    .get(*k)
+                    .filter(|v| !v.is_null())
+                    .map(|v| (k.to_string(), v.clone()))
+            })
+            .collect();
+        Ok(Some(ContactRecord {
+            contact_id,
+            address,
+            permission: text("/email_address/permission_to_send").unwrap_or_default(),
+            top_level,
+        }))
+    }
+
+    /// `PUT /contacts/{id}` that opts `c` out: the body repeats every top-level property read
+    /// (a PUT nulls the ones left out) and leaves the sub-resources out (a PUT keeps those),
+    /// `update_source: Account` (the account records the person's wish; CC then shows
+    /// `opt_out_source: Account`).
+    pub async fn unsubscribe(
+        &self,
+        token: &SecretString,
+        c: &ContactRecord,
+        reason: Option<&str>,
+    ) -> Result<(), CcError> {
+        let url = format!("{}/contacts/{}", self.base, urlencode(&c.contact_id));
+        let req = self
+            .http
+            .put(url)
+            .bearer_auth(token.expose_secret())
+            .json(&unsubscribe_body(c, reason));
+        let _: Value = self.send(Endpoint::ContactsPut, req).await?;
+        Ok(())
+    }
+
+    /// `POST /activities/contact_delete` for up to 500 contact ids.
+    pub async fn delete_contacts(
+        &self,
+        token: &SecretString,
+        contact_ids: &[String],
+    ) -> Result<Created, CcError> {
+        let url = format!("{}/activities/contact_delete", self.base);
+        let req = self
+            .http
+            .post(url)
+            .bearer_auth(token.expose_secret())
+            .json(&json!({ "contact_ids": contact_ids }));
+        self.created(Endpoint::ContactDelete, req).await
+    }
+
+    /// `POST /activities/remove_list_memberships` of up to 500 contact ids from `lists`.
+    pub async fn remove_from_lists(
+        &self,
+        token: &SecretString,
+        contact_ids: &[String],
+        lists: &[Uuid],
+    ) -> Result<Created, CcError> {
+        let url = format!("{}/activities/remove_list_memberships", self.base);
+        let req = self
+            .http
+            .post(url)
+            .bearer_auth(token.expose_secret())
+            .json(&json!({ "source": { "contact_ids": contact_ids }, "list_ids": lists }));
+        self.created(Endpoint::RemoveListMemberships, req).await
+    }
+
+    async fn created(
+        &self,
+        endpoint: Endpoint,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Created, CcError> {
+        let v: ActivityDto = self.send(endpoint, req).await?;
+        let activity_id = v.activity_id.ok_or_else(|| CcError::Unexpected {
+            status: 201,
+            detail: "activity answer without activity_id".into(),
+        })?;
+        Ok(Created { activity_id })
+    }
+
+    /// One page of `GET /contacts?status=unsubscribed&optout_after=SINCE&limit=500` (or the
+    /// `next` href of the previous page): contacts that opted out strictly after `since`.
+    pub async fn optouts(
+        &self,
+        token: &SecretString,
+        since: &str,
+        next: Option<&str>,
+    ) -> Result<OptOutPage, CcError> {
+        let req = match next {
+            Some(href) => self.http.get(self.absolute(href)),
+            None => self.http.get(format!("{}/contacts", self.base)).query(&[
+                ("status", "unsubscribed"),
+                ("optout_after", since),
+                ("limit", "500"),
+            ]),
+        }
+        .bearer_auth(token.expose_secret());
+        let v: Value = self.send(Endpoint::Contacts, req).await?;
+        let contacts = v
+            .get("contacts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                let e = c.get("email_address")?;
+                let s = |k: &str| e.get(k).and_then(Value::as_str).map(str::to_string);
+                Some(OptOut {
+                    email: s("address")?,
+                    opt_out_date: s("opt_out_date")?,
+                    source: s("opt_out_source"),
+                    reason: s("opt_out_reason"),
+                })
+            })
+            .collect();
+        Ok(OptOutPage {
+            contacts,
+            next: v
+                .pointer("/_links/next/href")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        })
     }
 
     /// `GET /contact_lists`: the ids of every list the account has (following `_links.next`,
@@ -491,6 +692,20 @@ impl serde::Serialize for ImportRow<'_> {
         }
         m.end()
     }
+}
+
+/// The PUT body of [`Api::unsubscribe`] (Swagger `ContactPutRequest`).
+fn unsubscribe_body(c: &ContactRecord, reason: Option<&str>) -> Value {
+    let mut m = c.top_level.clone();
+    let mut email = Map::new();
+    email.insert("address".into(), Value::String(c.address.clone()));
+    email.insert("permission_to_send".into(), json!("unsubscribed"));
+    if let Some(r) = reason {
+        email.insert("opt_out_reason".into(), Value::String(r.to_string()));
+    }
+    m.insert("email_address".into(), Value::Object(email));
+    m.insert("update_source".into(), json!("Account"));
+    Value::Object(m)
 }
 
 /// The `sign_up_form` body (Swagger `ContactCreateOrUpdateInput`).

@@ -24,6 +24,12 @@ pub enum Endpoint {
     Activities,
     SignUpForm,
     Contacts,
+    /// `PUT /contacts/{contact_id}`.
+    ContactsPut,
+    /// `POST /activities/contact_delete`.
+    ContactDelete,
+    /// `POST /activities/remove_list_memberships`.
+    RemoveListMemberships,
     ContactLists,
     ContactCustomFields,
     Token,
@@ -37,6 +43,9 @@ impl Endpoint {
             Endpoint::Activities => "activities",
             Endpoint::SignUpForm => "sign_up_form",
             Endpoint::Contacts => "contacts",
+            Endpoint::ContactsPut => "contacts_put",
+            Endpoint::ContactDelete => "contact_delete",
+            Endpoint::RemoveListMemberships => "remove_list_memberships",
             Endpoint::ContactLists => "contact_lists",
             Endpoint::ContactCustomFields => "contact_custom_fields",
             Endpoint::Token => "token",
@@ -170,7 +179,7 @@ impl CcError {
     /// | other 4xx | `GET /activities/{id}` | the poll, not the import, failed | retry the poll later |
     /// | 400 naming a list | `contacts_json_import` | `list_ids` "required, 1..50" existing lists | envelope: check lists, never halve |
     /// | 415 | any write | "Content-Type is not application/json" | envelope (a ccsync bug): never halve |
-    /// | 409 | `sign_up_form` | "simultaneous requests attempting to modify the same contact" | retry soon, then requeue |
+    /// | 409 | `sign_up_form`, `PUT /contacts/{id}` | "simultaneous requests attempting to modify the same contact" | retry soon, then requeue |
     /// | 400, 404, 409, 413, 422 | other | "malformed JSON or schema/validation failure; do not resubmit unchanged" | reject this content |
     /// | 5xx | any | "server problem / temporarily unavailable → retry with backoff" | retry; several in a row: outage pause |
     pub fn from_response(endpoint: Endpoint, status: u16, body: &[u8]) -> CcError {
@@ -192,7 +201,9 @@ impl CcError {
             (404, Endpoint::Activities) => CcError::UnknownActivity,
             // A poll that fails says nothing about the import: try the poll again later.
             (400..=499, Endpoint::Activities) => CcError::Server { status },
-            (409, Endpoint::SignUpForm) => CcError::Conflict {
+            // A PUT that only changes the permission of the address it read meets a 409 only
+            // when someone else changes the contact meanwhile (reference §7): retry soon.
+            (409, Endpoint::SignUpForm | Endpoint::ContactsPut) => CcError::Conflict {
                 errors: parse_errors(body),
             },
             (415, _) => CcError::EnvelopeRejected {

@@ -17,6 +17,7 @@ struct EnvelopeDto {
     occurred_at: Option<Value>,
     account: Option<Value>,
     consent: Option<Value>,
+    reason: Option<Value>,
     contact: Option<Value>,
 }
 
@@ -57,17 +58,22 @@ pub fn decode_for<'a>(
         Rejection::new("invalid_json", format!("{what}: {e}"))
     })?;
 
-    match dto.kind {
-        Some(Value::String(ref t)) if t == "contact.upsert" => {}
+    let action = match dto.kind {
+        Some(Value::String(ref t)) if Action::from_type(t).is_some() => {
+            Action::from_type(t).expect("checked")
+        }
         Some(Value::String(t)) => {
             return Err(Rejection::new(
                 "unknown_type",
-                format!("type '{}' is not contact.upsert", truncate(&t, 40)),
+                format!(
+                    "type '{}' is not one of contact.upsert, contact.unsubscribe, contact.remove_lists, contact.delete",
+                    truncate(&t, 40)
+                ),
             ));
         }
         Some(_) => return Err(wrong_type("type", "a string")),
         None => return Err(missing("type")),
-    }
+    };
     match dto.version {
         Some(Value::Number(ref n)) if n.as_u64() == Some(1) => {}
         Some(Value::Number(n)) => {
@@ -130,6 +136,9 @@ pub fn decode_for<'a>(
         Some(Value::Null) | None => return Err(missing("contact.email")),
         Some(_) => return Err(wrong_type("contact.email", "a string")),
     };
+    if action != Action::Upsert {
+        return consent_action(action, id, occurred_at, account, email, dto.reason, &c);
+    }
     let phone_limit = 25;
     let mut fields = Fields {
         first_name: text_field(&c, "first_name", 50)?,
@@ -252,6 +261,8 @@ pub fn decode_for<'a>(
         ));
     }
     Ok(Contact {
+        action,
+        reason: None,
         id: id.into_boxed_str(),
         occurred_at,
         stamps: None,
@@ -259,6 +270,85 @@ pub fn decode_for<'a>(
         consent,
         email,
         fields,
+        list_ids,
+    })
+}
+
+/// The consent actions (DESIGN §5.1b): an email, and for `contact.remove_lists` 1–50 list ids
+/// (required: removing the configured defaults by omission would be a surprise), for
+/// `contact.unsubscribe` an optional `reason` (≤ 255, CC's `opt_out_reason`). Other contact
+/// fields are ignored, like unknown top-level fields.
+fn consent_action(
+    action: Action,
+    id: String,
+    occurred_at: OffsetDateTime,
+    account: String,
+    email: String,
+    reason: Option<Value>,
+    c: &serde_json::Map<String, Value>,
+) -> Result<Contact, Rejection> {
+    let reason = match (action, reason) {
+        (_, None | Some(Value::Null)) => None,
+        (Action::Unsubscribe, Some(Value::String(r))) => {
+            let r = r.trim();
+            if r.chars().count() > MAX_REASON_CHARS {
+                return Err(Rejection::new(
+                    "field_too_long",
+                    format!("reason is longer than CC's {MAX_REASON_CHARS} characters"),
+                ));
+            }
+            if r.contains(|ch: char| ch.is_control()) {
+                return Err(Rejection::new(
+                    "invalid_field",
+                    "reason contains control characters",
+                ));
+            }
+            (!r.is_empty()).then(|| Box::new(r.into()))
+        }
+        (Action::Unsubscribe, Some(_)) => return Err(wrong_type("reason", "a string")),
+        // Only an unsubscribe carries a reason; elsewhere it is an unknown field.
+        (_, Some(_)) => None,
+    };
+    let mut list_ids = Vec::new();
+    if action == Action::RemoveLists {
+        list_ids = match c.get("list_ids") {
+            Some(Value::Array(a)) if !a.is_empty() => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .and_then(|s| Uuid::parse_str(s).ok())
+                        .ok_or_else(|| {
+                            Rejection::new("invalid_field", "contact.list_ids must be list UUIDs")
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(Value::Array(_)) | Some(Value::Null) | None => {
+                return Err(Rejection::new(
+                    "no_lists",
+                    "contact.remove_lists needs contact.list_ids: the lists to remove the contact from",
+                ));
+            }
+            Some(_) => return Err(wrong_type("contact.list_ids", "an array of list UUIDs")),
+        };
+        list_ids.sort();
+        list_ids.dedup();
+        if list_ids.len() > 50 {
+            return Err(Rejection::new(
+                "field_too_long",
+                "contact.list_ids names more than CC's 50 lists",
+            ));
+        }
+    }
+    Ok(Contact {
+        action,
+        reason,
+        id: id.into_boxed_str(),
+        occurred_at,
+        stamps: None,
+        account,
+        consent: Consent::Implicit,
+        email,
+        fields: Fields::default(),
         list_ids,
     })
 }

@@ -57,6 +57,49 @@ pub enum Consent {
     Explicit,
 }
 
+/// What a message asks of CC (its `type`, DESIGN §5.1 and §5.1b). Every kind passes the same
+/// ordering ledger (`crate::ledger`), keyed by (account, email).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Action {
+    /// `contact.upsert`: fields and list memberships (import, or `sign_up_form` for explicit
+    /// consent).
+    #[default]
+    Upsert,
+    /// `contact.unsubscribe`: CC's contact ends `permission_to_send = unsubscribed`.
+    Unsubscribe,
+    /// `contact.remove_lists`: the memberships of [`Contact::list_ids`] removed.
+    RemoveLists,
+    /// `contact.delete`: the contact deleted in CC (revivable there: an erasure request).
+    Delete,
+}
+
+impl Action {
+    /// The message `type` of this action.
+    pub fn message_type(self) -> &'static str {
+        match self {
+            Action::Upsert => "contact.upsert",
+            Action::Unsubscribe => "contact.unsubscribe",
+            Action::RemoveLists => "contact.remove_lists",
+            Action::Delete => "contact.delete",
+        }
+    }
+
+    /// The action of a message `type`, if ccsync knows it.
+    pub fn from_type(t: &str) -> Option<Action> {
+        [
+            Action::Upsert,
+            Action::Unsubscribe,
+            Action::RemoveLists,
+            Action::Delete,
+        ]
+        .into_iter()
+        .find(|a| a.message_type() == t)
+    }
+}
+
+/// CC's limit on `opt_out_reason` (Swagger `EmailAddressPut`).
+pub const MAX_REASON_CHARS: usize = 255;
+
 /// A contact's postal address, in message terms.
 ///
 /// Text is `Box<str>` rather than `String` (16 bytes a slot instead of 24; nothing edits it in
@@ -112,9 +155,16 @@ pub struct Fields {
     pub custom_fields: BTreeMap<String, String>,
 }
 
-/// A validated `contact.upsert` event, or several of them coalesced.
+/// A validated event (`contact.upsert`, `.unsubscribe`, `.remove_lists`, `.delete`), or several
+/// of the same kind for the same email coalesced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contact {
+    /// What the message asks: an upsert, or one of the consent actions. Only events of the same
+    /// action (and lists) coalesce: they are different CC calls.
+    pub action: Action,
+    /// `contact.unsubscribe`'s optional `reason` (≤ 255 characters, CC's `opt_out_reason`).
+    /// Boxed twice (a thin 8-byte slot): rare, and every held delivery pays for the slot.
+    pub reason: Option<Box<Box<str>>>,
     /// The message id (for logs and dead letters): the newest merged event's.
     pub id: Box<str>,
     /// The newest `occurred_at` of the events merged into this contact.
@@ -130,7 +180,9 @@ pub struct Contact {
     /// Lower-cased (CC matches emails case-insensitively); never logged above debug.
     pub email: String,
     pub fields: Fields,
-    /// Sorted, de-duplicated, 1–50 lists (the message's, or the configured defaults).
+    /// Sorted, de-duplicated, 1–50 lists (the message's, or the configured defaults). For
+    /// `contact.remove_lists` the lists to leave (never the defaults); empty for unsubscribe and
+    /// delete.
     pub list_ids: Vec<Uuid>,
 }
 
@@ -164,6 +216,10 @@ impl Contact {
         if other.occurred_at >= self.occurred_at {
             self.occurred_at = other.occurred_at;
             self.id = other.id;
+            // An unsubscribe's reason is the newest one given.
+            if other.reason.is_some() {
+                self.reason = other.reason;
+            }
         }
         let newest = unix_ms(self.occurred_at);
         times.retain(|_, t| *t != newest);

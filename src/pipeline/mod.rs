@@ -27,6 +27,7 @@
 //! the channel (anything still unsettled returns to the queue) and the connection, and return.
 
 mod call;
+pub mod consent;
 mod ctx;
 mod fields;
 pub mod lists;
@@ -43,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, Batcher, Coalesce, Cost, Limits};
 use crate::config::Settings;
-use crate::contact::{self, Consent, Contact};
+use crate::contact::{self, Action, Consent, Contact};
 use crate::queue::{Broker, Incoming, QueueError, Settler, Tag, Topology};
 use crate::telemetry::{health, metrics};
 
@@ -167,9 +168,10 @@ impl PrefetchWindow {
     }
 }
 
-/// Contacts group by import: same account, same list set, same write path.
+/// Contacts group by import: same account, same list set, same write path, same action (the
+/// consent actions are other CC calls, issue 15).
 impl Coalesce for Contact {
-    type Group = (String, Vec<uuid::Uuid>, Consent);
+    type Group = (String, Vec<uuid::Uuid>, Consent, Action);
     type Key = String;
     /// Each CC account has its share of the key's plan (issue 13).
     type Tenant = String;
@@ -177,7 +179,12 @@ impl Coalesce for Contact {
         group.0.clone()
     }
     fn group(&self) -> Self::Group {
-        (self.account.clone(), self.list_ids.clone(), self.consent)
+        (
+            self.account.clone(),
+            self.list_ids.clone(),
+            self.consent,
+            self.action,
+        )
     }
     fn key(&self) -> String {
         self.email.clone()
@@ -189,10 +196,12 @@ impl Coalesce for Contact {
         Contact::merge(self, other)
     }
     /// An explicit-consent group costs one `sign_up_form` per contact, an import one batch.
+    /// The consent actions cost a look-up per contact (and an unsubscribe a PUT).
     fn cost(group: &Self::Group) -> Cost {
-        match group.2 {
-            Consent::Explicit => Cost::PerItem,
-            Consent::Implicit => Cost::PerBatch,
+        match (group.2, group.3) {
+            (_, Action::Unsubscribe | Action::RemoveLists | Action::Delete) => Cost::PerItem,
+            (Consent::Explicit, _) => Cost::PerItem,
+            (Consent::Implicit, _) => Cost::PerBatch,
         }
     }
 }

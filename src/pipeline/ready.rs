@@ -122,11 +122,11 @@ impl Ready {
 mod tests {
     use super::*;
     use crate::batch::Batch;
-    use crate::contact::Consent;
+    use crate::contact::{Action, Consent};
 
     fn batch(account: &str, consent: Consent) -> ContactBatch {
         Batch {
-            group: (account.to_string(), Vec::new(), consent),
+            group: (account.to_string(), Vec::new(), consent, Action::Upsert),
             entries: Vec::new(),
             bytes: 0,
         }

@@ -30,8 +30,8 @@ use tokio::time::Instant;
 
 use super::ContactBatch;
 use crate::cc::api::{ActivityState, Api};
-use crate::contact::{Consent, Contact};
-use crate::ledger::{Ledger, Verdict};
+use crate::contact::{Action, Consent, Contact, unix_ms};
+use crate::ledger::{Event, Kind, Ledger, Outcome};
 use crate::queue::Settler;
 use crate::ratelimit::CallKind;
 use crate::telemetry::metrics;
@@ -73,7 +73,7 @@ async fn send_batch(
     batch: ContactBatch,
     owner: String,
 ) -> Option<Pause> {
-    let (account, lists, consent) = batch.group.clone();
+    let (account, lists, consent, action) = batch.group.clone();
     let oldest = batch
         .entries
         .iter()
@@ -82,23 +82,30 @@ async fn send_batch(
         .unwrap_or_else(Instant::now);
     let deadline = oldest + Duration::from_secs(ctx.worker.max_hold_secs);
     let entries = batch.entries;
-    let (entries, cf_ids) =
+    // Custom fields and the import's lists matter to upserts only (a removal's lists are the
+    // message's own: CC refuses an unknown one, and the message is dead-lettered with its text).
+    let (entries, cf_ids) = if action == Action::Upsert {
         match resolve_custom_fields(&ctx, &settler, &account, entries, deadline).await {
             Ok(v) => v,
             Err((rest, stop)) => return settle_stop(&settler, rest, stop).await,
-        };
-    let entries =
+        }
+    } else {
+        (entries, HashMap::new())
+    };
+    let entries = if action == Action::Upsert {
         match super::lists::check(&ctx, &settler, &account, &lists, entries, deadline).await {
             Ok(v) => v,
             Err((rest, stop)) => return settle_stop(&settler, rest, stop).await,
-        };
+        }
+    } else {
+        entries
+    };
     let Some(ledger) = ctx.ledger.clone() else {
         return send_group(
             &ctx,
             &settler,
             &account,
-            &lists,
-            consent,
+            action,
             entries,
             &cf_ids,
             deadline,
@@ -111,7 +118,7 @@ async fn send_batch(
     let mut pending = entries;
     let mut round = 0u32;
     while !pending.is_empty() {
-        let (go, busy) = match claim(&ledger, &owner, &account, pending).await {
+        let (go, busy) = match claim(&ledger, &owner, &account, action, consent, pending).await {
             Ok(v) => v,
             Err((rest, e)) => {
                 tracing::warn!(error = %e, "cannot claim emails; retrying");
@@ -134,7 +141,7 @@ async fn send_batch(
             let renewing = renew_claims(&ledger, &owner, &account, &emails);
             tokio::select! {
                 p = send_group(
-                    &ctx, &settler, &account, &lists, consent, go, &cf_ids, deadline, &inflight,
+                    &ctx, &settler, &account, action, go, &cf_ids, deadline, &inflight,
                 ) => p,
                 never = renewing => match never {},
             }
@@ -176,7 +183,7 @@ async fn send_batch(
 pub(super) struct InFlight(std::sync::Mutex<Option<String>>);
 
 impl InFlight {
-    fn set(&self, activity: Option<String>) {
+    pub(super) fn set(&self, activity: Option<String>) {
         *self.0.lock().expect("not poisoned") = activity;
     }
     fn take(&self) -> Option<String> {
@@ -270,8 +277,7 @@ async fn send_group(
     ctx: &Ctx,
     settler: &Settler,
     account: &str,
-    lists: &[uuid::Uuid],
-    consent: Consent,
+    action: Action,
     entries: Chunk,
     cf_ids: &HashMap<String, String>,
     deadline: Instant,
@@ -280,49 +286,152 @@ async fn send_group(
     if entries.is_empty() {
         return None;
     }
-    match consent {
-        Consent::Explicit => sign_up_each(ctx, settler, account, entries, cf_ids, deadline).await,
-        Consent::Implicit => {
-            import_all(ctx, settler, account, lists, entries, deadline, inflight).await
+    match action {
+        Action::Upsert => {
+            send_upserts(ctx, settler, account, entries, cf_ids, deadline, inflight).await
+        }
+        Action::Unsubscribe => {
+            super::consent::unsubscribe_each(ctx, settler, account, entries, deadline).await
+        }
+        Action::RemoveLists | Action::Delete => {
+            super::consent::by_activity(ctx, settler, account, action, entries, deadline, inflight)
+                .await
         }
     }
 }
 
-/// Split entries into (send now, with stale ones stripped of their fields) and (busy elsewhere).
+/// Upserts, by the lists and path each entry still has after its claim (a list removed later is
+/// left out; an explicit one older than an opt-out goes through the import): one import per list
+/// set, one `sign_up_form` per explicit contact. Without the ledger every entry has the batch's.
+async fn send_upserts(
+    ctx: &Ctx,
+    settler: &Settler,
+    account: &str,
+    entries: Chunk,
+    cf_ids: &HashMap<String, String>,
+    deadline: Instant,
+    inflight: &InFlight,
+) -> Option<Pause> {
+    let mut parts: Vec<((Vec<uuid::Uuid>, Consent), Chunk)> = Vec::new();
+    for e in entries {
+        let k = (e.item.list_ids.clone(), e.item.consent);
+        match parts.iter_mut().find(|(pk, _)| *pk == k) {
+            Some((_, c)) => c.push(e),
+            None => parts.push((k, vec![e])),
+        }
+    }
+    let mut parts = parts.into_iter();
+    while let Some(((lists, consent), chunk)) = parts.next() {
+        let pause = match consent {
+            Consent::Explicit => sign_up_each(ctx, settler, account, chunk, cf_ids, deadline).await,
+            Consent::Implicit => {
+                import_all(ctx, settler, account, &lists, chunk, deadline, inflight).await
+            }
+        };
+        if let Some(p) = pause {
+            let rest: Chunk = parts.flat_map(|(_, c)| c).collect();
+            apply(settler, rest, Disposition::Requeue).await;
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// Claim entries of one action in the ledger. Returns (send now, busy elsewhere); what a newer
+/// event made moot is settled here as superseded. Sent entries are stripped of stale fields and
+/// lists, and an explicit upsert older than a known opt-out is turned to the import path.
 async fn claim(
     ledger: &Ledger,
     owner: &str,
     account: &str,
+    action: Action,
+    consent: Consent,
     entries: Chunk,
 ) -> Result<(Chunk, Chunk), (Chunk, crate::ledger::LedgerError)> {
-    let items: Vec<crate::ledger::Claim> = entries
-        .iter()
-        .map(|e| (account, e.item.email.as_str(), e.item.field_stamps()))
-        .collect();
-    let verdicts = match ledger.claim(owner, &items).await {
-        Ok(v) => v,
-        Err(e) => return Err((entries, e)),
+    let kind = match action {
+        Action::Upsert => Kind::Upsert {
+            explicit: consent == Consent::Explicit,
+        },
+        Action::Unsubscribe => Kind::Unsubscribe,
+        Action::RemoveLists => Kind::RemoveLists,
+        Action::Delete => Kind::Delete,
     };
-    let (mut go, mut busy) = (Vec::new(), Vec::new());
-    let mut stale_fields = 0;
-    for (mut e, v) in entries.into_iter().zip(verdicts) {
-        match v {
-            Verdict::Go { stale } => {
-                stale_fields += stale.len();
-                e.item.fields.drop_named(&stale);
-                go.push(e);
-            }
-            Verdict::Busy => busy.push(e),
+    let outcomes = {
+        let items: Vec<Event> = entries
+            .iter()
+            .map(|e| Event {
+                account,
+                email: e.item.email.as_str(),
+                kind,
+                occurred_at: unix_ms(e.item.occurred_at),
+                fields: e.item.field_stamps(),
+                lists: &e.item.list_ids,
+            })
+            .collect();
+        match ledger.claim_events(owner, &items).await {
+            Ok(v) => v,
+            Err(e) => return Err((entries, e)),
         }
+    };
+    let (mut go, mut busy, mut moot) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut stale_fields, mut blocked) = (0, 0u64);
+    for (mut e, o) in entries.into_iter().zip(outcomes) {
+        let g = match o {
+            Outcome::Busy => {
+                busy.push(e);
+                continue;
+            }
+            Outcome::Go(g) => g,
+        };
+        stale_fields += g.stale_fields.len();
+        e.item.fields.drop_named(&g.stale_fields);
+        e.item.list_ids.retain(|l| !g.stale_lists.contains(l));
+        if g.signup_blocked {
+            // Never a machine re-subscribe (issue 15): sign_up_form would set explicit
+            // permission on a contact who opted out after this consent was given (reference
+            // §5.1); its fields may still be imported, which never changes permission.
+            e.item.consent = Consent::Implicit;
+            blocked += 1;
+        }
+        let nothing_left =
+            matches!(action, Action::Upsert | Action::RemoveLists) && e.item.list_ids.is_empty();
+        if g.superseded || nothing_left {
+            moot.push(e);
+        } else {
+            go.push(e);
+        }
+    }
+    if blocked > 0 {
+        metrics()
+            .resubscribes_prevented
+            .with_label_values(&[account])
+            .inc_by(blocked);
+        tracing::info!(
+            account,
+            contacts = blocked,
+            "explicit consent older than the contact's latest opt-out: not sent through sign_up_form (its fields go through the import)"
+        );
     }
     tracing::debug!(
         account,
         go = go.len(),
         busy = busy.len(),
+        superseded = moot.len(),
         stale_fields,
         "claimed emails in the ordering ledger"
     );
+    if !moot.is_empty() {
+        // Their claims are released with the group's (this owner holds them).
+        apply_superseded(ledger, owner, account, moot).await;
+    }
     Ok((go, busy))
+}
+
+async fn apply_superseded(ledger: &Ledger, owner: &str, account: &str, moot: Chunk) {
+    let emails: Vec<String> = moot.iter().map(|e| e.item.email.clone()).collect();
+    // Settled without a CC call: ack, then let the claims go at once.
+    super::settle::ack_superseded_chunk(moot).await;
+    release_claims(ledger, owner, account, &emails).await;
 }
 
 /// Imports a batch may spend, beyond its first, finding the rows CC did not take.

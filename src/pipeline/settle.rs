@@ -116,6 +116,23 @@ fn chunk_account(chunk: &Chunk) -> String {
         .unwrap_or_default()
 }
 
+/// Ack deliveries a newer event made moot (a newer delete, opt-in or re-added list decided what
+/// CC holds): no CC call, outcome `superseded`.
+pub(super) async fn ack_superseded_chunk(chunk: Chunk) {
+    let tags: Vec<Tag> = chunk
+        .into_iter()
+        .flat_map(|e| e.tags.into_iter().map(|h| h.tag))
+        .collect();
+    let n = tags.len() as u64;
+    for err in Tag::ack_many(&tags).await {
+        tracing::warn!(error = %err, "ack failed; the broker will redeliver (the ledger supersedes it again)");
+    }
+    metrics()
+        .messages
+        .with_label_values(&["superseded"])
+        .inc_by(n);
+}
+
 /// Give deliveries back to the queue without blame: a confirmed copy at the back of the queue,
 /// then the original acked, so the broker's delivery count starts again (RabbitMQ 4.x drops a
 /// message returned more than its delivery limit; docs/operations.md "Delivery limits"). Where

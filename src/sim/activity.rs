@@ -20,6 +20,13 @@
 //!   is terminal.
 //! - A `failed` activity writes nothing; its `activity_errors` says so.
 //! - `created_at`/`started_at`/`completed_at` are on the simulator clock.
+//! - **`contact_delete` and `remove_list_memberships`** (reference §6.2, §6.3) run the same way
+//!   ([`Kind`]): on completion a delete hides each named contact (`deleted_at`) and strips its
+//!   list memberships (what CC's deletion does, reference §5.2), a removal takes the target lists
+//!   off each named contact. Their `status` is the Swagger's `ActivityDeleteStatus` /
+//!   `ActivityListsMembership`: `items_total_count` = ids named, `items_completed_count` = ids
+//!   that named a contact of the account once completed (unknown or already deleted ids are
+//!   skipped, not errors: CC reports no per-id errors for these), `list_count` = target lists.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -60,9 +67,24 @@ pub struct Row {
     pub fields: BTreeMap<String, String>,
 }
 
+/// What an activity does when it completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `contacts_json_import`: write [`Activity::rows`] onto [`Activity::list_ids`].
+    Import,
+    /// `contact_delete` by `contact_ids`: delete [`Activity::contact_ids`].
+    ContactDelete,
+    /// `remove_list_memberships` from `contact_ids`: take [`Activity::list_ids`] off
+    /// [`Activity::contact_ids`].
+    RemoveLists,
+}
+
 #[derive(Debug, Clone)]
 pub struct Activity {
     pub id: Uuid,
+    pub kind: Kind,
+    /// The contacts a delete or a list removal names (empty for an import).
+    pub contact_ids: Vec<Uuid>,
     pub account: String,
     pub created_at: OffsetDateTime,
     pub created_real: Instant,
@@ -122,6 +144,22 @@ impl Activity {
             }
         };
         let terminal = self.state.terminal();
+        let status = match self.kind {
+            Kind::Import => json!({
+                "items_total_count": self.items_total,
+                "items_completed_count": done,
+                "person_count": if terminal { self.person_count } else { 0 },
+                "error_count": if terminal { self.error_count } else { 0 },
+                "correctable_count": if terminal { self.correctable_count } else { 0 },
+                "cannot_add_to_list_count": 0,
+            }),
+            // `person_count` holds how many ids named a contact (set on completion).
+            Kind::ContactDelete | Kind::RemoveLists => json!({
+                "items_total_count": self.items_total,
+                "items_completed_count": if terminal { self.person_count } else { done.min(self.person_count) },
+                "list_count": self.list_ids.len(),
+            }),
+        };
         let mut v = json!({
             "activity_id": self.id,
             "state": self.state.as_str(),
@@ -129,14 +167,7 @@ impl Activity {
             "updated_at": ts(self.created_at + e.min(self.end_after)),
             "percent_done": percent,
             "activity_errors": if terminal { self.errors.clone() } else { Vec::new() },
-            "status": {
-                "items_total_count": self.items_total,
-                "items_completed_count": done,
-                "person_count": if terminal { self.person_count } else { 0 },
-                "error_count": if terminal { self.error_count } else { 0 },
-                "correctable_count": if terminal { self.correctable_count } else { 0 },
-                "cannot_add_to_list_count": 0,
-            },
+            "status": status,
             "_links": {"self": {"href": format!("/v3/activities/{}", self.id)}},
         });
         if self.state != State::Initialized {
@@ -169,15 +200,52 @@ pub fn settle(store: &mut Store) {
         if a.fail {
             a.state = State::Failed;
             a.errors.push(
-                "The import failed because of an internal error; no contacts were imported.".into(),
+                "The activity failed because of an internal error; no contacts were changed."
+                    .into(),
             );
             continue;
         }
         a.state = State::Completed;
-        a.person_count = rows.len() as u64;
-        for r in rows {
-            store.upsert(&r.email, r.fields, &lists, Source::Import, at);
+        let kind = a.kind;
+        let ids = std::mem::take(&mut a.contact_ids);
+        let mut touched = 0u64;
+        match kind {
+            Kind::Import => {
+                touched = rows.len() as u64;
+                for r in rows {
+                    store.upsert(&r.email, r.fields, &lists, Source::Import, at);
+                }
+            }
+            Kind::ContactDelete => {
+                for id in &ids {
+                    if let Some(c) = store
+                        .contact_by_id_mut(id)
+                        .filter(|c| c.deleted_at.is_none())
+                    {
+                        // Deletion strips the lists and hides the contact (reference §5.2).
+                        c.deleted_at = Some(at);
+                        c.list_ids.clear();
+                        c.updated_at = at;
+                        c.writes += 1;
+                        touched += 1;
+                    }
+                }
+            }
+            Kind::RemoveLists => {
+                for id in &ids {
+                    if let Some(c) = store
+                        .contact_by_id_mut(id)
+                        .filter(|c| c.deleted_at.is_none())
+                    {
+                        c.list_ids.retain(|l| !lists.contains(l));
+                        c.updated_at = at;
+                        c.writes += 1;
+                        touched += 1;
+                    }
+                }
+            }
         }
+        store.activities[i].person_count = touched;
     }
 }
 

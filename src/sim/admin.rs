@@ -17,6 +17,7 @@
 //! | `GET /_sim/accounts` | | `[{account, contacts, lists, custom_fields, activities}]` |
 //! | `GET /_sim/contacts` | `?account=` | [`SimContact`]s |
 //! | `GET /_sim/contacts/{email}` | `?account=` | one [`SimContact`] or 404 |
+//! | `POST /_sim/contacts/{email}/unsubscribe` | `?account=`, `{"reason"?}` | the [`SimContact`], opted out as through an email's unsubscribe link (source `Contact`, date = simulator clock) / 404 |
 //! | `GET`/`POST /_sim/lists` | `?account=`, `{"name"}` | `[{list_id,name}]` / `{list_id}` |
 //! | `GET`/`POST /_sim/custom_fields` | `?account=`, `{"name"}` | `[{custom_field_id,name}]` / `{custom_field_id}` |
 //! | `GET /_sim/activities` | `?account=` | the account's activities (CC's `Activity` JSON) |
@@ -61,6 +62,7 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/accounts", get(accounts))
         .route("/contacts", get(contacts))
         .route("/contacts/{email}", get(contact))
+        .route("/contacts/{email}/unsubscribe", post(unsubscribe))
         .route("/lists", get(lists).post(create_list))
         .route("/custom_fields", get(fields).post(create_field))
         .route("/activities", get(activities))
@@ -276,6 +278,43 @@ async fn contact(State(sh): Sh, Path(email): Path<String>, Query(q): Query<Accou
         Some(c) => Json(c).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+#[derive(Deserialize, Default)]
+struct Reason {
+    reason: Option<String>,
+}
+
+async fn unsubscribe(
+    State(sh): Sh,
+    Path(email): Path<String>,
+    Query(q): Query<Account>,
+    body: Option<Json<Reason>>,
+) -> Response {
+    let reason = body.and_then(|b| b.0.reason);
+    match unsubscribe_by_link(&sh, &q.account, &email, reason) {
+        Some(c) => Json(c).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// The person clicked the unsubscribe link of an email: opted out with source `Contact` at the
+/// simulator's now. `None` when the account has no such (non-deleted) contact.
+pub fn unsubscribe_by_link(
+    sh: &Shared,
+    account: &str,
+    email: &str,
+    reason: Option<String>,
+) -> Option<SimContact> {
+    let now = sh.clock.now();
+    let mut all = lock(&sh.stores);
+    let s = all.settled(account)?;
+    let c = s
+        .contacts
+        .get_mut(&email.to_lowercase())
+        .filter(|c| c.deleted_at.is_none())?;
+    c.opt_out("Contact", reason, now);
+    Some(c.clone())
 }
 
 #[derive(Deserialize)]

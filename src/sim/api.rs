@@ -34,7 +34,7 @@ use super::faults::Ctx;
 use super::jwt::Claims;
 use super::limits::Admission;
 use super::state::{Shared, lock};
-use super::{contacts, import, resources};
+use super::{bulk, contacts, import, resources};
 
 pub fn router(sh: Arc<Shared>) -> Router<Arc<Shared>> {
     Router::new()
@@ -46,6 +46,15 @@ pub fn router(sh: Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/activities/{id}", get(resources::activity))
         .route("/contacts", get(contacts::contacts))
         .route("/contacts/sign_up_form", post(contacts::sign_up_form))
+        .route(
+            "/contacts/{contact_id}",
+            axum::routing::put(contacts::put_contact),
+        )
+        .route("/activities/contact_delete", post(bulk::contact_delete))
+        .route(
+            "/activities/remove_list_memberships",
+            post(bulk::remove_list_memberships),
+        )
         .route(
             "/contact_lists",
             get(resources::lists).post(resources::create_list),

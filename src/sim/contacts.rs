@@ -4,10 +4,23 @@
 //! custom fields.
 //!
 //! Choices where the reference is silent:
-//! - `GET /contacts` supports `email` (exact, case-insensitive), `status`, `lists`, `include`,
-//!   `include_count`, `limit` (1–500, default 50) and an opaque `cursor` for the `_links.next`
-//!   page. The simulator never deletes or unsubscribes, so `status=all|active` list everyone and
-//!   a permission value (`implicit`, `explicit`, …) filters on it.
+//! - `GET /contacts` supports `email` (exact, case-insensitive), `status` (one or more,
+//!   comma-separated), `lists`, `optout_after` / `optout_before` (RFC 3339, strictly after /
+//!   before the contact's `opt_out_date`), `include`, `include_count`, `limit` (1–500, default
+//!   50) and an opaque `cursor` for the `_links.next` page. Without `status`, every non-deleted
+//!   contact (Swagger's default); `all` adds deleted ones, `deleted` lists only those, `active`
+//!   leaves out deleted and unsubscribed ones, a permission value (`unsubscribed`, `implicit`,
+//!   `explicit`, …) filters non-deleted contacts on it. Contacts come in email order.
+//! - `PUT /contacts/{contact_id}` (reference §5.3) replaces the contact: top-level properties
+//!   left out (`first_name`, `last_name`, `job_title`, `company_name`, `birthday_*`,
+//!   `anniversary`) are cleared; sub-resources left out (`custom_fields`, `list_memberships`,
+//!   `phone_numbers`, `street_addresses`) are kept, sent ones replace the old. `email_address`
+//!   is required by the simulator (a contact without one is not simulated); its
+//!   `permission_to_send: unsubscribed` opts the contact out with `opt_out_source` =
+//!   `update_source` and the `opt_out_reason` sent; another permission on an unsubscribed
+//!   contact opts it back in (CC allows it with the person's consent; the Swagger's warning).
+//!   A deleted contact is revived, only with `update_source: Account` (else 400). A new address
+//!   another contact has → 409. An unknown id → 404.
 //! - `sign_up_form` without `email_address` (SMS-only contacts) is refused with 400 (not
 //!   simulated). Unknown list or custom-field ids → 400. `birthday_month` and `birthday_day` must
 //!   come together. `street_address` (any `kind`) maps onto the primary address columns.
@@ -77,6 +90,17 @@ pub fn contact_json(c: &SimContact, store: &Store, include: &BTreeSet<&str>) -> 
         "created_at": ts(c.created_at),
         "updated_at": ts(c.updated_at),
     });
+    // Shown only once the contact opted out (Swagger `EmailAddressPut`).
+    if let (Some(src), Some(at)) = (&c.opt_out_source, c.opt_out_date) {
+        v["email_address"]["opt_out_source"] = src.clone().into();
+        v["email_address"]["opt_out_date"] = ts(at).into();
+        if let Some(r) = &c.opt_out_reason {
+            v["email_address"]["opt_out_reason"] = r.clone().into();
+        }
+    }
+    if let Some(d) = c.deleted_at {
+        v["deleted_at"] = d.date().to_string().into();
+    }
     for k in [
         "first_name",
         "last_name",
@@ -203,10 +227,23 @@ pub async fn contacts(
     if let Some(x) = include.iter().find(|i| !INCLUDES.contains(i)) {
         return bad(&format!("include does not have a valid value: {x}"));
     }
-    let status = q.get("status").map_or("active", String::as_str);
-    if !STATUSES.contains(&status) {
-        return bad(&format!("status does not have a valid value: {status}"));
+    let statuses: Vec<&str> = match q.get("status") {
+        None => vec![],
+        Some(s) => s.split(',').map(str::trim).collect(),
+    };
+    if let Some(x) = statuses.iter().find(|s| !STATUSES.contains(s)) {
+        return bad(&format!("status does not have a valid value: {x}"));
     }
+    let mut optout = [None, None];
+    for (i, k) in ["optout_after", "optout_before"].iter().enumerate() {
+        if let Some(raw) = q.get(*k) {
+            match time::OffsetDateTime::parse(raw, &Rfc3339) {
+                Ok(t) => optout[i] = Some(t),
+                Err(_) => return bad(&format!("{k} is not a valid ISO-8601 date-time: {raw}")),
+            }
+        }
+    }
+    let [optout_after, optout_before] = optout;
     let mut lists = BTreeSet::new();
     for l in q
         .get("lists")
@@ -233,7 +270,20 @@ pub async fn contacts(
         .iter()
         .filter(|(k, _)| email.as_ref().is_none_or(|e| e == *k))
         .map(|(_, c)| c)
-        .filter(|c| matches!(status, "all" | "active") || c.permission_to_send == status)
+        .filter(|c| {
+            if statuses.is_empty() {
+                c.deleted_at.is_none()
+            } else {
+                statuses.iter().any(|st| c.has_status(st))
+            }
+        })
+        .filter(|c| {
+            // Opt-out bounds match only contacts that opted out, strictly after / before.
+            (optout_after.is_none() && optout_before.is_none())
+                || c.opt_out_date.is_some_and(|d| {
+                    optout_after.is_none_or(|a| d > a) && optout_before.is_none_or(|b| d < b)
+                })
+        })
         .filter(|c| lists.is_empty() || c.list_ids.iter().any(|l| lists.contains(l)))
         .collect();
     let page: Vec<Value> = matching
@@ -382,4 +432,226 @@ pub async fn sign_up_form(
         (StatusCode::OK, "updated")
     };
     (status, Json(json!({"contact_id": id, "action": action}))).into_response()
+}
+
+/// `PUT /contacts/{contact_id}`: replace the contact (see the module docs).
+pub async fn put_contact(
+    State(sh): Sh,
+    Extension(ctx): Extension<Ctx>,
+    Extension(claims): Extension<Claims>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let v = match json_body(&sh, &ctx, &headers, &body, "ContactPutRequest") {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let bad = |m: &str| {
+        cc_error(
+            &sh,
+            &ctx,
+            StatusCode::BAD_REQUEST,
+            "contacts.api.validation.error",
+            m,
+        )
+    };
+    let not_found = || {
+        cc_error(
+            &sh,
+            &ctx,
+            StatusCode::NOT_FOUND,
+            "contacts.api.not_found",
+            "The requested resource was not found.",
+        )
+    };
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return not_found();
+    };
+    let source = match v["update_source"].as_str() {
+        Some(s @ ("Contact" | "Account")) => s.to_owned(),
+        _ => return bad("update_source must be Contact or Account."),
+    };
+    let Some(address) = v["email_address"]["address"].as_str() else {
+        return bad("email_address is required (a contact without one is not simulated).");
+    };
+    if !email_address::EmailAddress::is_valid(address) {
+        return bad("email_address.address is not a valid email address.");
+    }
+    if v.get("birthday_month").is_some() != v.get("birthday_day").is_some() {
+        return bad("birthday_month and birthday_day must be provided together.");
+    }
+    let permission = v["email_address"]["permission_to_send"].as_str();
+    if let Some(p) = permission.filter(|p| {
+        ![
+            "explicit",
+            "implicit",
+            "not_set",
+            "pending_confirmation",
+            "temp_hold",
+            "unsubscribed",
+        ]
+        .contains(p)
+    }) {
+        return bad(&format!(
+            "permission_to_send does not have a valid value: {p}"
+        ));
+    }
+    let reason = v["email_address"]["opt_out_reason"]
+        .as_str()
+        .map(str::to_owned);
+    let now = sh.clock.now();
+    let mut all = lock(&sh.stores);
+    let s = all.account(&claims.platform_user_id);
+    settle(s);
+    let Some(old_key) = s
+        .contacts
+        .iter()
+        .find(|(_, c)| c.contact_id == id)
+        .map(|(k, _)| k.clone())
+    else {
+        drop(all);
+        return not_found();
+    };
+    let new_key = address.to_lowercase();
+    if new_key != old_key && s.contacts.contains_key(&new_key) {
+        drop(all);
+        return cc_error(
+            &sh,
+            &ctx,
+            StatusCode::CONFLICT,
+            "contacts.api.conflict",
+            "Validation failed: EmailAddress is not unique",
+        );
+    }
+    // Sub-resources first (they name lists and custom fields that must exist).
+    let mut lists = None;
+    if let Some(ls) = v["list_memberships"].as_array() {
+        let mut set = BTreeSet::new();
+        for l in ls {
+            match l
+                .as_str()
+                .and_then(|l| Uuid::parse_str(l).ok())
+                .filter(|u| s.list_exists(u))
+            {
+                Some(u) => set.insert(u),
+                None => {
+                    drop(all);
+                    return bad(&format!("list_memberships contains an unknown list: {l}"));
+                }
+            };
+        }
+        lists = Some(set);
+    }
+    let mut cfs = None;
+    if let Some(items) = v["custom_fields"].as_array() {
+        let mut m = BTreeMap::new();
+        for cf in items {
+            let field = cf["custom_field_id"]
+                .as_str()
+                .and_then(|i| Uuid::parse_str(i).ok())
+                .and_then(|i| s.field_by_id(&i));
+            match field {
+                Some(fr) => {
+                    m.insert(
+                        format!("cf:{}", fr.name),
+                        cf["value"].as_str().unwrap_or("").to_owned(),
+                    );
+                }
+                None => {
+                    drop(all);
+                    return bad(&format!(
+                        "custom_fields contains an unknown custom_field_id: {}",
+                        cf["custom_field_id"]
+                    ));
+                }
+            }
+        }
+        cfs = Some(m);
+    }
+    let mut c = s.contacts.remove(&old_key).expect("found above");
+    if c.deleted_at.is_some() && source != "Account" {
+        s.contacts.insert(old_key, c);
+        drop(all);
+        return bad("A deleted contact can only be restored with update_source Account.");
+    }
+    // Top-level properties: replaced, the ones left out cleared (reference §5.3, §8 point 7).
+    for k in [
+        "first_name",
+        "last_name",
+        "job_title",
+        "company_name",
+        "anniversary",
+        "birthday_month",
+        "birthday_day",
+    ] {
+        match &v[k] {
+            Value::String(x) => {
+                c.fields.insert(k.to_owned(), x.clone());
+            }
+            Value::Number(n) => {
+                c.fields.insert(k.to_owned(), n.to_string());
+            }
+            _ => {
+                c.fields.remove(k);
+            }
+        }
+    }
+    if let Some(m) = cfs {
+        c.fields.retain(|k, _| !k.starts_with("cf:"));
+        c.fields.extend(m);
+    }
+    if let Some(p) = v["phone_numbers"].as_array() {
+        c.fields.remove("phone");
+        if let Some(n) = p.first().and_then(|p| p["phone_number"].as_str()) {
+            c.fields.insert("phone".into(), n.to_owned());
+        }
+    }
+    if let Some(a) = v["street_addresses"].as_array() {
+        for k in ["street", "city", "state", "zip", "country"] {
+            c.fields.remove(k);
+        }
+        if let Some(a) = a.first() {
+            for (from, to) in [
+                ("street", "street"),
+                ("city", "city"),
+                ("state", "state"),
+                ("postal_code", "zip"),
+                ("country", "country"),
+            ] {
+                if let Some(x) = a[from].as_str() {
+                    c.fields.insert(to.to_owned(), x.to_owned());
+                }
+            }
+        }
+    }
+    if let Some(l) = lists {
+        c.list_ids = l;
+    }
+    c.email = address.to_owned();
+    c.deleted_at = None;
+    match permission {
+        Some("unsubscribed") if c.permission_to_send != "unsubscribed" => {
+            c.opt_out(&source, reason, now);
+            c.writes -= 1;
+        }
+        Some("unsubscribed") if reason.is_some() => c.opt_out_reason = reason,
+        Some("unsubscribed") => {}
+        Some(p) => {
+            c.permission_to_send = p.to_owned();
+            c.opt_out_source = None;
+            c.opt_out_date = None;
+            c.opt_out_reason = None;
+        }
+        None => {}
+    }
+    c.updated_at = now;
+    c.writes += 1;
+    let out = contact_json(
+        &c,
+        s,
+        &BTreeSet::from(["list_memberships", "custom_fields"]),
+    );
+    s.contacts.insert(new_key, c);
+    Json(out).into_response()
 }

@@ -301,6 +301,8 @@ fn accept(
     ) + per_1000.mul_f64(kept as f64 / 1000.0);
     let a = Activity {
         id: Uuid::new_v4(),
+        kind: super::activity::Kind::Import,
+        contact_ids: Vec::new(),
         account: claims.platform_user_id.clone(),
         created_at: sh.clock.now(),
         created_real: Instant::now(),

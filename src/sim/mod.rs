@@ -34,6 +34,7 @@
 pub mod activity;
 pub mod admin;
 pub mod api;
+pub mod bulk;
 pub mod bytecut;
 pub mod config;
 pub mod contacts;
@@ -307,6 +308,23 @@ impl Sim {
     pub fn contact_of(&self, account: &str, email: &str) -> Option<SimContact> {
         self.shared
             .read_store(account, |s| s.contact(email).cloned())
+    }
+
+    /// The person behind `email` (account `default`) clicks the unsubscribe link of an email:
+    /// opted out with source `Contact` and the simulator clock's now as its date. `None` when
+    /// there is no such (non-deleted) contact.
+    pub fn unsubscribe_by_link(&self, email: &str, reason: Option<&str>) -> Option<SimContact> {
+        self.unsubscribe_by_link_of(DEFAULT_ACCOUNT, email, reason)
+    }
+
+    /// [`Sim::unsubscribe_by_link`] in `account`.
+    pub fn unsubscribe_by_link_of(
+        &self,
+        account: &str,
+        email: &str,
+        reason: Option<&str>,
+    ) -> Option<SimContact> {
+        admin::unsubscribe_by_link(&self.shared, account, email, reason.map(str::to_owned))
     }
 
     /// Every account that has a store (it called the API or was given data), in name order.

@@ -43,6 +43,15 @@ pub fn document() -> Result<&'static Value, String> {
             .ok_or("no ContactsJsonImport definition")?;
         envelope["properties"]["import_data"]["items"] = json!({"type": "object"});
         defs.insert(IMPORT_ENVELOPE.into(), envelope);
+        // Swagger quirk: `ListActivityRemoveContacts` declares `maxItems: 0` on its id arrays
+        // while its descriptions (and reference §6.2) say up to 500 contact ids and 50 list or
+        // tag ids; taken literally, no removal could name anything. The described limits apply.
+        if let Some(r) = defs.get_mut("ListActivityRemoveContacts") {
+            r["properties"]["source"]["properties"]["contact_ids"]["maxItems"] = json!(500);
+            r["properties"]["source"]["properties"]["list_ids"]["maxItems"] = json!(50);
+            r["properties"]["source"]["properties"]["tag_ids"]["maxItems"] = json!(50);
+            r["properties"]["list_ids"]["maxItems"] = json!(50);
+        }
         Ok(doc)
     })
     .as_ref()
@@ -129,6 +138,29 @@ mod tests {
             body_definition("/contact_custom_fields", "post").as_deref(),
             Some("CustomFieldRequest")
         );
+        assert_eq!(
+            body_definition("/contacts/{contact_id}", "put").as_deref(),
+            Some("ContactPutRequest")
+        );
+        assert_eq!(
+            body_definition("/activities/contact_delete", "post").as_deref(),
+            Some("ContactDelete")
+        );
+        assert_eq!(
+            body_definition("/activities/remove_list_memberships", "post").as_deref(),
+            Some("ListActivityRemoveContacts")
+        );
+        // The `maxItems: 0` quirk is replaced by the described limits.
+        let ids: Vec<String> = (0..500).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+        let l = uuid::Uuid::new_v4().to_string();
+        let remove = json!({"source": {"contact_ids": ids}, "list_ids": [l]});
+        assert!(check("ListActivityRemoveContacts", &remove).is_ok());
+        let mut too_many = remove.clone();
+        too_many["source"]["contact_ids"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!(l));
+        assert!(check("ListActivityRemoveContacts", &too_many).is_err());
         let ok = json!({"import_data": [{"email": 5}], "list_ids": ["04fe9a97-a579-43c5-bb1a-58ed29bf0a6a"]});
         assert!(check(IMPORT_ENVELOPE, &ok).is_ok());
         assert!(check("ContactsJsonImport", &ok).is_err());

@@ -44,6 +44,45 @@ pub struct SimContact {
     pub updated_at: OffsetDateTime,
     /// How many times a call wrote this contact (imports count once per activity).
     pub writes: u64,
+    /// Who opted the contact out: `Contact` (the unsubscribe link in an email) or `Account` (a
+    /// PUT with `permission_to_send: unsubscribed`); `None` while subscribed (Swagger
+    /// `EmailAddressPut.opt_out_source`).
+    #[serde(default)]
+    pub opt_out_source: Option<String>,
+    /// When it opted out (simulator clock); what `GET /contacts?optout_after=` filters on.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub opt_out_date: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub opt_out_reason: Option<String>,
+    /// Set by a `contact_delete` activity: the contact is hidden from `GET /contacts` (unless
+    /// `status=all|deleted`) and lost its lists; a sign-up form, an import or a PUT revives it
+    /// (reference §5.2, §5.3, §5.5).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub deleted_at: Option<OffsetDateTime>,
+}
+
+impl SimContact {
+    /// Opt the contact out (`source` `Contact` for an email link, `Account` for a PUT).
+    pub fn opt_out(&mut self, source: &str, reason: Option<String>, now: OffsetDateTime) {
+        self.permission_to_send = "unsubscribed".into();
+        self.opt_out_source = Some(source.to_owned());
+        self.opt_out_date = Some(now);
+        self.opt_out_reason = reason;
+        self.updated_at = now;
+        self.writes += 1;
+    }
+
+    /// Whether `GET /contacts` with this one `status` value lists the contact (Swagger: the
+    /// default is every non-deleted contact; `active` leaves out unsubscribed ones too).
+    pub fn has_status(&self, status: &str) -> bool {
+        let deleted = self.deleted_at.is_some();
+        match status {
+            "all" => true,
+            "deleted" => deleted,
+            "active" => !deleted && self.permission_to_send != "unsubscribed",
+            other => !deleted && self.permission_to_send == other,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +236,11 @@ impl Store {
         self.contacts.get(&email.to_lowercase())
     }
 
+    /// The contact with this id, deleted ones included.
+    pub fn contact_by_id_mut(&mut self, id: &Uuid) -> Option<&mut SimContact> {
+        self.contacts.values_mut().find(|c| c.contact_id == *id)
+    }
+
     /// Create or update a contact: only `fields` sent change, `lists` are added (never removed).
     /// Returns the contact id and whether it was created.
     pub fn upsert(
@@ -220,10 +264,22 @@ impl Store {
             created_at: now,
             updated_at: now,
             writes: 0,
+            opt_out_source: None,
+            opt_out_date: None,
+            opt_out_reason: None,
+            deleted_at: None,
         });
+        // Writing a deleted contact revives it (sign_up_form: "updating a deleted contact
+        // restores it", reference §5.1; the import's create-or-update by email does the same).
+        c.deleted_at = None;
         if source == Source::SignUpForm {
-            // sign_up_form sets explicit permission, even for existing contacts (reference §5.1).
+            // sign_up_form sets explicit permission, even for existing contacts, even for ones
+            // that unsubscribed (reference §5.1, §8 point 6): the wrongful re-subscribe the
+            // worker must never cause.
             c.permission_to_send = "explicit".into();
+            c.opt_out_source = None;
+            c.opt_out_date = None;
+            c.opt_out_reason = None;
             if created {
                 c.opt_in_source = "Contact".into();
             }

@@ -118,6 +118,18 @@ impl Api {
         let s = r.status().as_u16();
         (s, r.json().await.unwrap_or(Value::Null))
     }
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .expect("PUT");
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
     /// Poll an activity until it is terminal (bounded); returns its last body.
     pub async fn wait_activity(&self, sim: &Sim, id: &str) -> Value {
         let end = std::time::Instant::now() + Duration::from_secs(20);
