@@ -29,8 +29,9 @@ use crate::config::LogFormat;
 pub struct Metrics {
     registry: Registry,
     /// Settled messages by outcome (synced | dead_lettered | requeued | superseded | parked |
-    /// unparked) and account ([`Metrics::account_label`]); record with [`Metrics::settled`].
-    pub messages: IntCounterVec,
+    /// unparked) and account ([`Metrics::account_label`]); record with [`Metrics::settled`]
+    /// (private: a caller cannot get the labels wrong).
+    messages: IntCounterVec,
     /// CC requests granted by the rate limiter, per account (issue 13: the key's fair shares).
     pub account_requests: IntCounterVec,
     /// The accounts labels may name (configured, or with a token set): anything else is
@@ -64,7 +65,7 @@ pub struct Metrics {
     pub activity_duration: Histogram,
     /// 1 while consumption is paused, by reason (auth | quota | outage | forbidden | config) and
     /// account (empty for key-wide pauses: quota); set with [`Metrics::set_paused`].
-    pub paused: IntGaugeVec,
+    paused: IntGaugeVec,
     /// Probes sent while paused for an outage or a 403, by reason.
     pub probes: IntCounterVec,
     /// Bytes of the deliveries the worker holds (against `worker.max_held_bytes`).
@@ -563,6 +564,13 @@ impl Metrics {
             })
             .map(|m| m.get_counter().get_value() as u64)
             .sum()
+    }
+
+    /// The value of `ccsync_paused{reason, account}`.
+    pub fn paused_value(&self, reason: &str, account: &str) -> i64 {
+        self.paused
+            .with_label_values(&[reason, &self.account_label(account)])
+            .get()
     }
 
     /// `ccsync_paused{reason, account}`; `account` empty for key-wide pauses.

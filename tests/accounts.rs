@@ -230,7 +230,7 @@ async fn auth_status_lists_every_account_as_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_of_one_account_does_not_hold_up_anothers_trickle() {
     let mut world = World::new(SimConfig {
-        processing_per_1000_rows: Duration::from_millis(1000),
+        processing_per_1000_rows: Duration::from_millis(2000),
         ..World::fast_sim()
     })
     .await;
@@ -239,9 +239,9 @@ async fn a_backlog_of_one_account_does_not_hold_up_anothers_trickle() {
     for a in ["default", "acme", "beta"] {
         world.seed_tokens(a).await;
     }
-    // Imports of 1,000 contacts: the backlog is 50 imports and their polls, a minute of the
-    // key's 4 requests/s.
-    world.set("CCSYNC_WORKER__BATCH_MAX_CONTACTS", "1000");
+    // Imports of 2,000 contacts: the backlog is 25 imports and their polls; all but the 4 in
+    // flight wait in the worker as ready batches, ahead of anything that arrives later.
+    world.set("CCSYNC_WORKER__BATCH_MAX_CONTACTS", "2000");
     world.publish(&for_account("acme", "backlog", 50_000)).await;
     let worker = world.spawn_worker();
     // The worker has read the whole backlog (its byte budget holds 50,000 such messages) and

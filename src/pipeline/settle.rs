@@ -116,6 +116,7 @@ fn chunk_account(chunk: &Chunk) -> String {
 /// Ack deliveries a newer event made moot (a newer delete, opt-in or re-added list decided what
 /// CC holds): no CC call, outcome `superseded`.
 pub(super) async fn ack_superseded_chunk(chunk: Chunk) {
+    let account = chunk_account(&chunk);
     let tags: Vec<Tag> = chunk
         .into_iter()
         .flat_map(|e| e.tags.into_iter().map(|h| h.tag))
@@ -124,10 +125,7 @@ pub(super) async fn ack_superseded_chunk(chunk: Chunk) {
     for err in Tag::ack_many(&tags).await {
         tracing::warn!(error = %err, "ack failed; the broker will redeliver (the ledger supersedes it again)");
     }
-    metrics()
-        .messages
-        .with_label_values(&["superseded"])
-        .inc_by(n);
+    metrics().settled("superseded", &account, n);
 }
 
 /// Give deliveries back to the queue without blame: a confirmed copy at the back of the queue,
