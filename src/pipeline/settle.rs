@@ -119,6 +119,7 @@ fn chunk_account(chunk: &Chunk) -> String {
 /// Ack deliveries a newer event made moot (a newer delete, opt-in or re-added list decided what
 /// CC holds): no CC call, outcome `superseded`.
 pub(super) async fn ack_superseded_chunk(chunk: Chunk) {
+    let account = chunk_account(&chunk);
     let tags: Vec<Tag> = chunk
         .into_iter()
         .flat_map(|e| e.tags.into_iter().map(|h| h.tag))
@@ -127,10 +128,9 @@ pub(super) async fn ack_superseded_chunk(chunk: Chunk) {
     for err in Tag::ack_many(&tags).await {
         tracing::warn!(error = %err, "ack failed; the broker will redeliver (the ledger supersedes it again)");
     }
-    metrics()
-        .messages
-        .with_label_values(&["superseded"])
-        .inc_by(n);
+    // `ccsync_messages_total` carries `outcome` and `account` (issue 13): one label alone
+    // panics in the prometheus crate and kills the sender task.
+    metrics().settled("superseded", &account, n);
 }
 
 /// Give deliveries back to the queue without blame: a confirmed copy at the back of the queue,
