@@ -378,6 +378,10 @@ impl Metrics {
             "Messages dead-lettered, by reason code.",
             &["reason"],
         );
+        // Every reason at 0 from the first scrape (the set is closed: `contact::Reason`).
+        for reason in crate::contact::Reason::ALL {
+            dead_letters.with_label_values(&[reason.as_str()]);
+        }
         // A plain counter: present at 0 from the first scrape, so an alert on its increase works.
         let dead_letters_unroutable = IntCounter::new(
             "ccsync_dead_letters_unroutable_total",

@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, Batcher, Coalesce, Cost, Limits};
 use crate::config::Settings;
-use crate::contact::{self, Action, Consent, Contact};
+use crate::contact::{self, Action, Consent, Contact, Reason};
 use crate::queue::{Broker, Incoming, QueueError, Settler, Tag, Topology};
 use crate::telemetry::{health, metrics};
 
@@ -478,7 +478,7 @@ async fn accept(
                     "a worker died {deaths} times while reading this message (worker.max_redeliveries = {}); it was set aside unread",
                     settings.worker.max_redeliveries
                 );
-                settle::dead_letter(settler, &tag, &body, "crashes_worker", &detail).await;
+                settle::dead_letter(settler, &tag, &body, Reason::CrashesWorker, &detail).await;
                 let _ = marks.forget(&body).await;
                 return None;
             }
