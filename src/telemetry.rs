@@ -101,6 +101,15 @@ pub struct Metrics {
     /// Explicit-consent messages older than the contact's latest known opt-out, kept away from
     /// `sign_up_form` (it would re-subscribe them), per account (issue 15).
     pub resubscribes_prevented: IntCounterVec,
+    /// `contact.unsubscribed` events the broker confirmed, per account (the opt-out feed).
+    pub optouts_published: IntCounterVec,
+    /// Seconds from CC's opt-out to its event's confirm, for the newest event of the account's
+    /// last poll that published any.
+    pub optouts_lag: GaugeVec,
+    /// Unix time of the account's last successful opt-out poll (alert when it stops moving).
+    pub optouts_last_poll: GaugeVec,
+    /// 1 while this replica holds the opt-out feed's lease (exactly one replica should).
+    pub optouts_leader: IntGauge,
 }
 
 /// Outcomes of `ccsync_ingest_connect_total` (issue 14). At `GET /connect/<token>`: `opened` (sent
@@ -479,8 +488,44 @@ impl Metrics {
             "Explicit-consent messages older than the contact's latest known opt-out that were kept from sign_up_form.",
             &["account"],
         );
+        let optouts_published = counter_vec(
+            &r,
+            "ccsync_optouts_published_total",
+            "contact.unsubscribed events the broker confirmed (CC's opt-out feed).",
+            &["account"],
+        );
+        let optouts_lag = GaugeVec::new(
+            Opts::new(
+                "ccsync_optouts_feed_lag_seconds",
+                "Seconds from CC's opt-out to its event's confirm (newest event of the last poll that published any).",
+            ),
+            &["account"],
+        )
+        .expect("valid");
+        r.register(Box::new(optouts_lag.clone())).expect("unique");
+        let optouts_last_poll = GaugeVec::new(
+            Opts::new(
+                "ccsync_optouts_last_poll_timestamp_seconds",
+                "Unix time of the last successful opt-out poll of the account.",
+            ),
+            &["account"],
+        )
+        .expect("valid");
+        r.register(Box::new(optouts_last_poll.clone()))
+            .expect("unique");
+        let optouts_leader = IntGauge::new(
+            "ccsync_optouts_leader",
+            "1 while this replica holds the opt-out feed's lease and polls CC (one replica at a time).",
+        )
+        .expect("valid");
+        r.register(Box::new(optouts_leader.clone()))
+            .expect("unique");
         Metrics {
             resubscribes_prevented,
+            optouts_published,
+            optouts_lag,
+            optouts_last_poll,
+            optouts_leader,
             registry: r,
             messages,
             account_requests,

@@ -31,6 +31,7 @@ pub mod consent;
 mod ctx;
 mod fields;
 pub mod lists;
+pub mod optouts;
 mod ready;
 pub mod sender;
 mod settle;
@@ -226,7 +227,7 @@ pub async fn run(
     ctx: Arc<Ctx>,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let topo = Topology::for_queue(&settings.queue);
+    let topo = Topology::for_queue(&settings.queue).with_events(&settings.events_exchange);
     let mut backoff = Duration::from_millis(500);
     loop {
         if shutdown.is_cancelled() {
