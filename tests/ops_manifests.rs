@@ -76,6 +76,9 @@ fn registry_exposition() -> String {
     m.dead_letters.with_label_values(&["invalid_json"]);
     m.auth_state.with_label_values(&["default"]);
     m.refresh_token_age.with_label_values(&["default"]);
+    m.ingest_requests.with_label_values(&["contacts", "202"]);
+    m.ingest_signature_failures
+        .with_label_values(&["contacts", "bad"]);
     m.render()
 }
 
