@@ -516,15 +516,21 @@ impl Broker {
         let _ = self.conn.close(200, "bye".into()).await;
     }
 
-    /// Benchmark baseline (`ccsync bench`, issue 7): a bare consume-and-ack loop. Consumes `queue`
-    /// with manual acks and this prefetch, acks every delivery one by one as it arrives (as the
-    /// worker does, but without decoding, batching or CC), and returns once `count` deliveries
-    /// are acked. Times run from the first delivery to the last ack.
+    /// Benchmark baseline (`ccsync bench`, issues 7 and 18): a plain lapin consumer. Consumes
+    /// `queue` with manual acks and this prefetch, without decoding, batching or CC, and returns
+    /// once `count` deliveries are acked. Times run from the first delivery to the last ack.
+    ///
+    /// `ack_every` = 1 acks each delivery on its own as it arrives (the slowest way to consume,
+    /// issue 7's baseline). `ack_every` = k > 1 folds acks the way the worker does
+    /// ([`Unsettled`]): one `basic.ack` with `multiple` set for every k deliveries (and one for
+    /// the rest at the end), which the broker settles from the front of the channel's unacked
+    /// deliveries in one step.
     pub async fn consume_and_ack(
         &self,
         queue: &str,
         prefetch: u16,
         count: u64,
+        ack_every: u64,
     ) -> Result<AckLoopStats, QueueError> {
         let ch = self.conn.create_channel().await?;
         ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
@@ -537,10 +543,11 @@ impl Broker {
                 FieldTable::default(),
             )
             .await?;
+        let ack_every = ack_every.max(1);
         let mut first = None;
-        let mut acked = 0u64;
+        let mut received = 0u64;
         let mut bytes = 0u64;
-        while acked < count {
+        while received < count {
             let Some(d) = consumer.next().await else {
                 return Err(QueueError::Broker(
                     "consumer cancelled before every message arrived".into(),
@@ -549,8 +556,13 @@ impl Broker {
             let d = d?;
             first.get_or_insert_with(std::time::Instant::now);
             bytes += d.data.len() as u64;
-            d.acker.ack(BasicAckOptions::default()).await?;
-            acked += 1;
+            received += 1;
+            if ack_every == 1 {
+                d.acker.ack(BasicAckOptions::default()).await?;
+            } else if received.is_multiple_of(ack_every) || received == count {
+                ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: true })
+                    .await?;
+            }
         }
         let last_ack = std::time::Instant::now();
         let _ = ch
@@ -560,9 +572,59 @@ impl Broker {
         Ok(AckLoopStats {
             first_delivery: first.unwrap_or(last_ack),
             last_ack,
-            messages: acked,
+            messages: received,
             bytes,
         })
+    }
+
+    /// Benchmark baseline (`ccsync bench`, issue 18): a bare confirmed lapin publisher. Publishes
+    /// every body to `queue` through the default exchange, persistent and `application/json`,
+    /// as `ccsync publish` does, on one confirm-mode channel with at most `window` publishes
+    /// awaiting their confirm, and returns once every one is confirmed; no reading, no
+    /// validation. Returns the time from the first publish to the last confirm.
+    pub async fn publish_confirmed(
+        &self,
+        queue: &str,
+        bodies: &[Vec<u8>],
+        window: usize,
+    ) -> Result<std::time::Duration, QueueError> {
+        let ch = self.conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into());
+        let started = std::time::Instant::now();
+        let mut pending = std::collections::VecDeque::with_capacity(window.max(1));
+        let settle = |c: Confirmation| {
+            if c.is_nack() {
+                Err(QueueError::Nacked(queue.to_string()))
+            } else {
+                Ok(())
+            }
+        };
+        for body in bodies {
+            if pending.len() >= window.max(1)
+                && let Some(oldest) = pending.pop_front()
+            {
+                settle(oldest.await?)?;
+            }
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    props.clone(),
+                )
+                .await?;
+            pending.push_back(confirm);
+        }
+        for c in pending {
+            settle(c.await?)?;
+        }
+        let took = started.elapsed();
+        let _ = ch.close(200, "bye".into()).await;
+        Ok(took)
     }
 }
 

@@ -416,3 +416,367 @@ async fn shopify_customers_create_becomes_a_decodable_upsert() {
     assert!(ing.drain().await.is_empty());
     ing.stop().await;
 }
+
+/// A TCP proxy between ingest and RabbitMQ that the test can cut (every open connection closed,
+/// new ones accepted and dropped at once, as a broker that went away) and restore. Traffic
+/// towards the broker is paced at [`PROXY_BYTES_PER_SEC`], so an NDJSON batch takes long enough
+/// on the wire that a cut lands in the middle of one.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    state: std::sync::Arc<ProxyState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct ProxyState {
+    up: std::sync::atomic::AtomicBool,
+    /// Cancelled on each cut; every connection of the current generation holds a clone.
+    cut: std::sync::Mutex<CancellationToken>,
+}
+
+const PROXY_BYTES_PER_SEC: usize = 512 << 10;
+
+impl Proxy {
+    async fn start(upstream: &'static str) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = std::sync::Arc::new(ProxyState {
+            up: std::sync::atomic::AtomicBool::new(true),
+            cut: std::sync::Mutex::new(CancellationToken::new()),
+        });
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !st.up.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let cut = st.cut.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let Ok(broker) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut br, mut bw) = broker.into_split();
+                    let to_broker = async {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = cr.read(&mut buf).await?;
+                            if n == 0 {
+                                return Ok::<_, std::io::Error>(());
+                            }
+                            bw.write_all(&buf[..n]).await?;
+                            // Pacing, not a timing assertion: n bytes at PROXY_BYTES_PER_SEC.
+                            tokio::time::sleep(Duration::from_secs_f64(
+                                n as f64 / PROXY_BYTES_PER_SEC as f64,
+                            ))
+                            .await;
+                        }
+                    };
+                    let to_client = tokio::io::copy(&mut br, &mut cw);
+                    // Dropping both halves of both sockets closes them: the broker sees its
+                    // client gone, ingest sees its broker gone.
+                    tokio::select! {
+                        _ = cut.cancelled() => {}
+                        _ = to_broker => {}
+                        _ = to_client => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, state, task }
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    fn cut(&self) {
+        use std::sync::atomic::Ordering;
+        self.state.up.store(false, Ordering::SeqCst);
+        let mut cut = self.state.cut.lock().unwrap();
+        cut.cancel();
+        *cut = CancellationToken::new();
+    }
+
+    fn restore(&self) {
+        self.state
+            .up
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+/// One request of the stream and what it got.
+#[derive(Debug, Clone)]
+struct Sent {
+    body: Vec<u8>,
+    content_type: &'static str,
+    ids: Vec<String>,
+    /// The status, `None` when no answer came within the client's timeout (a hang).
+    status: Option<u16>,
+    retry_after: Option<String>,
+    /// Sent after the proxy came back.
+    after_restore: bool,
+}
+
+/// Poll `cond` every 20 ms until it holds; panics naming `what` after `limit`.
+async fn until<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+/// Issue 16, "the broker stopped": the connection between ingest and RabbitMQ is cut while
+/// signed single messages and NDJSON batches stream in, then comes back.
+///
+/// What "nothing is half-published" means here (docs/operations.md, Ingest): a 202 is given only
+/// once the broker confirmed every message of the request, so every 202's messages are all in
+/// the queue. A request the cut interrupts gets 503 with `Retry-After`; the lines of an NDJSON
+/// batch the broker had already stored stay queued (a publish cannot be taken back, and quorum
+/// queues do not support AMQP transactions), so the sender retries the whole request: the retry
+/// carries the same message ids and the worker applies a repeated upsert harmlessly (the
+/// ordering ledger keeps each field's newest `occurred_at`: tests/ingest_e2e.rs,
+/// `a_retried_batch_after_a_newer_event_changes_nothing`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_cut_mid_stream_is_503_never_a_false_202_and_ingest_recovers() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::sync::Mutex;
+
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let url = proxy.url();
+    let ing = Arc::new(Ingest::start(&[("CCSYNC_AMQP_URL", url.as_str())]).await);
+    ing.wait_ready().await;
+    // No answer within this is a hang (the publish timeout is 3 s).
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let log: Arc<Mutex<Vec<Sent>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let restored = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for k in 0..4usize {
+        let (ing, log, stop, restored, client) = (
+            ing.clone(),
+            log.clone(),
+            stop.clone(),
+            restored.clone(),
+            client.clone(),
+        );
+        senders.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                // Senders 0 and 1: single JSON messages; 2 and 3: NDJSON batches of 100.
+                let lines = if k < 2 { 1 } else { 100 };
+                let msgs: Vec<Vec<u8>> = (0..lines)
+                    .map(|j| message(&format!("s{k}.{i}.{j}@example.com")))
+                    .collect();
+                let (body, content_type) = if k < 2 {
+                    (msgs[0].clone(), "application/json")
+                } else {
+                    (msgs.join(&b"\n"[..]), "application/x-ndjson")
+                };
+                let after_restore = restored.load(Ordering::SeqCst);
+                let sig = ccsync_header(NEW, ccsync::clock::now_unix(), &body);
+                let r = client
+                    .post(format!("{}/v1/contacts", ing.base))
+                    .header("content-type", content_type)
+                    .header("x-ccsync-signature", sig)
+                    .body(body.clone())
+                    .send()
+                    .await;
+                let (status, retry_after) = match r {
+                    Ok(r) => (
+                        Some(r.status().as_u16()),
+                        r.headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string),
+                    ),
+                    Err(e) => {
+                        assert!(e.is_timeout(), "the request failed without an answer: {e}");
+                        (None, None)
+                    }
+                };
+                let was_503 = status == Some(503);
+                log.lock().await.push(Sent {
+                    body,
+                    content_type,
+                    ids: msgs.iter().map(|m| id_of(m)).collect(),
+                    status,
+                    retry_after,
+                    after_restore,
+                });
+                if was_503 {
+                    // Pacing while the broker is away (not an assertion).
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                i += 1;
+            }
+        }));
+    }
+    let count = |pred: fn(&Sent) -> bool| {
+        let log = log.clone();
+        async move { log.lock().await.iter().filter(|s| pred(s)).count() }
+    };
+    until(Duration::from_secs(30), "20 accepted requests", || {
+        let c = count(|s| s.status == Some(202));
+        async move { c.await >= 20 }
+    })
+    .await;
+    proxy.cut();
+    until(
+        Duration::from_secs(30),
+        "503s and /readyz 503 after the cut",
+        || {
+            let c = count(|s| s.status == Some(503));
+            let ing = ing.clone();
+            async move { c.await >= 8 && !ing.ready().await }
+        },
+    )
+    .await;
+    restored.store(true, Ordering::SeqCst);
+    proxy.restore();
+    until(Duration::from_secs(30), "/readyz 200 again", || {
+        let ing = ing.clone();
+        async move { ing.ready().await }
+    })
+    .await;
+    until(
+        Duration::from_secs(30),
+        "accepted requests after the broker came back",
+        || {
+            let c = count(|s| s.after_restore && s.status == Some(202));
+            async move { c.await >= 20 }
+        },
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    for s in senders {
+        tokio::time::timeout(Duration::from_secs(30), s)
+            .await
+            .expect("every sender ends: its last request is answered within 15 s")
+            .unwrap();
+    }
+    let sent = log.lock().await.clone();
+
+    // Every request was answered, 202 or 503 with Retry-After; NDJSON batches were among both.
+    for s in &sent {
+        match s.status {
+            Some(202) => {}
+            Some(503) => assert_eq!(s.retry_after.as_deref(), Some("5"), "{s:?}"),
+            other => panic!("answer {other:?} (None: no answer in 15 s, a hang)"),
+        }
+    }
+    let ndjson = |status| {
+        sent.iter()
+            .filter(|s| s.ids.len() > 1 && s.status == Some(status))
+            .count()
+    };
+    assert!(ndjson(202) > 0 && ndjson(503) > 0, "NDJSON 202s and 503s");
+
+    // A 202 only when every message of the request is in the queue. (Taken with a consumer:
+    // `drain` opens a channel per message, too slow for thousands.)
+    let queued = || async {
+        let mut n = std::collections::HashMap::<String, usize>::new();
+        let ready = ing.broker.queue_len(&ing.queue).await.unwrap();
+        let mut c = ing
+            .broker
+            .consume(&Topology::for_queue(&ing.queue), 1000)
+            .await
+            .unwrap();
+        for _ in 0..ready {
+            let d = tokio::time::timeout(Duration::from_secs(10), c.next())
+                .await
+                .expect("a ready message is delivered")
+                .unwrap()
+                .unwrap();
+            *n.entry(id_of(&d.body)).or_default() += 1;
+            d.tag.ack().await.unwrap();
+        }
+        c.close().await;
+        assert_eq!(ing.broker.queue_len(&ing.queue).await.unwrap(), 0);
+        n
+    };
+    let in_queue = tokio::time::timeout(Duration::from_secs(60), queued())
+        .await
+        .expect("reading the queue hung");
+    for s in sent.iter().filter(|s| s.status == Some(202)) {
+        for id in &s.ids {
+            assert_eq!(
+                in_queue.get(id),
+                Some(&1),
+                "accepted message {id} is queued once"
+            );
+        }
+    }
+    // What the cut left of the refused requests: nothing, part (an NDJSON batch the broker had
+    // partly stored) or all (stored, but the confirm was lost with the connection).
+    let refused: Vec<&Sent> = sent.iter().filter(|s| s.status == Some(503)).collect();
+    let partial = refused
+        .iter()
+        .filter(|s| {
+            let n = s.ids.iter().filter(|id| in_queue.contains_key(*id)).count();
+            n > 0 && n < s.ids.len()
+        })
+        .count();
+    eprintln!(
+        "{} requests: {} accepted, {} refused with 503 ({} NDJSON); of the refused, {} partly queued",
+        sent.len(),
+        sent.len() - refused.len(),
+        refused.len(),
+        ndjson(503),
+        partial
+    );
+
+    // The sender's retry of every refused request is accepted, and then all of it is queued.
+    for s in &refused {
+        let sig = ccsync_header(NEW, ccsync::clock::now_unix(), &s.body);
+        let r = client
+            .post(format!("{}/v1/contacts", ing.base))
+            .header("content-type", s.content_type)
+            .header("x-ccsync-signature", sig)
+            .body(s.body.clone())
+            .send()
+            .await
+            .expect("the retry is answered within 15 s");
+        assert_eq!(r.status(), 202, "the retry of a refused request");
+    }
+    let again = tokio::time::timeout(Duration::from_secs(60), queued())
+        .await
+        .expect("reading the queue hung");
+    for s in &refused {
+        for id in &s.ids {
+            assert!(again.contains_key(id), "retried message {id} is queued");
+        }
+    }
+    // Stopping ingest ends its broker connection cleanly, through the proxy; then the proxy.
+    let Ok(ing) = Arc::try_unwrap(ing) else {
+        panic!("a sender still holds the server")
+    };
+    tokio::time::timeout(Duration::from_secs(30), ing.stop())
+        .await
+        .expect("ingest stops within 30 s");
+    drop(proxy);
+}

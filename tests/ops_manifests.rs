@@ -77,6 +77,9 @@ fn registry_exposition() -> String {
     m.auth_state.with_label_values(&["default"]);
     m.refresh_token_age.with_label_values(&["default"]);
     m.optouts_last_poll.with_label_values(&["default"]);
+    m.ingest_requests.with_label_values(&["contacts", "202"]);
+    m.ingest_signature_failures
+        .with_label_values(&["contacts", "bad"]);
     m.render()
 }
 

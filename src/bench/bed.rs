@@ -114,6 +114,34 @@ impl Bed {
         extra: &[(&str, String)],
     ) -> Result<Worker, BenchError> {
         let port = free_port()?;
+        let mut env = vec![("CCSYNC_METRICS_ADDR", format!("127.0.0.1:{port}"))];
+        env.extend(extra.iter().cloned());
+        // Ready when its metrics server answers (the consumer starts right after).
+        self.spawn("worker", queue, &env, port, "/metrics").await
+    }
+
+    /// Start `ccsync ingest` on `queue` as its own OS process, with `secret` as its only
+    /// `X-Ccsync-Signature` secret and no request-rate limit; ready once its broker link is up
+    /// (`/readyz`). Its [`Worker::metrics_addr`] is the HTTP address of its routes.
+    pub async fn spawn_ingest(&self, queue: &str, secret: &str) -> Result<Worker, BenchError> {
+        let port = free_port()?;
+        let env = [
+            ("CCSYNC_INGEST__ADDR", format!("127.0.0.1:{port}")),
+            ("CCSYNC_INGEST__SECRETS", secret.to_string()),
+            ("CCSYNC_INGEST__RATE_PER_SECOND", "0".to_string()),
+        ];
+        self.spawn("ingest", queue, &env, port, "/readyz").await
+    }
+
+    /// Start this binary's `command` on `queue`; ready when `GET ready` on `port` is 200.
+    async fn spawn(
+        &self,
+        command: &str,
+        queue: &str,
+        extra: &[(&str, String)],
+        port: u16,
+        ready: &str,
+    ) -> Result<Worker, BenchError> {
         let exe = std::env::current_exe()
             .map_err(|e| BenchError::Setup(format!("cannot find this binary: {e}")))?;
         // Development aid: `CCSYNC_BENCH_WORKER_WRAP=heaptrack` runs each worker under a profiler
@@ -126,10 +154,9 @@ impl Bed {
             }
             _ => Command::new(exe),
         };
-        cmd.arg("worker")
+        cmd.arg(command)
             .envs(self.base.iter().cloned())
             .env("CCSYNC_QUEUE", queue)
-            .env("CCSYNC_METRICS_ADDR", format!("127.0.0.1:{port}"))
             .envs(extra.iter().map(|(k, v)| (k.to_string(), v.clone())))
             .env(
                 "RUST_LOG",
@@ -141,26 +168,31 @@ impl Bed {
             .kill_on_drop(true);
         let child = cmd
             .spawn()
-            .map_err(|e| BenchError::Setup(format!("cannot start a worker: {e}")))?;
+            .map_err(|e| BenchError::Setup(format!("cannot start `ccsync {command}`: {e}")))?;
         let pid = child
             .id()
-            .ok_or_else(|| BenchError::Setup("worker exited at once".into()))?;
+            .ok_or_else(|| BenchError::Setup(format!("`ccsync {command}` exited at once")))?;
         let w = Worker {
             child,
             pid,
             metrics: format!("127.0.0.1:{port}"),
         };
-        // Ready when its metrics server answers (the consumer starts right after).
-        wait_for(Duration::from_secs(30), "the worker's /metrics", || async {
-            w.scrape().await.is_ok()
+        let what = format!("`ccsync {command}` to answer {ready}");
+        wait_for(Duration::from_secs(30), &what, || async {
+            http_get(&w.metrics, ready).await.is_ok()
         })
         .await?;
         Ok(w)
     }
 
     /// Publish NDJSON `contact.upsert` bodies with publisher confirms (pipelined), as
-    /// `ccsync publish` does.
-    pub async fn publish_all(&self, queue: &str, bodies: &[Vec<u8>]) -> Result<(), BenchError> {
+    /// `ccsync publish` does (its own code, [`crate::publish::publish`], reading NDJSON from
+    /// memory). Returns the time `publish` took: validating, publishing, every confirm.
+    pub async fn publish_all(
+        &self,
+        queue: &str,
+        bodies: &[Vec<u8>],
+    ) -> Result<Duration, BenchError> {
         let mut ndjson = Vec::with_capacity(bodies.iter().map(|b| b.len() + 1).sum());
         for b in bodies {
             ndjson.extend_from_slice(b);
@@ -174,6 +206,7 @@ impl Bed {
             default_lists: &self.lists,
             progress: &noop,
         };
+        let started = Instant::now();
         let s = crate::publish::publish(
             &publisher,
             Box::new(std::io::Cursor::new(ndjson)),
@@ -182,6 +215,7 @@ impl Bed {
         )
         .await
         .map_err(|e| BenchError::Setup(format!("publishing: {e}")))?;
+        let took = started.elapsed();
         if s.published != bodies.len() as u64 {
             return Err(BenchError::Setup(format!(
                 "published {} of {} messages ({} skipped)",
@@ -190,6 +224,14 @@ impl Bed {
                 s.skipped
             )));
         }
+        Ok(took)
+    }
+
+    /// Delete a queue this bed made (and its dead-letter pair) before the bed ends, so a phase
+    /// that fills several leaves the broker as it found it for the next measurement.
+    pub async fn drop_queue(&mut self, queue: &str) -> Result<(), BenchError> {
+        self.broker.delete(&Topology::for_queue(queue)).await?;
+        self.queues.retain(|q| q != queue);
         Ok(())
     }
 

@@ -66,23 +66,49 @@ where
 #[derive(Debug, Clone)]
 pub struct Overhead {
     pub messages: u64,
-    pub baseline_secs: f64,
+    /// The plain consumer with acks folded into `multiple` acks, one run per fold in
+    /// [`OVERHEAD_FOLDS`]: (deliveries per ack, seconds).
+    pub folded: Vec<(u64, f64)>,
+    /// The plain consumer acking each delivery on its own (issue 7's baseline).
+    pub single_ack_secs: f64,
     pub pipeline_secs: f64,
     pub imports: usize,
     pub cpu_secs: f64,
     pub peak_rss: u64,
+    pub prefetch: u16,
     pub config: String,
 }
 
+/// Deliveries per `multiple` ack the plain consumer is run with; the fastest is the baseline.
+/// The worker folds a whole settled run (a batch: hundreds to ~28,600 deliveries) into one ack.
+pub const OVERHEAD_FOLDS: &[u64] = &[256, 2_048, 16_384];
+
 impl Overhead {
+    /// The fastest folded run: (deliveries per ack, seconds).
+    pub fn best_fold(&self) -> (u64, f64) {
+        self.folded
+            .iter()
+            .copied()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap_or((1, self.single_ack_secs))
+    }
+    /// The best plain consumer's rate (folded acks), messages/s.
     pub fn baseline_rate(&self) -> f64 {
-        self.messages as f64 / self.baseline_secs
+        self.messages as f64 / self.best_fold().1
+    }
+    pub fn single_ack_rate(&self) -> f64 {
+        self.messages as f64 / self.single_ack_secs
     }
     pub fn pipeline_rate(&self) -> f64 {
         self.messages as f64 / self.pipeline_secs
     }
+    /// Worker ÷ the best plain consumer (issue 18's target: ≥ 0.8).
     pub fn ratio(&self) -> f64 {
         self.pipeline_rate() / self.baseline_rate()
+    }
+    /// Worker ÷ the single-ack loop.
+    pub fn ratio_single_ack(&self) -> f64 {
+        self.pipeline_rate() / self.single_ack_rate()
     }
 }
 
@@ -111,8 +137,14 @@ fn describe(pairs: &[(&str, &str)]) -> String {
         .join(", ")
 }
 
-/// Figure 1: the same number of messages through a bare consume-and-ack loop and through the
-/// worker, each timed from its first delivery to its last ack.
+/// Figure 1: the same number of messages through plain lapin consumers and through the worker,
+/// each timed from its first delivery to its last ack, on the same broker in the same run, each
+/// from its own freshly filled queue, with the worker's prefetch.
+///
+/// The plain consumers (in this process, [`crate::queue::Broker::consume_and_ack`]) do nothing
+/// but receive and ack: once with acks folded into `multiple` acks as the worker folds them, for
+/// each fold of [`OVERHEAD_FOLDS`] (the fastest is the baseline: the broker's ceiling for a
+/// consumer at this prefetch), and once acking every delivery on its own.
 ///
 /// The worker is another process, so its first delivery is seen from outside: the moment the
 /// queue's ready count first drops (polled every 5 ms); its last ack is the moment its
@@ -130,19 +162,24 @@ pub async fn overhead(scale: Scale) -> Result<Overhead, BenchError> {
     with_bed(cfg, async |bed: &mut Bed| {
         bed.seed_tokens("default").await?;
         let run = super::bed::short_id();
-        let msgs = bodies(&run, n, message);
-        let base_q = bed.queue().await?;
-        let pipe_q = bed.queue().await?;
-        bed.publish_all(&base_q, &msgs).await?;
-        let msgs2 = bodies(&format!("{run}b"), n, message);
-        drop(msgs);
-        bed.publish_all(&pipe_q, &msgs2).await?;
-        drop(msgs2);
         let prefetch = bed.settings(&[])?.worker.prefetch;
+        // One plain run: fill a fresh queue, drain it, drop it.
+        let plain = async |bed: &mut Bed, tag: String, every: u64| {
+            let q = bed.queue().await?;
+            bed.publish_all(&q, &bodies(&tag, n, message)).await?;
+            let stats = bed.broker.consume_and_ack(&q, prefetch, n, every).await?;
+            bed.drop_queue(&q).await?;
+            Ok::<f64, BenchError>((stats.last_ack - stats.first_delivery).as_secs_f64())
+        };
+        let single_ack_secs = plain(bed, format!("{run}s"), 1).await?;
+        let mut folded = Vec::new();
+        for &every in OVERHEAD_FOLDS {
+            folded.push((every, plain(bed, format!("{run}f{every}"), every).await?));
+        }
 
-        let stats = bed.broker.consume_and_ack(&base_q, prefetch, n).await?;
-        let baseline_secs = (stats.last_ack - stats.first_delivery).as_secs_f64();
-
+        let pipe_q = bed.queue().await?;
+        bed.publish_all(&pipe_q, &bodies(&format!("{run}p"), n, message))
+            .await?;
         let env = env_of(OVERHEAD_ENV);
         let worker = bed.spawn_worker(&pipe_q, &env).await?;
         let limit = Duration::from_secs(30 + n / 200);
@@ -171,11 +208,13 @@ pub async fn overhead(scale: Scale) -> Result<Overhead, BenchError> {
         let imports = imports(&bed.sim.requests());
         Ok(Overhead {
             messages: n,
-            baseline_secs,
+            folded,
+            single_ack_secs,
             pipeline_secs,
             imports,
             cpu_secs: st.cpu_secs,
             peak_rss: st.peak_rss,
+            prefetch,
             config: describe(OVERHEAD_ENV),
         })
     })
@@ -247,6 +286,16 @@ pub async fn backlog_at_contact_cap(scale: Scale) -> Result<Backlog, BenchError>
 }
 
 async fn drain_backlog(n: u64, make: fn(&str, u64) -> Vec<u8>) -> Result<Backlog, BenchError> {
+    drain_backlog_with(n, make, 1).await
+}
+
+/// Publish a backlog of `n` messages, then let `workers` worker processes (one key, one Redis
+/// prefix, one queue) drain it. Peak RSS is the highest of the workers', CPU their sum.
+async fn drain_backlog_with(
+    n: u64,
+    make: fn(&str, u64) -> Vec<u8>,
+    workers: usize,
+) -> Result<Backlog, BenchError> {
     with_bed(SimConfig::default(), async |bed: &mut Bed| {
         bed.seed_tokens("default").await?;
         let run = super::bed::short_id();
@@ -256,16 +305,28 @@ async fn drain_backlog(n: u64, make: fn(&str, u64) -> Vec<u8>) -> Result<Backlog
         bed.publish_all(&q, &msgs).await?;
         drop(msgs);
         let env = env_of(BACKLOG_ENV);
-        let worker = bed.spawn_worker(&q, &env).await?;
+        let mut running = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            running.push(bed.spawn_worker(&q, &env).await?);
+        }
         let t = Instant::now();
         let limit = Duration::from_secs(60 + n / 200);
         wait_for(limit, "the backlog to drain", || async {
-            worker.synced().await.is_ok_and(|s| s >= n)
+            let mut synced = 0;
+            for w in &running {
+                synced += w.synced().await.unwrap_or(0);
+            }
+            synced >= n
         })
         .await?;
         let drain_secs = t.elapsed().as_secs_f64();
-        let st = worker.stats()?;
-        worker.stop().await;
+        let (mut peak_rss, mut cpu_secs) = (0, 0.0);
+        for w in running {
+            let st = w.stats()?;
+            peak_rss = st.peak_rss.max(peak_rss);
+            cpu_secs += st.cpu_secs;
+            w.stop().await;
+        }
         let log = bed.sim.requests();
         let count = |f: &dyn Fn(&RequestRecord) -> bool| log.iter().filter(|r| f(r)).count() as u64;
         let imports = count(&|r| r.path.ends_with("/contacts_json_import"));
@@ -283,8 +344,8 @@ async fn drain_backlog(n: u64, make: fn(&str, u64) -> Vec<u8>) -> Result<Backlog
             total,
             drain_secs,
             largest_batch,
-            peak_rss: st.peak_rss,
-            cpu_secs: st.cpu_secs,
+            peak_rss,
+            cpu_secs,
             config: describe(BACKLOG_ENV),
         })
     })
@@ -868,4 +929,173 @@ pub async fn tokens(scale: Scale) -> Result<Tokens, BenchError> {
 
 fn is_refresh(r: &RequestRecord) -> bool {
     r.path.ends_with("/token") && r.grant_type.as_deref() == Some("refresh_token")
+}
+
+/// Figure 8: `ccsync ingest` against `ccsync publish` and a bare confirmed publisher, on the
+/// same broker in the same run, each into its own fresh queue.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    /// Signed single-message requests (`application/json`), each answered 202 after its confirm.
+    pub single_requests: u64,
+    pub single_secs: f64,
+    pub single_conns: usize,
+    /// Signed NDJSON requests of `ndjson_lines` messages each.
+    pub ndjson_messages: u64,
+    pub ndjson_lines: usize,
+    pub ndjson_secs: f64,
+    pub ndjson_conns: usize,
+    /// CPU (user + system) of the ingest process in each phase, seconds.
+    pub single_cpu_secs: f64,
+    pub ndjson_cpu_secs: f64,
+    /// `ccsync publish` of `publish_messages` NDJSON lines (its own code, from memory).
+    pub publish_messages: u64,
+    pub publish_secs: f64,
+    /// The bare confirmed lapin publisher, same messages, same confirm window.
+    pub bare_secs: f64,
+    pub window: usize,
+}
+
+impl Ingest {
+    pub fn single_rate(&self) -> f64 {
+        self.single_requests as f64 / self.single_secs
+    }
+    pub fn ndjson_rate(&self) -> f64 {
+        self.ndjson_messages as f64 / self.ndjson_secs
+    }
+    pub fn publish_rate(&self) -> f64 {
+        self.publish_messages as f64 / self.publish_secs
+    }
+    pub fn bare_rate(&self) -> f64 {
+        self.publish_messages as f64 / self.bare_secs
+    }
+}
+
+/// The one `X-Ccsync-Signature` secret of the bench's ingest process.
+const INGEST_SECRET: &str = "bench-ingest-secret-0123456789abcdef";
+
+/// Figure 8 (issue 16): signed single-message requests per second and NDJSON messages per second
+/// through `ccsync ingest` (its own process, rate limit off) to a confirmed publish, against
+/// `ccsync publish` and a bare confirmed lapin publisher (issue 18) publishing as many messages.
+///
+/// Requests are built and signed before the clock starts and sent over keep-alive connections,
+/// one request at a time per connection ([`super::load`]); every answer must be 202, and the
+/// queue must hold every message afterwards. Each measurement has its own queue, deleted after
+/// it, so each starts on the same empty broker.
+pub async fn ingest(scale: Scale) -> Result<Ingest, BenchError> {
+    let (singles, ndjson_messages, ndjson_lines) = scale.ingest();
+    let (single_conns, ndjson_conns) = (16, 4);
+    let window = crate::publish::CONFIRM_WINDOW;
+    with_bed(SimConfig::default(), async |bed: &mut Bed| {
+        let run = super::bed::short_id();
+        let msgs = bodies(&format!("{run}b"), ndjson_messages, message);
+        // The bare publisher, then `ccsync publish`, each into a fresh queue, checked and dropped.
+        let q = bed.queue().await?;
+        let bare_secs = bed
+            .broker
+            .publish_confirmed(&q, &msgs, window)
+            .await?
+            .as_secs_f64();
+        expect_len(bed, &q, ndjson_messages).await?;
+        bed.drop_queue(&q).await?;
+        let msgs = bodies(&format!("{run}p"), ndjson_messages, message);
+        let q = bed.queue().await?;
+        let publish_secs = bed.publish_all(&q, &msgs).await?.as_secs_f64();
+        expect_len(bed, &q, ndjson_messages).await?;
+        bed.drop_queue(&q).await?;
+        drop(msgs);
+
+        let q = bed.queue().await?;
+        let ingest = bed.spawn_ingest(&q, INGEST_SECRET).await?;
+        let addr = ingest.metrics_addr();
+        let signed = |body: &[u8], ct: &str| {
+            let sig =
+                crate::ingest::sign::ccsync_header(INGEST_SECRET, crate::clock::now_unix(), body);
+            super::load::post(
+                &addr,
+                "/v1/contacts",
+                &[("Content-Type", ct), ("X-Ccsync-Signature", &sig)],
+                body,
+            )
+        };
+        let requests: Vec<Vec<u8>> = (0..singles)
+            .map(|i| signed(&message(&format!("{run}s"), i), "application/json"))
+            .collect();
+        let cpu0 = ingest.stats()?.cpu_secs;
+        let single_secs = super::load::drive(&addr, requests, single_conns, 202)
+            .await?
+            .as_secs_f64();
+        let cpu1 = ingest.stats()?.cpu_secs;
+        expect_len(bed, &q, singles).await?;
+
+        let requests: Vec<Vec<u8>> = bodies(&format!("{run}n"), ndjson_messages, message)
+            .chunks(ndjson_lines)
+            .map(|c| {
+                let mut body = c.join(&b'\n');
+                body.push(b'\n');
+                signed(&body, "application/x-ndjson")
+            })
+            .collect();
+        let ndjson_secs = super::load::drive(&addr, requests, ndjson_conns, 202)
+            .await?
+            .as_secs_f64();
+        let cpu2 = ingest.stats()?.cpu_secs;
+        expect_len(bed, &q, singles + ndjson_messages).await?;
+        ingest.stop().await;
+        bed.drop_queue(&q).await?;
+        Ok(Ingest {
+            single_requests: singles,
+            single_secs,
+            single_conns,
+            ndjson_messages,
+            ndjson_lines,
+            ndjson_secs,
+            ndjson_conns,
+            single_cpu_secs: cpu1 - cpu0,
+            ndjson_cpu_secs: cpu2 - cpu1,
+            publish_messages: ndjson_messages,
+            publish_secs,
+            bare_secs,
+            window,
+        })
+    })
+    .await
+}
+
+/// Every confirmed message must be in the queue (a 202 or a confirm that lost one is a bug, not
+/// a slow run).
+async fn expect_len(bed: &Bed, queue: &str, want: u64) -> Result<(), BenchError> {
+    let got = u64::from(bed.queue_len(queue).await?);
+    if got != want {
+        return Err(BenchError::Setup(format!(
+            "{queue} holds {got} messages after {want} confirmed publishes"
+        )));
+    }
+    Ok(())
+}
+
+/// Figure 9 (issue 18): three worker processes sharing one API key (one token set, one Redis
+/// limiter and quota, one queue) drain the backlog of figure 2, against one worker.
+#[derive(Debug, Clone)]
+pub struct Replicas {
+    pub one: Backlog,
+    pub three: Backlog,
+    /// Whether `one` was measured in this phase (an `--only` run) or is figure 2's backlog.
+    pub one_measured_here: bool,
+}
+
+/// Figure 9: the backlog of figure 2 drained by three replicas (the default
+/// `ratelimit.expected_replicas` = 3). `one` is figure 2's single-worker backlog when the whole
+/// table is measured; an `--only replicas` run measures it here first.
+pub async fn replicas(scale: Scale, one: Option<&Backlog>) -> Result<Replicas, BenchError> {
+    let n = scale.backlog_messages();
+    let (one, one_measured_here) = match one {
+        Some(b) => (b.clone(), false),
+        None => (drain_backlog_with(n, message, 1).await?, true),
+    };
+    let three = drain_backlog_with(n, message, 3).await?;
+    Ok(Replicas {
+        one,
+        three,
+        one_measured_here,
+    })
 }

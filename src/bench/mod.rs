@@ -4,8 +4,9 @@
 //!
 //! Phases, each in its own [`bed::Bed`] (random queue names, random Redis key prefix, its own
 //! simulator; queues deleted afterwards):
-//! 1. [`figures::overhead`]: a bare lapin consume-and-ack loop ([`crate::queue::Broker::consume_and_ack`])
-//!    against one worker draining the same number of messages into an unthrottled simulator.
+//! 1. [`figures::overhead`]: plain lapin consumers ([`crate::queue::Broker::consume_and_ack`],
+//!    acks folded into `multiple` acks as the worker does, and one ack per delivery) against one
+//!    worker draining the same number of messages into an unthrottled simulator.
 //! 2. [`figures::backlog`]: a backlog at CC's real limits: every request the simulator logged,
 //!    against the floor (one import per 40,000 contacts or 4 MB, plus one poll each); the same
 //!    worker's peak RSS (a full batch in flight) and CPU per message.
@@ -15,6 +16,9 @@
 //!    the refresh fan-in of 3 worker processes against a short token lifetime.
 //! 5. [`figures::outage`]: the requests a worker spends per hour while CC answers 503 to every
 //!    call with a backlog waiting, then the backlog drained once CC answers again.
+//! 6. [`figures::ingest`]: signed requests through `ccsync ingest` (its own process) to a
+//!    confirmed publish, against `ccsync publish` and a bare confirmed lapin publisher.
+//! 7. [`figures::replicas`]: figure 2's backlog drained by three workers sharing one key.
 //!
 //! Phase 2 also drains a backlog of ~4 KB messages ([`figures::big_messages`], figure 4 under
 //! the byte budget for held deliveries).
@@ -24,6 +28,7 @@
 
 pub mod bed;
 pub mod figures;
+pub mod load;
 pub mod report;
 
 use std::path::PathBuf;
@@ -50,10 +55,18 @@ pub struct BenchArgs {
 /// Figures `--only` can measure on their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Part {
+    /// Figure 1, the worker against plain lapin consumers (`overhead.*`,
+    /// `cpu.per_message_unthrottled`).
+    Overhead,
     /// Figure 4 with ~4 KB messages (`memory.peak_rss_4kb`).
     Big,
     /// Figure 7, requests per hour of outage (`outage.*`).
     Outage,
+    /// Figure 8, `ccsync ingest` against `ccsync publish` and a bare publisher (`ingest.*`,
+    /// `publish.*`).
+    Ingest,
+    /// Figure 9, three replicas sharing one key (`replicas.*`; measures one replica too).
+    Replicas,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -118,6 +131,16 @@ impl Scale {
         }
     }
 
+    /// Figure 8: signed single-message requests, NDJSON messages (also what `ccsync publish`
+    /// and the bare publisher send), and lines per NDJSON request.
+    pub fn ingest(self) -> (u64, u64, usize) {
+        match self {
+            Scale::Tiny => (300, 2_000, 500),
+            Scale::Small => (5_000, 50_000, 1_000),
+            Scale::Full => (20_000, 200_000, 1_000),
+        }
+    }
+
     /// Seconds of trickle at 1 message/s and at 50 messages/s.
     pub fn trickle_secs(self) -> (u64, u64) {
         match self {
@@ -162,7 +185,7 @@ pub enum BenchError {
 pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let started = std::time::Instant::now();
     let scale = args.scale;
-    // Development aid: `CCSYNC_BENCH_ONLY=overhead|backlog|cap|big|latency|paced|outage|tokens` runs one phase and
+    // Development aid: `CCSYNC_BENCH_ONLY=overhead|backlog|cap|big|latency|paced|outage|ingest|replicas|tokens` runs one phase and
     // prints it without writing the table.
     if let Ok(only) = std::env::var("CCSYNC_BENCH_ONLY") {
         match only.as_str() {
@@ -173,6 +196,8 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             "paced" => eprintln!("{:?}", figures::latency_paced(scale).await?),
             "big" => eprintln!("{:?}", figures::big_messages(scale).await?),
             "outage" => eprintln!("{:?}", figures::outage(scale).await?),
+            "ingest" => eprintln!("{:?}", figures::ingest(scale).await?),
+            "replicas" => eprintln!("{:?}", figures::replicas(scale, None).await?),
             _ => eprintln!("{:?}", figures::tokens(scale).await?),
         }
         return Ok(());
@@ -181,12 +206,12 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         return run_only(args).await;
     }
     eprintln!(
-        "ccsync bench --scale {}: 1/5 pipeline overhead",
+        "ccsync bench --scale {}: 1/7 pipeline overhead",
         scale.name()
     );
     let overhead = figures::overhead(scale).await?;
     eprintln!("  {overhead:?}");
-    eprintln!("2/5 backlog at real limits (API efficiency, memory, CPU)");
+    eprintln!("2/7 backlog at real limits (API efficiency, memory, CPU)");
     let backlog = figures::backlog(scale).await?;
     eprintln!("  {backlog:?}");
     eprintln!("   the same with email-only messages (memory at 40,000-contact imports)");
@@ -195,18 +220,24 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     eprintln!("   ~4 KB messages (memory under the byte budget for held deliveries)");
     let big = figures::big_messages(scale).await?;
     eprintln!("  {big:?}");
-    eprintln!("3/5 latency at trickle load");
+    eprintln!("3/7 latency at trickle load");
     let latency = figures::latency(scale).await?;
     eprintln!("  {latency:?}");
     eprintln!("   the same at the default, budget-aware pacing");
     let latency_paced = figures::latency_paced(scale).await?;
     eprintln!("  {latency_paced:?}");
-    eprintln!("4/5 token path");
+    eprintln!("4/7 token path");
     let tokens = figures::tokens(scale).await?;
     eprintln!("  {tokens:?}");
-    eprintln!("5/5 requests per hour of outage");
+    eprintln!("5/7 requests per hour of outage");
     let outage = figures::outage(scale).await?;
     eprintln!("  {outage:?}");
+    eprintln!("6/7 ingest against ccsync publish and a bare publisher");
+    let ingest = figures::ingest(scale).await?;
+    eprintln!("  {ingest:?}");
+    eprintln!("7/7 three replicas sharing one key");
+    let replicas = figures::replicas(scale, Some(&backlog)).await?;
+    eprintln!("  {replicas:?}");
     let all = report::Results {
         scale,
         overhead,
@@ -217,6 +248,8 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         latency_paced,
         tokens,
         outage,
+        ingest,
+        replicas,
         runtime: started.elapsed(),
     };
     let md = report::render(&all);
@@ -240,29 +273,56 @@ async fn run_only(args: &BenchArgs) -> Result<(), BenchError> {
         err,
     };
     let md = std::fs::read_to_string(&args.out).map_err(write_err)?;
-    let big = if args.only.contains(&Part::Big) {
+    let want = |p: Part| args.only.contains(&p);
+    let scale = args.scale;
+    let overhead = if want(Part::Overhead) {
+        eprintln!("figure 1: pipeline overhead");
+        let o = figures::overhead(scale).await?;
+        eprintln!("  {o:?}");
+        Some(o)
+    } else {
+        None
+    };
+    let big = if want(Part::Big) {
         eprintln!("figure 4 with ~4 KB messages");
-        let b = figures::big_messages(args.scale).await?;
+        let b = figures::big_messages(scale).await?;
         eprintln!("  {b:?}");
         Some(b)
     } else {
         None
     };
-    let outage = if args.only.contains(&Part::Outage) {
+    let outage = if want(Part::Outage) {
         eprintln!("figure 7: requests per hour of outage");
-        let g = figures::outage(args.scale).await?;
+        let g = figures::outage(scale).await?;
         eprintln!("  {g:?}");
         Some(g)
     } else {
         None
     };
-    let md = report::splice(
-        &md,
-        args.scale,
-        big.as_ref(),
-        outage.as_ref(),
-        started.elapsed(),
-    );
+    let ingest = if want(Part::Ingest) {
+        eprintln!("figure 8: ingest against ccsync publish and a bare publisher");
+        let g = figures::ingest(scale).await?;
+        eprintln!("  {g:?}");
+        Some(g)
+    } else {
+        None
+    };
+    let replicas = if want(Part::Replicas) {
+        eprintln!("figure 9: one and three replicas sharing one key");
+        let r = figures::replicas(scale, None).await?;
+        eprintln!("  {r:?}");
+        Some(r)
+    } else {
+        None
+    };
+    let partial = report::Partial {
+        overhead: overhead.as_ref(),
+        big: big.as_ref(),
+        outage: outage.as_ref(),
+        ingest: ingest.as_ref(),
+        replicas: replicas.as_ref(),
+    };
+    let md = report::splice(&md, scale, &partial, started.elapsed());
     std::fs::write(&args.out, md).map_err(write_err)?;
     eprintln!(
         "updated {} in {:.0} s",

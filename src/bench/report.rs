@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use super::Scale;
-use super::figures::{Backlog, BigMessages, Latency, Outage, Overhead, Tokens};
+use super::figures::{Backlog, BigMessages, Ingest, Latency, Outage, Overhead, Replicas, Tokens};
 
 pub struct Results {
     pub scale: Scale,
@@ -23,14 +23,20 @@ pub struct Results {
     pub tokens: Tokens,
     /// Requests per hour while CC fails every call, and the drain after it.
     pub outage: Outage,
+    /// `ccsync ingest` against `ccsync publish` and a bare confirmed publisher.
+    pub ingest: Ingest,
+    /// The backlog of figure 2 drained by three replicas sharing one key.
+    pub replicas: Replicas,
     pub runtime: Duration,
 }
 
 /// Every row key `render` writes (the smoke test checks them all).
 pub const ROW_KEYS: &[&str] = &[
     "overhead.baseline",
+    "overhead.baseline_single_ack",
     "overhead.pipeline",
     "overhead.ratio",
+    "overhead.ratio_single_ack",
     "api.per_10k",
     "api.floor_per_10k",
     "api.vs_floor",
@@ -51,6 +57,16 @@ pub const ROW_KEYS: &[&str] = &[
     "cpu.per_message_unthrottled",
     "outage.requests_per_hour",
     "outage.recovery",
+    "publish.bare",
+    "publish.ccsync",
+    "publish.ratio",
+    "ingest.single",
+    "ingest.ndjson",
+    "ingest.single_vs_publish",
+    "ingest.ndjson_vs_publish",
+    "replicas.contacts_per_day",
+    "replicas.vs_one",
+    "replicas.cpu_per_message",
 ];
 
 /// Which way a target points.
@@ -71,32 +87,8 @@ struct Row {
 fn rows(r: &Results) -> Vec<Row> {
     let o = &r.overhead;
     let b = &r.backlog;
-    let mb = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
-    let mut v = vec![
-        Row {
-            key: "overhead.baseline",
-            figure: format!("Bare lapin consume-and-ack loop, {} messages", o.messages),
-            measured: o.baseline_rate(),
-            unit: "msg/s",
-            target: Target::None,
-        },
-        Row {
-            key: "overhead.pipeline",
-            figure: format!(
-                "Worker: decode, validate, coalesce, batch, import ({} imports), poll, ack; unthrottled simulator",
-                o.imports
-            ),
-            measured: o.pipeline_rate(),
-            unit: "msg/s",
-            target: Target::None,
-        },
-        Row {
-            key: "overhead.ratio",
-            figure: "1. Pipeline overhead: worker ÷ bare loop (same broker, same run)".into(),
-            measured: o.ratio(),
-            unit: "×",
-            target: Target::AtLeast(0.8),
-        },
+    let mut v = overhead_rows(o);
+    v.extend([
         Row {
             key: "api.per_10k",
             figure: format!(
@@ -144,7 +136,7 @@ fn rows(r: &Results) -> Vec<Row> {
             unit: "contacts",
             target: Target::None,
         },
-    ];
+    ]);
     for l in &r.latency {
         let (k50, k99) = if l.rate == 1 {
             ("latency.1.p50", "latency.1.p99")
@@ -245,21 +237,222 @@ fn rows(r: &Results) -> Vec<Row> {
             unit: "µs",
             target: Target::None,
         },
+        cpu_unthrottled_row(o),
+    ]);
+    v.extend(outage_rows(&r.outage));
+    v.extend(ingest_rows(&r.ingest));
+    v.extend(replicas_rows(&r.replicas));
+    v
+}
+
+/// Figure 1: the worker against the best plain consumer (folded acks) and the single-ack loop.
+fn overhead_rows(o: &Overhead) -> Vec<Row> {
+    let (fold, _) = o.best_fold();
+    vec![
         Row {
-            key: "cpu.per_message_unthrottled",
+            key: "overhead.baseline",
             figure: format!(
-                "6. Worker CPU per message, overhead run: {:.2} s for {} msgs (peak RSS {:.0} MiB)",
-                o.cpu_secs,
-                o.messages,
-                mb(o.peak_rss)
+                "Best plain lapin consumer: receive and ack only, acks folded into one `multiple` \
+                 ack per {fold} deliveries (fastest of {}), prefetch {}, {} messages",
+                o.folded
+                    .iter()
+                    .map(|(k, secs)| format!(
+                        "{k}: {} msg/s",
+                        fmt_num(o.messages as f64 / secs)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                o.prefetch,
+                o.messages
             ),
-            measured: o.cpu_secs * 1e6 / o.messages as f64,
+            measured: o.baseline_rate(),
+            unit: "msg/s",
+            target: Target::None,
+        },
+        Row {
+            key: "overhead.baseline_single_ack",
+            figure: format!(
+                "Plain lapin consumer acking each delivery on its own (issue 7's baseline, the \
+                 slowest way to consume), prefetch {}, {} messages",
+                o.prefetch, o.messages
+            ),
+            measured: o.single_ack_rate(),
+            unit: "msg/s",
+            target: Target::None,
+        },
+        Row {
+            key: "overhead.pipeline",
+            figure: format!(
+                "Worker: decode, validate, coalesce, batch, import ({} imports), poll, ack; unthrottled simulator",
+                o.imports
+            ),
+            measured: o.pipeline_rate(),
+            unit: "msg/s",
+            target: Target::None,
+        },
+        Row {
+            key: "overhead.ratio",
+            figure: "1. Pipeline overhead: worker ÷ best plain consumer (folded acks; same broker, same run)"
+                .into(),
+            measured: o.ratio(),
+            unit: "×",
+            target: Target::AtLeast(0.8),
+        },
+        Row {
+            key: "overhead.ratio_single_ack",
+            figure: "1. Worker ÷ the single-ack loop (same broker, same run)".into(),
+            measured: o.ratio_single_ack(),
+            unit: "×",
+            target: Target::None,
+        },
+    ]
+}
+
+fn cpu_unthrottled_row(o: &Overhead) -> Row {
+    Row {
+        key: "cpu.per_message_unthrottled",
+        figure: format!(
+            "6. Worker CPU per message, overhead run: {:.2} s for {} msgs (peak RSS {:.0} MiB)",
+            o.cpu_secs,
+            o.messages,
+            o.peak_rss as f64 / (1024.0 * 1024.0)
+        ),
+        measured: o.cpu_secs * 1e6 / o.messages as f64,
+        unit: "µs",
+        target: Target::None,
+    }
+}
+
+/// Figure 8: ingest against `ccsync publish`, and `ccsync publish` against a bare publisher.
+fn ingest_rows(g: &Ingest) -> Vec<Row> {
+    vec![
+        Row {
+            key: "publish.bare",
+            figure: format!(
+                "Bare confirmed lapin publisher: {} messages, persistent, one channel, at most {} \
+                 confirms pending",
+                g.publish_messages, g.window
+            ),
+            measured: g.bare_rate(),
+            unit: "msg/s",
+            target: Target::None,
+        },
+        Row {
+            key: "publish.ccsync",
+            figure:
+                "`ccsync publish`: the same number of NDJSON lines read, each validated by the \
+                     worker's decoder, published and confirmed (same window)"
+                    .into(),
+            measured: g.publish_rate(),
+            unit: "msg/s",
+            target: Target::None,
+        },
+        Row {
+            key: "publish.ratio",
+            figure: "`ccsync publish` ÷ bare confirmed publisher (same broker, same run)".into(),
+            measured: g.publish_rate() / g.bare_rate(),
+            unit: "×",
+            target: Target::AtLeast(0.8),
+        },
+        Row {
+            key: "ingest.single",
+            figure: format!(
+                "8. Ingest: signed single-message requests (`application/json`) answered 202 after \
+                 the broker's confirm, {} requests over {} keep-alive connections; ingest CPU {:.0} \
+                 µs per request",
+                g.single_requests,
+                g.single_conns,
+                g.single_cpu_secs * 1e6 / g.single_requests as f64
+            ),
+            measured: g.single_rate(),
+            unit: "req/s",
+            target: Target::None,
+        },
+        Row {
+            key: "ingest.ndjson",
+            figure: format!(
+                "8. Ingest: messages in signed NDJSON requests of {} lines, {} messages over {} \
+                 connections, each request 202 after every confirm; ingest CPU {:.1} µs per message",
+                g.ndjson_lines,
+                g.ndjson_messages,
+                g.ndjson_conns,
+                g.ndjson_cpu_secs * 1e6 / g.ndjson_messages as f64
+            ),
+            measured: g.ndjson_rate(),
+            unit: "msg/s",
+            target: Target::None,
+        },
+        Row {
+            key: "ingest.single_vs_publish",
+            figure: "8. Single-message requests per second ÷ `ccsync publish` messages per second"
+                .into(),
+            measured: g.single_rate() / g.publish_rate(),
+            unit: "×",
+            target: Target::None,
+        },
+        Row {
+            key: "ingest.ndjson_vs_publish",
+            figure: "8. NDJSON messages per second through ingest ÷ `ccsync publish`".into(),
+            measured: g.ndjson_rate() / g.publish_rate(),
+            unit: "×",
+            target: Target::None,
+        },
+    ]
+}
+
+/// Figure 9: three replicas sharing one key.
+fn replicas_rows(r: &Replicas) -> Vec<Row> {
+    let (one, three) = (&r.one, &r.three);
+    vec![
+        Row {
+            key: "replicas.contacts_per_day",
+            figure: format!(
+                "9. Three replicas sharing one key drain figure 2's backlog ({} contacts at 4/s: \
+                 {} imports, {} polls, {} look-ups, {} token calls = {}; drained in {:.0} s): \
+                 contacts per day one key carries",
+                three.contacts,
+                three.imports,
+                three.polls,
+                three.lookups,
+                three.tokens,
+                three.total,
+                three.drain_secs
+            ),
+            measured: three.contacts_per_day(),
+            unit: "contacts",
+            target: Target::None,
+        },
+        Row {
+            key: "replicas.vs_one",
+            figure: format!(
+                "9. Three replicas ÷ one (one: {} requests, {} contacts per day{})",
+                one.total,
+                fmt_num(one.contacts_per_day()),
+                if r.one_measured_here {
+                    ", measured in the same phase"
+                } else {
+                    ", figure 2"
+                }
+            ),
+            measured: three.contacts_per_day() / one.contacts_per_day(),
+            unit: "×",
+            target: Target::AtLeast(0.9),
+        },
+        Row {
+            key: "replicas.cpu_per_message",
+            figure: format!(
+                "9. CPU per message, three replicas summed: {:.2} s for {} msgs (one replica: \
+                 {:.1} µs; peak RSS of the largest {:.0} MB)",
+                three.cpu_secs,
+                three.contacts,
+                one.cpu_secs * 1e6 / one.contacts as f64,
+                three.peak_rss as f64 / 1e6
+            ),
+            measured: three.cpu_secs * 1e6 / three.contacts as f64,
             unit: "µs",
             target: Target::None,
         },
-    ]);
-    v.extend(outage_rows(&r.outage));
-    v
+    ]
 }
 
 /// Figure 4 with ~4 KB messages.
@@ -376,6 +569,83 @@ fn big_bullet(big: &BigMessages) -> String {
     s
 }
 
+/// How figure 1 was measured.
+fn overhead_bullet(o: &Overhead) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "- **1. Overhead**: {n} messages published to a fresh quorum queue for each consumer (each \
+         queue deleted after it). Plain consumers: `Broker::consume_and_ack` in the bench \
+         process, lapin with the worker's prefetch ({}), receiving and acking only, first \
+         delivery to last ack; once with acks folded into one `multiple` ack per k deliveries as \
+         the worker folds its settled runs, for k in {} (the fastest is the baseline, the \
+         broker's ceiling for one consumer), and once acking every delivery on its own. Worker: \
+         one `ccsync worker` process, from the first drop of the queue's ready count (polled \
+         every 5 ms) to its synced counter reaching {n} (polled every 20 ms). Simulator \
+         unthrottled (1,000,000 req/s), imports complete in 20 ms. Worker config: {}.",
+        o.prefetch,
+        o.folded
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        o.config,
+        n = o.messages
+    );
+    s
+}
+
+/// How figure 8 was measured.
+fn ingest_bullet(g: &Ingest) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "- **8. Ingest**: one `ccsync ingest` process (defaults: 4 publish channels; \
+         `INGEST__RATE_PER_SECOND=0`), its own fresh queue. Requests are built and signed \
+         (`X-Ccsync-Signature`) before the clock starts and sent over HTTP/1.1 keep-alive \
+         connections, one request at a time per connection, by the bench process; every answer \
+         must be 202 (given after the broker's confirm of every message of the request), and the \
+         queue must hold every message afterwards. Single requests: {} over {} connections; \
+         NDJSON: {} messages in requests of {} lines over {} connections. Ingest CPU is utime + \
+         stime of its process over each phase. Against it, on the same broker in the same run, \
+         each into its own fresh queue: the bare confirmed publisher (`Broker::publish_confirmed`, \
+         lapin only) and `ccsync publish` (`publish::publish`, the command's code, reading the \
+         NDJSON from memory), {} messages each, persistent, one channel, at most {} confirms \
+         pending. The bench, ingest, RabbitMQ and Redis share the machine's CPUs.",
+        g.single_requests,
+        g.single_conns,
+        g.ndjson_messages,
+        g.ndjson_lines,
+        g.ndjson_conns,
+        g.publish_messages,
+        g.window
+    );
+    s
+}
+
+/// How figure 9 was measured.
+fn replicas_bullet(r: &Replicas) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "- **9. Three replicas**: figure 2's backlog ({} messages) published first, then three \
+         `ccsync worker` processes started one after the other on the same queue, sharing one API \
+         key (one token set, one Redis key prefix: one request limiter, one daily quota, one \
+         ordering ledger) at CC's real limits, with the backlog's config ({}) and the default \
+         `ratelimit.expected_replicas` = 3. Every request the simulator logged counts, as in \
+         figure 2; CPU is the three processes' utime + stime summed. The single replica it is \
+         compared with is {}.",
+        r.three.contacts,
+        r.three.config,
+        if r.one_measured_here {
+            "one worker draining the same backlog in the same phase, just before"
+        } else {
+            "figure 2's worker, in the same run"
+        }
+    );
+    s
+}
+
 /// How figure 7 was measured.
 fn outage_bullet(g: &Outage) -> String {
     let mut s = String::new();
@@ -486,16 +756,7 @@ pub fn render(r: &Results) -> String {
     let b = &r.backlog;
     let o = &r.overhead;
     let _ = writeln!(s, "\n## How each figure was measured\n");
-    let _ = writeln!(
-        s,
-        "- **1. Overhead**: {n} messages published to two fresh quorum queues. Baseline: \
-         `Broker::consume_and_ack` (prefetch as the worker's, one ack per delivery), first delivery \
-         to last ack. Worker: one `ccsync worker` process, from the first drop of the queue's ready \
-         count (polled every 5 ms) to its synced counter reaching {n} (polled every 20 ms). \
-         Simulator unthrottled (1,000,000 req/s), imports complete in 20 ms. Worker config: {}.",
-        o.config,
-        n = o.messages
-    );
+    s.push_str(&overhead_bullet(o));
     let _ = writeln!(
         s,
         "- **2. API efficiency**: a {} message backlog (distinct emails) published first, then one \
@@ -569,6 +830,8 @@ pub fn render(r: &Results) -> String {
          (start-up included), divided by the messages it synced."
     );
     s.push_str(&outage_bullet(&r.outage));
+    s.push_str(&ingest_bullet(&r.ingest));
+    s.push_str(&replicas_bullet(&r.replicas));
     s.push_str(&findings(r));
     s
 }
@@ -661,17 +924,80 @@ fn findings(r: &Results) -> String {
     s
 }
 
+/// The figures one `ccsync bench --only …` run measured.
+#[derive(Default)]
+pub struct Partial<'a> {
+    pub overhead: Option<&'a Overhead>,
+    pub big: Option<&'a BigMessages>,
+    pub outage: Option<&'a Outage>,
+    pub ingest: Option<&'a Ingest>,
+    pub replicas: Option<&'a Replicas>,
+}
+
+/// One measured part of a partial run: its `--only` name, its rows (in table order), the row a
+/// new first row goes after, and its notes with the note each goes after.
+struct Part {
+    name: &'static str,
+    rows: Vec<Row>,
+    after_row: Option<&'static str>,
+    notes: Vec<(String, Option<&'static str>)>,
+}
+
+impl Partial<'_> {
+    fn parts(&self) -> Vec<Part> {
+        let mut v = Vec::new();
+        if let Some(o) = self.overhead {
+            let mut rows = overhead_rows(o);
+            rows.push(cpu_unthrottled_row(o));
+            v.push(Part {
+                name: "overhead",
+                rows,
+                after_row: None,
+                notes: vec![(overhead_bullet(o), None)],
+            });
+        }
+        if let Some(b) = self.big {
+            v.push(Part {
+                name: "big",
+                rows: vec![big_row(b)],
+                after_row: Some("memory.peak_rss_contact_cap"),
+                notes: vec![(big_bullet(b), Some("- **4. Memory**"))],
+            });
+        }
+        if let Some(g) = self.outage {
+            v.push(Part {
+                name: "outage",
+                rows: outage_rows(g),
+                after_row: None,
+                notes: vec![(outage_bullet(g), None)],
+            });
+        }
+        if let Some(g) = self.ingest {
+            v.push(Part {
+                name: "ingest",
+                rows: ingest_rows(g),
+                after_row: None,
+                notes: vec![(ingest_bullet(g), None)],
+            });
+        }
+        if let Some(r) = self.replicas {
+            v.push(Part {
+                name: "replicas",
+                rows: replicas_rows(r),
+                after_row: None,
+                notes: vec![(replicas_bullet(r), None)],
+            });
+        }
+        v
+    }
+}
+
 /// Write the rows and notes of the figures measured by `ccsync bench --only …` into an existing
-/// table `md`: a row or note with the same key is replaced, a new one goes after its neighbour
-/// (figure 4's ~4 KB row after the other memory rows, figure 7 at the end), and a `Partial run`
-/// line under `Runtime` says which rows came from this run, when and how.
-pub fn splice(
-    md: &str,
-    scale: Scale,
-    big: Option<&BigMessages>,
-    outage: Option<&Outage>,
-    runtime: Duration,
-) -> String {
+/// table `md`: a row or note with the same key (or bold head) is replaced, a new one goes after
+/// the row before it in its figure (or its figure's neighbour, else the end of the table), and a
+/// `Partial run` line under `Runtime` says which rows came from this run, when and how. Earlier
+/// `Partial run` lines of the same or fewer parts are dropped: this run replaced their rows.
+pub fn splice(md: &str, scale: Scale, partial: &Partial, runtime: Duration) -> String {
     let mut lines: Vec<String> = md.lines().map(str::to_string).collect();
     let row_at = |lines: &[String], key: &str| {
         let cell = format!("| `{key}` |");
@@ -695,27 +1021,33 @@ pub fn splice(
             .unwrap_or(lines.len());
         lines[..end].iter().rposition(|l| l.starts_with("- **"))
     };
+    let parts = partial.parts();
     let mut keys = Vec::new();
-    if let Some(b) = big {
-        let row = row_line(&big_row(b));
-        let after = row_at(&lines, "memory.peak_rss_contact_cap").or_else(|| last_row(&lines));
-        let at = row_at(&lines, "memory.peak_rss_4kb");
-        put(&mut lines, at, after, row);
-        let note = big_bullet(b).trim_end().to_string();
-        let after = bullet_at(&lines, "- **4. Memory**").or_else(|| last_bullet(&lines));
-        let at = bullet_at(&lines, "- **4. Memory, ~4 KB messages**");
-        put(&mut lines, at, after, note);
-        keys.push("`memory.peak_rss_4kb`");
-    }
-    if let Some(g) = outage {
-        for row in outage_rows(g) {
-            let (at, after) = (row_at(&lines, row.key), last_row(&lines));
-            put(&mut lines, at, after, row_line(&row));
+    for part in &parts {
+        let mut prev: Option<&str> = part.after_row;
+        for row in &part.rows {
+            let after = prev
+                .and_then(|k| row_at(&lines, k))
+                .or_else(|| last_row(&lines));
+            let at = row_at(&lines, row.key);
+            put(&mut lines, at, after, row_line(row));
+            keys.push(format!("`{}`", row.key));
+            prev = Some(row.key);
         }
-        let note = outage_bullet(g).trim_end().to_string();
-        let (at, after) = (bullet_at(&lines, "- **7. Outage**"), last_bullet(&lines));
-        put(&mut lines, at, after, note);
-        keys.push("`outage.requests_per_hour`, `outage.recovery`");
+        for (note, after_head) in &part.notes {
+            let note = note.trim_end().to_string();
+            // The note's head: "- **<title>**".
+            let head = note
+                .find("**")
+                .and_then(|i| note[i + 2..].find("**").map(|j| &note[..i + 2 + j + 2]))
+                .unwrap_or(&note)
+                .to_string();
+            let after = after_head
+                .and_then(|h| bullet_at(&lines, h))
+                .or_else(|| last_bullet(&lines));
+            let at = bullet_at(&lines, &head);
+            put(&mut lines, at, after, note);
+        }
     }
     let date = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -725,21 +1057,31 @@ pub fn splice(
     } else {
         "release"
     };
-    let only: Vec<&str> = [big.map(|_| "big"), outage.map(|_| "outage")]
-        .into_iter()
-        .flatten()
-        .collect();
-    let partial = format!(
+    let names: Vec<&str> = parts.iter().map(|p| p.name).collect();
+    let partial_line = format!(
         "| Partial run | {} and their notes: `ccsync bench --scale {} --only {}` ({build} build), \
-         {date}, {:.0} s; the other rows are from the run above |",
+         {date}, {:.0} s; the other rows are from the runs above |",
         keys.join(", "),
         scale.name(),
-        only.join(","),
+        names.join(","),
         runtime.as_secs_f64()
     );
-    let at = lines.iter().position(|l| l.starts_with("| Partial run |"));
-    let after = lines.iter().position(|l| l.starts_with("| Runtime |"));
-    put(&mut lines, at, after, partial);
+    // Older partial runs whose every part this run measured again.
+    lines.retain(|l| {
+        let Some(only) = l
+            .strip_prefix("| Partial run |")
+            .and_then(|r| r.split("--only ").nth(1))
+            .and_then(|r| r.split('`').next())
+        else {
+            return true;
+        };
+        !only.split(',').all(|p| names.contains(&p.trim()))
+    });
+    let after = lines
+        .iter()
+        .rposition(|l| l.starts_with("| Partial run |"))
+        .or_else(|| lines.iter().position(|l| l.starts_with("| Runtime |")));
+    put(&mut lines, None, after, partial_line);
     let mut out = lines.join("\n");
     out.push('\n');
     out
@@ -782,43 +1124,196 @@ mod tests {
         }
     }
 
-    const TABLE: &str = "# t\n\n| | |\n|---|---|\n| Runtime | 411 s |\n\n\
+    fn overhead() -> Overhead {
+        Overhead {
+            messages: 100_000,
+            folded: vec![(256, 2.0), (2_048, 1.6), (16_384, 1.8)],
+            single_ack_secs: 8.0,
+            pipeline_secs: 4.0,
+            imports: 9,
+            cpu_secs: 1.8,
+            peak_rss: 110 << 20,
+            prefetch: 65_535,
+            config: String::new(),
+        }
+    }
+
+    fn ingest() -> Ingest {
+        Ingest {
+            single_requests: 20_000,
+            single_secs: 10.0,
+            single_conns: 16,
+            ndjson_messages: 200_000,
+            ndjson_lines: 1_000,
+            ndjson_secs: 8.0,
+            ndjson_conns: 4,
+            single_cpu_secs: 3.0,
+            ndjson_cpu_secs: 2.0,
+            publish_messages: 200_000,
+            publish_secs: 5.0,
+            bare_secs: 4.0,
+            window: 1_000,
+        }
+    }
+
+    fn backlog(total: u64) -> Backlog {
+        Backlog {
+            contacts: 200_000,
+            payload_bytes: 24_800_000,
+            imports: total / 2,
+            polls: total / 2,
+            lookups: 0,
+            tokens: 0,
+            total,
+            drain_secs: 22.0,
+            largest_batch: 28_602,
+            peak_rss: 124_000_000,
+            cpu_secs: 4.8,
+            config: String::new(),
+        }
+    }
+
+    fn replicas() -> Replicas {
+        Replicas {
+            one: backlog(16),
+            three: backlog(20),
+            one_measured_here: true,
+        }
+    }
+
+    const TABLE: &str = "# t\n\n| | |\n|---|---|\n| Runtime | 411 s |\n\
+        | Partial run | `memory.peak_rss_4kb` and its note: `ccsync bench --scale full --only big` (release build) |\n\
+        | Partial run | x: `ccsync bench --scale full --only big,outage` (release build) |\n\n\
         | Key | Figure | Measured | Target | Measured ÷ target | Met |\n|---|---|---|---|---|---|\n\
+        | `overhead.baseline` | a | 1 msg/s | — | — | — |\n\
+        | `overhead.pipeline` | a | 1 msg/s | — | — | — |\n\
+        | `overhead.ratio` | a | 1 × | — | — | — |\n\
         | `memory.peak_rss` | a | 1 MB | — | — | — |\n\
         | `memory.peak_rss_contact_cap` | b | 1 MB | — | — | — |\n\
-        | `token.cached` | c | 1 ns/op | — | — | — |\n\n\
-        ## How each figure was measured\n\n- **4. Memory**: m\n- **5. Token path**: t\n\n\
+        | `token.cached` | c | 1 ns/op | — | — | — |\n\
+        | `cpu.per_message_unthrottled` | c | 1 µs | — | — | — |\n\n\
+        ## How each figure was measured\n\n- **1. Overhead**: o\n- **4. Memory**: m\n- **5. Token path**: t\n\n\
         ## Profiling notes\n\n- **Memory.** p\n";
+
+    fn keys(md: &str) -> Vec<&str> {
+        md.lines()
+            .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+            .collect()
+    }
+
+    fn notes(md: &str) -> Vec<&str> {
+        md.lines()
+            .filter(|l| l.starts_with("- **"))
+            .map(|l| l.split("**").nth(1).unwrap_or(""))
+            .collect()
+    }
 
     /// New rows land next to their neighbours, and a second splice replaces instead of adding.
     #[test]
     fn splice_places_the_new_rows_once() {
         let d = Duration::from_secs(400);
-        let once = splice(TABLE, Scale::Full, Some(&big()), Some(&outage()), d);
-        let twice = splice(&once, Scale::Full, Some(&big()), Some(&outage()), d);
+        let (b, g) = (big(), outage());
+        let p = Partial {
+            big: Some(&b),
+            outage: Some(&g),
+            ..Partial::default()
+        };
+        let once = splice(TABLE, Scale::Full, &p, d);
+        let twice = splice(&once, Scale::Full, &p, d);
         for md in [&once, &twice] {
-            let keys: Vec<&str> = md
-                .lines()
-                .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
-                .collect();
             assert_eq!(
-                keys,
+                keys(md),
                 [
+                    "overhead.baseline",
+                    "overhead.pipeline",
+                    "overhead.ratio",
                     "memory.peak_rss",
                     "memory.peak_rss_contact_cap",
                     "memory.peak_rss_4kb",
                     "token.cached",
+                    "cpu.per_message_unthrottled",
                     "outage.requests_per_hour",
                     "outage.recovery"
                 ]
             );
-            let notes: Vec<&str> = md.lines().filter(|l| l.starts_with("- **")).collect();
-            assert_eq!(notes.len(), 5, "{md}");
-            assert!(notes[1].starts_with("- **4. Memory, ~4 KB messages**"));
-            assert!(notes[3].starts_with("- **7. Outage**"));
-            assert_eq!(md.matches("| Partial run |").count(), 1);
+            assert_eq!(
+                notes(md),
+                [
+                    "1. Overhead",
+                    "4. Memory",
+                    "4. Memory, ~4 KB messages",
+                    "5. Token path",
+                    "7. Outage",
+                    "Memory."
+                ],
+                "{md}"
+            );
+            // The two older partial runs were of the same or fewer parts: replaced by this one.
+            assert_eq!(md.matches("| Partial run |").count(), 1, "{md}");
             assert!(md.contains("| Runtime | 411 s |\n| Partial run |"));
+            assert!(md.contains("--only big,outage` ("));
             assert!(md.contains("| 360.0 req/h | ≤ 416.7 req/h |"), "{md}");
         }
+    }
+
+    /// Overhead replaces its rows in place and adds the single-ack rows after their partners;
+    /// ingest and replicas go at the end; an older partial run of other parts stays.
+    #[test]
+    fn splice_of_overhead_ingest_and_replicas() {
+        let (o, i, r) = (overhead(), ingest(), replicas());
+        let p = Partial {
+            overhead: Some(&o),
+            ingest: Some(&i),
+            replicas: Some(&r),
+            ..Partial::default()
+        };
+        let md = splice(TABLE, Scale::Full, &p, Duration::from_secs(300));
+        assert_eq!(
+            keys(&md),
+            [
+                "overhead.baseline",
+                "overhead.baseline_single_ack",
+                "overhead.pipeline",
+                "overhead.ratio",
+                "overhead.ratio_single_ack",
+                "memory.peak_rss",
+                "memory.peak_rss_contact_cap",
+                "token.cached",
+                "cpu.per_message_unthrottled",
+                "publish.bare",
+                "publish.ccsync",
+                "publish.ratio",
+                "ingest.single",
+                "ingest.ndjson",
+                "ingest.single_vs_publish",
+                "ingest.ndjson_vs_publish",
+                "replicas.contacts_per_day",
+                "replicas.vs_one",
+                "replicas.cpu_per_message"
+            ]
+        );
+        assert_eq!(
+            notes(&md),
+            [
+                "1. Overhead",
+                "4. Memory",
+                "5. Token path",
+                "8. Ingest",
+                "9. Three replicas",
+                "Memory."
+            ]
+        );
+        assert_eq!(md.matches("| Partial run |").count(), 3, "{md}");
+        assert!(md.contains("--only overhead,ingest,replicas`"), "{md}");
+        // Best fold 2,048: 100,000 / 1.6 s; the worker 25,000 msg/s is 0.4 of it.
+        assert!(
+            md.contains("| `overhead.baseline` | Best plain lapin consumer"),
+            "{md}"
+        );
+        assert!(md.contains("| 62,500 msg/s |"), "{md}");
+        assert!(md.contains("| `overhead.ratio` |") && md.contains("| 0.400 × | ≥ 0.800 × |"));
+        // 16 against 20 requests for the same contacts: 0.8 of one replica's contacts per day.
+        assert!(md.contains("| 0.800 × | ≥ 0.900 × | 0.889 | no |"), "{md}");
+        assert!(md.contains("| 100,000,000 contacts |"), "{md}");
     }
 }

@@ -149,7 +149,14 @@ async fn keep(
     up.set(0);
     let last = link.current.lock().expect("link lock").take();
     if let Some(Ok(c)) = last.map(Arc::try_unwrap) {
-        c.broker.close().await;
+        // A broker that vanished without closing the socket never answers the close: do not
+        // hold the shutdown for it (the process exits and the socket with it).
+        if tokio::time::timeout(CONNECT_TIMEOUT, c.broker.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the broker did not answer the connection close; leaving it");
+        }
     }
 }
 
