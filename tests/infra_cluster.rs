@@ -5,7 +5,7 @@
 //! token-set listing check what a cluster changes: keys spread over masters, scripts whose keys
 //! must share a slot, `SCAN` on every master.
 //!
-//! The two multi-process runs take turns (one lock): each is timing-sensitive on two cores.
+//! The tests take turns (one lock): the multi-process runs are timing-sensitive on two cores.
 
 mod auth_support;
 mod ratelimit_common;
@@ -63,6 +63,7 @@ async fn keys_per_master(prefix: &str) -> Vec<usize> {
 /// finds the keys on every master.
 #[tokio::test]
 async fn ledger_claims_spread_over_the_masters_and_keep_their_order() {
+    let _turn = TURNS.lock().await;
     let prefix = format!("test-cl-{}", uuid::Uuid::new_v4().simple());
     let ledger = Ledger::connect(&cluster_settings(&prefix)).unwrap();
     let emails: Vec<String> = (0..1200).map(|i| format!("c{i}@example.com")).collect();
@@ -124,6 +125,7 @@ async fn ledger_claims_spread_over_the_masters_and_keep_their_order() {
 /// accounts lie on different masters, and every one is found.
 #[tokio::test]
 async fn token_sets_of_every_master_are_listed() {
+    let _turn = TURNS.lock().await;
     let w = auth_support::World::start(ccsync::sim::SimConfig::default(), CLUSTER).await;
     let accounts: Vec<String> = (0..12).map(|i| format!("acct{i}")).collect();
     for a in &accounts {
