@@ -1,5 +1,5 @@
 //! Assembles a worker from the rooms: metrics server, shared limiter, token provider, ordering
-//! ledger, CC client, pipeline; and the signal handling that turns SIGTERM/SIGINT into an orderly
+//! ledger, CC client, pipeline, the opt-out feed; and the signal handling that turns SIGTERM/SIGINT into an orderly
 //! shutdown (Kubernetes sends SIGTERM, DESIGN §7).
 
 use std::sync::Arc;
@@ -292,8 +292,22 @@ pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> Resu
             ),
         }
     }
+    // CC's own opt-outs out to upstream systems (issue 15): one replica at a time polls; every
+    // worker runs the feed so another takes over when the holder stops.
+    let feed = if settings.optouts.enabled {
+        let live = tokens.clone();
+        let accounts: pipeline::optouts::Accounts = Arc::new(move || live.live_accounts());
+        let feed = pipeline::optouts::Feed::new(&settings, ctx.clone(), accounts)
+            .map_err(AppError::Start)?;
+        Some(tokio::spawn(feed.run(shutdown.clone())))
+    } else {
+        None
+    };
     let res = pipeline::run(settings, ctx, shutdown.clone()).await;
     shutdown.cancel();
+    if let Some(feed) = feed {
+        let _ = feed.await;
+    }
     let _ = background.await;
     let _ = server.await;
     tracing::info!("worker stopped");

@@ -73,6 +73,31 @@ struct Raw {
     #[serde(default)]
     accounts: std::collections::BTreeMap<String, RawAccount>,
     ingest: RawIngest,
+    #[serde(deserialize_with = "string_like")]
+    events_exchange: String,
+    optouts: RawOptouts,
+}
+
+/// `[optouts]` as written; validated into [`OptoutSettings`].
+#[derive(Debug, Deserialize)]
+struct RawOptouts {
+    enabled: bool,
+    poll_secs: u64,
+    #[serde(default, deserialize_with = "string_like")]
+    backfill_from: String,
+}
+
+/// The opt-out feed (issue 15): CC's own opt-outs published as `contact.unsubscribed` events.
+#[derive(Debug, Clone)]
+pub struct OptoutSettings {
+    /// `CCSYNC_OPTOUTS__ENABLED`: false keeps the feed off (no poll, no lease).
+    pub enabled: bool,
+    /// `CCSYNC_OPTOUTS__POLL_SECS`: how often the feed asks CC, per account (one request a poll
+    /// and account, plus one per further 500 opt-outs).
+    pub poll_secs: u64,
+    /// `CCSYNC_OPTOUTS__BACKFILL_FROM`: where an account's feed starts when it has no cursor
+    /// yet; `None`: 5 minutes before it first runs (no history).
+    pub backfill_from: Option<time::OffsetDateTime>,
 }
 
 /// `[accounts.<name>]`: what differs per CC account.
@@ -343,6 +368,10 @@ pub struct Settings {
     /// Per-account settings; the accounts named here are known even before a login.
     pub accounts: std::collections::BTreeMap<String, AccountSettings>,
     pub ingest: IngestSettings,
+    /// `CCSYNC_EVENTS_EXCHANGE`: the durable topic exchange ccsync publishes its events to
+    /// (`contact.unsubscribed`), declared by every worker at start.
+    pub events_exchange: String,
+    pub optouts: OptoutSettings,
 }
 
 /// The token-set encryption key. Its `Debug` never shows the bytes.
@@ -524,6 +553,17 @@ impl Settings {
                 "must be at least 32 characters (try: head -c32 /dev/urandom | base64)",
             ));
         }
+        let events_exchange = raw.events_exchange.trim().to_string();
+        if events_exchange.is_empty()
+            || events_exchange.len() > 255
+            || events_exchange.starts_with("amq.")
+        {
+            return Err(invalid(
+                "CCSYNC_EVENTS_EXCHANGE",
+                "must be 1 to 255 characters and not start with amq. (RabbitMQ reserves those names)",
+            ));
+        }
+        let optouts = validate_optouts(raw.optouts)?;
         let amqp_tls = tls_files(
             "AMQP",
             &raw.amqp_ca_file,
@@ -544,6 +584,8 @@ impl Settings {
         )?;
         let redis = validate_redis(raw.redis, &raw.redis_url, &redis_tls)?;
         let s = Settings {
+            events_exchange,
+            optouts,
             amqp_url: raw.amqp_url,
             redis_url: raw.redis_url,
             amqp_tls,
@@ -705,12 +747,13 @@ impl Settings {
             .map(|u| u.to_string())
             .collect();
         format!(
-            "amqp_url = {:?}\nredis_url = {:?}\namqp_tls = {:?}\nredis_tls = {:?}\nqueue = {:?}\nclient_id = {:?}\nclient_secret = {}\napi_base_url = {:?}\nauth_base_url = {:?}\ndefault_list_ids = {:?}\ntoken_encryption_key = {}\nmetrics_addr = {:?}\nlog_format = {:?}\n{:#?}\n{:#?}\n{:#?}\n{:#?}\n{:#?}\n{}",
+            "amqp_url = {:?}\nredis_url = {:?}\namqp_tls = {:?}\nredis_tls = {:?}\nqueue = {:?}\nevents_exchange = {:?}\nclient_id = {:?}\nclient_secret = {}\napi_base_url = {:?}\nauth_base_url = {:?}\ndefault_list_ids = {:?}\ntoken_encryption_key = {}\nmetrics_addr = {:?}\nlog_format = {:?}\n{:#?}\n{:#?}\n{:#?}\n{:#?}\n{:#?}\n{}",
             mask(&self.amqp_url),
             mask(&self.redis_url),
             self.amqp_tls,
             self.redis_tls,
             self.queue,
+            self.events_exchange,
             self.client_id,
             if self.client_secret.is_some() {
                 "\"[REDACTED]\""
@@ -733,18 +776,19 @@ impl Settings {
             self.worker,
             self.testing,
             self.ingest.redacted(),
-        ) + &self
-            .accounts
-            .iter()
-            .map(|(name, a)| {
-                let l: Vec<String> = a.default_list_ids.iter().map(Uuid::to_string).collect();
-                format!(
-                    "\n[accounts.{name}]\ndefault_list_ids = {:?}\nweight = {}",
-                    l.join(","),
-                    a.weight
-                )
-            })
-            .collect::<String>()
+        ) + &format!("\n{:#?}", self.optouts)
+            + &self
+                .accounts
+                .iter()
+                .map(|(name, a)| {
+                    let l: Vec<String> = a.default_list_ids.iter().map(Uuid::to_string).collect();
+                    format!(
+                        "\n[accounts.{name}]\ndefault_list_ids = {:?}\nweight = {}",
+                        l.join(","),
+                        a.weight
+                    )
+                })
+                .collect::<String>()
     }
 
     /// The broker's URL and TLS files, for `crate::queue::Broker::connect`.
@@ -807,6 +851,34 @@ impl IngestSettings {
             self.public_url.as_ref().map(url::Url::as_str).unwrap_or(""),
         )
     }
+}
+
+fn validate_optouts(raw: RawOptouts) -> Result<OptoutSettings, ConfigError> {
+    // At least a second (the tests' pace); at most a day, so an account's opt-outs reach
+    // upstream systems the day they happen.
+    if !(1..=86_400).contains(&raw.poll_secs) {
+        return Err(invalid(
+            "CCSYNC_OPTOUTS__POLL_SECS",
+            "must be 1..=86400 seconds (each poll costs one request per account; 900 spends 96 a day per account)",
+        ));
+    }
+    let backfill_from = match raw.backfill_from.trim() {
+        "" => None,
+        t => Some(
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| {
+                    invalid(
+                        "CCSYNC_OPTOUTS__BACKFILL_FROM",
+                        format!("'{t}' is not an RFC 3339 time such as 2026-01-01T00:00:00Z"),
+                    )
+                })?,
+        ),
+    };
+    Ok(OptoutSettings {
+        enabled: raw.enabled,
+        poll_secs: raw.poll_secs,
+        backfill_from,
+    })
 }
 
 fn validate_ingest(raw: RawIngest) -> Result<IngestSettings, ConfigError> {
@@ -1224,6 +1296,45 @@ mod tests {
         );
         let e = Settings::from_pairs([("CCSYNC_WORKER__BATCH_MAX_BYTES", "5000000")]).unwrap_err();
         assert!(e.to_string().contains("4 MB"), "{e}");
+    }
+
+    #[test]
+    fn the_events_exchange_and_the_opt_out_feed_are_validated() {
+        let s = Settings::from_pairs([]).unwrap();
+        assert_eq!(s.events_exchange, "ccsync.events");
+        assert!(s.optouts.enabled);
+        assert_eq!(s.optouts.poll_secs, 900);
+        assert_eq!(s.optouts.backfill_from, None);
+        let s = Settings::from_pairs([
+            ("CCSYNC_EVENTS_EXCHANGE", "shop.events"),
+            ("CCSYNC_OPTOUTS__POLL_SECS", "1"),
+            ("CCSYNC_OPTOUTS__ENABLED", "false"),
+            ("CCSYNC_OPTOUTS__BACKFILL_FROM", "2026-01-01T00:00:00Z"),
+        ])
+        .unwrap();
+        assert_eq!(s.events_exchange, "shop.events");
+        assert_eq!(s.optouts.poll_secs, 1);
+        assert!(!s.optouts.enabled);
+        assert_eq!(
+            s.optouts.backfill_from.map(|t| t.unix_timestamp()),
+            Some(1_767_225_600)
+        );
+        assert!(s.redacted().contains("poll_secs: 1"), "{}", s.redacted());
+        for (k, v, says) in [
+            ("CCSYNC_OPTOUTS__POLL_SECS", "0", "1..=86400"),
+            ("CCSYNC_OPTOUTS__POLL_SECS", "86401", "1..=86400"),
+            (
+                "CCSYNC_OPTOUTS__POLL_SECS",
+                "soon",
+                "CCSYNC_OPTOUTS__POLL_SECS",
+            ),
+            ("CCSYNC_OPTOUTS__BACKFILL_FROM", "last week", "RFC 3339"),
+            ("CCSYNC_EVENTS_EXCHANGE", " ", "1 to 255"),
+            ("CCSYNC_EVENTS_EXCHANGE", "amq.topic", "amq."),
+        ] {
+            let e = Settings::from_pairs([(k, v)]).unwrap_err().to_string();
+            assert!(e.contains(k) && e.contains(says), "{k}={v}: {e}");
+        }
     }
 
     #[test]

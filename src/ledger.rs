@@ -49,6 +49,14 @@
 //!   superseded;
 //! * a list removal older than `del` is superseded; a list re-added (`+l`) after it stays;
 //! * a delete older than `up` (a newer upsert exists) is superseded.
+//!
+//! # The opt-out feed's state
+//! [`FeedStore`] (`ledger/feed.rs`) keeps the feed's lease and per-account cursors; the feed
+//! ([`crate::pipeline::optouts`]) raises `out` through [`Ledger::record_optout`].
+
+mod feed;
+
+pub use feed::{FeedCursor, FeedLease, FeedStore};
 
 use std::time::Duration;
 

@@ -19,14 +19,14 @@
 //! | [`publish`] | `ccsync publish`: NDJSON/CSV → queue, streaming, with confirms | csv |
 //! | [`batch`] | coalescing batcher (size, bytes, linger), no IO | — |
 //! | [`redis`] | the Redis connector: one server, Redis Cluster or Sentinel, TLS; the pools every Redis user draws from | deadpool, redis |
-//! | [`ratelimit`] | governor + shared Redis GCRA + daily quota + 429 handling | governor, redis |
+//! | [`ratelimit`] | governor + shared Redis GCRA + daily quota + 429 handling; fair shares of the key between accounts | governor, redis |
 //! | [`auth`] | token set, Redis store, refresh lock, device/code/PKCE logins, connect-link exchange, `TokenProvider` | redis, jsonwebtoken, aws-lc-rs |
 //! | [`cc`] | the only code that knows CC's URLs and JSON; classifies every outcome | reqwest |
-//! | [`ledger`] | newest-event ledger per (account, email) shared by replicas | redis |
+//! | [`ledger`] | newest-event ledger per (account, email) shared by replicas; the opt-out feed's lease and cursors | redis |
 //! | [`poison`] | crash marks: which message a worker was reading when it died | redis |
 //! | [`parking`] | per-account parking queues while an account's connection is dead | redis |
 //! | [`ingest`] | `ccsync ingest`: signed webhooks (generic, Shopify) → confirmed, mandatory publishes; signed connect links (`/connect`, `/oauth/callback`) | axum, aws-lc-rs |
-//! | [`pipeline`] | joins the rooms: deliveries → batches → CC → settlement; shutdown order | — |
+//! | [`pipeline`] | joins the rooms: deliveries → batches → ready batches per account → CC → settlement; shutdown order; the opt-out feed (CC → `contact.unsubscribed` events) | — |
 //! | [`sim`] | the local CC simulator (feature `sim`) | axum, jsonwebtoken, jsonschema |
 //! | `bench` | `ccsync bench`: the figures of BENCHMARKS.md (feature `sim`) | — |
 //! | [`cli`] | clap commands, each a few lines calling into a room | clap, indicatif |

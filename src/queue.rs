@@ -14,6 +14,15 @@
 //!   the original acked (DESIGN §2): a crash in between leaves a duplicate dead letter, and an
 //!   unroutable one leaves the original in the queue, never a lost message.
 //!
+//! * `CCSYNC_EVENTS_EXCHANGE` (default `ccsync.events`, [`Topology::events`]): a durable
+//!   **topic** exchange for what ccsync tells upstream systems (`contact.unsubscribed`, the
+//!   opt-out feed). The worker declares it with the queues; consumers bind their own queues.
+//!   Events are persistent and confirmed ([`Publisher::publish_events`]), but **not**
+//!   `mandatory`: an exchange nobody bound yet is a normal state of a fresh deployment, and a
+//!   mandatory publish would come back unroutable and hold the feed (and every account's
+//!   cursor) until someone binds a queue. So events published while no queue is bound are
+//!   dropped by the broker, by design (README, "Events out").
+//!
 //! Giving a message back: [`Tag::requeue`] (a nack, which quorum queues count) or
 //! [`Tag::requeue_blameless`] (a confirmed copy, then an ack: never counted).
 //!
@@ -119,6 +128,9 @@ pub struct Topology {
     pub queue: String,
     pub dlx: String,
     pub dead: String,
+    /// The events exchange the worker declares beside its queues (`None`: not declared, as by
+    /// `ccsync publish` and `ingest`, which publish no events).
+    pub events: Option<String>,
 }
 
 impl Topology {
@@ -127,7 +139,14 @@ impl Topology {
             queue: queue.to_string(),
             dlx: format!("{queue}.dlx"),
             dead: format!("{queue}.dead"),
+            events: None,
         }
+    }
+
+    /// The same topology with the events exchange `exchange` (`CCSYNC_EVENTS_EXCHANGE`).
+    pub fn with_events(mut self, exchange: &str) -> Topology {
+        self.events = Some(exchange.to_string());
+        self
     }
 
     /// `<queue>.parked.<account>`: where one account's messages wait while its CC connection is
@@ -280,6 +299,67 @@ impl Broker {
         if ch.status().connected() {
             let _ = ch.close(200, "ok".into()).await;
         }
+        if let Some(events) = &t.events {
+            self.declare_events(events).await?;
+        }
+        Ok(())
+    }
+
+    /// Declare the durable topic exchange ccsync publishes its events to (idempotent).
+    pub async fn declare_events(&self, exchange: &str) -> Result<(), QueueError> {
+        let ch = self.conn.create_channel().await?;
+        ch.exchange_declare(
+            exchange.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+        let _ = ch.close(200, "ok".into()).await;
+        Ok(())
+    }
+
+    /// Declare the durable queue `queue` and bind it to the events exchange `exchange` with
+    /// `binding` (`contact.unsubscribed`, or a pattern such as `contact.#`): what a consumer of
+    /// ccsync's events does once, before it relies on them (and what the tests do).
+    pub async fn bind_events_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        binding: &str,
+    ) -> Result<(), QueueError> {
+        self.declare_events(exchange).await?;
+        let ch = self.conn.create_channel().await?;
+        ch.queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+        ch.queue_bind(
+            queue.into(),
+            exchange.into(),
+            binding.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        let _ = ch.close(200, "ok".into()).await;
+        Ok(())
+    }
+
+    /// Delete an exchange (tests clean up their own events exchange).
+    pub async fn delete_exchange(&self, exchange: &str) -> Result<(), QueueError> {
+        let ch = self.conn.create_channel().await?;
+        ch.exchange_delete(exchange.into(), Default::default())
+            .await?;
+        let _ = ch.close(200, "ok".into()).await;
         Ok(())
     }
 
@@ -574,6 +654,8 @@ fn fetched(d: &Delivery) -> Fetched {
         reason: header("x-ccsync-reason"),
         detail: header("x-ccsync-detail"),
         failed_at: header("x-ccsync-failed-at"),
+        message_id: d.properties.message_id().as_ref().map(|m| m.to_string()),
+        persistent: *d.properties.delivery_mode() == Some(2),
         body: d.data.clone(),
     }
 }
@@ -582,6 +664,10 @@ fn fetched(d: &Delivery) -> Fetched {
 #[derive(Debug, Clone)]
 pub struct Fetched {
     pub body: Vec<u8>,
+    /// The AMQP `message_id` (ccsync's events carry their event id there).
+    pub message_id: Option<String>,
+    /// Published persistent (delivery mode 2).
+    pub persistent: bool,
     pub reason: Option<String>,
     pub detail: Option<String>,
     pub failed_at: Option<String>,
@@ -1409,6 +1495,66 @@ impl Publisher {
         self.send("", queue, body, FieldTable::default())
             .await?
             .await
+    }
+
+    /// [`Publisher::publish`] for many bodies, in order, with up to 1,000 confirms outstanding
+    /// (one round trip per thousand instead of one per message).
+    pub async fn publish_many(&self, queue: &str, bodies: &[Vec<u8>]) -> Result<(), QueueError> {
+        for chunk in bodies.chunks(1_000) {
+            let mut confirms = Vec::with_capacity(chunk.len());
+            for b in chunk {
+                confirms.push(self.send("", queue, b, FieldTable::default()).await?);
+            }
+            for c in confirms {
+                c.await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publish events to the topic exchange `exchange` with `routing_key`, each persistent,
+    /// `application/json`, its `message_id` the event's id (so consumers can dedupe on the AMQP
+    /// property as well as in the body) and its `type` the routing key; returns once the broker
+    /// confirmed every one. Not `mandatory` (see the module docs): a confirm means the broker
+    /// took the event and routed it to whatever queues are bound.
+    pub async fn publish_events(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        events: &[(String, Vec<u8>)],
+    ) -> Result<(), QueueError> {
+        let mut pending = Vec::with_capacity(events.len());
+        for (id, body) in events {
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(id.as_str().into())
+                .with_type(routing_key.into())
+                .with_app_id("ccsync".into());
+            pending.push(
+                self.ch
+                    .basic_publish(
+                        exchange.into(),
+                        routing_key.into(),
+                        BasicPublishOptions::default(),
+                        body,
+                        props,
+                    )
+                    .await?,
+            );
+        }
+        // Pipelined: every event is on the wire before the first confirm is awaited.
+        for confirm in pending {
+            if confirm.await?.is_nack() {
+                return Err(QueueError::Nacked(routing_key.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// False once the channel closed (a broker error or a lost connection).
+    pub fn is_open(&self) -> bool {
+        self.ch.status().connected()
     }
 
     /// Publish without waiting for the confirm; await the returned future later (pipelining).

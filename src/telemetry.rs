@@ -29,8 +29,9 @@ use crate::config::LogFormat;
 pub struct Metrics {
     registry: Registry,
     /// Settled messages by outcome (synced | dead_lettered | requeued | superseded | parked |
-    /// unparked) and account ([`Metrics::account_label`]); record with [`Metrics::settled`].
-    pub messages: IntCounterVec,
+    /// unparked) and account ([`Metrics::account_label`]); record with [`Metrics::settled`]
+    /// (private: a caller cannot get the labels wrong).
+    messages: IntCounterVec,
     /// CC requests granted by the rate limiter, per account (issue 13: the key's fair shares).
     pub account_requests: IntCounterVec,
     /// The accounts labels may name (configured, or with a token set): anything else is
@@ -64,7 +65,7 @@ pub struct Metrics {
     pub activity_duration: Histogram,
     /// 1 while consumption is paused, by reason (auth | quota | outage | forbidden | config) and
     /// account (empty for key-wide pauses: quota); set with [`Metrics::set_paused`].
-    pub paused: IntGaugeVec,
+    paused: IntGaugeVec,
     /// Probes sent while paused for an outage or a 403, by reason.
     pub probes: IntCounterVec,
     /// Bytes of the deliveries the worker holds (against `worker.max_held_bytes`).
@@ -100,6 +101,15 @@ pub struct Metrics {
     /// Explicit-consent messages older than the contact's latest known opt-out, kept away from
     /// `sign_up_form` (it would re-subscribe them), per account (issue 15).
     pub resubscribes_prevented: IntCounterVec,
+    /// `contact.unsubscribed` events the broker confirmed, per account (the opt-out feed).
+    pub optouts_published: IntCounterVec,
+    /// Seconds from CC's opt-out to its event's confirm, for the newest event of the account's
+    /// last poll that published any.
+    pub optouts_lag: GaugeVec,
+    /// Unix time of the account's last successful opt-out poll (alert when it stops moving).
+    pub optouts_last_poll: GaugeVec,
+    /// 1 while this replica holds the opt-out feed's lease (exactly one replica should).
+    pub optouts_leader: IntGauge,
 }
 
 /// Outcomes of `ccsync_ingest_connect_total` (issue 14). At `GET /connect/<token>`: `opened` (sent
@@ -369,6 +379,10 @@ impl Metrics {
             "Messages dead-lettered, by reason code.",
             &["reason"],
         );
+        // Every reason at 0 from the first scrape (the set is closed: `contact::Reason`).
+        for reason in crate::contact::Reason::ALL {
+            dead_letters.with_label_values(&[reason.as_str()]);
+        }
         // A plain counter: present at 0 from the first scrape, so an alert on its increase works.
         let dead_letters_unroutable = IntCounter::new(
             "ccsync_dead_letters_unroutable_total",
@@ -474,8 +488,44 @@ impl Metrics {
             "Explicit-consent messages older than the contact's latest known opt-out that were kept from sign_up_form.",
             &["account"],
         );
+        let optouts_published = counter_vec(
+            &r,
+            "ccsync_optouts_published_total",
+            "contact.unsubscribed events the broker confirmed (CC's opt-out feed).",
+            &["account"],
+        );
+        let optouts_lag = GaugeVec::new(
+            Opts::new(
+                "ccsync_optouts_feed_lag_seconds",
+                "Seconds from CC's opt-out to its event's confirm (newest event of the last poll that published any).",
+            ),
+            &["account"],
+        )
+        .expect("valid");
+        r.register(Box::new(optouts_lag.clone())).expect("unique");
+        let optouts_last_poll = GaugeVec::new(
+            Opts::new(
+                "ccsync_optouts_last_poll_timestamp_seconds",
+                "Unix time of the last successful opt-out poll of the account.",
+            ),
+            &["account"],
+        )
+        .expect("valid");
+        r.register(Box::new(optouts_last_poll.clone()))
+            .expect("unique");
+        let optouts_leader = IntGauge::new(
+            "ccsync_optouts_leader",
+            "1 while this replica holds the opt-out feed's lease and polls CC (one replica at a time).",
+        )
+        .expect("valid");
+        r.register(Box::new(optouts_leader.clone()))
+            .expect("unique");
         Metrics {
             resubscribes_prevented,
+            optouts_published,
+            optouts_lag,
+            optouts_last_poll,
+            optouts_leader,
             registry: r,
             messages,
             account_requests,
@@ -559,6 +609,13 @@ impl Metrics {
             })
             .map(|m| m.get_counter().get_value() as u64)
             .sum()
+    }
+
+    /// The value of `ccsync_paused{reason, account}`.
+    pub fn paused_value(&self, reason: &str, account: &str) -> i64 {
+        self.paused
+            .with_label_values(&[reason, &self.account_label(account)])
+            .get()
     }
 
     /// `ccsync_paused{reason, account}`; `account` empty for key-wide pauses.

@@ -230,7 +230,7 @@ async fn auth_status_lists_every_account_as_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_of_one_account_does_not_hold_up_anothers_trickle() {
     let mut world = World::new(SimConfig {
-        processing_per_1000_rows: Duration::from_millis(1000),
+        processing_per_1000_rows: Duration::from_millis(2000),
         ..World::fast_sim()
     })
     .await;
@@ -239,9 +239,9 @@ async fn a_backlog_of_one_account_does_not_hold_up_anothers_trickle() {
     for a in ["default", "acme", "beta"] {
         world.seed_tokens(a).await;
     }
-    // Imports of 1,000 contacts: the backlog is 50 imports and their polls, a minute of the
-    // key's 4 requests/s.
-    world.set("CCSYNC_WORKER__BATCH_MAX_CONTACTS", "1000");
+    // Imports of 2,000 contacts: the backlog is 25 imports and their polls; all but the 4 in
+    // flight wait in the worker as ready batches, ahead of anything that arrives later.
+    world.set("CCSYNC_WORKER__BATCH_MAX_CONTACTS", "2000");
     world.publish(&for_account("acme", "backlog", 50_000)).await;
     let worker = world.spawn_worker();
     // The worker has read the whole backlog (its byte budget holds 50,000 such messages) and
@@ -695,6 +695,86 @@ async fn invite_links_refuse_when_expired_or_denied_and_config_check_names_the_r
     );
     for a in ["late", "shy"] {
         let _ = store.wipe(a).await;
+    }
+    world.cleanup().await;
+}
+
+/// Issue 13: a replica restarted with no traffic at all keeps every stored account's refresh
+/// token alive: it finds the accounts in Redis, not from use. The clocks move instead of
+/// sleeping: 170 idle days, then 20 more, which would have killed tokens nobody refreshed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_with_no_traffic_every_stored_account_is_kept_alive() {
+    use ccsync::auth::store::{Store, Stored};
+    const DAY: u64 = 86_400;
+    let mut world = World::new(World::fast_sim()).await;
+    let accounts = ["default", "acme", "beta"];
+    let lists: Vec<_> = ["acme", "beta"].map(|a| world.lists_for(a)).to_vec();
+    for a in accounts {
+        world.seed_tokens(a).await;
+    }
+    let tokens = Store::from_settings(&world.settings()).unwrap();
+    let generation = |s: Stored| match s {
+        Stored::Live(t) => t.generation,
+        other => panic!("expected a live token set, got {other:?}"),
+    };
+    let mut before = Vec::new();
+    for a in accounts {
+        before.push(generation(tokens.load(a).await.unwrap()));
+    }
+    // 170 days later the replica starts again; nobody publishes anything.
+    world.sim.advance_clock(Duration::from_secs(170 * DAY));
+    world.set(
+        "CCSYNC_TESTING__CLOCK_OFFSET_SECS",
+        &(170 * DAY).to_string(),
+    );
+    world.set("CCSYNC_AUTH__KEEPALIVE_SECS", &(30 * DAY).to_string());
+    let worker = world.spawn_worker();
+    wait_for(
+        Duration::from_secs(60),
+        "every account's refresh token refreshed by the keep-alive",
+        || async {
+            for (a, g0) in accounts.iter().zip(&before) {
+                match tokens.load(a).await {
+                    Ok(Stored::Live(t)) if t.generation > *g0 => {}
+                    _ => return false,
+                }
+            }
+            true
+        },
+    )
+    .await;
+    assert!(world.terminate(worker).await.success());
+    // 20 days more: 190 days after the login, 20 after the keep-alive. Each account's messages
+    // still sync (their access tokens expired long ago: each needs its refresh token).
+    world.sim.advance_clock(Duration::from_secs(20 * DAY));
+    world.set(
+        "CCSYNC_TESTING__CLOCK_OFFSET_SECS",
+        &(190 * DAY).to_string(),
+    );
+    let worker = world.spawn_worker();
+    for a in accounts {
+        world
+            .publish(&for_account(a, &format!("{a}-alive"), 5))
+            .await;
+    }
+    wait_for(Duration::from_secs(60), "every account synced", || async {
+        store(&world.sim).len() == 5
+            && store_of(&world.sim, "acme").len() == 5
+            && store_of(&world.sim, "beta").len() == 5
+    })
+    .await;
+    assert!(
+        store_of(&world.sim, "acme")
+            .values()
+            .all(|c| c.list_ids.contains(&lists[0][0]))
+    );
+    assert!(world.terminate(worker).await.success());
+    assert_eq!(world.dead_len().await, 0);
+    for a in ["acme", "beta"] {
+        assert_eq!(world.parked_len(a).await, 0);
+    }
+    for a in accounts {
+        let _ = tokens.wipe(a).await;
     }
     world.cleanup().await;
 }

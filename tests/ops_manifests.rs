@@ -76,6 +76,7 @@ fn registry_exposition() -> String {
     m.dead_letters.with_label_values(&["invalid_json"]);
     m.auth_state.with_label_values(&["default"]);
     m.refresh_token_age.with_label_values(&["default"]);
+    m.optouts_last_poll.with_label_values(&["default"]);
     m.render()
 }
 

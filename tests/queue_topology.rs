@@ -1,7 +1,8 @@
 //! The queue the worker declares, read back from a real RabbitMQ: a quorum queue with an explicit
 //! `x-delivery-limit` (ccsync::queue::DELIVERY_LIMIT) and `<queue>.dlx` as its dead-letter
 //! exchange, so what the broker drops lands in `<queue>.dead`; and an existing queue declared
-//! otherwise is used as it is.
+//! otherwise is used as it is; and the events exchange (`CCSYNC_EVENTS_EXCHANGE`) declared with
+//! them as a durable topic exchange.
 
 use std::time::Duration;
 
@@ -161,4 +162,70 @@ async fn an_existing_queue_with_other_arguments_is_used_as_it_is() {
     assert_eq!(broker.queue_len(&topo.dead).await.unwrap(), 0);
     let _ = conn.close(200, "bye".into()).await;
     broker.delete(&topo).await.unwrap();
+}
+
+/// Declare an exchange as `kind` (durable) on a channel of its own: `Ok` when the broker agrees
+/// (it exists with those properties or was created), `Err` on PRECONDITION_FAILED.
+async fn exchange_as(
+    conn: &lapin::Connection,
+    name: &str,
+    kind: lapin::ExchangeKind,
+    passive: bool,
+) -> Result<(), String> {
+    let ch = conn.create_channel().await.unwrap();
+    let r = ch
+        .exchange_declare(
+            name.into(),
+            kind,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                passive,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string());
+    if ch.status().connected() {
+        let _ = ch.close(200, "ok".into()).await;
+    }
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_declares_the_events_exchange_as_a_durable_topic_exchange() {
+    let broker = Broker::connect(&ccsync::config::AmqpEndpoint::plain(amqp_url()))
+        .await
+        .unwrap();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let events = format!("test.events.{id}");
+    let topo = Topology::for_queue(&format!("test.topology.{id}")).with_events(&events);
+    let conn = raw().await;
+    assert!(
+        exchange_as(&conn, &events, lapin::ExchangeKind::Topic, true)
+            .await
+            .is_err(),
+        "not there before the worker declares it"
+    );
+    broker.declare(&topo).await.unwrap();
+    broker.declare(&topo).await.unwrap();
+    // Redeclaring with the same properties is accepted; as another type it is refused, so the
+    // exchange is exactly a durable topic exchange.
+    exchange_as(&conn, &events, lapin::ExchangeKind::Topic, false)
+        .await
+        .expect("a durable topic exchange");
+    assert!(
+        exchange_as(&conn, &events, lapin::ExchangeKind::Fanout, false)
+            .await
+            .is_err()
+    );
+    // Without an events exchange (`ccsync publish`, `ingest`) none is declared.
+    let plain = Topology::for_queue(&format!("test.topology.plain.{id}"));
+    assert!(plain.events.is_none());
+    broker.declare(&plain).await.unwrap();
+    broker.delete(&plain).await.unwrap();
+    broker.delete(&topo).await.unwrap();
+    broker.delete_exchange(&events).await.unwrap();
+    let _ = conn.close(200, "ok".into()).await;
+    broker.close().await;
 }

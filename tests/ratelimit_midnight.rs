@@ -12,10 +12,7 @@ use ratelimit_common::*;
 const CID: &str = "api-key-midnight";
 
 fn paused_gauge() -> i64 {
-    ccsync::telemetry::metrics()
-        .paused
-        .with_label_values(&["quota"])
-        .get()
+    ccsync::telemetry::metrics().paused_value("quota", "")
 }
 
 fn remaining_gauge() -> i64 {

@@ -250,6 +250,19 @@ impl TokenProvider {
             .clone()
     }
 
+    /// The accounts this process holds a live token set for (every account with one in Redis,
+    /// once [`TokenProvider::discover`] ran), sorted: the accounts the opt-out feed polls.
+    pub fn live_accounts(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .all_accounts()
+            .into_iter()
+            .filter(|a| matches!(a.snapshot(), Cached::Live(_)))
+            .map(|a| a.name.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
     fn all_accounts(&self) -> Vec<Arc<Account>> {
         let m = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
         m.values().cloned().collect()

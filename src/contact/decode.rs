@@ -34,7 +34,7 @@ pub fn decode_for<'a>(
 ) -> Result<Contact, Rejection> {
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(Rejection::new(
-            "message_too_large",
+            Reason::MessageTooLarge,
             format!(
                 "message is {} bytes; at most {MAX_MESSAGE_BYTES} are accepted for one contact",
                 body.len()
@@ -43,7 +43,7 @@ pub fn decode_for<'a>(
     }
     let text = std::str::from_utf8(body).map_err(|e| {
         Rejection::new(
-            "invalid_json",
+            Reason::InvalidJson,
             format!("message is not valid UTF-8 (byte {})", e.valid_up_to()),
         )
     })?;
@@ -55,7 +55,7 @@ pub fn decode_for<'a>(
         } else {
             "message is not valid JSON"
         };
-        Rejection::new("invalid_json", format!("{what}: {e}"))
+        Rejection::new(Reason::InvalidJson, format!("{what}: {e}"))
     })?;
 
     let action = match dto.kind {
@@ -64,7 +64,7 @@ pub fn decode_for<'a>(
         }
         Some(Value::String(t)) => {
             return Err(Rejection::new(
-                "unknown_type",
+                Reason::UnknownType,
                 format!(
                     "type '{}' is not one of contact.upsert, contact.unsubscribe, contact.remove_lists, contact.delete",
                     truncate(&t, 40)
@@ -78,7 +78,7 @@ pub fn decode_for<'a>(
         Some(Value::Number(ref n)) if n.as_u64() == Some(1) => {}
         Some(Value::Number(n)) => {
             return Err(Rejection::new(
-                "unsupported_version",
+                Reason::UnsupportedVersion,
                 format!("version {n} is not supported (this worker reads version 1)"),
             ));
         }
@@ -89,7 +89,7 @@ pub fn decode_for<'a>(
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => s,
         Some(Value::String(_)) => {
             return Err(Rejection::new(
-                "invalid_field",
+                Reason::InvalidField,
                 "id must be 1 to 200 characters",
             ));
         }
@@ -98,7 +98,10 @@ pub fn decode_for<'a>(
     };
     let occurred_at = match dto.occurred_at {
         Some(Value::String(s)) => OffsetDateTime::parse(&s, &Rfc3339).map_err(|_| {
-            Rejection::new("invalid_field", "occurred_at is not an RFC 3339 timestamp")
+            Rejection::new(
+                Reason::InvalidField,
+                "occurred_at is not an RFC 3339 timestamp",
+            )
         })?,
         Some(_) => return Err(wrong_type("occurred_at", "an RFC 3339 string")),
         None => return Err(missing("occurred_at")),
@@ -108,7 +111,7 @@ pub fn decode_for<'a>(
         Some(Value::String(s)) if valid_account(&s) => s,
         Some(Value::String(_)) => {
             return Err(Rejection::new(
-                "invalid_field",
+                Reason::InvalidField,
                 "account must be 1 to 64 characters of letters, digits, '-', '_' or '.'",
             ));
         }
@@ -120,7 +123,7 @@ pub fn decode_for<'a>(
         Some(Value::String(s)) if s == "explicit" => Consent::Explicit,
         Some(Value::String(_)) => {
             return Err(Rejection::new(
-                "invalid_field",
+                Reason::InvalidField,
                 "consent must be implicit or explicit",
             ));
         }
@@ -153,7 +156,7 @@ pub fn decode_for<'a>(
         && !valid_cc_date(a)
     {
         return Err(Rejection::new(
-            "invalid_field",
+            Reason::InvalidField,
             "contact.anniversary must be a date such as 2020-06-01 or 06/01/2020",
         ));
     }
@@ -164,7 +167,7 @@ pub fn decode_for<'a>(
         (None, None) => None,
         _ => {
             return Err(Rejection::new(
-                "invalid_field",
+                Reason::InvalidField,
                 "contact.birthday_month and contact.birthday_day must be given together",
             ));
         }
@@ -192,7 +195,7 @@ pub fn decode_for<'a>(
         Some(Value::Object(m)) => {
             if m.len() > 25 {
                 return Err(Rejection::new(
-                    "field_too_long",
+                    Reason::FieldTooLong,
                     format!(
                         "contact.custom_fields has {} entries; CC accepts at most 25 per contact",
                         m.len()
@@ -202,7 +205,7 @@ pub fn decode_for<'a>(
             for (name, v) in m {
                 if name.is_empty() || name.chars().count() > 50 || name.contains(char::is_control) {
                     return Err(Rejection::new(
-                        "invalid_field",
+                        Reason::InvalidField,
                         "custom field names must be 1 to 50 printable characters",
                     ));
                 }
@@ -219,7 +222,7 @@ pub fn decode_for<'a>(
                 };
                 if value.chars().count() > 255 {
                     return Err(Rejection::new(
-                        "field_too_long",
+                        Reason::FieldTooLong,
                         format!(
                             "custom field '{}' is longer than CC's 255 characters",
                             truncate(name, 50)
@@ -240,7 +243,7 @@ pub fn decode_for<'a>(
                 v.as_str()
                     .and_then(|s| Uuid::parse_str(s).ok())
                     .ok_or_else(|| {
-                        Rejection::new("invalid_field", "contact.list_ids must be list UUIDs")
+                        Rejection::new(Reason::InvalidField, "contact.list_ids must be list UUIDs")
                     })
             })
             .collect::<Result<Vec<_>, _>>()?,
@@ -250,13 +253,13 @@ pub fn decode_for<'a>(
     list_ids.dedup();
     if list_ids.is_empty() {
         return Err(Rejection::new(
-            "no_lists",
+            Reason::NoLists,
             "the message names no list_ids and no default lists are configured (CCSYNC_DEFAULT_LIST_IDS)",
         ));
     }
     if list_ids.len() > 50 {
         return Err(Rejection::new(
-            "field_too_long",
+            Reason::FieldTooLong,
             "contact.list_ids names more than CC's 50 lists",
         ));
     }
@@ -293,13 +296,13 @@ fn consent_action(
             let r = r.trim();
             if r.chars().count() > MAX_REASON_CHARS {
                 return Err(Rejection::new(
-                    "field_too_long",
+                    Reason::FieldTooLong,
                     format!("reason is longer than CC's {MAX_REASON_CHARS} characters"),
                 ));
             }
             if r.contains(|ch: char| ch.is_control()) {
                 return Err(Rejection::new(
-                    "invalid_field",
+                    Reason::InvalidField,
                     "reason contains control characters",
                 ));
             }
@@ -318,13 +321,16 @@ fn consent_action(
                     v.as_str()
                         .and_then(|s| Uuid::parse_str(s).ok())
                         .ok_or_else(|| {
-                            Rejection::new("invalid_field", "contact.list_ids must be list UUIDs")
+                            Rejection::new(
+                                Reason::InvalidField,
+                                "contact.list_ids must be list UUIDs",
+                            )
                         })
                 })
                 .collect::<Result<Vec<_>, _>>()?,
             Some(Value::Array(_)) | Some(Value::Null) | None => {
                 return Err(Rejection::new(
-                    "no_lists",
+                    Reason::NoLists,
                     "contact.remove_lists needs contact.list_ids: the lists to remove the contact from",
                 ));
             }
@@ -334,7 +340,7 @@ fn consent_action(
         list_ids.dedup();
         if list_ids.len() > 50 {
             return Err(Rejection::new(
-                "field_too_long",
+                Reason::FieldTooLong,
                 "contact.list_ids names more than CC's 50 lists",
             ));
         }
@@ -357,7 +363,7 @@ fn parse_email(raw: &str) -> Result<String, Rejection> {
     let e = raw.trim().to_lowercase();
     if e.chars().count() > MAX_EMAIL_CHARS {
         return Err(Rejection::new(
-            "email_too_long",
+            Reason::EmailTooLong,
             format!(
                 "contact.email has {} characters; CC's import and sign-up form accept at most {MAX_EMAIL_CHARS}",
                 e.chars().count()
@@ -375,7 +381,7 @@ fn parse_email(raw: &str) -> Result<String, Rejection> {
         });
     if !ok {
         return Err(Rejection::new(
-            "invalid_email",
+            Reason::InvalidEmail,
             "contact.email is not a valid email address",
         ));
     }
@@ -393,13 +399,13 @@ fn text_field(
             let s = s.trim();
             if s.chars().count() > max {
                 return Err(Rejection::new(
-                    "field_too_long",
+                    Reason::FieldTooLong,
                     format!("contact.{name} is longer than CC's {max} characters"),
                 ));
             }
             if s.contains(|ch: char| ch.is_control()) {
                 return Err(Rejection::new(
-                    "invalid_field",
+                    Reason::InvalidField,
                     format!("contact.{name} contains control characters"),
                 ));
             }
@@ -423,7 +429,7 @@ fn small_int(
             .map(|v| Some(v as u8))
             .ok_or_else(|| {
                 Rejection::new(
-                    "invalid_field",
+                    Reason::InvalidField,
                     format!("contact.{name} must be between {lo} and {hi}"),
                 )
             }),
@@ -458,11 +464,11 @@ pub fn valid_account(s: &str) -> bool {
 }
 
 fn missing(field: &str) -> Rejection {
-    Rejection::new("missing_field", format!("{field} is required"))
+    Rejection::new(Reason::MissingField, format!("{field} is required"))
 }
 
 fn wrong_type(field: &str, expected: &str) -> Rejection {
-    Rejection::new("wrong_type", format!("{field} must be {expected}"))
+    Rejection::new(Reason::WrongType, format!("{field} must be {expected}"))
 }
 
 fn prefix(section: &'static str) -> impl Fn(Rejection) -> Rejection {

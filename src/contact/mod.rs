@@ -26,20 +26,120 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// The email length both CC write paths ccsync uses accept.
 pub const MAX_EMAIL_CHARS: usize = 50;
 
-/// Why a message cannot be synced. Dead-letter it with these two strings.
+/// Every reason a message is dead-lettered for: the `x-ccsync-reason` header and the `reason`
+/// label of `ccsync_dead_letters_total` (a closed set: DESIGN §5). The decoder's reasons come
+/// first, then those found on the way to CC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    InvalidJson,
+    MessageTooLarge,
+    UnknownType,
+    UnsupportedVersion,
+    MissingField,
+    WrongType,
+    InvalidEmail,
+    EmailTooLong,
+    FieldTooLong,
+    InvalidField,
+    NoLists,
+    /// A custom field the message names does not exist in the CC account.
+    UnknownCustomField,
+    /// A list the message names does not exist in the CC account.
+    UnknownList,
+    /// CC refused the content (400 with its reason, or a row it skipped as correctable).
+    RejectedByCc,
+    /// No token set was ever stored for the message's account.
+    UnknownAccount,
+    /// The worker died reading it, `worker.max_redeliveries` times.
+    CrashesWorker,
+}
+
+impl Reason {
+    /// Every reason, in declaration order.
+    pub const ALL: [Reason; 16] = [
+        Reason::InvalidJson,
+        Reason::MessageTooLarge,
+        Reason::UnknownType,
+        Reason::UnsupportedVersion,
+        Reason::MissingField,
+        Reason::WrongType,
+        Reason::InvalidEmail,
+        Reason::EmailTooLong,
+        Reason::FieldTooLong,
+        Reason::InvalidField,
+        Reason::NoLists,
+        Reason::UnknownCustomField,
+        Reason::UnknownList,
+        Reason::RejectedByCc,
+        Reason::UnknownAccount,
+        Reason::CrashesWorker,
+    ];
+
+    /// The code operators see (`x-ccsync-reason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidJson => "invalid_json",
+            Reason::MessageTooLarge => "message_too_large",
+            Reason::UnknownType => "unknown_type",
+            Reason::UnsupportedVersion => "unsupported_version",
+            Reason::MissingField => "missing_field",
+            Reason::WrongType => "wrong_type",
+            Reason::InvalidEmail => "invalid_email",
+            Reason::EmailTooLong => "email_too_long",
+            Reason::FieldTooLong => "field_too_long",
+            Reason::InvalidField => "invalid_field",
+            Reason::NoLists => "no_lists",
+            Reason::UnknownCustomField => "unknown_custom_field",
+            Reason::UnknownList => "unknown_list",
+            Reason::RejectedByCc => "rejected_by_cc",
+            Reason::UnknownAccount => "unknown_account",
+            Reason::CrashesWorker => "crashes_worker",
+        }
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn reason_codes_are_distinct_snake_case() {
+    let codes: std::collections::HashSet<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(codes.len(), Reason::ALL.len());
+    assert!(
+        codes
+            .iter()
+            .all(|c| c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'))
+    );
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Reason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl serde::Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Why a message cannot be synced. Dead-letter it with its reason and one sentence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {detail}")]
 pub struct Rejection {
-    /// Short code for `x-ccsync-reason`: `invalid_json`, `message_too_large`, `unknown_type`,
-    /// `unsupported_version`, `missing_field`, `wrong_type`, `invalid_email`, `email_too_long`,
-    /// `field_too_long`, `invalid_field`, `no_lists`, `unknown_custom_field`, `rejected_by_cc`.
-    pub code: &'static str,
+    /// The `x-ccsync-reason` code.
+    pub code: Reason,
     /// One human sentence for `x-ccsync-detail`.
     pub detail: String,
 }
 
 impl Rejection {
-    pub fn new(code: &'static str, detail: impl Into<String>) -> Rejection {
+    pub fn new(code: Reason, detail: impl Into<String>) -> Rejection {
         Rejection {
             code,
             detail: detail.into(),

@@ -15,7 +15,7 @@ fn msg(contact: Value) -> Vec<u8> {
     .unwrap()
 }
 
-fn code(body: &[u8]) -> &'static str {
+fn code(body: &[u8]) -> crate::contact::Reason {
     decode(body, &defaults()).unwrap_err().code
 }
 

@@ -43,7 +43,7 @@ pub struct LineError {
     /// 1-based line of the body (1 for a JSON body).
     pub line: usize,
     /// The decoder's reason code (the worker's dead-letter reason for the same message).
-    pub code: &'static str,
+    pub code: crate::contact::Reason,
     pub detail: String,
 }
 
@@ -169,8 +169,8 @@ mod tests {
             panic!("refused")
         };
         assert_eq!(e.len(), 2);
-        assert_eq!((e[0].line, e[0].code), (2, "invalid_email"));
-        assert_eq!((e[1].line, e[1].code), (3, "invalid_json"));
+        assert_eq!((e[0].line, e[0].code.as_str()), (2, "invalid_email"));
+        assert_eq!((e[1].line, e[1].code.as_str()), (3, "invalid_json"));
     }
 
     #[test]

@@ -471,7 +471,7 @@ async fn webhook_handler(
         // A retry would map the same way: acknowledge, count, and say why in the log (never
         // the email).
         refused(route, "unmappable", 1);
-        tracing::warn!(route, webhook_id = %id, code = r.code, "mapped webhook refused by the decoder; acknowledged and skipped");
+        tracing::warn!(route, webhook_id = %id, code = r.code.as_str(), "mapped webhook refused by the decoder; acknowledged and skipped");
         return reply(
             route,
             StatusCode::OK,

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::cc::api::{ActivityState, ActivityStatus, ContactRecord};
-use crate::contact::{Action, unix_ms};
+use crate::contact::{Action, Reason, unix_ms};
 use crate::queue::Settler;
 use crate::ratelimit::CallKind;
 use crate::telemetry::metrics;
@@ -96,7 +96,7 @@ pub(super) async fn unsubscribe_each(
                 match put {
                     Ok(()) => Disposition::Ack,
                     Err(Stop::Reject(text)) => Disposition::DeadLetter {
-                        reason: "rejected_by_cc",
+                        reason: Reason::RejectedByCc,
                         detail: text,
                     },
                     Err(Stop::Busy) => Disposition::Requeue,
@@ -108,7 +108,7 @@ pub(super) async fn unsubscribe_each(
                 }
             }
             Err(Stop::Reject(text)) => Disposition::DeadLetter {
-                reason: "rejected_by_cc",
+                reason: Reason::RejectedByCc,
                 detail: text,
             },
             Err(Stop::Busy) => Disposition::Requeue,
@@ -144,7 +144,7 @@ pub(super) async fn by_activity(
             Ok(None) => absent.push(e),
             Err(Stop::Reject(text)) => {
                 let d = Disposition::DeadLetter {
-                    reason: "rejected_by_cc",
+                    reason: Reason::RejectedByCc,
                     detail: text,
                 };
                 apply(settler, vec![e], d).await;
@@ -199,13 +199,13 @@ pub(super) async fn by_activity(
                 }
                 Err(Stop::Reject(text)) => {
                     break Disposition::DeadLetter {
-                        reason: "rejected_by_cc",
+                        reason: Reason::RejectedByCc,
                         detail: text,
                     };
                 }
                 Err(Stop::Envelope(text)) => {
                     break Disposition::DeadLetter {
-                        reason: "rejected_by_cc",
+                        reason: Reason::RejectedByCc,
                         detail: text,
                     };
                 }

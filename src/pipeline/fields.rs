@@ -1,5 +1,6 @@
 //! Custom-field names → CC custom-field ids, cached per account.
 
+use crate::contact::Reason;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -87,7 +88,7 @@ pub(super) async fn resolve_custom_fields(
                     "custom field '{n}' does not exist in CC; create it there, or set worker.create_custom_fields = true"
                 );
                 let d = Disposition::DeadLetter {
-                    reason: "unknown_custom_field",
+                    reason: Reason::UnknownCustomField,
                     detail,
                 };
                 apply(settler, vec![e], d).await;

@@ -13,6 +13,7 @@
 //!   every [`LISTS_RECHECK`], and resumes when the list exists. `ccsync worker` and
 //!   `ccsync config check` refuse to start on it (see [`missing_default_lists`]).
 
+use crate::contact::Reason;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -95,7 +96,7 @@ pub(super) async fn check(
     );
     tracing::warn!(account, lists = %names.join(","), contacts = entries.len(), "messages name a list CC lacks; dead-lettering them as unknown_list");
     let d = Disposition::DeadLetter {
-        reason: "unknown_list",
+        reason: Reason::UnknownList,
         detail,
     };
     apply(settler, entries, d).await;

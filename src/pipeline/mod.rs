@@ -31,6 +31,7 @@ pub mod consent;
 mod ctx;
 mod fields;
 pub mod lists;
+pub mod optouts;
 mod ready;
 pub mod sender;
 mod settle;
@@ -44,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, Batcher, Coalesce, Cost, Limits};
 use crate::config::Settings;
-use crate::contact::{self, Action, Consent, Contact};
+use crate::contact::{self, Action, Consent, Contact, Reason};
 use crate::queue::{Broker, Incoming, QueueError, Settler, Tag, Topology};
 use crate::telemetry::{health, metrics};
 
@@ -226,7 +227,7 @@ pub async fn run(
     ctx: Arc<Ctx>,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let topo = Topology::for_queue(&settings.queue);
+    let topo = Topology::for_queue(&settings.queue).with_events(&settings.events_exchange);
     let mut backoff = Duration::from_millis(500);
     loop {
         if shutdown.is_cancelled() {
@@ -479,7 +480,7 @@ async fn accept(
                     "a worker died {deaths} times while reading this message (worker.max_redeliveries = {}); it was set aside unread",
                     settings.worker.max_redeliveries
                 );
-                settle::dead_letter(settler, &tag, &body, "crashes_worker", &detail).await;
+                settle::dead_letter(settler, &tag, &body, Reason::CrashesWorker, &detail).await;
                 let _ = marks.forget(&body).await;
                 return None;
             }

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use super::ContactBatch;
 use crate::cc::api::{ActivityState, Api};
-use crate::contact::{Action, Consent, Contact, unix_ms};
+use crate::contact::{Action, Consent, Contact, Reason, unix_ms};
 use crate::ledger::{Event, Kind, Ledger, Outcome};
 use crate::queue::Settler;
 use crate::ratelimit::CallKind;
@@ -511,7 +511,7 @@ async fn import_all(
         // moment); then it is CC's refusal of that row.
         if chunk.len() == 1 && tries >= 1 {
             let d = Disposition::DeadLetter {
-                reason: "rejected_by_cc",
+                reason: Reason::RejectedByCc,
                 detail: shortfall,
             };
             apply(settler, chunk, d).await;
@@ -616,7 +616,7 @@ async fn sign_up_each(
         let d = match res {
             Ok(()) => Disposition::Ack,
             Err(Stop::Reject(text)) => Disposition::DeadLetter {
-                reason: "rejected_by_cc",
+                reason: Reason::RejectedByCc,
                 detail: text,
             },
             // CC kept reporting a simultaneous modification: later, without blame.

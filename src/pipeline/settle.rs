@@ -4,7 +4,7 @@
 
 use super::{ContactBatch, Held};
 use crate::batch::Entry;
-use crate::contact::Contact;
+use crate::contact::{Contact, Reason};
 use crate::queue::{Requeued, Settler, Tag};
 use crate::telemetry::metrics;
 
@@ -27,10 +27,7 @@ pub(super) enum Disposition {
     /// back to the queue, never counted toward a redelivery limit.
     Requeue,
     /// The message itself cannot be synced: to `<queue>.dlx` with a reason and one sentence.
-    DeadLetter {
-        reason: &'static str,
-        detail: String,
-    },
+    DeadLetter { reason: Reason, detail: String },
     /// The account's connection is dead: to `<queue>.parked.<account>` until a login.
     Park { account: String },
 }
@@ -62,7 +59,7 @@ pub(super) async fn settle_stop(settler: &Settler, rest: Chunk, stop: Stop) -> O
         }
         Stop::UnknownAccount(account) => {
             let d = Disposition::DeadLetter {
-                reason: "unknown_account",
+                reason: Reason::UnknownAccount,
                 detail: format!(
                     "no CC account '{account}' was ever authorized; run `ccsync auth login --account {account}`, then replay this message"
                 ),
@@ -119,6 +116,7 @@ fn chunk_account(chunk: &Chunk) -> String {
 /// Ack deliveries a newer event made moot (a newer delete, opt-in or re-added list decided what
 /// CC holds): no CC call, outcome `superseded`.
 pub(super) async fn ack_superseded_chunk(chunk: Chunk) {
+    let account = chunk_account(&chunk);
     let tags: Vec<Tag> = chunk
         .into_iter()
         .flat_map(|e| e.tags.into_iter().map(|h| h.tag))
@@ -127,10 +125,7 @@ pub(super) async fn ack_superseded_chunk(chunk: Chunk) {
     for err in Tag::ack_many(&tags).await {
         tracing::warn!(error = %err, "ack failed; the broker will redeliver (the ledger supersedes it again)");
     }
-    metrics()
-        .messages
-        .with_label_values(&["superseded"])
-        .inc_by(n);
+    metrics().settled("superseded", &account, n);
 }
 
 /// Give deliveries back to the queue without blame: a confirmed copy at the back of the queue,
@@ -198,7 +193,7 @@ pub async fn requeue_batch(settler: &Settler, b: ContactBatch) {
 }
 
 /// Dead-letter one delivery; a failure leaves it unsettled (the broker redelivers it).
-pub async fn dead_letter(settler: &Settler, tag: &Tag, body: &[u8], reason: &str, detail: &str) {
+pub async fn dead_letter(settler: &Settler, tag: &Tag, body: &[u8], reason: Reason, detail: &str) {
     let m = metrics();
     // The message id when the body has one (never the email).
     #[derive(serde::Deserialize)]
@@ -210,6 +205,7 @@ pub async fn dead_letter(settler: &Settler, tag: &Tag, body: &[u8], reason: &str
         .ok()
         .map(|m| (m.id.unwrap_or_default(), m.account.unwrap_or_default()))
         .unwrap_or_default();
+    let reason = reason.as_str();
     match settler.dead_letter(tag, body, reason, detail).await {
         Ok(()) => {
             m.settled("dead_lettered", &account, 1);

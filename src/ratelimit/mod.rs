@@ -43,8 +43,8 @@
 //!
 //! The same script counts granted API calls in `…:day:{YYYY-MM-DD}` (the caller's UTC date from
 //! [`crate::clock`], which honours the test-only clock offset; TTL: until midnight + 1 h) and
-//! refuses a kind once the count reaches its limit: `daily_quota - daily_reserve` for imports and
-//! upserts, `daily_quota` for polls and look-ups ([`CallKind::uses_reserve`]), so a backlog of
+//! refuses a kind once the count reaches its limit: `daily_quota - daily_reserve` for imports,
+//! upserts and the opt-out feed, `daily_quota` for polls and look-ups ([`CallKind::uses_reserve`]), so a backlog of
 //! imports can never starve the polls that let in-flight work finish. A refused `acquire` returns
 //! [`RateLimitError::QuotaPaused`] with the time to 00:00 UTC at once; it never waits a day. Token
 //! calls are not counted (they go to the authorization host). The day is the caller's because the
@@ -158,6 +158,10 @@ pub enum CallKind {
     Lookup,
     /// The authorization server's token endpoint (1 request/s, not counted in the API quota).
     Token,
+    /// `GET /contacts?status=unsubscribed&optout_after=`: the opt-out feed's polls. Counted like
+    /// any API call but kept out of the daily reserve: the feed moves no batch along, and its
+    /// cursor lets it catch up after 00:00 UTC with nothing lost.
+    Feed,
 }
 
 impl CallKind {
@@ -168,6 +172,7 @@ impl CallKind {
             CallKind::Upsert => "upsert",
             CallKind::Lookup => "lookup",
             CallKind::Token => "token",
+            CallKind::Feed => "feed",
         }
     }
 

@@ -211,9 +211,7 @@ impl World {
 
     pub async fn publish(&self, bodies: &[Vec<u8>]) {
         let p = self.broker.publisher().await.unwrap();
-        for b in bodies {
-            p.publish(&self.queue, b).await.unwrap();
-        }
+        p.publish_many(&self.queue, bodies).await.unwrap();
     }
 
     pub async fn queue_len(&self) -> u32 {
