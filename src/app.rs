@@ -160,6 +160,14 @@ fn missing_lists_line(account: &str, gone: &[uuid::Uuid]) -> String {
 /// Everything a sender needs, connected: shared limiter, token provider, ledger, crash marks,
 /// the CC client.
 async fn build_ctx(settings: &Settings) -> Result<(Arc<Ctx>, Arc<TokenProvider>), AppError> {
+    // Redis first, once: a wrong URL, password or CA stops the start with one line naming the
+    // connection (rather than a limiter on its fallback share and a token provider error).
+    let redis = crate::redis::Redis::from_settings(settings)
+        .map_err(|e| AppError::Start(format!("cannot start: {e}")))?;
+    redis
+        .check()
+        .await
+        .map_err(|e| AppError::Start(format!("cannot start: {e}")))?;
     let limiter = SharedLimiter::connect(settings, &settings.client_id)
         .await
         .map_err(|e| AppError::Start(e.to_string()))?;

@@ -303,7 +303,7 @@ async fn publish_cmd(settings: &Settings, args: PublishArgs) -> Result<ExitCode,
         let len = f.metadata().ok().map(|m| m.len());
         (Box::new(std::io::BufReader::with_capacity(1 << 16, f)), len)
     };
-    let broker = Broker::connect(&settings.amqp_url).await?;
+    let broker = Broker::connect(&settings.amqp()).await?;
     broker
         .declare(&Topology::for_queue(&settings.queue))
         .await?;
@@ -414,7 +414,7 @@ async fn dlq_cmd(cmd: DlqCommand) -> Result<ExitCode, BoxError> {
     use crate::queue::{Broker, Topology};
     let settings = Settings::load()?;
     let topo = Topology::for_queue(&settings.queue);
-    let broker = Broker::connect(&settings.amqp_url).await?;
+    let broker = Broker::connect(&settings.amqp()).await?;
     broker.declare(&topo).await?;
     match cmd {
         DlqCommand::List { limit } => {

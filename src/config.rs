@@ -39,6 +39,18 @@ fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
 struct Raw {
     amqp_url: SecretString,
     redis_url: SecretString,
+    #[serde(default, deserialize_with = "string_like")]
+    amqp_ca_file: String,
+    #[serde(default, deserialize_with = "string_like")]
+    amqp_client_cert_file: String,
+    #[serde(default, deserialize_with = "string_like")]
+    amqp_client_key_file: String,
+    #[serde(default, deserialize_with = "string_like")]
+    redis_ca_file: String,
+    #[serde(default, deserialize_with = "string_like")]
+    redis_client_cert_file: String,
+    #[serde(default, deserialize_with = "string_like")]
+    redis_client_key_file: String,
     #[serde(deserialize_with = "string_like")]
     queue: String,
     #[serde(deserialize_with = "string_like")]
@@ -53,7 +65,7 @@ struct Raw {
     token_encryption_key: SecretString,
     metrics_addr: String,
     log_format: String,
-    redis: RedisSettings,
+    redis: RawRedis,
     auth: AuthSettings,
     ratelimit: RateLimitSettings,
     worker: WorkerSettings,
@@ -172,11 +184,95 @@ pub struct IngestSettings {
     pub public_url: Option<url::Url>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[redis]` as written; validated into [`RedisSettings`].
+#[derive(Debug, Deserialize)]
+struct RawRedis {
+    #[serde(deserialize_with = "string_like")]
+    key_prefix: String,
+    #[serde(default, deserialize_with = "secret_like")]
+    cluster_nodes: SecretString,
+    #[serde(default, deserialize_with = "secret_like")]
+    sentinels: SecretString,
+    #[serde(default, deserialize_with = "string_like")]
+    sentinel_master: String,
+}
+
+#[derive(Debug, Clone)]
 pub struct RedisSettings {
     /// Prefix of every Redis key ccsync writes; lets tests (and several deployments) share one Redis.
-    #[serde(deserialize_with = "string_like")]
     pub key_prefix: String,
+    /// One server, a cluster, or a master found through Sentinel.
+    pub topology: RedisTopology,
+}
+
+/// Where Redis is (`[redis]`): every Redis user goes through `crate::redis`, which opens the
+/// connections this names.
+#[derive(Clone)]
+pub enum RedisTopology {
+    /// `CCSYNC_REDIS_URL` alone.
+    Single,
+    /// `CCSYNC_REDIS__CLUSTER_NODES`: seed nodes of a Redis Cluster (redis:// or rediss://; the
+    /// first one's user and password are used for every node).
+    Cluster(Vec<SecretString>),
+    /// `CCSYNC_REDIS__SENTINELS` + `CCSYNC_REDIS__SENTINEL_MASTER`: the sentinels to ask, and the
+    /// master's name. The master itself is reached with `CCSYNC_REDIS_URL`'s scheme (rediss://
+    /// for TLS), user, password and database; its host and port are Sentinel's answer.
+    Sentinel {
+        sentinels: Vec<SecretString>,
+        master: String,
+    },
+}
+
+impl std::fmt::Debug for RedisTopology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let masked = |v: &[SecretString]| -> Vec<String> { v.iter().map(mask_url).collect() };
+        match self {
+            RedisTopology::Single => f.write_str("Single (CCSYNC_REDIS_URL)"),
+            RedisTopology::Cluster(nodes) => {
+                f.debug_tuple("Cluster").field(&masked(nodes)).finish()
+            }
+            RedisTopology::Sentinel { sentinels, master } => f
+                .debug_struct("Sentinel")
+                .field("sentinels", &masked(sentinels))
+                .field("master", master)
+                .finish(),
+        }
+    }
+}
+
+/// PEM files for one TLS connection (`CCSYNC_<AMQP|REDIS>_CA_FILE`, `..._CLIENT_CERT_FILE`,
+/// `..._CLIENT_KEY_FILE`). Checked at load: each names a readable file of the right kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA (one or more PEM certificates) that signed the server's certificate; `None`: the
+    /// platform's root store (a public CA).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate and key (PEM) for servers that ask for one (mutual TLS); both or none.
+    pub client_cert_file: Option<std::path::PathBuf>,
+    pub client_key_file: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    pub fn is_empty(&self) -> bool {
+        self == &TlsFiles::default()
+    }
+}
+
+/// The broker as the product reaches it: URL and TLS files (`crate::queue::Broker::connect`).
+#[derive(Debug, Clone)]
+pub struct AmqpEndpoint {
+    pub url: SecretString,
+    pub tls: TlsFiles,
+}
+
+impl AmqpEndpoint {
+    /// A URL without TLS files (amqp://, or amqps:// to a broker with a public certificate).
+    pub fn plain(url: SecretString) -> AmqpEndpoint {
+        AmqpEndpoint {
+            url,
+            tls: TlsFiles::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -249,6 +345,10 @@ fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
 pub struct Settings {
     pub amqp_url: SecretString,
     pub redis_url: SecretString,
+    /// `CCSYNC_AMQP_CA_FILE`, `CCSYNC_AMQP_CLIENT_CERT_FILE`, `CCSYNC_AMQP_CLIENT_KEY_FILE`.
+    pub amqp_tls: TlsFiles,
+    /// `CCSYNC_REDIS_CA_FILE`, `CCSYNC_REDIS_CLIENT_CERT_FILE`, `CCSYNC_REDIS_CLIENT_KEY_FILE`.
+    pub redis_tls: TlsFiles,
     pub queue: String,
     pub client_id: String,
     /// `None` for a public client (device flow); `Some` sends HTTP Basic at the token endpoint.
@@ -464,11 +564,32 @@ impl Settings {
             ));
         }
         let optouts = validate_optouts(raw.optouts)?;
+        let amqp_tls = tls_files(
+            "AMQP",
+            &raw.amqp_ca_file,
+            &raw.amqp_client_cert_file,
+            &raw.amqp_client_key_file,
+        )?;
+        if !amqp_tls.is_empty() && !raw.amqp_url.expose_secret().starts_with("amqps:") {
+            return Err(invalid(
+                "CCSYNC_AMQP_CA_FILE",
+                "TLS files are set but CCSYNC_AMQP_URL is not amqps:// (use amqps:// or unset them)",
+            ));
+        }
+        let redis_tls = tls_files(
+            "REDIS",
+            &raw.redis_ca_file,
+            &raw.redis_client_cert_file,
+            &raw.redis_client_key_file,
+        )?;
+        let redis = validate_redis(raw.redis, &raw.redis_url, &redis_tls)?;
         let s = Settings {
             events_exchange,
             optouts,
             amqp_url: raw.amqp_url,
             redis_url: raw.redis_url,
+            amqp_tls,
+            redis_tls,
             queue: raw.queue,
             client_id: raw.client_id,
             client_secret,
@@ -479,7 +600,7 @@ impl Settings {
             token_encryption_key,
             metrics_addr,
             log_format,
-            redis: raw.redis,
+            redis,
             auth: raw.auth,
             ratelimit: raw.ratelimit,
             worker: raw.worker,
@@ -619,26 +740,18 @@ impl Settings {
 
     /// The effective configuration with every secret masked, for `config check`.
     pub fn redacted(&self) -> String {
-        let mask = |s: &SecretString| -> String {
-            match url::Url::parse(s.expose_secret()) {
-                Ok(mut u) => {
-                    if u.password().is_some() {
-                        let _ = u.set_password(Some("REDACTED"));
-                    }
-                    u.to_string()
-                }
-                Err(_) => "[REDACTED]".into(),
-            }
-        };
+        let mask = mask_url;
         let lists: Vec<String> = self
             .default_list_ids
             .iter()
             .map(|u| u.to_string())
             .collect();
         format!(
-            "amqp_url = {:?}\nredis_url = {:?}\nqueue = {:?}\nevents_exchange = {:?}\nclient_id = {:?}\nclient_secret = {}\napi_base_url = {:?}\nauth_base_url = {:?}\ndefault_list_ids = {:?}\ntoken_encryption_key = {}\nmetrics_addr = {:?}\nlog_format = {:?}\n{:#?}\n{:#?}\n{:#?}\n{:#?}\n{:#?}\n{}",
+            "amqp_url = {:?}\nredis_url = {:?}\namqp_tls = {:?}\nredis_tls = {:?}\nqueue = {:?}\nevents_exchange = {:?}\nclient_id = {:?}\nclient_secret = {}\napi_base_url = {:?}\nauth_base_url = {:?}\ndefault_list_ids = {:?}\ntoken_encryption_key = {}\nmetrics_addr = {:?}\nlog_format = {:?}\n{:#?}\n{:#?}\n{:#?}\n{:#?}\n{:#?}\n{}",
             mask(&self.amqp_url),
             mask(&self.redis_url),
+            self.amqp_tls,
+            self.redis_tls,
             self.queue,
             self.events_exchange,
             self.client_id,
@@ -676,6 +789,14 @@ impl Settings {
                     )
                 })
                 .collect::<String>()
+    }
+
+    /// The broker's URL and TLS files, for `crate::queue::Broker::connect`.
+    pub fn amqp(&self) -> AmqpEndpoint {
+        AmqpEndpoint {
+            url: self.amqp_url.clone(),
+            tls: self.amqp_tls.clone(),
+        }
     }
 
     /// `<queue>.dlx`, the dead-letter exchange (DESIGN §2).
@@ -857,6 +978,145 @@ fn validate_ingest(raw: RawIngest) -> Result<IngestSettings, ConfigError> {
         publish_timeout: Duration::from_millis(raw.publish_timeout_ms),
         retry_after_secs: raw.retry_after_secs.max(1),
         publish_channels: raw.publish_channels,
+    })
+}
+
+/// A URL with its password masked (anything unparsable is masked whole).
+fn mask_url(s: &SecretString) -> String {
+    match url::Url::parse(s.expose_secret()) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("REDACTED"));
+            }
+            u.to_string()
+        }
+        Err(_) => "[REDACTED]".into(),
+    }
+}
+
+/// `CCSYNC_<conn>_CA_FILE`, `..._CLIENT_CERT_FILE`, `..._CLIENT_KEY_FILE`: each empty or a
+/// readable PEM file of its kind; the client pair both or neither.
+fn tls_files(conn: &str, ca: &str, cert: &str, key: &str) -> Result<TlsFiles, ConfigError> {
+    let pem = |name: &str, path: &str, what: &str, marker: &str| {
+        let path = path.trim();
+        if path.is_empty() {
+            return Ok(None);
+        }
+        let key = format!("CCSYNC_{conn}_{name}");
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid(&key, format!("cannot read {path}: {e}")))?;
+        if !text.contains("-----BEGIN ") || !text.contains(marker) {
+            return Err(invalid(&key, format!("{path} holds no PEM {what}")));
+        }
+        Ok(Some(std::path::PathBuf::from(path)))
+    };
+    let files = TlsFiles {
+        ca_file: pem("CA_FILE", ca, "certificate", "CERTIFICATE-----")?,
+        client_cert_file: pem("CLIENT_CERT_FILE", cert, "certificate", "CERTIFICATE-----")?,
+        client_key_file: pem("CLIENT_KEY_FILE", key, "private key", "PRIVATE KEY-----")?,
+    };
+    match (&files.client_cert_file, &files.client_key_file) {
+        (Some(_), None) => Err(invalid(
+            &format!("CCSYNC_{conn}_CLIENT_KEY_FILE"),
+            format!(
+                "must be set with CCSYNC_{conn}_CLIENT_CERT_FILE (the client certificate's key)"
+            ),
+        )),
+        (None, Some(_)) => Err(invalid(
+            &format!("CCSYNC_{conn}_CLIENT_CERT_FILE"),
+            format!("must be set with CCSYNC_{conn}_CLIENT_KEY_FILE (the key's certificate)"),
+        )),
+        _ => Ok(files),
+    }
+}
+
+/// Comma-separated redis:// or rediss:// URLs.
+fn redis_urls(key: &str, list: &SecretString) -> Result<Vec<SecretString>, ConfigError> {
+    list.expose_secret()
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            let parsed = url::Url::parse(u).map_err(|_| {
+                invalid(key, "holds an entry that is not a URL (redis://host:port)")
+            })?;
+            if !["redis", "rediss"].contains(&parsed.scheme()) || parsed.host_str().is_none() {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "entries must be redis://host:port or rediss://host:port, not {}://",
+                        parsed.scheme()
+                    ),
+                ));
+            }
+            Ok(SecretString::from(u.to_string()))
+        })
+        .collect()
+}
+
+fn validate_redis(
+    raw: RawRedis,
+    redis_url: &SecretString,
+    tls: &TlsFiles,
+) -> Result<RedisSettings, ConfigError> {
+    let nodes = redis_urls("CCSYNC_REDIS__CLUSTER_NODES", &raw.cluster_nodes)?;
+    let sentinels = redis_urls("CCSYNC_REDIS__SENTINELS", &raw.sentinels)?;
+    let master = raw.sentinel_master.trim().to_string();
+    let topology = match (nodes.is_empty(), sentinels.is_empty()) {
+        (false, false) => {
+            return Err(invalid(
+                "CCSYNC_REDIS__SENTINELS",
+                "set either CCSYNC_REDIS__CLUSTER_NODES (Redis Cluster) or CCSYNC_REDIS__SENTINELS (Sentinel), not both",
+            ));
+        }
+        (false, true) => {
+            if !master.is_empty() {
+                return Err(invalid(
+                    "CCSYNC_REDIS__SENTINEL_MASTER",
+                    "is only used with CCSYNC_REDIS__SENTINELS, not with CCSYNC_REDIS__CLUSTER_NODES",
+                ));
+            }
+            RedisTopology::Cluster(nodes)
+        }
+        (true, false) => {
+            if master.is_empty() {
+                return Err(invalid(
+                    "CCSYNC_REDIS__SENTINEL_MASTER",
+                    "must name the master the sentinels watch (as in `sentinel monitor <name> ...`)",
+                ));
+            }
+            RedisTopology::Sentinel { sentinels, master }
+        }
+        (true, true) => {
+            if !master.is_empty() {
+                return Err(invalid(
+                    "CCSYNC_REDIS__SENTINELS",
+                    "must list the sentinels (redis://host:26379,...) when CCSYNC_REDIS__SENTINEL_MASTER is set",
+                ));
+            }
+            RedisTopology::Single
+        }
+    };
+    let tls_urls: Vec<&SecretString> = match &topology {
+        RedisTopology::Cluster(n) => n.iter().collect(),
+        RedisTopology::Sentinel { sentinels, .. } => {
+            sentinels.iter().chain(std::iter::once(redis_url)).collect()
+        }
+        RedisTopology::Single => vec![redis_url],
+    };
+    if !tls.is_empty()
+        && !tls_urls
+            .iter()
+            .any(|u| u.expose_secret().starts_with("rediss:"))
+    {
+        return Err(invalid(
+            "CCSYNC_REDIS_CA_FILE",
+            "TLS files are set but no Redis URL in use is rediss:// (use rediss:// or unset them)",
+        ));
+    }
+    Ok(RedisSettings {
+        key_prefix: raw.key_prefix,
+        topology,
     })
 }
 
@@ -1135,6 +1395,98 @@ mod tests {
                 .iter()
                 .any(|w| w.contains("CCSYNC_CLIENT_SECRET is not set"))
         );
+    }
+
+    #[test]
+    fn redis_topologies_and_tls_files_are_checked_and_name_their_key() {
+        let s = Settings::from_pairs([(
+            "CCSYNC_REDIS__CLUSTER_NODES",
+            "redis://:pw-in-url@10.0.0.1:7001, redis://10.0.0.2:7002",
+        )])
+        .unwrap();
+        match &s.redis.topology {
+            RedisTopology::Cluster(n) => assert_eq!(n.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        let out = s.redacted();
+        assert!(!out.contains("pw-in-url"), "{out}");
+        assert!(out.contains("10.0.0.2:7002"), "{out}");
+        let s = Settings::from_pairs([
+            ("CCSYNC_REDIS__SENTINELS", "redis://10.0.0.1:26379"),
+            ("CCSYNC_REDIS__SENTINEL_MASTER", "mymaster"),
+        ])
+        .unwrap();
+        assert!(
+            matches!(&s.redis.topology, RedisTopology::Sentinel { master, .. } if master == "mymaster")
+        );
+        for (pairs, key) in [
+            (
+                vec![("CCSYNC_REDIS__SENTINELS", "redis://h:26379")],
+                "CCSYNC_REDIS__SENTINEL_MASTER",
+            ),
+            (
+                vec![("CCSYNC_REDIS__SENTINEL_MASTER", "m")],
+                "CCSYNC_REDIS__SENTINELS",
+            ),
+            (
+                vec![
+                    ("CCSYNC_REDIS__SENTINELS", "redis://h:26379"),
+                    ("CCSYNC_REDIS__SENTINEL_MASTER", "m"),
+                    ("CCSYNC_REDIS__CLUSTER_NODES", "redis://h:7001"),
+                ],
+                "CCSYNC_REDIS__SENTINELS",
+            ),
+            (
+                vec![("CCSYNC_REDIS__CLUSTER_NODES", "http://h:7001")],
+                "CCSYNC_REDIS__CLUSTER_NODES",
+            ),
+            (
+                vec![("CCSYNC_AMQP_CA_FILE", "/nonexistent/ca.pem")],
+                "CCSYNC_AMQP_CA_FILE",
+            ),
+            (
+                vec![("CCSYNC_REDIS_CLIENT_KEY_FILE", "/nonexistent/k.pem")],
+                "CCSYNC_REDIS_CLIENT_KEY_FILE",
+            ),
+        ] {
+            let e = Settings::from_pairs(pairs.clone()).unwrap_err().to_string();
+            assert!(e.contains(key), "{pairs:?}: {e}");
+        }
+        // Files must hold PEM of the right kind, the client pair comes whole, and TLS files
+        // need a TLS URL.
+        let dir = std::env::temp_dir().join(format!("ccsync-cfg-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a pem").unwrap();
+        let (ca, junk) = (ca.to_str().unwrap(), junk.to_str().unwrap());
+        let amqps = ("CCSYNC_AMQP_URL", "amqps://u:p@mq:5671/%2f");
+        let ok = Settings::from_pairs([amqps, ("CCSYNC_AMQP_CA_FILE", ca)]).unwrap();
+        assert_eq!(
+            ok.amqp().tls.ca_file.as_deref(),
+            Some(std::path::Path::new(ca))
+        );
+        for (pairs, key) in [
+            (
+                vec![amqps, ("CCSYNC_AMQP_CA_FILE", junk)],
+                "CCSYNC_AMQP_CA_FILE",
+            ),
+            (vec![("CCSYNC_AMQP_CA_FILE", ca)], "CCSYNC_AMQP_CA_FILE"),
+            (vec![("CCSYNC_REDIS_CA_FILE", ca)], "CCSYNC_REDIS_CA_FILE"),
+            (
+                vec![amqps, ("CCSYNC_AMQP_CLIENT_CERT_FILE", ca)],
+                "CCSYNC_AMQP_CLIENT_KEY_FILE",
+            ),
+        ] {
+            let e = Settings::from_pairs(pairs.clone()).unwrap_err().to_string();
+            assert!(e.contains(key), "{pairs:?}: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -110,7 +110,7 @@ pub async fn run(n: usize) -> Result<(), DemoError> {
     // 2. Publish.
     println!("\n== 2. publish {n} messages to {queue}");
     let (bodies, expected, invalid) = generate(n, &lists);
-    let broker = Broker::connect(&settings.amqp_url).await.map_err(setup)?;
+    let broker = Broker::connect(&settings.amqp()).await.map_err(setup)?;
     let topo = Topology::for_queue(&queue);
     broker.declare(&topo).await.map_err(setup)?;
     let publisher = broker.publisher().await.map_err(setup)?;

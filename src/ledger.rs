@@ -61,8 +61,6 @@ pub use feed::{FeedCursor, FeedLease, FeedStore};
 use std::time::Duration;
 
 use aws_lc_rs::digest;
-use deadpool_redis::{Config, Pool, Runtime};
-use secrecy::ExposeSecret;
 
 use crate::config::Settings;
 
@@ -153,9 +151,12 @@ pub type Claim<'a> = (&'a str, &'a str, Vec<(String, i64)>);
 pub struct LedgerError(String);
 
 pub struct Ledger {
-    pool: Pool,
+    pool: crate::redis::Redis,
     prefix: String,
     lease: Duration,
+    /// On Redis Cluster the keys carry a hash tag (see [`Ledger::key`]) and each script call
+    /// takes the events of one tag only, so its keys share a slot.
+    cluster: bool,
 }
 
 /// KEYS: (fields hash, fly lease, consent hash) per event. ARGV: owner, ttl ms, lease ms, consent
@@ -275,14 +276,46 @@ return 1
 
 impl Ledger {
     pub fn connect(settings: &Settings) -> Result<Ledger, LedgerError> {
-        let pool = Config::from_url(settings.redis_url.expose_secret())
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| LedgerError(e.to_string()))?;
+        let pool =
+            crate::redis::Redis::from_settings(settings).map_err(|e| LedgerError(e.to_string()))?;
         Ok(Ledger {
+            cluster: pool.is_cluster(),
             pool,
             prefix: format!("{}:ledger", settings.redis.key_prefix),
             lease: Duration::from_secs(settings.worker.claim_lease_secs),
         })
+    }
+
+    /// The key `<prefix>:<part>:<h>` of an email's hash `h` (`part`: `f`, `fly` or `c`). On Redis
+    /// Cluster it is `<prefix>:{<first two hex digits of h>}:<part>:<h>`: the tag puts an email's
+    /// three keys in one slot and spreads the emails over 256 slots (so over every master),
+    /// while a claim of a 40,000-contact import still takes at most 256 script calls (one per
+    /// tag, see [`Ledger::groups`]). One server keeps the untagged names, so an existing
+    /// deployment keeps its ledger.
+    fn key(&self, part: &str, h: &str) -> String {
+        if self.cluster {
+            format!("{}:{{{}}}:{part}:{h}", self.prefix, &h[..2])
+        } else {
+            format!("{}:{part}:{h}", self.prefix)
+        }
+    }
+
+    /// The indices of `hashes` in script-call groups of at most 500 (so Redis is never blocked
+    /// for long): in order on one server, per hash tag on a cluster (a script's keys must share
+    /// a slot).
+    fn groups(&self, hashes: &[String]) -> Vec<Vec<usize>> {
+        let all: Vec<usize> = (0..hashes.len()).collect();
+        if !self.cluster {
+            return all.chunks(500).map(<[usize]>::to_vec).collect();
+        }
+        let mut by_tag: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+        for (i, h) in hashes.iter().enumerate() {
+            by_tag.entry(&h[..2]).or_default().push(i);
+        }
+        by_tag
+            .into_values()
+            .flat_map(|v| v.chunks(500).map(<[usize]>::to_vec).collect::<Vec<_>>())
+            .collect()
     }
 
     /// How long a claim survives without renewal (`worker.claim_lease_secs`).
@@ -295,35 +328,10 @@ impl Ledger {
     /// Incremental `SCAN` + `UNLINK`, so Redis keeps answering other clients meanwhile (one
     /// `KEYS` over millions of keys blocks it for seconds). Returns how many keys went.
     pub async fn forget_all(&self) -> Result<u64, LedgerError> {
-        let mut c = self
-            .pool
-            .get()
+        self.pool
+            .unlink_matching(&format!("{}:*", self.prefix))
             .await
-            .map_err(|e| LedgerError(e.to_string()))?;
-        let pattern = format!("{}:*", self.prefix);
-        let (mut cursor, mut gone) = (0u64, 0u64);
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut c)
-                .await
-                .map_err(|e| LedgerError(e.to_string()))?;
-            if !keys.is_empty() {
-                gone += redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async::<u64>(&mut c)
-                    .await
-                    .map_err(|e| LedgerError(e.to_string()))?;
-            }
-            if next == 0 {
-                return Ok(gone);
-            }
-            cursor = next;
-        }
+            .map_err(|e| LedgerError(e.to_string()))
     }
 
     fn hash(account: &str, email: &str) -> String {
@@ -374,27 +382,31 @@ impl Ledger {
         owner: &str,
         items: &[Event<'_>],
     ) -> Result<Vec<Outcome>, LedgerError> {
-        let mut out = Vec::with_capacity(items.len());
+        let mut out: Vec<Option<Outcome>> = vec![None; items.len()];
         let mut conn = self
             .pool
             .get()
             .await
             .map_err(|e| LedgerError(e.to_string()))?;
         let script = redis::Script::new(CLAIM);
-        // Keep each script call small so Redis is never blocked for long.
-        for chunk in items.chunks(500) {
+        let hashes: Vec<String> = items
+            .iter()
+            .map(|e| Self::hash(e.account, e.email))
+            .collect();
+        for group in self.groups(&hashes) {
+            let chunk: Vec<&Event> = group.iter().map(|&i| &items[i]).collect();
             let mut inv = script.prepare_invoke();
-            for e in chunk {
-                let h = Self::hash(e.account, e.email);
-                inv.key(format!("{}:f:{h}", self.prefix));
-                inv.key(format!("{}:fly:{h}", self.prefix));
-                inv.key(format!("{}:c:{h}", self.prefix));
+            for &i in &group {
+                let h = &hashes[i];
+                inv.key(self.key("f", h));
+                inv.key(self.key("fly", h));
+                inv.key(self.key("c", h));
             }
             inv.arg(owner)
                 .arg(LEDGER_TTL.as_millis() as u64)
                 .arg(self.lease.as_millis() as u64)
                 .arg(CONSENT_TTL.as_millis() as u64);
-            for e in chunk {
+            for e in &chunk {
                 let names: Vec<&str> = e.fields.iter().map(|(n, _)| n.as_str()).collect();
                 let times: Vec<String> = e.fields.iter().map(|(_, t)| t.to_string()).collect();
                 let lists: Vec<String> = e.lists.iter().map(uuid::Uuid::to_string).collect();
@@ -405,11 +417,11 @@ impl Ledger {
                     .arg(lists.join("\u{1f}"));
             }
             let replies: Vec<redis::Value> = inv
-                .invoke_async(&mut *conn)
+                .invoke_async(&mut conn)
                 .await
                 .map_err(|e| LedgerError(e.to_string()))?;
-            for (e, r) in chunk.iter().zip(replies) {
-                out.push(match r {
+            for ((&i, e), r) in group.iter().zip(&chunk).zip(replies) {
+                out[i] = Some(match r {
                     redis::Value::Int(_) => Outcome::Busy,
                     redis::Value::BulkString(reply) => Outcome::Go(parse_go(e, &reply)?),
                     other => {
@@ -418,7 +430,9 @@ impl Ledger {
                 });
             }
         }
-        Ok(out)
+        out.into_iter()
+            .map(|o| o.ok_or_else(|| LedgerError("an event got no ledger reply".into())))
+            .collect()
     }
 
     /// CC's opt-out feed saw `email` unsubscribe at `at_ms`: an explicit upsert older than that
@@ -456,11 +470,11 @@ impl Ledger {
             .await
             .map_err(|e| LedgerError(e.to_string()))?;
         let _: i64 = redis::Script::new(RAISE)
-            .key(format!("{}:c:{}", self.prefix, Self::hash(account, email)))
+            .key(self.key("c", &Self::hash(account, email)))
             .arg(fact)
             .arg(at_ms)
             .arg(CONSENT_TTL.as_millis() as u64)
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await
             .map_err(|e| LedgerError(e.to_string()))?;
         Ok(())
@@ -489,21 +503,18 @@ impl Ledger {
             .await
             .map_err(|e| LedgerError(e.to_string()))?;
         let script = redis::Script::new(lua);
-        for chunk in items.chunks(500) {
+        let hashes: Vec<String> = items.iter().map(|(a, e)| Self::hash(a, e)).collect();
+        for group in self.groups(&hashes) {
             let mut inv = script.prepare_invoke();
-            for (account, email) in chunk {
-                inv.key(format!(
-                    "{}:fly:{}",
-                    self.prefix,
-                    Self::hash(account, email)
-                ));
+            for i in group {
+                inv.key(self.key("fly", &hashes[i]));
             }
             inv.arg(owner);
             if let Some(l) = lease {
                 inv.arg(l.as_millis() as u64);
             }
             let _: i64 = inv
-                .invoke_async(&mut *conn)
+                .invoke_async(&mut conn)
                 .await
                 .map_err(|e| LedgerError(e.to_string()))?;
         }

@@ -18,6 +18,7 @@
 //! | [`queue`] | topology, consume, settle (ack / requeue / dead-letter with reason), publish | lapin |
 //! | [`publish`] | `ccsync publish`: NDJSON/CSV → queue, streaming, with confirms | csv |
 //! | [`batch`] | coalescing batcher (size, bytes, linger), no IO | — |
+//! | [`redis`] | the Redis connector: one server, Redis Cluster or Sentinel, TLS; the pools every Redis user draws from | deadpool, redis |
 //! | [`ratelimit`] | governor + shared Redis GCRA + daily quota + 429 handling; fair shares of the key between accounts | governor, redis |
 //! | [`auth`] | token set, Redis store, refresh lock, device/code/PKCE logins, connect-link exchange, `TokenProvider` | redis, jsonwebtoken, aws-lc-rs |
 //! | [`cc`] | the only code that knows CC's URLs and JSON; classifies every outcome | reqwest |
@@ -50,6 +51,7 @@ pub mod poison;
 pub mod publish;
 pub mod queue;
 pub mod ratelimit;
+pub mod redis;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod telemetry;

@@ -21,25 +21,21 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_redis::{Config, Pool, Runtime};
-use secrecy::{ExposeSecret, SecretString};
-
-use crate::config::Settings;
+use crate::config::{AmqpEndpoint, Settings};
 use crate::pipeline::TokenSource;
 use crate::queue::{Broker, Topology};
+use crate::redis::Redis;
 use crate::telemetry::metrics;
 
 /// The accounts Redis lists as parked (for `ccsync auth status`).
 pub async fn parked_accounts(
     settings: &Settings,
 ) -> Result<std::collections::BTreeSet<String>, ParkingError> {
-    let pool = Config::from_url(settings.redis_url.expose_secret())
-        .create_pool(Some(Runtime::Tokio1))
-        .map_err(|e| ParkingError(e.to_string()))?;
+    let pool = Redis::from_settings(settings).map_err(|e| ParkingError(e.to_string()))?;
     let mut c = pool.get().await.map_err(|e| ParkingError(e.to_string()))?;
     let v: Vec<String> = redis::cmd("SMEMBERS")
         .arg(parked_key(settings))
-        .query_async(&mut *c)
+        .query_async(&mut c)
         .await
         .map_err(|e| ParkingError(e.to_string()))?;
     Ok(v.into_iter().collect())
@@ -59,9 +55,9 @@ pub struct ParkingError(String);
 
 /// The parked accounts, shared by every replica through Redis.
 pub struct Parking {
-    pool: Pool,
+    pool: Redis,
     key: String,
-    amqp_url: SecretString,
+    amqp: AmqpEndpoint,
     topology: Topology,
     tokens: Arc<dyn TokenSource>,
     /// Accounts this process parks messages for (their messages skip CC).
@@ -77,13 +73,11 @@ impl Parking {
         settings: &Settings,
         tokens: Arc<dyn TokenSource>,
     ) -> Result<Arc<Parking>, ParkingError> {
-        let pool = Config::from_url(settings.redis_url.expose_secret())
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| ParkingError(e.to_string()))?;
+        let pool = Redis::from_settings(settings).map_err(|e| ParkingError(e.to_string()))?;
         Ok(Arc::new(Parking {
             pool,
             key: parked_key(settings),
-            amqp_url: settings.amqp_url.clone(),
+            amqp: settings.amqp(),
             topology: Topology::for_queue(&settings.queue),
             tokens,
             parked: Mutex::new(HashSet::new()),
@@ -108,7 +102,7 @@ impl Parking {
         let _: i64 = redis::cmd("SADD")
             .arg(&self.key)
             .arg(account)
-            .query_async(&mut *c)
+            .query_async(&mut c)
             .await
             .map_err(|e| ParkingError(e.to_string()))?;
         let first = self
@@ -151,7 +145,7 @@ impl Parking {
             .map_err(|e| ParkingError(e.to_string()))?;
         redis::cmd("SMEMBERS")
             .arg(&self.key)
-            .query_async(&mut *c)
+            .query_async(&mut c)
             .await
             .map_err(|e| ParkingError(e.to_string()))
     }
@@ -165,7 +159,7 @@ impl Parking {
         let _: i64 = redis::cmd("SREM")
             .arg(&self.key)
             .arg(account)
-            .query_async(&mut *c)
+            .query_async(&mut c)
             .await
             .map_err(|e| ParkingError(e.to_string()))?;
         Ok(())
@@ -216,7 +210,7 @@ impl Parking {
                 self.update_metrics();
             }
             let moved = async {
-                let broker = Broker::connect(&self.amqp_url).await?;
+                let broker = Broker::connect(&self.amqp).await?;
                 broker.declare_parked(&parked_q).await?;
                 let n = broker.move_all(&parked_q, &self.topology.queue).await?;
                 let left = broker.queue_len(&parked_q).await?;

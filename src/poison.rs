@@ -20,8 +20,6 @@
 use std::time::Duration;
 
 use aws_lc_rs::digest;
-use deadpool_redis::{Config, Pool, Runtime};
-use secrecy::ExposeSecret;
 
 use crate::config::Settings;
 
@@ -34,7 +32,7 @@ pub const MARK_TTL: Duration = Duration::from_secs(24 * 3600);
 pub struct MarkError(String);
 
 pub struct Marks {
-    pool: Pool,
+    pool: crate::redis::Redis,
     prefix: String,
 }
 
@@ -52,9 +50,8 @@ return n
 
 impl Marks {
     pub fn connect(settings: &Settings) -> Result<Marks, MarkError> {
-        let pool = Config::from_url(settings.redis_url.expose_secret())
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| MarkError(e.to_string()))?;
+        let pool =
+            crate::redis::Redis::from_settings(settings).map_err(|e| MarkError(e.to_string()))?;
         Ok(Marks {
             pool,
             prefix: format!("{}:crash", settings.redis.key_prefix),
@@ -81,7 +78,7 @@ impl Marks {
         let n: i64 = redis::Script::new(BEGIN)
             .key(self.key(body))
             .arg(MARK_TTL.as_millis() as u64)
-            .invoke_async(&mut *c)
+            .invoke_async(&mut c)
             .await
             .map_err(|e| MarkError(e.to_string()))?;
         Ok(u32::try_from(n).unwrap_or(0))
@@ -96,7 +93,7 @@ impl Marks {
             .map_err(|e| MarkError(e.to_string()))?;
         let _: i64 = redis::Script::new(END)
             .key(self.key(body))
-            .invoke_async(&mut *c)
+            .invoke_async(&mut c)
             .await
             .map_err(|e| MarkError(e.to_string()))?;
         Ok(())
@@ -111,7 +108,7 @@ impl Marks {
             .map_err(|e| MarkError(e.to_string()))?;
         let _: i64 = redis::cmd("DEL")
             .arg(self.key(body))
-            .query_async(&mut *c)
+            .query_async(&mut c)
             .await
             .map_err(|e| MarkError(e.to_string()))?;
         Ok(())

@@ -38,11 +38,14 @@ use lapin::options::{
     BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
     QueueBindOptions, QueueDeclareOptions,
 };
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
+
+use crate::config::{AmqpEndpoint, TlsFiles};
 
 /// A broker failure. Every variant means: the connection or channel is gone or unusable;
 /// unsettled deliveries return to the queue by themselves; reconnect with backoff.
@@ -52,6 +55,12 @@ pub enum QueueError {
         "cannot reach RabbitMQ: {0} (start it with `bash scripts/services.sh`, or check CCSYNC_AMQP_URL)"
     )]
     Connect(String),
+    /// The TLS handshake failed on the certificates (the broker's is not signed by the CA we
+    /// trust, or ours was refused), or the TLS files cannot be read: retrying cannot help. Fatal.
+    #[error(
+        "RabbitMQ (CCSYNC_AMQP_URL): TLS failed: {0}; point CCSYNC_AMQP_CA_FILE at the CA that signed the broker's certificate (unset: the platform's roots), and check CCSYNC_AMQP_CLIENT_CERT_FILE/KEY_FILE if the broker requires a client certificate"
+    )]
+    Tls(String),
     #[error("RabbitMQ error: {0}")]
     Broker(String),
     #[error("RabbitMQ refused a publish (nack) for routing key {0}")]
@@ -71,6 +80,46 @@ impl From<lapin::Error> for QueueError {
     fn from(e: lapin::Error) -> Self {
         QueueError::Broker(e.to_string())
     }
+}
+
+/// The lapin TLS configuration of `CCSYNC_AMQP_*_FILE` (read at each connect, so a renewed
+/// certificate is picked up by the next connection).
+fn tls_config(files: &TlsFiles) -> Result<OwnedTLSConfig, QueueError> {
+    let read = |key: &str, p: &std::path::Path| {
+        std::fs::read(p)
+            .map_err(|e| QueueError::Tls(format!("{key}: cannot read {}: {e}", p.display())))
+    };
+    let cert_chain = match &files.ca_file {
+        Some(p) => Some(
+            String::from_utf8(read("CCSYNC_AMQP_CA_FILE", p)?)
+                .map_err(|_| QueueError::Tls("CCSYNC_AMQP_CA_FILE is not PEM text".into()))?,
+        ),
+        None => None,
+    };
+    let identity = match (&files.client_cert_file, &files.client_key_file) {
+        (Some(c), Some(k)) => Some(OwnedIdentity::PKCS8 {
+            pem: read("CCSYNC_AMQP_CLIENT_CERT_FILE", c)?,
+            key: read("CCSYNC_AMQP_CLIENT_KEY_FILE", k)?,
+        }),
+        _ => None,
+    };
+    Ok(OwnedTLSConfig {
+        identity,
+        cert_chain,
+    })
+}
+
+/// Whether a connection error is about certificates (retrying cannot fix it).
+fn is_certificate_problem(e: &str) -> bool {
+    [
+        "certificate",
+        "UnknownIssuer",
+        "BadSignature",
+        "CertExpired",
+        "NotValidForName",
+    ]
+    .iter()
+    .any(|w| e.contains(w))
 }
 
 /// Names of the queue and its dead-letter pair.
@@ -163,13 +212,25 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Connect (amqp:// or amqps://; TLS through rustls with the platform's CA store).
-    pub async fn connect(url: &SecretString) -> Result<Broker, QueueError> {
+    /// Connect (amqp:// or amqps://). TLS runs through rustls, trusting the CA of
+    /// `CCSYNC_AMQP_CA_FILE` besides the platform's roots, with the optional client certificate.
+    /// A certificate problem is [`QueueError::Tls`] (fatal); anything else [`QueueError::Connect`].
+    pub async fn connect(target: &AmqpEndpoint) -> Result<Broker, QueueError> {
         let props = ConnectionProperties::default()
             .with_connection_name(format!("ccsync-{}", std::process::id()).into());
-        let conn = Connection::connect(url.expose_secret(), props)
+        let tls = tls_config(&target.tls)?;
+        let runtime =
+            lapin::runtime::default_runtime().map_err(|e| QueueError::Connect(e.to_string()))?;
+        let conn = Connection::connect_with_config(target.url.expose_secret(), props, tls, runtime)
             .await
-            .map_err(|e| QueueError::Connect(e.to_string()))?;
+            .map_err(|e| {
+                let text = e.to_string();
+                if is_certificate_problem(&text) {
+                    QueueError::Tls(text)
+                } else {
+                    QueueError::Connect(text)
+                }
+            })?;
         Ok(Broker { conn })
     }
 

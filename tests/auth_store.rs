@@ -12,7 +12,12 @@ fn store(key: Option<[u8; 32]>) -> Store {
 }
 
 fn store_at(prefix: &str, key: Option<[u8; 32]>) -> Store {
-    Store::connect("redis://127.0.0.1:6379", prefix, key).expect("pool")
+    Store::new(
+        ccsync::redis::Redis::from_settings(&ccsync::config::Settings::from_pairs([]).unwrap())
+            .unwrap(),
+        prefix,
+        key,
+    )
 }
 
 fn set(generation: u64, access: &str, refresh: &str) -> TokenSet {

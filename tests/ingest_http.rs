@@ -43,7 +43,7 @@ impl Ingest {
             .await
             .unwrap();
         let base = format!("http://{}", running.addr);
-        let broker = Broker::connect(&Settings::from_pairs([]).unwrap().amqp_url)
+        let broker = Broker::connect(&Settings::from_pairs([]).unwrap().amqp())
             .await
             .expect("RabbitMQ answers on 127.0.0.1:5672 (bash scripts/services.sh)");
         Ingest {

@@ -30,7 +30,9 @@ async fn ready_after_close(broker: &Broker, queue: &str, want: u32) -> u32 {
 
 /// A fresh queue holding `n` messages `{"n":i}`, consumed with a window larger than `n`.
 async fn consumed(n: usize) -> (Broker, Topology, Consumer, Vec<Incoming>) {
-    let broker = Broker::connect(&amqp_url()).await.unwrap();
+    let broker = Broker::connect(&ccsync::config::AmqpEndpoint::plain(amqp_url()))
+        .await
+        .unwrap();
     let topo = Topology::for_queue(&format!("test.acks.{}", uuid::Uuid::new_v4().simple()));
     broker.declare(&topo).await.unwrap();
     let publisher = broker.publisher().await.unwrap();

@@ -33,7 +33,9 @@ async fn next(consumer: &mut Consumer) -> Incoming {
 }
 
 async fn fresh(kind: &str) -> (Broker, Topology) {
-    let broker = Broker::connect(&amqp_url()).await.unwrap();
+    let broker = Broker::connect(&ccsync::config::AmqpEndpoint::plain(amqp_url()))
+        .await
+        .unwrap();
     let topo = Topology::for_queue(&format!("test.{kind}.{}", uuid::Uuid::new_v4().simple()));
     broker.declare(&topo).await.unwrap();
     (broker, topo)

@@ -75,7 +75,9 @@ fn listed_arguments(queue: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_declares_a_delivery_limit_and_a_dead_letter_exchange() {
-    let broker = Broker::connect(&amqp_url()).await.unwrap();
+    let broker = Broker::connect(&ccsync::config::AmqpEndpoint::plain(amqp_url()))
+        .await
+        .unwrap();
     let topo = Topology::for_queue(&format!("test.topology.{}", uuid::Uuid::new_v4().simple()));
     broker.declare(&topo).await.unwrap();
     broker.declare(&topo).await.unwrap();
@@ -140,7 +142,9 @@ async fn the_worker_declares_a_delivery_limit_and_a_dead_letter_exchange() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_existing_queue_with_other_arguments_is_used_as_it_is() {
-    let broker = Broker::connect(&amqp_url()).await.unwrap();
+    let broker = Broker::connect(&ccsync::config::AmqpEndpoint::plain(amqp_url()))
+        .await
+        .unwrap();
     let topo = Topology::for_queue(&format!("test.topology.{}", uuid::Uuid::new_v4().simple()));
     let conn = raw().await;
     // As an older ccsync declared it: quorum only.
@@ -190,7 +194,9 @@ async fn exchange_as(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_declares_the_events_exchange_as_a_durable_topic_exchange() {
-    let broker = Broker::connect(&amqp_url()).await.unwrap();
+    let broker = Broker::connect(&ccsync::config::AmqpEndpoint::plain(amqp_url()))
+        .await
+        .unwrap();
     let id = uuid::Uuid::new_v4().simple().to_string();
     let events = format!("test.events.{id}");
     let topo = Topology::for_queue(&format!("test.topology.{id}")).with_events(&events);

@@ -394,19 +394,46 @@ impl Proxy {
     }
 }
 
-/// Production Redis uses TLS and a password (DESIGN §5.3): a `rediss://` URL builds a limiter
-/// (degraded here, nothing listens on port 1), and neither its `Debug` nor its errors show the
-/// password.
+/// Production Redis uses TLS and a password (DESIGN §5.3): against the real TLS Redis of
+/// `scripts/services.sh` (127.0.0.1:6390, its CA in `CCSYNC_REDIS_CA_FILE`), a `rediss://` URL
+/// with a password gives a shared (not degraded) limiter that grants, and neither its `Debug` nor
+/// its errors show the password.
 #[tokio::test]
 async fn rediss_urls_work_and_the_password_never_shows() {
+    let dir =
+        std::env::var("CCSYNC_TEST_TLS_DIR").unwrap_or_else(|_| "/tmp/ccsync-test-tls".into());
+    let ca = format!("{dir}/ca.pem");
+    let prefix = unique_prefix();
     let s = ccsync::config::Settings::from_pairs([
-        ("CCSYNC_REDIS_URL", "rediss://ccsync:s3cret-pw@127.0.0.1:1"),
-        ("CCSYNC_RATELIMIT__REDIS_TIMEOUT_MS", "300"),
+        ("CCSYNC_REDIS_URL", "rediss://:ccsync-tls-pw@localhost:6390"),
+        ("CCSYNC_REDIS_CA_FILE", ca.as_str()),
+        ("CCSYNC_REDIS__KEY_PREFIX", prefix.as_str()),
+        ("CCSYNC_RATELIMIT__REDIS_TIMEOUT_MS", "5000"),
+    ])
+    .expect("the test CA exists (bash scripts/services.sh)");
+    let lim = SharedLimiter::connect(&s, CID).await.unwrap();
+    assert!(!lim.is_degraded(), "the limiter reached Redis over TLS");
+    assert!(matches!(
+        lim.try_shared(CallKind::Import).await.unwrap(),
+        SharedDecision::Granted { .. }
+    ));
+    assert!(!format!("{lim:?}").contains("ccsync-tls-pw"));
+    // A wrong password over TLS: unreachable for the limiter (fallback), never echoed.
+    let wrong = ccsync::config::Settings::from_pairs([
+        ("CCSYNC_REDIS_URL", "rediss://:s3cret-pw@localhost:6390"),
+        ("CCSYNC_REDIS_CA_FILE", ca.as_str()),
+        ("CCSYNC_REDIS__KEY_PREFIX", prefix.as_str()),
     ])
     .unwrap();
-    let lim = SharedLimiter::connect(&s, CID).await.unwrap();
-    assert!(lim.is_degraded());
-    assert!(!format!("{lim:?}").contains("s3cret-pw"));
+    let r = ccsync::redis::Redis::from_settings(&wrong).unwrap();
+    let e = r.check().await.unwrap_err().to_string();
+    assert!(e.contains("CCSYNC_REDIS_URL"), "{e}");
+    assert!(!e.contains("s3cret-pw"), "{e}");
+    ccsync::redis::Redis::from_settings(&s)
+        .unwrap()
+        .unlink_matching(&format!("{prefix}:*"))
+        .await
+        .unwrap();
 
     let bad = ccsync::config::Settings::from_pairs([(
         "CCSYNC_REDIS_URL",

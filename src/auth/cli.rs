@@ -26,7 +26,7 @@ pub enum AuthCliError {
     Login(#[from] LoginError),
     #[error("login failed: {0}")]
     CodeLogin(#[from] CodeLoginError),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the refresh token was refused: {0}")]
     Refresh(OAuthError),

@@ -195,13 +195,11 @@ impl TokenProvider {
         gate: Arc<dyn Gate>,
     ) -> Result<Arc<TokenProvider>, AuthError> {
         let store = Store::from_settings(settings)?;
-        {
-            let mut c = store.conn().await?;
-            redis::cmd("PING")
-                .query_async::<String>(&mut c)
-                .await
-                .map_err(|e| AuthError::Unavailable(format!("redis: {e}")))?;
-        }
+        store
+            .redis()
+            .check()
+            .await
+            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
         let oauth = OAuthClient::new(
             &settings.auth_base_url,
             &settings.client_id,

@@ -22,8 +22,9 @@
 //! so none of them burns another token-endpoint call on the same dead refresh token (no retry
 //! storm). A new `auth login` writes generation + 1 without the field, which is the revival signal.
 
-use deadpool_redis::{Pool, Runtime};
 use redis::AsyncCommands;
+
+use crate::redis::{Conn, Redis, RedisConnError};
 
 mod crypto;
 mod signals;
@@ -48,8 +49,8 @@ impl From<redis::RedisError> for StoreError {
     }
 }
 
-impl From<deadpool_redis::PoolError> for StoreError {
-    fn from(e: deadpool_redis::PoolError) -> Self {
+impl From<RedisConnError> for StoreError {
+    fn from(e: RedisConnError) -> Self {
         StoreError::Redis(e.to_string())
     }
 }
@@ -139,7 +140,7 @@ return 0
 /// The Redis side of the token set. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool,
+    pool: Redis,
     prefix: String,
     /// AES-256-GCM key; `None` stores the set in clear (`config check` warns).
     key: Option<[u8; 32]>,
@@ -155,39 +156,29 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// A pool on `redis_url` (redis:// or rediss://), with bounded waits so a dead Redis turns
-    /// into [`StoreError::Redis`] quickly instead of hanging callers.
-    pub fn connect(
-        redis_url: &str,
-        prefix: &str,
-        key: Option<[u8; 32]>,
-    ) -> Result<Store, StoreError> {
-        let mut cfg = deadpool_redis::Config::from_url(redis_url);
-        let mut pc = deadpool_redis::PoolConfig::new(16);
-        let t = Some(std::time::Duration::from_secs(5));
-        pc.timeouts = deadpool_redis::Timeouts {
-            wait: t,
-            create: t,
-            recycle: t,
-        };
-        cfg.pool = Some(pc);
-        let pool = cfg
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| StoreError::Redis(e.to_string()))?;
+    /// A store on the Redis `settings` name (one server, cluster or Sentinel; see
+    /// [`crate::redis`]), whose bounded waits turn a dead Redis into [`StoreError::Redis`]
+    /// quickly instead of hanging callers. No connection is made yet.
+    pub fn from_settings(settings: &crate::config::Settings) -> Result<Store, StoreError> {
         Ok(Store {
-            pool,
-            prefix: prefix.to_string(),
-            key,
+            pool: Redis::from_settings(settings)?,
+            prefix: settings.redis.key_prefix.clone(),
+            key: settings.token_encryption_key.as_ref().map(|k| k.0),
         })
     }
 
-    pub fn from_settings(settings: &crate::config::Settings) -> Result<Store, StoreError> {
-        use secrecy::ExposeSecret;
-        Store::connect(
-            settings.redis_url.expose_secret(),
-            &settings.redis.key_prefix,
-            settings.token_encryption_key.as_ref().map(|k| k.0),
-        )
+    /// A store on `redis` under `prefix`, sealing with `key` (`None`: clear text).
+    pub fn new(redis: Redis, prefix: &str, key: Option<[u8; 32]>) -> Store {
+        Store {
+            pool: redis,
+            prefix: prefix.to_string(),
+            key,
+        }
+    }
+
+    /// The connector this store draws from (start-up checks, tests).
+    pub fn redis(&self) -> &Redis {
+        &self.pool
     }
 
     pub fn set_key(&self, account: &str) -> String {
@@ -200,7 +191,7 @@ impl Store {
         format!("{}:auth:{{{account}}}:inflight", self.prefix)
     }
 
-    pub(crate) async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
+    pub(crate) async fn conn(&self) -> Result<Conn, StoreError> {
         Ok(self.pool.get().await?)
     }
 
@@ -363,28 +354,18 @@ impl Store {
         }
         pat.push_str(":auth:{*}:set");
         let head = format!("{}:auth:{{", self.prefix);
-        let mut c = self.conn().await?;
-        let mut cursor: u64 = 0;
-        let mut out = Vec::new();
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pat)
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut c)
-                .await?;
-            out.extend(keys.into_iter().filter_map(|k| {
+        // On a cluster the sets lie on every master: the connector scans each.
+        let mut out: Vec<String> = self
+            .pool
+            .keys_matching(&pat)
+            .await?
+            .into_iter()
+            .filter_map(|k| {
                 k.strip_prefix(&head)?
                     .strip_suffix("}:set")
                     .map(str::to_owned)
-            }));
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+            })
+            .collect();
         out.sort();
         out.dedup();
         Ok(out)

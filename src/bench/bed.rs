@@ -60,7 +60,7 @@ impl Bed {
             .map(|(k, v)| (k.to_string(), v)),
         );
         let settings = settings_of(&base)?;
-        let broker = Broker::connect(&settings.amqp_url).await?;
+        let broker = Broker::connect(&settings.amqp()).await?;
         Ok(Bed {
             sim,
             queues: Vec::new(),

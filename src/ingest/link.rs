@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use secrecy::SecretString;
+use crate::config::AmqpEndpoint;
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::{Broker, QueueError, QueuePublisher, Topology};
@@ -52,7 +52,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 impl Link {
     /// Start keeping a connection to `url` until `shutdown`; returns at once (not yet connected).
     pub fn spawn(
-        url: SecretString,
+        url: AmqpEndpoint,
         topology: Topology,
         channels: usize,
         shutdown: CancellationToken,
@@ -103,7 +103,7 @@ impl Link {
 
 async fn keep(
     link: Arc<Link>,
-    url: SecretString,
+    url: AmqpEndpoint,
     topology: Topology,
     channels: usize,
     shutdown: CancellationToken,
@@ -161,7 +161,7 @@ async fn keep(
 }
 
 async fn connect(
-    url: &SecretString,
+    url: &AmqpEndpoint,
     topology: &Topology,
     channels: usize,
 ) -> Result<Connected, QueueError> {

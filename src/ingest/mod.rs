@@ -119,7 +119,7 @@ pub async fn start(
     }
     let topology = Topology::for_queue(&settings.queue);
     let (link, keeper) = Link::spawn(
-        settings.amqp_url.clone(),
+        settings.amqp(),
         topology,
         s.publish_channels,
         shutdown.clone(),

@@ -21,11 +21,9 @@
 //! holder can publish duplicates (consumers dedupe on the event id) but can never move a cursor
 //! back or forward behind the current holder's back.
 
-use deadpool_redis::{Config, Pool, Runtime};
-use secrecy::ExposeSecret;
-
 use super::{Ledger, LedgerError};
 use crate::config::Settings;
+use crate::redis::{Conn, Redis};
 
 /// `SET lease owner NX PX ms`; on success the new fencing number, else 0.
 const ACQUIRE: &str = r#"
@@ -79,15 +77,13 @@ pub struct FeedCursor {
 
 /// The feed's lease and cursors.
 pub struct FeedStore {
-    pool: Pool,
+    pool: Redis,
     prefix: String,
 }
 
 impl FeedStore {
     pub fn connect(settings: &Settings) -> Result<FeedStore, LedgerError> {
-        let pool = Config::from_url(settings.redis_url.expose_secret())
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| LedgerError(e.to_string()))?;
+        let pool = Redis::from_settings(settings).map_err(|e| LedgerError(e.to_string()))?;
         Ok(FeedStore {
             pool,
             prefix: format!("{}:optouts:{{feed}}", settings.redis.key_prefix),
@@ -108,7 +104,7 @@ impl FeedStore {
         format!("{}:cursor:{account}", self.prefix)
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, LedgerError> {
+    async fn conn(&self) -> Result<Conn, LedgerError> {
         self.pool
             .get()
             .await
@@ -123,7 +119,7 @@ impl FeedStore {
             .key(format!("{}:fence", self.prefix))
             .arg(&owner)
             .arg(lease_ms.max(1))
-            .invoke_async(&mut *self.conn().await?)
+            .invoke_async(&mut self.conn().await?)
             .await
             .map_err(|e| LedgerError(e.to_string()))?;
         Ok((fence > 0).then_some(FeedLease { owner, fence }))
@@ -135,7 +131,7 @@ impl FeedStore {
             .key(self.lease_key())
             .arg(&lease.owner)
             .arg(lease_ms.max(1))
-            .invoke_async(&mut *self.conn().await?)
+            .invoke_async(&mut self.conn().await?)
             .await
             .map_err(|e| LedgerError(e.to_string()))?;
         Ok(n == 1)
@@ -146,7 +142,7 @@ impl FeedStore {
         let _: i64 = redis::Script::new(RELEASE)
             .key(self.lease_key())
             .arg(&lease.owner)
-            .invoke_async(&mut *self.conn().await?)
+            .invoke_async(&mut self.conn().await?)
             .await
             .map_err(|e| LedgerError(e.to_string()))?;
         Ok(())
@@ -159,7 +155,7 @@ impl FeedStore {
             .arg("at")
             .arg("ties")
             .arg("polled")
-            .query_async(&mut *self.conn().await?)
+            .query_async(&mut self.conn().await?)
             .await
             .map_err(|e| LedgerError(e.to_string()))?;
         Ok(at.map(|at| FeedCursor {
@@ -190,7 +186,7 @@ impl FeedStore {
             .arg(&cursor.at)
             .arg(cursor.ties.join(","))
             .arg(cursor.polled_ms)
-            .invoke_async(&mut *self.conn().await?)
+            .invoke_async(&mut self.conn().await?)
             .await
             .map_err(|e| LedgerError(e.to_string()))?;
         Ok(n == 1)
@@ -214,7 +210,7 @@ mod tests {
             .arg(s.lease_key())
             .arg(format!("{}:fence", s.prefix))
             .arg(s.cursor_key("default"))
-            .query_async(&mut *c)
+            .query_async(&mut c)
             .await
             .unwrap();
     }
@@ -268,7 +264,7 @@ mod tests {
         let _: () = redis::cmd("SET")
             .arg(s.lease_key())
             .arg(&a.owner)
-            .query_async(&mut *c)
+            .query_async(&mut c)
             .await
             .unwrap();
         assert!(!s.advance(&stale, "default", &cursor("a")).await.unwrap());

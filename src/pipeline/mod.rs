@@ -233,8 +233,10 @@ pub async fn run(
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        let broker = match Broker::connect(&settings.amqp_url).await {
+        let broker = match Broker::connect(&settings.amqp()).await {
             Ok(b) => b,
+            // A certificate the CA does not vouch for stays so: stop with the one line.
+            Err(e @ QueueError::Tls(_)) => return Err(e.into()),
             Err(e) => {
                 health()
                     .broker_connected

@@ -44,7 +44,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -86,7 +85,7 @@ pub type Accounts = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 pub struct Feed {
     ctx: Arc<Ctx>,
     store: Arc<FeedStore>,
-    amqp_url: SecretString,
+    amqp: crate::config::AmqpEndpoint,
     exchange: String,
     poll: Duration,
     backfill_from: Option<OffsetDateTime>,
@@ -111,7 +110,7 @@ impl Feed {
         Ok(Feed {
             ctx,
             store: Arc::new(FeedStore::connect(settings).map_err(|e| e.to_string())?),
-            amqp_url: settings.amqp_url.clone(),
+            amqp: settings.amqp(),
             exchange: settings.events_exchange.clone(),
             poll: Duration::from_secs(settings.optouts.poll_secs),
             backfill_from: settings.optouts.backfill_from,
@@ -346,7 +345,7 @@ impl Feed {
             *slot = None;
         }
         if slot.is_none() {
-            let broker = Broker::connect(&self.amqp_url).await?;
+            let broker = Broker::connect(&self.amqp).await?;
             broker.declare_events(&self.exchange).await?;
             let p = broker.publisher().await?;
             *slot = Some((broker, p));

@@ -7,7 +7,6 @@ use std::time::Duration;
 use governor::clock::Clock as _;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng as _;
-use secrecy::ExposeSecret as _;
 use tokio::time::Instant;
 
 use super::fallback::{Fallback, LocalState, LocalStep, PROBE_EVERY, lock, slot};
@@ -63,7 +62,7 @@ impl SharedLimiter {
     ) -> Result<Arc<SharedLimiter>, LimiterError> {
         let limits = Limits::from_settings(settings);
         let store = Store::new(
-            settings.redis_url.expose_secret(),
+            settings,
             Keys::new(&settings.redis.key_prefix, client_id),
             limits.redis_timeout,
         )?;

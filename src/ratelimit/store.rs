@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use deadpool_redis::{Pool, Runtime};
 use redis::Script;
 
 use super::CallKind;
@@ -25,8 +24,8 @@ return used
 /// Why a limiter could not be built or could not reach Redis.
 #[derive(Debug, thiserror::Error)]
 pub enum LimiterError {
-    /// Fatal at start: fix `CCSYNC_REDIS_URL` and restart.
-    #[error("ratelimit: CCSYNC_REDIS_URL is not usable for the limiter ({0})")]
+    /// Fatal at start: fix the Redis settings the message names and restart.
+    #[error("ratelimit: the Redis settings are not usable for the limiter ({0})")]
     InvalidRedisUrl(String),
     /// Transient: the limiter keeps going on its local fallback share and retries Redis by itself.
     #[error("ratelimit: Redis is unreachable ({0}); using the local fallback share meanwhile")]
@@ -47,7 +46,7 @@ pub enum SharedDecision {
 }
 
 pub(super) struct Store {
-    pool: Pool,
+    pool: crate::redis::Redis,
     pub(super) keys: Keys,
     timeout: Duration,
     acquire: Script,
@@ -57,9 +56,12 @@ pub(super) struct Store {
 impl Store {
     /// Build the pool (no connection is made yet). The error never carries the URL: it may hold
     /// a password.
-    pub(super) fn new(url: &str, keys: Keys, timeout: Duration) -> Result<Store, LimiterError> {
-        let pool = deadpool_redis::Config::from_url(url)
-            .create_pool(Some(Runtime::Tokio1))
+    pub(super) fn new(
+        settings: &crate::config::Settings,
+        keys: Keys,
+        timeout: Duration,
+    ) -> Result<Store, LimiterError> {
+        let pool = crate::redis::Redis::from_settings(settings)
             .map_err(|e| LimiterError::InvalidRedisUrl(e.to_string()))?;
         Ok(Store {
             pool,
@@ -85,7 +87,7 @@ impl Store {
         }
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, String> {
+    async fn conn(&self) -> Result<crate::redis::Conn, String> {
         self.pool.get().await.map_err(|e| e.to_string())
     }
 

@@ -30,16 +30,22 @@ pub struct World {
 impl World {
     /// A world whose simulator uses `cfg` and has two lists and the custom field `tier`.
     pub async fn new(cfg: SimConfig) -> World {
+        World::new_with(cfg, &[]).await
+    }
+
+    /// The same on other servers: `extra` are `CCSYNC_*` pairs (broker and Redis URLs, TLS
+    /// files) used by the world's own broker connection, its token store and its workers.
+    pub async fn new_with(cfg: SimConfig, extra: &[(&str, &str)]) -> World {
         let sim = Sim::start(cfg).await.expect("simulator starts");
         let lists = vec![sim.create_list("Customers"), sim.create_list("Newsletter")];
         sim.create_custom_field("tier");
         let id = Uuid::new_v4().simple().to_string();
         let queue = format!("test.{}", &id[..12]);
         let prefix = format!("test-{}", &id[..12]);
-        let settings = Settings::from_pairs([]).unwrap();
-        let broker = Broker::connect(&settings.amqp_url)
+        let settings = Settings::from_pairs(extra.iter().copied()).unwrap();
+        let broker = Broker::connect(&settings.amqp())
             .await
-            .expect("RabbitMQ answers on 127.0.0.1:5672 (bash scripts/services.sh)");
+            .expect("RabbitMQ answers (bash scripts/services.sh)");
         broker
             .declare(&Topology::for_queue(&queue))
             .await
@@ -51,7 +57,10 @@ impl World {
             lists,
             broker,
             metrics_port: free_port(),
-            extra: Vec::new(),
+            extra: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 

@@ -2,7 +2,13 @@
 //! (so tests run in parallel against one real Redis) and cleans it up.
 #![allow(dead_code)]
 
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
 use ccsync::config::Settings;
+use ccsync::ratelimit::max_in_sliding_window;
+use ccsync::sim::{Sim, SimConfig};
 
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
@@ -59,6 +65,19 @@ pub async fn get_u64(key: &str) -> Option<u64> {
         .query_async(&mut redis().await)
         .await
         .expect("GET")
+}
+
+/// Remove every key the test wrote on the Redis `redis_env` names (through the product's
+/// connector, so a cluster is cleaned on every master), after checking that none landed on the
+/// default server when `redis_env` names another.
+pub async fn cleanup_on(prefix: &str, redis_env: &[(&str, &str)]) {
+    if !redis_env.is_empty() {
+        let default = ccsync::redis::Redis::from_settings(&settings(prefix, &[])).unwrap();
+        let stray = default.keys_matching(&format!("{prefix}:*")).await.unwrap();
+        assert!(stray.is_empty(), "keys on the default Redis: {stray:?}");
+    }
+    let r = ccsync::redis::Redis::from_settings(&settings(prefix, redis_env)).unwrap();
+    let _ = r.unlink_matching(&format!("{prefix}:*")).await;
 }
 
 /// Remove every key the test wrote.
@@ -144,4 +163,135 @@ impl LogCapture {
             .filter(|l| l.contains(needle))
             .count()
     }
+}
+
+/// Build the example (a no-op when it is up to date) and return its path next to this test.
+fn hammer_binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "--example", "ratelimit_hammer"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build --example ratelimit_hammer");
+    assert!(status.success(), "building the hammer example failed");
+    // target/debug/deps/<this test> → target/debug/examples/ratelimit_hammer
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    profile_dir.join("examples").join("ratelimit_hammer")
+}
+
+const CID: &str = "api-key-shared";
+
+/// Three hammer processes share one key's 4/s through Redis: no sliding second above 4 as the
+/// simulator counts. `redis_env` picks the Redis (`[]`: the default server), for the hammers and
+/// the clean-up.
+pub async fn shared_limit(redis_env: &[(&str, &str)]) {
+    let secs: u64 = std::env::var("CCSYNC_TEST_HAMMER_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12)
+        .clamp(3, 30);
+    let bin = tokio::task::spawn_blocking(hammer_binary).await.unwrap();
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let (access_token, _refresh) = sim.issue_tokens(CID, "default");
+    let prefix = unique_prefix();
+    let dir = std::env::temp_dir().join(&prefix);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let mut children = Vec::new();
+    for i in 0..3 {
+        let out = dir.join(format!("grants-{i}.txt"));
+        let child = tokio::process::Command::new(&bin)
+            .args([CID, &(secs * 1000).to_string(), "4"])
+            .arg(&out)
+            .env("CCSYNC_REDIS_URL", REDIS_URL)
+            .envs(redis_env.iter().copied())
+            .env("CCSYNC_REDIS__KEY_PREFIX", &prefix)
+            .env("CCSYNC_RATELIMIT__PER_SECOND", "4")
+            .env("HAMMER_API_BASE_URL", sim.api_base_url())
+            .env("HAMMER_ACCESS_TOKEN", &access_token)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the hammer");
+        children.push((child, out));
+    }
+    let mut per_process = Vec::new();
+    let mut grants = Vec::new();
+    for (child, out) in children {
+        let res = tokio::time::timeout(Duration::from_secs(secs + 45), child.wait_with_output())
+            .await
+            .expect("a hammer process did not finish in time")
+            .unwrap();
+        assert!(
+            res.status.success(),
+            "hammer failed: {}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        eprintln!(
+            "hammer statuses: {}",
+            String::from_utf8_lossy(&res.stdout).trim()
+        );
+        let g: Vec<Duration> = std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| Duration::from_nanos(l.parse::<u64>().unwrap()))
+            .collect();
+        per_process.push(g.len());
+        grants.extend(g);
+    }
+    grants.sort();
+    let _ = std::fs::remove_dir_all(&dir);
+    cleanup_on(&prefix, redis_env).await;
+
+    // What CC would have seen: every API request of this key, by arrival.
+    let log: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.client_id.as_deref() == Some(CID))
+        .collect();
+    sim.shutdown().await;
+    let total = log.len();
+    let throttled = log
+        .iter()
+        .filter(|r| r.error.as_deref() == Some("throttled"))
+        .count();
+    let ok = log.iter().filter(|r| r.status == Some(200)).count();
+    let mut arrivals: Vec<Duration> = log
+        .iter()
+        .map(|r| Duration::from_millis(r.real_ms))
+        .collect();
+    arrivals.sort();
+    let worst = max_in_sliding_window(&arrivals, Duration::from_secs(1));
+    let span = (*arrivals.last().unwrap() - arrivals[0]).as_secs_f64();
+    let rate = (total - 1) as f64 / span;
+    let tightest = arrivals.windows(5).map(|w| w[4] - w[0]).min();
+    eprintln!(
+        "simulator saw {total} requests ({ok} ok, {throttled} throttled) in {span:.1} s \
+         ({rate:.2}/s); per process {per_process:?}; worst window {worst}; tightest 5 {tightest:?}"
+    );
+    assert_eq!(
+        total,
+        grants.len(),
+        "every grant became exactly one request"
+    );
+    assert!(
+        worst <= 4,
+        "the simulator saw {worst} requests in one sliding second"
+    );
+    assert!(
+        (throttled as f64) < 0.01 * total as f64,
+        "{throttled} of {total} requests were throttled"
+    );
+    assert_eq!(ok + throttled, total, "unexpected statuses in the log");
+    // Shared, not split: together they use most of the 3.64/s the spacing allows, and no process
+    // was starved (first come, first served: the split varies from run to run).
+    assert!(rate >= 3.0, "only {rate:.2} requests/s over {span:.1} s");
+    assert!(
+        per_process.iter().all(|&n| n >= 2),
+        "starved: {per_process:?}"
+    );
+    // The grants themselves (taken when acquire returned) obey the window as well.
+    assert!(max_in_sliding_window(&grants, Duration::from_secs(1)) <= 4);
 }

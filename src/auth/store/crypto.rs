@@ -126,7 +126,12 @@ mod tests {
 
     fn store(key: Option<[u8; 32]>) -> Store {
         // The pool connects lazily; these tests never touch Redis.
-        Store::connect("redis://127.0.0.1:6379", "t", key).unwrap()
+        Store::new(
+            crate::redis::Redis::from_settings(&crate::config::Settings::from_pairs([]).unwrap())
+                .unwrap(),
+            "t",
+            key,
+        )
     }
 
     #[tokio::test]
