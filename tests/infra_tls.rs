@@ -173,11 +173,30 @@ async fn a_wrong_ca_stops_the_program_at_start_with_one_line() {
     let (code, line) = run_with(
         &world,
         &["publish", "--quiet", empty.to_str().unwrap()],
-        &[("CCSYNC_AMQP_CA_FILE", wrong)],
+        &[("CCSYNC_AMQP_CA_FILE", wrong.clone())],
     )
     .await;
     let _ = std::fs::remove_file(&empty);
     assert_ne!(code, 0, "{line}");
+    assert!(line.contains("CCSYNC_AMQP_CA_FILE"), "{line}");
+
+    // `ccsync ingest` too: a wrong CA is a configuration error, not an outage to wait out.
+    let port = common::free_port();
+    let (code, line) = run_with(
+        &world,
+        &["ingest"],
+        &[
+            ("CCSYNC_AMQP_CA_FILE", wrong.clone()),
+            ("CCSYNC_INGEST__ADDR", format!("127.0.0.1:{port}")),
+            (
+                "CCSYNC_INGEST__SECRETS",
+                "ingest-secret-for-tls-test".into(),
+            ),
+        ],
+    )
+    .await;
+    assert_ne!(code, 0, "{line}");
+    assert!(line.contains("RabbitMQ (CCSYNC_AMQP_URL)"), "{line}");
     assert!(line.contains("CCSYNC_AMQP_CA_FILE"), "{line}");
 
     // Without a CA file the platform's roots do not know the test CA either: same line.

@@ -117,6 +117,24 @@ pub async fn start(
     if s.secrets.is_empty() && adapters.is_empty() && connect.is_none() {
         return Err(IngestError::NothingToServe);
     }
+    // A certificate the configured CA did not sign is a configuration error, not an outage:
+    // stop at start with the one line that names the setting, as the worker does, instead of
+    // retrying (not ready) forever. Anything else (broker down) is retried in the background.
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        crate::queue::Broker::connect(&settings.amqp()),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b.close().await,
+        Ok(Err(e @ crate::queue::QueueError::Tls(_))) => {
+            return Err(IngestError::Connect(e.to_string()));
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "broker not reachable yet; ingest answers 503 until it is")
+        }
+        Err(_) => tracing::warn!("connecting to the broker timed out; retrying in the background"),
+    }
     let topology = Topology::for_queue(&settings.queue);
     let (link, keeper) = Link::spawn(
         settings.amqp(),
