@@ -844,39 +844,34 @@ impl Window {
         }
     }
 
-    /// Send every ack that may go now (`everything`: every settled one, as on close); returns
-    /// the failures.
-    async fn flush(&mut self, channel: &Channel, everything: bool) -> Vec<QueueError> {
-        let mut errors = Vec::new();
-        // The oldest run of settled (or gone) deliveries: one frame, to its newest settled tag.
+    /// The oldest run of settled (or gone) deliveries: its length, and the tag of the one
+    /// `multiple` ack that settles it (its newest settled delivery; `None` when the run holds
+    /// only gone ones, which need no ack).
+    fn front(&self) -> (usize, Option<u64>) {
         let run = self.slots.iter().take_while(|s| **s != Slot::Held).count();
         let newest_settled = self
             .slots
             .iter()
             .take(run)
             .rposition(|s| *s == Slot::Settled);
-        let acked = match newest_settled {
-            None => Ok(()),
-            Some(i) => {
-                let tag = self.base + i as u64;
-                channel
-                    .basic_ack(tag, BasicAckOptions { multiple: true })
-                    .await
-            }
-        };
-        match acked {
-            Ok(()) => {
-                let settled = self
-                    .slots
-                    .drain(..run)
-                    .filter(|s| *s == Slot::Settled)
-                    .count();
-                self.base += run as u64;
-                self.waiting -= settled;
-            }
-            Err(e) => errors.push(e.into()),
-        }
-        // Settled ones behind a held one: near the front, or all when too many wait.
+        (run, newest_settled.map(|i| self.base + i as u64))
+    }
+
+    /// The front run of `run` slots was acked: forget it.
+    fn drop_front(&mut self, run: usize) {
+        let settled = self
+            .slots
+            .drain(..run)
+            .filter(|s| *s == Slot::Settled)
+            .count();
+        self.base += run as u64;
+        self.waiting -= settled;
+    }
+
+    /// Settled deliveries behind a held one that are acked one by one now: those near the front
+    /// (`CHEAP_SCAN`), or every one when too many wait (`DEFER_MAX`) or `everything` is asked
+    /// (closing). They count as gone from here on.
+    fn take_singles(&mut self, everything: bool) -> Vec<u64> {
         let all = everything || self.waiting > DEFER_MAX;
         let limit = if all { self.slots.len() } else { CHEAP_SCAN };
         let mut singles = Vec::new();
@@ -887,6 +882,27 @@ impl Window {
             }
         }
         self.waiting -= singles.len();
+        singles
+    }
+
+    /// Send every ack that may go now (`everything`: every settled one, as on close); returns
+    /// the failures. What to send is decided by the pure methods above.
+    async fn flush(&mut self, channel: &Channel, everything: bool) -> Vec<QueueError> {
+        let mut errors = Vec::new();
+        let (run, multiple) = self.front();
+        let acked = match multiple {
+            None => Ok(()),
+            Some(tag) => {
+                channel
+                    .basic_ack(tag, BasicAckOptions { multiple: true })
+                    .await
+            }
+        };
+        match acked {
+            Ok(()) => self.drop_front(run),
+            Err(e) => errors.push(e.into()),
+        }
+        let singles = self.take_singles(everything);
         let failed = futures_util::stream::iter(
             singles
                 .into_iter()
@@ -1709,5 +1725,73 @@ mod tests {
         assert!(!w.settle(4), "a gap cannot be settled");
         assert!(!w.settle(0) && !w.settle(99));
         assert_eq!(w.waiting, 1);
+    }
+
+    /// What `flush` sends, decided without a channel: one `multiple` ack for the oldest settled
+    /// run (through gaps), single acks for settled ones behind a held one, and nothing twice.
+    #[test]
+    fn the_window_acks_the_front_run_at_once_and_the_rest_one_by_one() {
+        let mut w = Window::default();
+        for t in 1..=5 {
+            w.arrived(t);
+        }
+        w.arrived(8); // 6 and 7 never came to this channel
+        // Nothing settled: nothing to send.
+        assert_eq!(w.front(), (0, None));
+        assert!(w.take_singles(false).is_empty());
+        // 1 and 2 settled: one multiple ack to 2; 4 behind the held 3 goes on its own.
+        for t in [1, 2, 4] {
+            assert!(w.settle(t));
+        }
+        assert_eq!(w.front(), (2, Some(2)));
+        w.drop_front(2);
+        assert_eq!((w.base, w.waiting), (3, 1));
+        assert_eq!(w.take_singles(false), vec![4]);
+        assert_eq!(w.waiting, 0);
+        assert!(
+            w.take_singles(true).is_empty(),
+            "an ack is never sent twice"
+        );
+        // 3 and 5 settle: the run 3..=7 (4 acked alone, 6 and 7 gaps) ends at the held 8, and
+        // its one multiple ack goes to 5, the newest settled, never to a gap.
+        assert!(w.settle(3) && w.settle(5));
+        assert_eq!(w.front(), (5, Some(5)));
+        w.drop_front(5);
+        assert_eq!((w.base, w.slots.len(), w.waiting), (8, 1, 0));
+        // A run of gaps alone needs no ack.
+        let mut g = Window::default();
+        g.arrived(1);
+        g.arrived(3);
+        assert!(g.settle(1));
+        assert_eq!(g.front(), (2, Some(1)));
+        g.drop_front(2);
+        assert_eq!(g.front(), (0, None));
+    }
+
+    /// Settled deliveries far behind a held one wait for the front to move (a cheap scan), until
+    /// too many wait or the channel closes (`everything`).
+    #[test]
+    fn far_settled_deliveries_wait_until_too_many_or_closing() {
+        let mut w = Window::default();
+        let far = (super::CHEAP_SCAN + 10) as u64;
+        for t in 1..=far {
+            w.arrived(t);
+        }
+        assert!(w.settle(far));
+        assert!(w.take_singles(false).is_empty(), "beyond the cheap scan");
+        assert_eq!(w.take_singles(true), vec![far], "closing acks everything");
+        // More than DEFER_MAX waiting: all of them go, however far.
+        let mut w = Window::default();
+        let n = (super::DEFER_MAX + super::CHEAP_SCAN + 2) as u64;
+        for t in 1..=n {
+            w.arrived(t);
+        }
+        for t in 2..=n {
+            assert!(w.settle(t));
+        }
+        let singles = w.take_singles(false);
+        assert_eq!(singles.len() as u64, n - 1);
+        assert_eq!(w.waiting, 0);
+        assert_eq!(w.front(), (0, None), "1 is still held");
     }
 }
