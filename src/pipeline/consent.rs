@@ -52,6 +52,54 @@ async fn look_up(
     .await
 }
 
+/// One unsubscribe: its look-up, then the PUT when CC has the contact and it is not already
+/// unsubscribed; a contact CC does not have gets a ledger floor instead (see the module docs).
+async fn unsubscribe_one(
+    ctx: &Ctx,
+    account: &str,
+    c: &crate::contact::Contact,
+    deadline: Instant,
+) -> Result<Disposition, Stop> {
+    let rec = match look_up(ctx, account, &c.email, deadline).await {
+        Ok(rec) => rec,
+        Err(stop) => return Disposition::of_one(Err(stop)),
+    };
+    match rec {
+        None => {
+            let floor = match &ctx.ledger {
+                Some(l) => {
+                    l.record_floor(account, &c.email, unix_ms(c.occurred_at))
+                        .await
+                }
+                None => Ok(()),
+            };
+            Ok(match floor {
+                Ok(()) => {
+                    tracing::debug!(
+                        account,
+                        "unsubscribe of a contact CC does not have: recorded, nothing sent"
+                    );
+                    Disposition::Ack
+                }
+                Err(err) => {
+                    tracing::warn!(account, error = %err, "cannot record the unsubscribe of a contact CC does not have; requeueing");
+                    Disposition::Requeue
+                }
+            })
+        }
+        Some(rec) if rec.permission == "unsubscribed" => Ok(Disposition::Ack),
+        Some(rec) => {
+            let reason = c.reason.as_deref().map(|r| &**r);
+            let put = call(ctx, account, CallKind::Upsert, deadline, |t| {
+                let rec = &rec;
+                async move { ctx.api.unsubscribe(&t, rec, reason).await }
+            })
+            .await;
+            Disposition::of_one(put)
+        }
+    }
+}
+
 /// Unsubscribe each entry (see the module docs); returns a pause when the worker must stop.
 pub(super) async fn unsubscribe_each(
     ctx: &Ctx,
@@ -62,56 +110,8 @@ pub(super) async fn unsubscribe_each(
 ) -> Option<Pause> {
     let mut it = entries.into_iter();
     while let Some(e) = it.next() {
-        let d = match look_up(ctx, account, &e.item.email, deadline).await {
-            Ok(None) => {
-                let floor = match &ctx.ledger {
-                    Some(l) => {
-                        l.record_floor(account, &e.item.email, unix_ms(e.item.occurred_at))
-                            .await
-                    }
-                    None => Ok(()),
-                };
-                match floor {
-                    Ok(()) => {
-                        tracing::debug!(
-                            account,
-                            "unsubscribe of a contact CC does not have: recorded, nothing sent"
-                        );
-                        Disposition::Ack
-                    }
-                    Err(err) => {
-                        tracing::warn!(account, error = %err, "cannot record the unsubscribe of a contact CC does not have; requeueing");
-                        Disposition::Requeue
-                    }
-                }
-            }
-            Ok(Some(rec)) if rec.permission == "unsubscribed" => Disposition::Ack,
-            Ok(Some(rec)) => {
-                let reason = e.item.reason.as_deref().map(|r| &**r);
-                let put = call(ctx, account, CallKind::Upsert, deadline, |t| {
-                    let rec = &rec;
-                    async move { ctx.api.unsubscribe(&t, rec, reason).await }
-                })
-                .await;
-                match put {
-                    Ok(()) => Disposition::Ack,
-                    Err(Stop::Reject(text)) => Disposition::DeadLetter {
-                        reason: Reason::RejectedByCc,
-                        detail: text,
-                    },
-                    Err(Stop::Busy) => Disposition::Requeue,
-                    Err(stop) => {
-                        let mut rest = vec![e];
-                        rest.extend(it);
-                        return settle_stop(settler, rest, stop).await;
-                    }
-                }
-            }
-            Err(Stop::Reject(text)) => Disposition::DeadLetter {
-                reason: Reason::RejectedByCc,
-                detail: text,
-            },
-            Err(Stop::Busy) => Disposition::Requeue,
+        let d = match unsubscribe_one(ctx, account, &e.item, deadline).await {
+            Ok(d) => d,
             Err(stop) => {
                 let mut rest = vec![e];
                 rest.extend(it);

@@ -613,14 +613,8 @@ async fn sign_up_each(
             async move { ctx.api.sign_up_form(&t, c, cf_ids).await }
         })
         .await;
-        let d = match res {
-            Ok(()) => Disposition::Ack,
-            Err(Stop::Reject(text)) => Disposition::DeadLetter {
-                reason: Reason::RejectedByCc,
-                detail: text,
-            },
-            // CC kept reporting a simultaneous modification: later, without blame.
-            Err(Stop::Busy) => Disposition::Requeue,
+        let d = match Disposition::of_one(res) {
+            Ok(d) => d,
             Err(stop) => {
                 let mut rest = vec![e];
                 rest.extend(it);

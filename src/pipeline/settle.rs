@@ -32,6 +32,23 @@ pub(super) enum Disposition {
     Park { account: String },
 }
 
+impl Disposition {
+    /// The fate of one entry sent on its own (a `sign_up_form`, an unsubscribe's look-up or
+    /// PUT): sent → ack; CC refused the content → dead letter; CC kept answering 409 → requeue.
+    /// Any other stop ends the whole chunk ([`settle_stop`]) and is handed back.
+    pub(super) fn of_one(res: Result<(), Stop>) -> Result<Disposition, Stop> {
+        match res {
+            Ok(()) => Ok(Disposition::Ack),
+            Err(Stop::Reject(text)) => Ok(Disposition::DeadLetter {
+                reason: Reason::RejectedByCc,
+                detail: text,
+            }),
+            Err(Stop::Busy) => Ok(Disposition::Requeue),
+            Err(stop) => Err(stop),
+        }
+    }
+}
+
 /// Carry out one disposition for every delivery of `chunk`.
 pub(super) async fn apply(settler: &Settler, chunk: Chunk, d: Disposition) {
     match d {
