@@ -24,6 +24,9 @@ async fn sigkills_dead_letter_no_valid_message_but_a_killer_message_is_set_aside
     world.set("CCSYNC_TESTING__ABORT_ON_EMAIL", KILLER);
     // Several batches in flight, so kills land mid-import.
     world.set("CCSYNC_WORKER__BATCH_MAX_CONTACTS", "2000");
+    // Trailing partial batches go within 5 s instead of waiting up to the default 10 minutes
+    // for the plan (the backlog charges it), so the workers settle everything before the end.
+    world.set("CCSYNC_WORKER__LINGER_MAX_MS", "5000");
     let mut bodies = Vec::with_capacity(EMAILS * VERSIONS + 1);
     for v in 0..VERSIONS {
         for i in 0..EMAILS {
@@ -84,6 +87,12 @@ async fn sigkills_dead_letter_no_valid_message_but_a_killer_message_is_set_aside
             done()
         },
     )
+    .await;
+    // CC is done, but copies the kills returned to the queue (older versions, now superseded)
+    // may still be waiting: let the workers settle them before stopping.
+    wait_for(Duration::from_secs(120), "the queue drained", || async {
+        world.queue_len().await == 0
+    })
     .await;
     for w in workers {
         assert!(world.terminate(w).await.success());
