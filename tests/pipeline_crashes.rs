@@ -41,8 +41,12 @@ async fn sigkills_dead_letter_no_valid_message_but_a_killer_message_is_set_aside
         }
     }
     world.publish(&bodies).await;
-    let spawn = |world: &World| world.spawn_worker_on(common::free_port());
-    let mut workers: Vec<Child> = vec![spawn(&world), spawn(&world)];
+    // Each worker with its metrics port: the end waits for what they hold, not only the queue.
+    let spawn = |world: &World| {
+        let port = common::free_port();
+        (world.spawn_worker_on(port), port)
+    };
+    let mut workers: Vec<(Child, u16)> = vec![spawn(&world), spawn(&world)];
     let done = || async {
         let held = store(&world.sim);
         world.queue_len().await == 0
@@ -60,12 +64,12 @@ async fn sigkills_dead_letter_no_valid_message_but_a_killer_message_is_set_aside
     while tokio::time::Instant::now() < killing_until && !done().await {
         tokio::time::sleep(Duration::from_millis(2_500)).await;
         let w = &mut workers[kills % 2];
-        w.start_kill().ok();
-        let _ = w.wait().await;
+        w.0.start_kill().ok();
+        let _ = w.0.wait().await;
         *w = spawn(&world);
         kills += 1;
         for w in workers.iter_mut() {
-            if let Ok(Some(_)) = w.try_wait() {
+            if let Ok(Some(_)) = w.0.try_wait() {
                 *w = spawn(&world);
             }
         }
@@ -80,7 +84,7 @@ async fn sigkills_dead_letter_no_valid_message_but_a_killer_message_is_set_aside
         "every contact at its newest value, the killer set aside",
         || {
             for w in workers.iter_mut() {
-                if let Ok(Some(_)) = w.try_wait() {
+                if let Ok(Some(_)) = w.0.try_wait() {
                     *w = spawn(&world);
                 }
             }
@@ -89,12 +93,29 @@ async fn sigkills_dead_letter_no_valid_message_but_a_killer_message_is_set_aside
     )
     .await;
     // CC is done, but copies the kills returned to the queue (older versions, now superseded)
-    // may still be waiting: let the workers settle them before stopping.
-    wait_for(Duration::from_secs(120), "the queue drained", || async {
-        world.queue_len().await == 0
-    })
+    // may still be waiting, or held unacked in a batcher (the broker's ready count does not
+    // show those): let the workers settle them all before stopping, or stopping returns them.
+    let ports: Vec<u16> = workers.iter().map(|w| w.1).collect();
+    wait_for(
+        Duration::from_secs(120),
+        "the queue drained and no worker holding a delivery",
+        || async {
+            if world.queue_len().await != 0 {
+                return false;
+            }
+            for &port in &ports {
+                let held = common::metrics_text(port)
+                    .await
+                    .and_then(|t| common::metric_value(&t, "ccsync_held_messages"));
+                if held != Some(0.0) {
+                    return false;
+                }
+            }
+            true
+        },
+    )
     .await;
-    for w in workers {
+    for (w, _) in workers {
         assert!(world.terminate(w).await.success());
     }
     // Only the killer is dead-lettered. A kill between a dead letter's confirm and the
