@@ -14,6 +14,13 @@ use ccsync::config::Settings;
 use ccsync::ratelimit::{CallKind, Gate, RateLimitError};
 use ccsync::sim::{RefreshMode as SimMode, Sim, SimConfig};
 
+// The same file as `common::wait` (one copy); a binary with both modules loads it twice.
+#[allow(clippy::duplicate_mod)]
+#[path = "../common/wait.rs"]
+mod wait;
+#[allow(unused_imports)] // not every binary that includes this module waits
+pub use wait::wait_for;
+
 pub const CLIENT_ID: &str = "ccsync-test-client";
 
 /// A gate that lets every call through (for tests that are not about the token rate).
@@ -119,22 +126,6 @@ impl World {
             let _ = st.wipe(a).await;
         }
         self.sim.shutdown().await;
-    }
-}
-
-/// Poll `cond` every 50 ms until it holds or `limit` passes (then panic with `what`).
-pub async fn wait_for<F, Fut>(limit: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let end = Instant::now() + limit;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(Instant::now() < end, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
+mod wait;
+pub use wait::wait_for;
+
 pub const CLIENT_ID: &str = "test-client";
 
 pub struct World {
@@ -312,22 +315,6 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Poll `cond` every 100 ms until it holds or `limit` passes; panics with `what` on timeout.
-pub async fn wait_for<F, Fut>(limit: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = tokio::time::Instant::now();
-    while start.elapsed() < limit {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out after {limit:?} waiting for: {what}");
 }
 
 /// A `contact.upsert` body.

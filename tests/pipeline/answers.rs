@@ -2,7 +2,7 @@
 //! each answer on demand (unknown lists, 409 on sign-ups, rows skipped as correctable, 404 and
 //! 5xx on polls); workers are separate processes on the real broker and Redis.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! replica B receives newer values for the same emails meanwhile, and its import is fast. Were
 //! A's claim to lapse, B's newer values would land first and A's older ones overwrite them.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

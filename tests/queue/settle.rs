@@ -8,7 +8,7 @@ use ccsync::queue::{Broker, Consumer, Incoming, QueueError, Requeued, Topology};
 use lapin::options::{BasicGetOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
 
-mod queue_support;
+use crate::queue_support;
 use queue_support::{amqp_url, raw};
 
 async fn settle_len(broker: &Broker, queue: &str, want: u32) -> u32 {

@@ -2,7 +2,7 @@
 //! interleaved updates for the same emails while the simulator completes activities out of
 //! order; CC must end with the newest value of every field and every list.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

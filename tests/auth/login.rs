@@ -2,7 +2,7 @@
 //! flow's pending, slow_down, denied and expired paths, import from standard input, status exit
 //! codes, logout.
 
-mod auth_support;
+use crate::auth_support;
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! process, into the simulated CC; a Shopify webhook delivered twice makes one contact with the
 //! mapped fields.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! its messages to the queue without blame (no redelivery counted, nothing dead-lettered), its
 //! claim stays until CC settles the import, and the message is synced once CC is done.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

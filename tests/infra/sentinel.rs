@@ -3,7 +3,7 @@
 //! sentinel on 127.0.0.1:26391 watching `ccsync-test`. Which of the two is the master depends on
 //! earlier runs: the test asks the sentinel.
 
-mod auth_support;
+use crate::auth_support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! single-flight, retries with the same refresh token, the in-flight marker, dead connections and
 //! their revival, Redis losing its data, long-lived mode and the idle keep-alive.
 
-mod auth_support;
+use crate::auth_support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -10,7 +10,7 @@ use ccsync::queue::{Broker, DELIVERY_LIMIT, Topology};
 use lapin::options::{BasicGetOptions, BasicRejectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 
-mod queue_support;
+use crate::queue_support;
 use queue_support::{amqp_url, raw};
 
 /// The arguments the worker is meant to declare, written out independently of queue.rs.

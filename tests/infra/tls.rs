@@ -4,7 +4,7 @@
 //! The CA reaches the product through `CCSYNC_AMQP_CA_FILE` and `CCSYNC_REDIS_CA_FILE`; the
 //! Redis connection also presents a client certificate (optional on that server).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! or forbids every call (403), the worker stops pulling, probes at a capped rate, stays ready,
 //! dead-letters nothing, burns no redeliveries, and resumes by itself.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

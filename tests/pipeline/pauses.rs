@@ -2,7 +2,7 @@
 //! account's messages are parked) and a spent daily quota, each with `ccsync worker` as its own
 //! process.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

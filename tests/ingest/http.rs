@@ -555,7 +555,7 @@ where
 /// batch the broker had already stored stay queued (a publish cannot be taken back, and quorum
 /// queues do not support AMQP transactions), so the sender retries the whole request: the retry
 /// carries the same message ids and the worker applies a repeated upsert harmlessly (the
-/// ordering ledger keeps each field's newest `occurred_at`: tests/ingest_e2e.rs,
+/// ordering ledger keeps each field's newest `occurred_at`: tests/ingest/e2e.rs,
 /// `a_retried_batch_after_a_newer_event_changes_nothing`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_cut_mid_stream_is_503_never_a_false_202_and_ingest_recovers() {
