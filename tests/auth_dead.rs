@@ -34,9 +34,10 @@ async fn invalid_grant_is_dead_for_every_replica_and_a_new_login_revives_them() 
     .expect("first subscriber");
     let failures = |reason: &str| {
         ccsync::telemetry::metrics()
-            .auth_failures
-            .with_label_values(&[reason])
-            .get()
+            .value(&format!(
+                "ccsync_auth_failures_total{{reason=\"{reason}\"}}"
+            ))
+            .unwrap_or(0.0) as u64
     };
     let w = World::start(cfg(3600, SimMode::Rotating, 0), &[]).await;
     w.seed("default").await;
@@ -55,11 +56,8 @@ async fn invalid_grant_is_dead_for_every_replica_and_a_new_login_revives_them() 
         "{err:?}"
     );
     assert_eq!(
-        ccsync::telemetry::metrics()
-            .auth_state
-            .with_label_values(&["default"])
-            .get(),
-        0
+        ccsync::telemetry::metrics().value(r#"ccsync_auth_state{account="default"}"#),
+        Some(0.0)
     );
     // Replica B learns it from Redis: no token-endpoint call of its own (no retry storm).
     for _ in 0..5 {
@@ -110,11 +108,8 @@ async fn invalid_grant_is_dead_for_every_replica_and_a_new_login_revives_them() 
     let na = a.access_token("default").await.unwrap();
     assert_eq!(na, b.access_token("default").await.unwrap());
     assert_eq!(
-        ccsync::telemetry::metrics()
-            .auth_state
-            .with_label_values(&["default"])
-            .get(),
-        1
+        ccsync::telemetry::metrics().value(r#"ccsync_auth_state{account="default"}"#),
+        Some(1.0)
     );
     assert!(
         logs.text().contains("is alive again"),

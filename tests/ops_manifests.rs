@@ -66,20 +66,7 @@ fn exported_metric_names() -> BTreeSet<String> {
 /// children is not exposed at all). Values stay 0: nothing is counted.
 fn registry_exposition() -> String {
     let m = ccsync::telemetry::metrics();
-    m.api_requests
-        .with_label_values(&["contacts_json_import", "201"]);
-    m.api_request_duration
-        .with_label_values(&["contacts_json_import"]);
-    m.rate_limited.with_label_values(&["throttled"]);
-    m.token_refresh.with_label_values(&["ok"]);
-    m.auth_failures.with_label_values(&["invalid_grant"]);
-    m.dead_letters.with_label_values(&["invalid_json"]);
-    m.auth_state.with_label_values(&["default"]);
-    m.refresh_token_age.with_label_values(&["default"]);
-    m.optouts_last_poll.with_label_values(&["default"]);
-    m.ingest_requests.with_label_values(&["contacts", "202"]);
-    m.ingest_signature_failures
-        .with_label_values(&["contacts", "bad"]);
+    m.expose_every_family();
     m.render()
 }
 

@@ -16,7 +16,16 @@ fn paused_gauge() -> i64 {
 }
 
 fn remaining_gauge() -> i64 {
-    ccsync::telemetry::metrics().daily_quota_remaining.get()
+    ccsync::telemetry::metrics()
+        .value("ccsync_daily_quota_remaining")
+        .expect("exported from the start") as i64
+}
+
+/// Waits observed by the limiter so far.
+fn waits_observed() -> u64 {
+    ccsync::telemetry::metrics()
+        .value("ccsync_ratelimit_wait_seconds_count")
+        .expect("exported from the start") as u64
 }
 
 /// Move this process's clock to one minute past the next 00:00 UTC.
@@ -39,9 +48,7 @@ async fn budget_pauses_until_midnight_and_serves_again_after_it() {
     let a = SharedLimiter::connect(&s, CID).await.unwrap();
     let b = SharedLimiter::connect(&s, CID).await.unwrap();
 
-    let waits_before = ccsync::telemetry::metrics()
-        .ratelimit_wait
-        .get_sample_count();
+    let waits_before = waits_observed();
     // Day 1: 40 imports go (quota − reserve), the 41st is refused at once with the time to
     // midnight, and the pause is exported.
     for i in 0..40 {
@@ -58,13 +65,7 @@ async fn budget_pauses_until_midnight_and_serves_again_after_it() {
     assert_eq!(paused_gauge(), 1);
     assert_eq!(remaining_gauge(), 10);
     // Every acquire's wait was observed, the refused one included.
-    assert_eq!(
-        ccsync::telemetry::metrics()
-            .ratelimit_wait
-            .get_sample_count()
-            - waits_before,
-        41
-    );
+    assert_eq!(waits_observed() - waits_before, 41);
     let budget = a.budget().await;
     assert_eq!(budget.remaining_for_imports(), 0);
     assert!(budget.paused_until.is_some());

@@ -206,10 +206,8 @@ async fn quota_exceeded_from_one_instance_pauses_every_instance_at_once() {
     assert!(other.budget().await.paused_until.is_none());
     assert!(
         ccsync::telemetry::metrics()
-            .rate_limited
-            .with_label_values(&["quota_exceeded"])
-            .get()
-            >= 1
+            .value(r#"ccsync_rate_limited_total{error_key="quota_exceeded"}"#)
+            >= Some(1.0)
     );
     cleanup(&prefix).await;
 }
@@ -251,8 +249,8 @@ async fn throttled_from_one_instance_delays_the_other_instance() {
         SharedDecision::Granted { .. }
     ));
     let m = ccsync::telemetry::metrics();
-    assert!(m.rate_limited.with_label_values(&["throttled"]).get() >= 1);
-    assert!(m.rate_limited.with_label_values(&["unrecognized"]).get() >= 1);
+    assert!(m.value(r#"ccsync_rate_limited_total{error_key="throttled"}"#) >= Some(1.0));
+    assert!(m.value(r#"ccsync_rate_limited_total{error_key="unrecognized"}"#) >= Some(1.0));
     cleanup(&prefix).await;
 }
 

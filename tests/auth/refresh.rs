@@ -307,9 +307,8 @@ async fn with_a_jwks_url_only_verified_access_tokens_are_used() {
     bad.auth.jwks_url = fake_url;
     let q = TokenProvider::connect(&bad, open_gate()).await.unwrap();
     let before = ccsync::telemetry::metrics()
-        .auth_failures
-        .with_label_values(&["jwt_invalid"])
-        .get();
+        .value(r#"ccsync_auth_failures_total{reason="jwt_invalid"}"#)
+        .unwrap_or(0.0);
     let err = q.access_token("default").await.unwrap_err();
     assert!(
         matches!(err, AuthError::Unavailable(ref m) if m.contains("JWKS")),
@@ -317,9 +316,8 @@ async fn with_a_jwks_url_only_verified_access_tokens_are_used() {
     );
     assert!(
         ccsync::telemetry::metrics()
-            .auth_failures
-            .with_label_values(&["jwt_invalid"])
-            .get()
+            .value(r#"ccsync_auth_failures_total{reason="jwt_invalid"}"#)
+            .unwrap_or(0.0)
             > before
     );
     assert!(matches!(

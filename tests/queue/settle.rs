@@ -62,8 +62,12 @@ async fn an_unroutable_dead_letter_is_not_acked_and_is_counted() {
         .await
         .unwrap();
 
-    let unroutable = &ccsync::telemetry::metrics().dead_letters_unroutable;
-    let before = unroutable.get();
+    let unroutable = || {
+        ccsync::telemetry::metrics()
+            .value("ccsync_dead_letters_unroutable_total")
+            .unwrap_or(0.0)
+    };
+    let before = unroutable();
     let err = settler
         .dead_letter(&inc.tag, &inc.body, "invalid_json", "not a contact")
         .await
@@ -72,7 +76,7 @@ async fn an_unroutable_dead_letter_is_not_acked_and_is_counted() {
         matches!(&err, QueueError::Unroutable { exchange, .. } if *exchange == topo.dlx),
         "{err:?}"
     );
-    assert_eq!(unroutable.get(), before + 1);
+    assert_eq!(unroutable(), before + 1.0);
     // Not acked: the message comes back when the channel closes.
     consumer.close().await;
     assert_eq!(settle_len(&broker, &topo.queue, 1).await, 1);
@@ -97,7 +101,7 @@ async fn an_unroutable_dead_letter_is_not_acked_and_is_counted() {
         .expect("the dead letter");
     assert_eq!(dead.body, body);
     assert_eq!(dead.reason.as_deref(), Some("invalid_json"));
-    assert_eq!(unroutable.get(), before + 1);
+    assert_eq!(unroutable(), before + 1.0);
     let _ = conn.close(200, "bye".into()).await;
     broker.delete(&topo).await.unwrap();
 }

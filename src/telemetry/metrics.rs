@@ -1,0 +1,421 @@
+//! The metrics every room records, behind typed methods: a caller names what happened, never a
+//! label position, so a wrong label count cannot reach production (DESIGN §5.4).
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Registry, TextEncoder,
+};
+
+/// Every metric ccsync exports. Rooms record through the typed methods below (a method per
+/// thing that happens); the families stay private to the telemetry room.
+pub struct Metrics {
+    pub(super) registry: Registry,
+    /// Settled messages by outcome (synced | dead_lettered | requeued | superseded | parked |
+    /// unparked) and account ([`Metrics::account_label`]); record with [`Metrics::settled`]
+    /// (private: a caller cannot get the labels wrong).
+    pub(super) messages: IntCounterVec,
+    /// CC requests granted by the rate limiter, per account (issue 13: the key's fair shares).
+    pub account_requests: IntCounterVec,
+    /// The accounts labels may name (configured, or with a token set): anything else is
+    /// `other`, so an upstream typo in an account id cannot grow the label set.
+    pub(super) known_accounts: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Contacts CC confirmed (an import row counted in a completed activity, or a 2xx upsert).
+    pub contacts_synced: IntCounter,
+    /// Every CC call by endpoint and HTTP status (`error` for transport failures).
+    pub api_requests: IntCounterVec,
+    pub api_request_duration: HistogramVec,
+    /// 429s from CC by error_key (throttled | quota_exceeded | activities_queued).
+    pub rate_limited: IntCounterVec,
+    /// Time spent waiting for the local and shared rate limits.
+    pub ratelimit_wait: Histogram,
+    pub daily_quota_remaining: IntGauge,
+    /// Requests today (UTC) will end with at the current pace: used + pace × time to 00:00 UTC.
+    pub daily_quota_projected: IntGauge,
+    /// Token refreshes by result: ok | invalid_grant | transport | throttled | lost_race | error.
+    pub token_refresh: IntCounterVec,
+    /// Auth failures by reason: invalid_grant | unauthorized | revoked | no_token_set | ...
+    pub auth_failures: IntCounterVec,
+    /// 1 while a usable token set exists, 0 when re-authorization is needed.
+    /// Per account (operator-controlled, so a bounded label set).
+    pub auth_state: IntGaugeVec,
+    pub access_token_expiry: Gauge,
+    pub refresh_lock_wait: Histogram,
+    /// Contacts per import sent to CC.
+    pub batch_size: Histogram,
+    pub activities_in_flight: IntGauge,
+    /// From import created to activity terminal.
+    pub activity_duration: Histogram,
+    /// 1 while consumption is paused, by reason (auth | quota | outage | forbidden | config) and
+    /// account (empty for key-wide pauses: quota); set with [`Metrics::set_paused`].
+    pub(super) paused: IntGaugeVec,
+    /// Probes sent while paused for an outage or a 403, by reason.
+    pub probes: IntCounterVec,
+    /// Bytes of the deliveries the worker holds (against `worker.max_held_bytes`).
+    pub held_bytes: IntGauge,
+    /// Deliveries the worker holds unacked (read from the broker, not yet settled).
+    pub held_messages: IntGauge,
+    /// Accounts whose messages this process parks (their CC connection is dead).
+    pub parked_accounts: IntGauge,
+    /// Per account.
+    pub refresh_token_age: GaugeVec,
+    pub build_info: IntGaugeVec,
+    /// Dead letters by reason code (the `x-ccsync-reason` header).
+    pub dead_letters: IntCounterVec,
+    /// Dead letters the broker returned as unroutable (`<queue>.dlx` has no bound queue): the
+    /// original stays in the queue unacked. Anything above 0 needs an operator (re-declare
+    /// `<queue>.dead` and its binding, or restart a worker, which declares the topology).
+    pub dead_letters_unroutable: IntCounter,
+    /// `ccsync ingest`: requests by route (`contacts` | `shopify`) and HTTP status.
+    pub ingest_requests: IntCounterVec,
+    /// `ccsync ingest`: messages the broker confirmed, by route.
+    pub ingest_messages: IntCounterVec,
+    /// `ccsync ingest`: messages (or whole requests) refused or skipped, by route and reason
+    /// (see [`INGEST_REFUSALS`]).
+    pub ingest_refused: IntCounterVec,
+    /// `ccsync ingest`: signature checks that failed, by route and reason (missing | bad | stale).
+    pub ingest_signature_failures: IntCounterVec,
+    /// `ccsync ingest`: from the first publish of a request to the broker's last confirm.
+    pub ingest_publish_duration: HistogramVec,
+    /// `ccsync ingest`: 1 while the broker connection is up and unblocked.
+    pub ingest_broker_up: IntGauge,
+    /// `ccsync ingest`: connect-link requests by outcome (see [`CONNECT_OUTCOMES`]).
+    pub ingest_connect: IntCounterVec,
+    /// Explicit-consent messages older than the contact's latest known opt-out, kept away from
+    /// `sign_up_form` (it would re-subscribe them), per account (issue 15).
+    pub resubscribes_prevented: IntCounterVec,
+    /// `contact.unsubscribed` events the broker confirmed, per account (the opt-out feed).
+    pub optouts_published: IntCounterVec,
+    /// Seconds from CC's opt-out to its event's confirm, for the newest event of the account's
+    /// last poll that published any.
+    pub optouts_lag: GaugeVec,
+    /// Unix time of the account's last successful opt-out poll (alert when it stops moving).
+    pub optouts_last_poll: GaugeVec,
+    /// 1 while this replica holds the opt-out feed's lease (exactly one replica should).
+    pub optouts_leader: IntGauge,
+}
+
+impl Metrics {
+    /// Accounts the configuration names or the token store holds: labels may name them.
+    pub fn know_account(&self, account: &str) {
+        let mut k = self.known_accounts.lock().expect("not poisoned");
+        if !k.contains(account) {
+            k.insert(account.to_string());
+        }
+    }
+
+    /// The `account` label for `account`: itself when known ([`Metrics::know_account`]), else
+    /// `other` (a typo upstream must not grow the label set; DESIGN §5.4).
+    pub fn account_label(&self, account: &str) -> String {
+        if account.is_empty()
+            || self
+                .known_accounts
+                .lock()
+                .expect("not poisoned")
+                .contains(account)
+        {
+            account.to_string()
+        } else {
+            "other".to_string()
+        }
+    }
+
+    /// Count `n` messages of `account` settled with `outcome`.
+    pub fn settled(&self, outcome: &str, account: &str, n: u64) {
+        self.messages
+            .with_label_values(&[outcome, &self.account_label(account)])
+            .inc_by(n);
+    }
+
+    /// Messages settled with `outcome`, every account together.
+    pub fn settled_total(&self, outcome: &str) -> u64 {
+        use prometheus::core::Collector;
+        self.messages
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .filter(|m| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == "outcome" && l.value() == outcome)
+            })
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+
+    /// The value of `ccsync_paused{reason, account}`.
+    pub fn paused_value(&self, reason: &str, account: &str) -> i64 {
+        self.paused
+            .with_label_values(&[reason, &self.account_label(account)])
+            .get()
+    }
+
+    /// `ccsync_paused{reason, account}`; `account` empty for key-wide pauses.
+    pub fn set_paused(&self, reason: &str, account: &str, on: bool) {
+        self.paused
+            .with_label_values(&[reason, &self.account_label(account)])
+            .set(i64::from(on));
+    }
+
+    // ---- recording, one method per thing that happens --------------------------------------
+
+    /// The limiter granted `account` one CC request (its share of the key).
+    pub fn request_granted(&self, account: &str) {
+        self.account_requests
+            .with_label_values(&[&self.account_label(account)])
+            .inc();
+    }
+
+    /// `n` contacts CC confirmed (import rows of a completed activity, or 2xx upserts).
+    pub fn contacts_synced(&self, n: u64) {
+        self.contacts_synced.inc_by(n);
+    }
+
+    /// One CC call to `endpoint` (DESIGN §5.4) answered with `status` (`error`: no answer).
+    pub fn api_request(&self, endpoint: &str, status: &str, took: std::time::Duration) {
+        self.api_requests
+            .with_label_values(&[endpoint, status])
+            .inc();
+        self.api_request_duration
+            .with_label_values(&[endpoint])
+            .observe(took.as_secs_f64());
+    }
+
+    /// A 429 from CC, by its error key (`throttled` | `quota_exceeded` | `activities_queued` |
+    /// `unrecognized`).
+    pub fn rate_limited(&self, error_key: &str) {
+        self.rate_limited.with_label_values(&[error_key]).inc();
+    }
+
+    /// Time a request waited for the local and shared limits.
+    pub fn ratelimit_waited(&self, took: std::time::Duration) {
+        self.ratelimit_wait.observe(took.as_secs_f64());
+    }
+
+    /// Today's (UTC) requests left on the key.
+    pub fn set_daily_quota_remaining(&self, left: i64) {
+        self.daily_quota_remaining.set(left);
+    }
+
+    /// What today will end with at the current pace.
+    pub fn set_daily_quota_projected(&self, projected: i64) {
+        self.daily_quota_projected.set(projected);
+    }
+
+    /// A token refresh ended with `result` (`ok` | `invalid_grant` | `transport` | `throttled` |
+    /// `lost_race` | `error`).
+    pub fn token_refreshed(&self, result: &str) {
+        self.token_refresh.with_label_values(&[result]).inc();
+    }
+
+    /// An auth failure, by reason.
+    pub fn auth_failed(&self, reason: &str) {
+        self.auth_failures.with_label_values(&[reason]).inc();
+    }
+
+    /// Whether `account` has a usable token set.
+    pub fn set_auth_state(&self, account: &str, usable: bool) {
+        self.auth_state
+            .with_label_values(&[&self.account_label(account)])
+            .set(i64::from(usable));
+    }
+
+    /// A token set of `account` in use: its access token's expiry and its refresh token's age.
+    pub fn token_set_seen(&self, account: &str, expires_at: i64, refreshed_at: i64) {
+        self.access_token_expiry.set(expires_at as f64);
+        self.refresh_token_age
+            .with_label_values(&[&self.account_label(account)])
+            .set((crate::clock::now_unix() - refreshed_at).max(0) as f64);
+    }
+
+    /// Time spent for the refresh lock (or for another replica's refresh).
+    pub fn refresh_lock_waited(&self, took: std::time::Duration) {
+        self.refresh_lock_wait.observe(took.as_secs_f64());
+    }
+
+    /// An import of `contacts` rows sent to CC.
+    pub fn import_sent(&self, contacts: usize) {
+        self.batch_size.observe(contacts as f64);
+    }
+
+    /// Activities this process waits on.
+    pub fn set_activities_in_flight(&self, n: usize) {
+        self.activities_in_flight.set(n as i64);
+    }
+
+    /// An activity reached a terminal state `took` after its import was created.
+    pub fn activity_finished(&self, took: std::time::Duration) {
+        self.activity_duration.observe(took.as_secs_f64());
+    }
+
+    /// A probe sent while paused for `reason` (`outage` | `forbidden`).
+    pub fn probe_sent(&self, reason: &str) {
+        self.probes.with_label_values(&[reason]).inc();
+    }
+
+    /// Bytes of the deliveries held now.
+    pub fn set_held_bytes(&self, bytes: usize) {
+        self.held_bytes.set(bytes as i64);
+    }
+
+    /// A delivery read from the broker and held (`held`) or settled (`!held`).
+    pub fn delivery_held(&self, held: bool) {
+        if held {
+            self.held_messages.inc();
+        } else {
+            self.held_messages.dec();
+        }
+    }
+
+    /// Accounts whose messages this process parks.
+    pub fn set_parked_accounts(&self, n: usize) {
+        self.parked_accounts.set(n as i64);
+    }
+
+    /// A dead letter with `reason` (the `x-ccsync-reason` header).
+    pub fn dead_lettered(&self, reason: &str) {
+        self.dead_letters.with_label_values(&[reason]).inc();
+    }
+
+    /// A dead letter the broker returned as unroutable.
+    pub fn dead_letter_unroutable(&self) {
+        self.dead_letters_unroutable.inc();
+    }
+
+    /// `ccsync ingest` answered a request on `route` with `status`.
+    pub fn ingest_answered(&self, route: &str, status: u16) {
+        self.ingest_requests
+            .with_label_values(&[route, &status.to_string()])
+            .inc();
+    }
+
+    /// `ccsync ingest`: `n` messages on `route` confirmed by the broker, `took` from the first
+    /// publish to the last confirm.
+    pub fn ingest_confirmed(&self, route: &str, n: u64, took: std::time::Duration) {
+        self.ingest_messages.with_label_values(&[route]).inc_by(n);
+        self.ingest_publish_duration
+            .with_label_values(&[route])
+            .observe(took.as_secs_f64());
+    }
+
+    /// `ccsync ingest`: `n` messages (or a whole request) refused or skipped on `route`, by reason
+    /// ([`super::INGEST_REFUSALS`]).
+    pub fn ingest_refused(&self, route: &str, reason: &str, n: u64) {
+        self.ingest_refused
+            .with_label_values(&[route, reason])
+            .inc_by(n);
+    }
+
+    /// `ccsync ingest`: a signature check failed (`missing` | `bad` | `stale`).
+    pub fn ingest_signature_failed(&self, route: &str, reason: &str) {
+        self.ingest_signature_failures
+            .with_label_values(&[route, reason])
+            .inc();
+    }
+
+    /// `ccsync ingest`: whether the broker connection is up and unblocked.
+    pub fn set_ingest_broker_up(&self, up: bool) {
+        self.ingest_broker_up.set(i64::from(up));
+    }
+
+    /// A connect-link request ended with `outcome` ([`super::CONNECT_OUTCOMES`]).
+    pub fn connect_outcome(&self, outcome: &str) {
+        self.ingest_connect.with_label_values(&[outcome]).inc();
+    }
+
+    /// `n` explicit-consent messages of `account` kept away from `sign_up_form`.
+    pub fn resubscribes_prevented(&self, account: &str, n: u64) {
+        self.resubscribes_prevented
+            .with_label_values(&[&self.account_label(account)])
+            .inc_by(n);
+    }
+
+    /// `n` `contact.unsubscribed` events of `account` confirmed by the broker.
+    pub fn optouts_published(&self, account: &str, n: u64) {
+        self.optouts_published
+            .with_label_values(&[&self.account_label(account)])
+            .inc_by(n);
+    }
+
+    /// Seconds from CC's opt-out to its event's confirm (the newest of the last poll).
+    pub fn set_optouts_lag(&self, account: &str, secs: f64) {
+        self.optouts_lag
+            .with_label_values(&[&self.account_label(account)])
+            .set(secs);
+    }
+
+    /// `account`'s opt-out poll succeeded at unix time `at`.
+    pub fn optouts_polled(&self, account: &str, at: i64) {
+        self.optouts_last_poll
+            .with_label_values(&[&self.account_label(account)])
+            .set(at as f64);
+    }
+
+    /// Whether this replica holds the opt-out feed's lease.
+    pub fn set_optouts_leader(&self, leader: bool) {
+        self.optouts_leader.set(i64::from(leader));
+    }
+
+    /// Create one child of every labelled family (values stay 0): a family with no child is not
+    /// exposed at all, and the alert rules' lint wants to see every name.
+    pub fn expose_every_family(&self) {
+        self.api_requests
+            .with_label_values(&["contacts_json_import", "201"]);
+        self.api_request_duration
+            .with_label_values(&["contacts_json_import"]);
+        self.rate_limited.with_label_values(&["throttled"]);
+        self.token_refresh.with_label_values(&["ok"]);
+        self.auth_failures.with_label_values(&["invalid_grant"]);
+        self.dead_letters.with_label_values(&["invalid_json"]);
+        self.auth_state.with_label_values(&["default"]);
+        self.refresh_token_age.with_label_values(&["default"]);
+        self.optouts_last_poll.with_label_values(&["default"]);
+        self.ingest_requests.with_label_values(&["contacts", "202"]);
+        self.ingest_signature_failures
+            .with_label_values(&["contacts", "bad"]);
+    }
+
+    // ---- reading (tests, the demo) ------------------------------------------------------------
+
+    /// The value of one series as `/metrics` shows it (`name` or `name{label="v",...}`, labels
+    /// in any order), summed over the series it matches; `None` when none exists.
+    pub fn value(&self, series: &str) -> Option<f64> {
+        let (name, want) = split_series(series);
+        let mut total = None;
+        for l in self.render().lines().filter(|l| !l.starts_with('#')) {
+            let Some((s, v)) = l.rsplit_once(' ') else {
+                continue;
+            };
+            let (n, labels) = split_series(s);
+            if n == name
+                && want.iter().all(|w| labels.contains(w))
+                && let Ok(v) = v.parse::<f64>()
+            {
+                *total.get_or_insert(0.0) += v;
+            }
+        }
+        total
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+/// `name{a="1",b="2"}` → (`name`, [`a="1"`, `b="2"`]).
+fn split_series(s: &str) -> (&str, Vec<&str>) {
+    match s.split_once('{') {
+        Some((n, rest)) => (
+            n,
+            rest.trim_end_matches('}')
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .collect(),
+        ),
+        None => (s, Vec::new()),
+    }
+}
