@@ -1,6 +1,6 @@
 //! The simulator's `/v3` API over real HTTP: auth, limits, validation, imports, sign-up form.
 
-mod sim_common;
+use crate::sim_common;
 
 use std::time::Duration;
 

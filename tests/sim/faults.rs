@@ -1,6 +1,6 @@
 //! Fault switches and the admin API, over real HTTP.
 
-mod sim_common;
+use crate::sim_common;
 
 use std::time::Duration;
 

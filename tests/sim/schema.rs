@@ -3,7 +3,7 @@
 //! loader. The test is stricter than the document: every object schema that lists `properties`
 //! gets `additionalProperties: false`, so a field CC does not define (or a misspelled one) fails.
 
-mod sim_common;
+use crate::sim_common;
 
 use std::sync::OnceLock;
 

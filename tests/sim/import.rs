@@ -1,6 +1,6 @@
 //! `contacts_json_import` over real HTTP: writes on completion, row errors, dedupe, the 4 MB cut.
 
-mod sim_common;
+use crate::sim_common;
 
 use std::time::Duration;
 

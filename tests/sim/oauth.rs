@@ -1,7 +1,7 @@
 //! The simulator's authorization server over real HTTP: device flow, client authentication,
-//! authorization code with PKCE. Refresh behaviour is in `sim_refresh.rs`.
+//! authorization code with PKCE. Refresh behaviour is in `refresh.rs`.
 
-mod sim_common;
+use crate::sim_common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! One store per CC account (issue 13 point 7): every `/v3` call reads and writes the store of the
 //! account its access token names; rate limits and the daily quota stay per API key.
 
-mod sim_common;
+use crate::sim_common;
 
 use ccsync::sim::{Sim, SimConfig};
 use serde_json::{Value, json};

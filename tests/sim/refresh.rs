@@ -1,7 +1,7 @@
 //! The simulator's refresh-token behaviour over real HTTP: rotation, grace, long-lived, idle
 //! expiry, the token endpoint's 1 request/s, lost responses, revocation.
 
-mod sim_common;
+use crate::sim_common;
 
 use std::time::Duration;
 
