@@ -46,6 +46,7 @@ pub enum Command {
     Dlq(DlqCommand),
     /// Measure throughput, API efficiency, latency, memory, token path and CPU; write BENCHMARKS.md.
     #[cfg(feature = "sim")]
+    #[command(disable_help_flag = true)]
     Bench(crate::bench::BenchArgs),
 }
 
@@ -223,11 +224,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "sim")]
-        Command::Bench(args) => {
-            crate::telemetry::init_tracing(crate::config::LogFormat::Text);
-            crate::bench::run(&args).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Bench(args) => crate::bench::run(&args).await,
     }
 }
 

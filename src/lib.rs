@@ -28,7 +28,7 @@
 //! | [`ingest`] | `ccsync ingest`: signed webhooks (generic, Shopify) → confirmed, mandatory publishes; signed connect links (`/connect`, `/oauth/callback`) | axum, aws-lc-rs |
 //! | [`pipeline`] | joins the rooms: deliveries → batches → ready batches per account → CC → settlement; shutdown order; the opt-out feed (CC → `contact.unsubscribed` events) | — |
 //! | [`sim`] | the local CC simulator (feature `sim`): the workspace crate `ccsync-sim` (`sim/`), re-exported here; it uses nothing of the product | axum, jsonwebtoken, jsonschema, serde_yaml |
-//! | `bench` | `ccsync bench`: the figures of BENCHMARKS.md (feature `sim`) | — |
+//! | [`bench`] | `ccsync bench` (feature `sim`): runs the `ccsync-bench` binary of the workspace crate `bench/`, which measures the figures of BENCHMARKS.md with the product's rooms and starts `ccsync worker` processes | bench: lapin, reqwest |
 //! | [`cli`] | clap commands, each a few lines calling into a room | clap, indicatif |
 
 pub mod app;

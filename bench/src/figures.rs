@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::bed::{Bed, Worker, wait_for};
 use super::{BenchError, Scale};
-use crate::sim::{RequestRecord, SimConfig};
+use ccsync_sim::{RequestRecord, SimConfig};
 
 /// CC's import limits the floor is measured against (reference §11).
 pub const CC_MAX_CONTACTS_PER_IMPORT: u64 = 40_000;
@@ -141,7 +141,7 @@ fn describe(pairs: &[(&str, &str)]) -> String {
 /// each timed from its first delivery to its last ack, on the same broker in the same run, each
 /// from its own freshly filled queue, with the worker's prefetch.
 ///
-/// The plain consumers (in this process, [`crate::queue::Broker::consume_and_ack`]) do nothing
+/// The plain consumers (in this process, [`crate::baseline::Plain::consume_and_ack`]) do nothing
 /// but receive and ack: once with acks folded into `multiple` acks as the worker folds them, for
 /// each fold of [`OVERHEAD_FOLDS`] (the fastest is the baseline: the broker's ceiling for a
 /// consumer at this prefetch), and once acking every delivery on its own.
@@ -167,7 +167,7 @@ pub async fn overhead(scale: Scale) -> Result<Overhead, BenchError> {
         let plain = async |bed: &mut Bed, tag: String, every: u64| {
             let q = bed.queue().await?;
             bed.publish_all(&q, &bodies(&tag, n, message)).await?;
-            let stats = bed.broker.consume_and_ack(&q, prefetch, n, every).await?;
+            let stats = bed.plain.consume_and_ack(&q, prefetch, n, every).await?;
             bed.drop_queue(&q).await?;
             Ok::<f64, BenchError>((stats.last_ack - stats.first_delivery).as_secs_f64())
         };
@@ -358,7 +358,7 @@ pub const BIG_FIELDS: usize = 15;
 pub const BIG_FIELD_CHARS: usize = 255;
 
 /// The custom field names a big message carries; the bed's simulator knows them
-/// ([`crate::sim::Sim::create_custom_field`]), as CC must (`worker.create_custom_fields` is off).
+/// ([`ccsync_sim::Sim::create_custom_field`]), as CC must (`worker.create_custom_fields` is off).
 pub fn big_field_names() -> Vec<String> {
     (1..=BIG_FIELDS)
         .map(|k| format!("bench_note_{k:02}"))
@@ -545,11 +545,11 @@ pub async fn outage(scale: Scale) -> Result<Outage, BenchError> {
             worker.synced().await.is_ok_and(|s| s >= 1)
         })
         .await?;
-        let dead_q = crate::queue::Topology::for_queue(&q).dead;
+        let dead_q = ccsync::queue::Topology::for_queue(&q).dead;
         let from = bed.sim.requests().len();
-        bed.sim.set_faults(crate::sim::Faults {
+        bed.sim.set_faults(ccsync_sim::Faults {
             error_rate: 1.0,
-            ..crate::sim::Faults::default()
+            ..ccsync_sim::Faults::default()
         });
         let started = Instant::now();
         bed.publish_all(&q, &bodies(&run, n, message)).await?;
@@ -570,7 +570,7 @@ pub async fn outage(scale: Scale) -> Result<Outage, BenchError> {
             .metric("ccsync_pause_probes_total{reason=\"outage\"}")
             .await? as u64;
         let dead_during = u64::from(bed.queue_len(&dead_q).await?);
-        bed.sim.set_faults(crate::sim::Faults::default());
+        bed.sim.set_faults(ccsync_sim::Faults::default());
         let t = Instant::now();
         // The next probe comes at most 20 s later; then the backlog at 4 req/s.
         let limit = Duration::from_secs(120 + n / 100);
@@ -602,13 +602,13 @@ pub async fn outage(scale: Scale) -> Result<Outage, BenchError> {
 fn payload_bytes(msgs: &[Vec<u8>], lists: &[uuid::Uuid]) -> Result<u64, BenchError> {
     let contacts = msgs
         .iter()
-        .map(|b| crate::contact::decode(b, lists))
+        .map(|b| ccsync::contact::decode(b, lists))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|r| BenchError::Setup(format!("bench message rejected: {}", r.detail)))?;
-    let refs: Vec<&crate::contact::Contact> = contacts.iter().collect();
+    let refs: Vec<&ccsync::contact::Contact> = contacts.iter().collect();
     Ok(refs
         .chunks(CC_MAX_CONTACTS_PER_IMPORT as usize)
-        .map(|c| crate::cc::api::Api::import_body(lists, c).len() as u64)
+        .map(|c| ccsync::cc::api::Api::import_body(lists, c).len() as u64)
         .sum())
 }
 
@@ -769,8 +769,8 @@ async fn trickles(
 /// The linger `worker.linger_*` defaults and the pacing give a trickle right now, with the whole
 /// day's budget left and the default three expected replicas.
 fn unscaled_linger() -> f64 {
-    use crate::ratelimit::{Budget, pacing_linger};
-    let d = crate::config::Settings::from_pairs([]).ok();
+    use ccsync::ratelimit::{Budget, pacing_linger};
+    let d = ccsync::config::Settings::from_pairs([]).ok();
     let (min, max) = d
         .as_ref()
         .map(|s| s.linger_bounds())
@@ -782,8 +782,8 @@ fn unscaled_linger() -> f64 {
     let b = Budget {
         remaining_today: CC_DAILY_QUOTA,
         reserve,
-        until_reset: Duration::from_secs(crate::clock::secs_until_utc_midnight(
-            crate::clock::now_utc(),
+        until_reset: Duration::from_secs(ccsync::clock::secs_until_utc_midnight(
+            ccsync::clock::now_utc(),
         )),
         replicas,
         paused_until: None,
@@ -855,11 +855,11 @@ pub async fn tokens(scale: Scale) -> Result<Tokens, BenchError> {
         // Cached path, in process, right after seeding (far from the refresh window).
         bed.seed_tokens("cached").await?;
         let settings = bed.settings(&[])?;
-        let gate: Arc<dyn crate::ratelimit::Gate> =
-            crate::ratelimit::SharedLimiter::connect(&settings, &settings.client_id)
+        let gate: Arc<dyn ccsync::ratelimit::Gate> =
+            ccsync::ratelimit::SharedLimiter::connect(&settings, &settings.client_id)
                 .await
                 .map_err(|e| BenchError::Setup(format!("limiter: {e}")))?;
-        let provider = crate::auth::TokenProvider::connect(&settings, gate)
+        let provider = ccsync::auth::TokenProvider::connect(&settings, gate)
             .await
             .map_err(|e| BenchError::Setup(format!("token provider: {e}")))?;
         provider
@@ -984,14 +984,14 @@ const INGEST_SECRET: &str = "bench-ingest-secret-0123456789abcdef";
 pub async fn ingest(scale: Scale) -> Result<Ingest, BenchError> {
     let (singles, ndjson_messages, ndjson_lines) = scale.ingest();
     let (single_conns, ndjson_conns) = (16, 4);
-    let window = crate::publish::CONFIRM_WINDOW;
+    let window = ccsync::publish::CONFIRM_WINDOW;
     with_bed(SimConfig::default(), async |bed: &mut Bed| {
         let run = super::bed::short_id();
         let msgs = bodies(&format!("{run}b"), ndjson_messages, message);
         // The bare publisher, then `ccsync publish`, each into a fresh queue, checked and dropped.
         let q = bed.queue().await?;
         let bare_secs = bed
-            .broker
+            .plain
             .publish_confirmed(&q, &msgs, window)
             .await?
             .as_secs_f64();
@@ -1009,7 +1009,7 @@ pub async fn ingest(scale: Scale) -> Result<Ingest, BenchError> {
         let addr = ingest.metrics_addr();
         let signed = |body: &[u8], ct: &str| {
             let sig =
-                crate::ingest::sign::ccsync_header(INGEST_SECRET, crate::clock::now_unix(), body);
+                ccsync::ingest::sign::ccsync_header(INGEST_SECRET, ccsync::clock::now_unix(), body);
             super::load::post(
                 &addr,
                 "/v1/contacts",
