@@ -16,17 +16,22 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 FROM ${RUST_IMAGE} AS deps
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
-# Stand-in sources so `cargo build` can compile every dependency without the real code. (If
-# Cargo.toml ever declares explicit [[bench]]/[[test]]/[[example]] targets, copy or stub their files
-# here too: cargo checks that declared target files exist.)
-RUN mkdir -p src \
+COPY sim/Cargo.toml ./sim/
+COPY bench/Cargo.toml ./bench/
+# Stand-in sources so `cargo build` can compile every dependency without the real code: the
+# product (`src/`) and the workspace's simulator and bench crates (`sim/`, `bench/`, never built
+# here: `-p ccsync`, but cargo reads every member's targets). (If a Cargo.toml ever declares
+# explicit [[bench]]/[[test]]/[[example]] targets, copy or stub their files here too: cargo checks
+# that declared target files exist.)
+RUN mkdir -p src sim/src bench/src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs
+    && echo 'fn main() {}' > bench/src/main.rs \
+    && touch src/lib.rs sim/src/lib.rs bench/src/lib.rs
 
 # ---- worker build (no simulator) ---------------------------------------------------------------
 FROM deps AS build-worker
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    cargo build --release --locked --no-default-features \
+    cargo build --release --locked --no-default-features -p ccsync \
     && rm -rf src target/release/ccsync target/release/deps/*ccsync* target/release/.fingerprint/ccsync-*
 COPY config ./config
 COPY src ./src
@@ -34,20 +39,21 @@ COPY src ./src
 # rebuilds the crate itself.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     touch src/main.rs src/lib.rs \
-    && cargo build --release --locked --no-default-features \
+    && cargo build --release --locked --no-default-features -p ccsync \
     && install -m 0755 target/release/ccsync /usr/local/bin/ccsync
 
 # ---- simulator build (default features) -------------------------------------------------------
 FROM deps AS build-sim
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    cargo build --release --locked \
-    && rm -rf src target/release/ccsync target/release/deps/*ccsync* target/release/.fingerprint/ccsync-*
+    cargo build --release --locked -p ccsync \
+    && rm -rf src sim/src target/release/ccsync target/release/deps/*ccsync* target/release/.fingerprint/ccsync-*
 COPY config ./config
 COPY reference ./reference
 COPY src ./src
+COPY sim/src ./sim/src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    touch src/main.rs src/lib.rs \
-    && cargo build --release --locked \
+    touch src/main.rs src/lib.rs sim/src/lib.rs \
+    && cargo build --release --locked -p ccsync \
     && install -m 0755 target/release/ccsync /usr/local/bin/ccsync
 
 # ---- runtime base ------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ pub enum Command {
     Publish(PublishArgs),
     /// Run the local Constant Contact simulator.
     #[cfg(feature = "sim")]
-    Sim(SimArgs),
+    Sim(crate::sim::SimArgs),
     /// Run the whole pipeline against an in-process simulator.
     #[cfg(feature = "sim")]
     Demo(DemoArgs),
@@ -46,6 +46,7 @@ pub enum Command {
     Dlq(DlqCommand),
     /// Measure throughput, API efficiency, latency, memory, token path and CPU; write BENCHMARKS.md.
     #[cfg(feature = "sim")]
+    #[command(disable_help_flag = true)]
     Bench(crate::bench::BenchArgs),
 }
 
@@ -155,61 +156,6 @@ pub struct PublishArgs {
 
 #[cfg(feature = "sim")]
 #[derive(Debug, clap::Args)]
-pub struct SimArgs {
-    /// Port to listen on (127.0.0.1); 0 picks a free one.
-    #[arg(long, default_value_t = 8089)]
-    pub port: u16,
-    /// Access-token lifetime in seconds.
-    #[arg(long, default_value_t = 86_400)]
-    pub token_ttl: u64,
-    /// Refresh-token mode: rotating (single use) or long-lived.
-    #[arg(long, default_value = "rotating", value_parser = ["rotating", "long-lived"])]
-    pub refresh_mode: String,
-    /// Rotation grace window in seconds (0: a rotated token dies at once).
-    #[arg(long, default_value_t = 0)]
-    pub grace_secs: u64,
-    /// API requests per second per client (CC: 4).
-    #[arg(long, default_value_t = 4)]
-    pub per_second: u32,
-    /// API requests per day per client (CC: 10000).
-    #[arg(long, default_value_t = 10_000)]
-    pub daily_quota: u64,
-    /// Approve device codes without a human.
-    #[arg(long)]
-    pub auto_approve: bool,
-    /// Milliseconds an import activity spends processing.
-    #[arg(long, default_value_t = 1_000)]
-    pub processing_ms: u64,
-    /// Milliseconds added to an import's processing per 1,000 rows it carries (CC takes minutes
-    /// for 40,000 rows; 0 = every import takes `--processing-ms`).
-    #[arg(long, default_value_t = 0)]
-    pub processing_per_1000_rows_ms: u64,
-    /// Address to bind (use 0.0.0.0 inside a container).
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: std::net::IpAddr,
-    /// Token-endpoint requests per second per client (CC: 1).
-    #[arg(long, default_value_t = 1)]
-    pub token_per_second: u32,
-    /// Device-flow polling interval announced to clients, seconds.
-    #[arg(long, default_value_t = 5)]
-    pub device_interval_secs: u64,
-    /// Require this client secret in HTTP Basic auth (default: accept any client).
-    #[arg(long, env = "CCSYNC_SIM_CLIENT_SECRET", hide_env_values = true)]
-    pub client_secret: Option<String>,
-    /// A redirect URI registered for the app (repeat for several); `GET /authorize` refuses any
-    /// other, as CC does.
-    #[arg(long = "redirect-uri", value_name = "URI")]
-    pub redirect_uris: Vec<String>,
-    /// Reusing a rotated refresh token after the grace window also kills the current one.
-    #[arg(long)]
-    pub reuse_revokes_family: bool,
-    /// Seed for the fault random number generator.
-    #[arg(long)]
-    pub seed: Option<u64>,
-}
-
-#[cfg(feature = "sim")]
-#[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// How many contact messages to publish.
     #[arg(long, default_value_t = 2_000)]
@@ -278,11 +224,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "sim")]
-        Command::Bench(args) => {
-            crate::telemetry::init_tracing(crate::config::LogFormat::Text);
-            crate::bench::run(&args).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Bench(args) => crate::bench::run(&args).await,
     }
 }
 

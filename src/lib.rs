@@ -27,8 +27,8 @@
 //! | [`parking`] | per-account parking queues while an account's connection is dead | redis |
 //! | [`ingest`] | `ccsync ingest`: signed webhooks (generic, Shopify) → confirmed, mandatory publishes; signed connect links (`/connect`, `/oauth/callback`) | axum, aws-lc-rs |
 //! | [`pipeline`] | joins the rooms: deliveries → batches → ready batches per account → CC → settlement; shutdown order; the opt-out feed (CC → `contact.unsubscribed` events) | — |
-//! | [`sim`] | the local CC simulator (feature `sim`) | axum, jsonwebtoken, jsonschema |
-//! | `bench` | `ccsync bench`: the figures of BENCHMARKS.md (feature `sim`) | — |
+//! | [`sim`] | the local CC simulator (feature `sim`): the workspace crate `ccsync-sim` (`sim/`), re-exported here; it uses nothing of the product | axum, jsonwebtoken, jsonschema, serde_yaml |
+//! | [`bench`] | `ccsync bench` (feature `sim`): runs the `ccsync-bench` binary of the workspace crate `bench/`, which measures the figures of BENCHMARKS.md with the product's rooms and starts `ccsync worker` processes | bench: lapin, reqwest |
 //! | [`cli`] | clap commands, each a few lines calling into a room | clap, indicatif |
 
 pub mod app;
@@ -52,6 +52,7 @@ pub mod publish;
 pub mod queue;
 pub mod ratelimit;
 pub mod redis;
+/// The simulator crate (`sim/`), so `ccsync::sim::...` paths keep working.
 #[cfg(feature = "sim")]
-pub mod sim;
+pub use ccsync_sim as sim;
 pub mod telemetry;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use ccsync::bench::report::ROW_KEYS;
+use ccsync_bench::report::ROW_KEYS;
 
 /// Row key → measured value (the number at the start of the "Measured" cell).
 fn measured(md: &str) -> BTreeMap<String, f64> {
@@ -26,6 +26,7 @@ fn measured(md: &str) -> BTreeMap<String, f64> {
 
 #[test]
 fn tiny_bench_writes_every_figure_with_sane_values() {
+    build_ccsync_bench();
     let out = std::env::temp_dir().join(format!("ccsync-bench-{}.md", uuid::Uuid::new_v4()));
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_ccsync"))
         .args(["bench", "--scale", "tiny", "--out"])
@@ -79,6 +80,35 @@ fn tiny_bench_writes_every_figure_with_sane_values() {
         .and_then(|n| n.replace(',', "").parse().ok())
         .unwrap_or_else(|| panic!("no backlog size in {recovery}"));
     assert_eq!(m["outage.recovery"], backlog, "{recovery}");
+}
+
+/// `ccsync bench` runs the `ccsync-bench` binary next to `ccsync`. A plain `cargo test` builds it
+/// (the workspace's default members), `cargo test --test bench_smoke` alone does not (another
+/// package's binary): build it here, into the same target directory and profile as `ccsync` (a
+/// no-op when it is up to date).
+fn build_ccsync_bench() {
+    let ccsync = std::path::Path::new(env!("CARGO_BIN_EXE_ccsync"));
+    let profile_dir = ccsync.parent().expect("target/<profile>/ccsync");
+    let target_dir = profile_dir.parent().expect("target/<profile>");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(p) => p,
+    };
+    let status = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "ccsync-bench",
+            "--bin",
+            "ccsync-bench",
+        ])
+        .args(["--profile", profile, "--target-dir"])
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo starts");
+    assert!(status.success(), "cargo build -p ccsync-bench: {status}");
 }
 
 /// The whole table line of `key`.

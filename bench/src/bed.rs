@@ -1,18 +1,18 @@
 //! One benchmark phase's world: an in-process simulator, its own random queue and Redis key
-//! prefix, worker processes started from this very binary (`current_exe() worker`) so memory and
-//! CPU are per process, and the readings taken from them (`/proc/<pid>/status` VmHWM,
+//! prefix, worker processes started from the `ccsync` binary next to this one ([`ccsync_bin`])
+//! so memory and CPU are per process, and the readings taken from them (`/proc/<pid>/status` VmHWM,
 //! `/proc/<pid>/stat` utime + stime, the worker's own `/metrics`).
 
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-use super::BenchError;
-use crate::config::Settings;
-use crate::queue::{Broker, Topology};
-use crate::sim::{Sim, SimConfig};
+use crate::BenchError;
+use crate::baseline::Plain;
+use ccsync::config::Settings;
+use ccsync::queue::{Broker, Topology};
+use ccsync_sim::{Sim, SimConfig};
 
 /// The OAuth client id the bench's workers use.
 pub const CLIENT_ID: &str = "bench-client";
@@ -24,6 +24,8 @@ pub struct Bed {
     pub prefix: String,
     pub lists: Vec<Uuid>,
     pub broker: Broker,
+    /// The plain lapin baselines' own connection.
+    pub plain: Plain,
     base: Vec<(String, String)>,
 }
 
@@ -61,12 +63,14 @@ impl Bed {
         );
         let settings = settings_of(&base)?;
         let broker = Broker::connect(&settings.amqp()).await?;
+        let plain = Plain::connect(&settings).await?;
         Ok(Bed {
             sim,
             queues: Vec::new(),
             prefix,
             lists,
             broker,
+            plain,
             base,
         })
     }
@@ -88,9 +92,9 @@ impl Bed {
 
     /// Store a fresh token set for `account`, as `ccsync auth login` would.
     pub async fn seed_tokens(&self, account: &str) -> Result<(), BenchError> {
-        use crate::auth::cli::store_new_set;
-        use crate::auth::store::Store;
-        use crate::auth::{AccessToken, RefreshMode, RefreshToken};
+        use ccsync::auth::cli::store_new_set;
+        use ccsync::auth::store::Store;
+        use ccsync::auth::{AccessToken, RefreshMode, RefreshToken};
         let (access, refresh) = self.sim.issue_tokens(CLIENT_ID, account);
         let store = Store::from_settings(&self.settings(&[])?)
             .map_err(|e| BenchError::Setup(format!("token store: {e}")))?;
@@ -133,7 +137,7 @@ impl Bed {
         self.spawn("ingest", queue, &env, port, "/readyz").await
     }
 
-    /// Start this binary's `command` on `queue`; ready when `GET ready` on `port` is 200.
+    /// Start `ccsync command` on `queue`; ready when `GET ready` on `port` is 200.
     async fn spawn(
         &self,
         command: &str,
@@ -142,8 +146,7 @@ impl Bed {
         port: u16,
         ready: &str,
     ) -> Result<Worker, BenchError> {
-        let exe = std::env::current_exe()
-            .map_err(|e| BenchError::Setup(format!("cannot find this binary: {e}")))?;
+        let exe = ccsync_bin()?;
         // Development aid: `CCSYNC_BENCH_WORKER_WRAP=heaptrack` runs each worker under a profiler
         // (the figures read from /proc then describe the wrapper, not the worker).
         let mut cmd = match std::env::var("CCSYNC_BENCH_WORKER_WRAP") {
@@ -186,7 +189,7 @@ impl Bed {
     }
 
     /// Publish NDJSON `contact.upsert` bodies with publisher confirms (pipelined), as
-    /// `ccsync publish` does (its own code, [`crate::publish::publish`], reading NDJSON from
+    /// `ccsync publish` does (its own code, [`ccsync::publish::publish`], reading NDJSON from
     /// memory). Returns the time `publish` took: validating, publishing, every confirm.
     pub async fn publish_all(
         &self,
@@ -200,17 +203,17 @@ impl Bed {
         }
         let publisher = self.broker.publisher().await?;
         let noop = |_: u64, _: u64| {};
-        let opts = crate::publish::Options {
+        let opts = ccsync::publish::Options {
             queue,
             account: "default",
             default_lists: &self.lists,
             progress: &noop,
         };
         let started = Instant::now();
-        let s = crate::publish::publish(
+        let s = ccsync::publish::publish(
             &publisher,
             Box::new(std::io::Cursor::new(ndjson)),
-            crate::publish::Format::Ndjson,
+            ccsync::publish::Format::Ndjson,
             &opts,
         )
         .await
@@ -252,11 +255,12 @@ impl Bed {
         // The workers' ordering ledger under this bed's prefix (one key per contact, kept for
         // days otherwise: repeated full runs left millions in a developer's Redis).
         if let Ok(ledger) = settings_of(&self.base).and_then(|s| {
-            crate::ledger::Ledger::connect(&s).map_err(|e| BenchError::Setup(e.to_string()))
+            ccsync::ledger::Ledger::connect(&s).map_err(|e| BenchError::Setup(e.to_string()))
         }) {
             let _ = ledger.forget_all().await;
         }
         self.broker.close().await;
+        self.plain.close().await;
         self.sim.shutdown().await;
     }
 }
@@ -401,31 +405,56 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// A minimal HTTP/1.0 GET (the bench stays out of the `cc` room's reqwest).
-async fn http_get(addr: &str, path: &str) -> Result<String, BenchError> {
-    let io = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf)
-    };
-    let buf = tokio::time::timeout(Duration::from_secs(10), io)
-        .await
-        .map_err(|_| BenchError::Setup(format!("GET {addr}{path}: timed out")))?
-        .map_err(|e| BenchError::Setup(format!("GET {addr}{path}: {e}")))?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| BenchError::Setup(format!("GET {addr}{path}: no HTTP answer")))?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+/// The `ccsync` binary the bench starts workers and `ingest` from: `CCSYNC_BIN` when set, else
+/// `ccsync` next to this executable (both are built into the same target directory).
+pub fn ccsync_bin() -> Result<std::path::PathBuf, BenchError> {
+    if let Some(bin) = std::env::var_os("CCSYNC_BIN").filter(|b| !b.is_empty()) {
+        return Ok(bin.into());
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| BenchError::Setup(format!("cannot find this binary: {e}")))?;
+    let bin = exe.with_file_name(format!("ccsync{}", std::env::consts::EXE_SUFFIX));
+    if !bin.is_file() {
         return Err(BenchError::Setup(format!(
-            "GET {addr}{path}: {}",
-            head.lines().next().unwrap_or("")
+            "no ccsync binary at {}: build it with `cargo build -p ccsync` (same profile) or set \
+             CCSYNC_BIN",
+            bin.display()
         )));
     }
-    Ok(body.to_string())
+    Ok(bin)
+}
+
+/// A GET with a 10 s limit that must answer 200; the body. One connection per request (no
+/// pooling), as workers come and go.
+async fn http_get(addr: &str, path: &str) -> Result<String, BenchError> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("a plain HTTP client builds")
+    });
+    let fail = |e: reqwest::Error| {
+        let why = if e.is_timeout() {
+            "timed out".to_string()
+        } else {
+            e.to_string()
+        };
+        BenchError::Setup(format!("GET {addr}{path}: {why}"))
+    };
+    let resp = client
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .map_err(fail)?;
+    if resp.status() != reqwest::StatusCode::OK {
+        return Err(BenchError::Setup(format!(
+            "GET {addr}{path}: {}",
+            resp.status()
+        )));
+    }
+    resp.text().await.map_err(fail)
 }
 
 /// Poll `cond` every 20 ms until it holds; `BenchError::Timeout` naming `what` after `limit`.

@@ -1,10 +1,11 @@
 //! `ccsync bench` (issue 7): every figure of `BENCHMARKS.md`, measured in one run against real
 //! RabbitMQ, real Redis and an in-process simulator, with the workers as separate OS processes
-//! (this same binary, `worker`), so memory and CPU are read per process from `/proc`.
+//! (the `ccsync` binary next to this one, `worker`), so memory and CPU are read per process from
+//! `/proc`. The `ccsync-bench` binary is what `ccsync bench` runs (feature `sim`).
 //!
 //! Phases, each in its own [`bed::Bed`] (random queue names, random Redis key prefix, its own
 //! simulator; queues deleted afterwards):
-//! 1. [`figures::overhead`]: plain lapin consumers ([`crate::queue::Broker::consume_and_ack`],
+//! 1. [`figures::overhead`]: plain lapin consumers ([`crate::baseline::Plain::consume_and_ack`],
 //!    acks folded into `multiple` acks as the worker does, and one ack per delivery) against one
 //!    worker draining the same number of messages into an unthrottled simulator.
 //! 2. [`figures::backlog`]: a backlog at CC's real limits: every request the simulator logged,
@@ -26,6 +27,7 @@
 //! Targets are printed next to the measured values, never asserted (machines are noisy).
 //! Design choices where the issue is silent are documented at each phase.
 
+pub mod baseline;
 pub mod bed;
 pub mod figures;
 pub mod load;
@@ -34,7 +36,7 @@ pub mod report;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::queue::QueueError;
+use ccsync::queue::QueueError;
 
 /// `ccsync bench` arguments.
 #[derive(Debug, Clone, clap::Args)]

@@ -34,7 +34,7 @@ use super::faults::Ctx;
 use super::jwt::Claims;
 use super::limits::Admission;
 use super::state::{Shared, lock};
-use super::{bulk, contacts, import, resources};
+use super::{bulk, contact_writes, contacts, import, resources};
 
 pub fn router(sh: Arc<Shared>) -> Router<Arc<Shared>> {
     Router::new()
@@ -45,10 +45,10 @@ pub fn router(sh: Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/activities", get(resources::activities))
         .route("/activities/{id}", get(resources::activity))
         .route("/contacts", get(contacts::contacts))
-        .route("/contacts/sign_up_form", post(contacts::sign_up_form))
+        .route("/contacts/sign_up_form", post(contact_writes::sign_up_form))
         .route(
             "/contacts/{contact_id}",
-            axum::routing::put(contacts::put_contact),
+            axum::routing::put(contact_writes::put_contact),
         )
         .route("/activities/contact_delete", post(bulk::contact_delete))
         .route(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::BenchError;
+use crate::BenchError;
 
 /// A whole HTTP/1.1 `POST` request, ready to write.
 pub fn post(addr: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {

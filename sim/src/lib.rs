@@ -36,12 +36,15 @@ pub mod admin;
 pub mod api;
 pub mod bulk;
 pub mod bytecut;
+pub mod cli;
 pub mod config;
+pub mod contact_writes;
 pub mod contacts;
 pub mod faults;
 pub mod import;
 pub mod jwt;
 pub mod limits;
+pub mod logins;
 pub mod oauth;
 pub mod oauth_error;
 pub mod resources;
@@ -61,6 +64,7 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
+pub use cli::{SimArgs, run_cli, run_standalone};
 pub use config::{Faults, LostMode, LostResponse, RefreshMode, SimConfig};
 pub use state::RequestRecord;
 pub use store::{DEFAULT_ACCOUNT, SimContact};
@@ -361,88 +365,4 @@ fn router(sh: Arc<Shared>) -> Router {
             faults::outer,
         ))
         .with_state(sh)
-}
-
-/// `ccsync sim`: map the flags onto a [`SimConfig`] and run until Ctrl-C or SIGTERM.
-pub async fn run_cli(a: &crate::cli::SimArgs) -> std::io::Result<()> {
-    let cfg = SimConfig {
-        token_ttl: Duration::from_secs(a.token_ttl),
-        refresh_mode: if a.refresh_mode == "long-lived" {
-            RefreshMode::LongLived
-        } else {
-            RefreshMode::Rotating
-        },
-        grace: Duration::from_secs(a.grace_secs),
-        reuse_revokes_family: a.reuse_revokes_family,
-        per_second: a.per_second,
-        daily_quota: a.daily_quota,
-        token_per_second: a.token_per_second,
-        auto_approve: a.auto_approve,
-        redirect_uris: a.redirect_uris.clone(),
-        device_interval_secs: a.device_interval_secs,
-        processing: Duration::from_millis(a.processing_ms),
-        processing_per_1000_rows: Duration::from_millis(a.processing_per_1000_rows_ms),
-        client_secret: a.client_secret.clone(),
-        seed: a.seed,
-        ..SimConfig::default()
-    };
-    run_standalone(std::net::SocketAddr::new(a.host, a.port), cfg).await
-}
-
-/// Run standalone until Ctrl-C or SIGTERM.
-pub async fn run_standalone(addr: std::net::SocketAddr, cfg: SimConfig) -> std::io::Result<()> {
-    let sim = Sim::start_at(addr, cfg.clone()).await?;
-    println!("Constant Contact simulator listening on {}", sim.base_url());
-    println!("  CCSYNC_API_BASE_URL={}", sim.api_base_url());
-    println!("  CCSYNC_AUTH_BASE_URL={}", sim.auth_base_url());
-    println!(
-        "  JWKS: {}   admin API: {}/_sim/",
-        sim.jwks_url(),
-        sim.base_url()
-    );
-    println!("  any client_id is accepted (e.g. CCSYNC_CLIENT_ID=sim-client)");
-    if cfg.redirect_uris.is_empty() {
-        println!(
-            "  no redirect URI registered: `auth login --flow code|pkce` needs --redirect-uri URI here"
-        );
-    } else {
-        println!(
-            "  registered redirect URIs: {}",
-            cfg.redirect_uris.join(" ")
-        );
-    }
-    println!(
-        "  refresh tokens: {:?}, grace {} s, access-token ttl {} s, {} req/s, {} req/day, auto-approve: {}",
-        cfg.refresh_mode,
-        cfg.grace.as_secs(),
-        cfg.token_ttl.as_secs(),
-        cfg.per_second,
-        cfg.daily_quota,
-        cfg.auto_approve
-    );
-    shutdown_signal().await;
-    println!("simulator shutting down");
-    sim.shutdown().await;
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
