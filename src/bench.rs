@@ -21,7 +21,7 @@ pub async fn run(args: &BenchArgs) -> Result<ExitCode, crate::cli::BoxError> {
     if !bench.is_file() {
         return Err(format!(
             "ccsync bench needs the ccsync-bench binary next to ccsync ({}): build it with \
-             `cargo build -p ccsync-bench` (same profile as ccsync)",
+             `cargo build --workspace` or `cargo build -p ccsync-bench` (same profile as ccsync)",
             bench.display()
         )
         .into());
