@@ -11,7 +11,7 @@ use crate::cc::{CcError, RetryAction};
 use crate::ratelimit::{CallKind, RateLimitError};
 use crate::telemetry::metrics;
 
-use super::ctx::*;
+use super::ctx::{Ctx, Pause, TokenError};
 
 /// Why a call sequence stopped without a result.
 #[derive(Debug)]
