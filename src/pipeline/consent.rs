@@ -66,13 +66,10 @@ async fn unsubscribe_one(
     };
     match rec {
         None => {
-            let floor = match &ctx.ledger {
-                Some(l) => {
-                    l.record_floor(account, &c.email, unix_ms(c.occurred_at))
-                        .await
-                }
-                None => Ok(()),
-            };
+            let floor = ctx
+                .ledger
+                .record_floor(account, &c.email, unix_ms(c.occurred_at))
+                .await;
             Ok(match floor {
                 Ok(()) => {
                     tracing::debug!(

@@ -104,7 +104,7 @@ pub(super) async fn import_all(
             tracing::warn!(
                 account,
                 contacts = chunk.len(),
-                "CC did not take every row and this batch spent its imports for finding them; requeueing the rest"
+                "CC did not take every row and the imports for finding them are spent (this batch's or today's allowance); requeueing the rest"
             );
             apply(settler, chunk, Disposition::Requeue).await;
         } else if chunk.len() == 1 {

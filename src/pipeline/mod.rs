@@ -16,10 +16,13 @@
 //! activity that never finishes cannot become an endless redelivery loop.
 //!
 //! # Pauses
-//! A dead connection (`invalid_grant`, revoked app) or a spent daily quota stops consumption as a
-//! whole (one queue serves all accounts, DESIGN §3): held deliveries are requeued (never acked,
-//! never dead-lettered), the consumer is cancelled, `ccsync_paused{reason}` is set, and the worker
-//! resumes by itself when a token set reappears or the quota resets at 00:00 UTC.
+//! A spent daily quota, CC failing call after call, a 403 or a missing default list stops
+//! consumption as a whole (one queue serves all accounts, DESIGN §3): held deliveries are
+//! requeued (never acked, never dead-lettered), the consumer is cancelled,
+//! `ccsync_paused{reason}` is set, and the worker resumes by itself when the reason is gone (the
+//! quota resets at 00:00 UTC, CC answers a probe, the list exists). A dead connection
+//! (`invalid_grant`, revoked app) does not pause the worker: that account's messages wait in its
+//! parking queue ([`crate::parking`]) while the other accounts keep flowing.
 //!
 //! # Shutdown (SIGTERM)
 //! Cancel the consumer, requeue what waits in the batcher, give in-flight imports until
@@ -53,7 +56,7 @@ use crate::contact::{Action, Consent, Contact};
 use crate::queue::{Broker, QueueError, Tag, Topology};
 use crate::telemetry::{health, metrics};
 
-pub use ctx::{Ctx, Pacing, Pause, TokenError, TokenSource};
+pub use ctx::{Ctx, Pacing, Pause, Stores, TokenError, TokenSource};
 pub use pause::{PROBE_FIRST, PROBE_MAX};
 
 /// One delivery as the pipeline holds it: the settle handle and the original body (kept for the

@@ -106,9 +106,7 @@ async fn send_batch(
         cf_ids: &cf_ids,
         deadline,
     };
-    let Some(ledger) = ctx.ledger.clone() else {
-        return send_group(&job, action, entries, &InFlight::default()).await;
-    };
+    let ledger = ctx.ledger.clone();
     // Claim the emails in the shared ledger; send what is free, retry what another import carries
     // once this one has settled (see `crate::ledger`).
     let mut pending = entries;

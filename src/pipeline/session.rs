@@ -211,7 +211,7 @@ async fn accept(
         tag,
         ..
     } = inc;
-    let marks = ctx.marks.as_deref().filter(|_| delivery_count > 0);
+    let marks = Some(&*ctx.marks).filter(|_| delivery_count > 0);
     let mut marked = false;
     if let Some(marks) = marks {
         match marks.begin(&body).await {
@@ -256,12 +256,7 @@ async fn accept(
         let _ = marks.end(&body).await;
     }
     match decoded {
-        Ok(c)
-            if ctx
-                .parking
-                .as_ref()
-                .is_some_and(|p| p.is_parked(&c.account)) =>
-        {
+        Ok(c) if ctx.parking.is_parked(&c.account) => {
             // Its account's connection is dead: straight to the account's parking queue.
             let h = Held {
                 bytes: HeldBytes::new(held, 0),

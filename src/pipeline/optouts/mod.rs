@@ -276,16 +276,15 @@ impl Feed {
             .map_err(PollError::Cc)?;
             let fresh = pos.fresh(account, page.contacts);
             if !fresh.is_empty() {
-                if let Some(ledger) = &self.ctx.ledger {
-                    for (o, at) in &fresh {
-                        ledger
-                            .record_optout(
-                                account,
-                                &o.email.to_lowercase(),
-                                crate::contact::unix_ms(*at),
-                            )
-                            .await?;
-                    }
+                for (o, at) in &fresh {
+                    self.ctx
+                        .ledger
+                        .record_optout(
+                            account,
+                            &o.email.to_lowercase(),
+                            crate::contact::unix_ms(*at),
+                        )
+                        .await?;
                 }
                 let events: Vec<(String, Vec<u8>)> =
                     fresh.iter().map(|(o, at)| event(account, o, *at)).collect();
