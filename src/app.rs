@@ -13,7 +13,7 @@ use crate::batch::Pace;
 use crate::cc::api::Api;
 use crate::config::Settings;
 use crate::ledger::Ledger;
-use crate::pipeline::{self, Ctx, Pacing, TokenError, TokenSource};
+use crate::pipeline::{self, Ctx, Pacing, Stores, TokenError, TokenSource};
 use crate::ratelimit::{Gate, SharedLimiter, pacing_linger, request_spacing, run_ahead};
 
 /// Why the worker could not start or stopped with an error. Fix and restart.
@@ -188,15 +188,22 @@ async fn build_ctx(settings: &Settings) -> Result<(Arc<Ctx>, Arc<TokenProvider>)
     );
     let marks =
         crate::poison::Marks::connect(settings).map_err(|e| AppError::Start(e.to_string()))?;
+    let source: Arc<dyn TokenSource> = tokens.clone();
+    let parking = crate::parking::Parking::connect(settings, source)
+        .map_err(|e| AppError::Start(e.to_string()))?;
+    let stores = Stores {
+        ledger: Arc::new(ledger),
+        marks: Arc::new(marks),
+        parking,
+    };
     let mut ctx = Ctx::new(
         api,
         tokens.clone(),
         gate,
         Some(pacing),
-        Some(Arc::new(ledger)),
+        stores,
         settings.worker.clone(),
     );
-    ctx.marks = Some(Arc::new(marks));
     ctx.default_lists = settings.default_list_ids.clone();
     ctx.account_lists = settings
         .accounts
@@ -210,11 +217,6 @@ async fn build_ctx(settings: &Settings) -> Result<(Arc<Ctx>, Arc<TokenProvider>)
     }
     ctx.weights = settings.account_weights();
     ctx.turns = crate::ratelimit::FairTurns::new(ctx.weights.clone());
-    let source: Arc<dyn TokenSource> = tokens.clone();
-    ctx.parking = Some(
-        crate::parking::Parking::connect(settings, source)
-            .map_err(|e| AppError::Start(e.to_string()))?,
-    );
     Ok((Arc::new(ctx), tokens))
 }
 
@@ -272,9 +274,7 @@ pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> Resu
     // keep-alive that stops the 180-day expiry (not only the accounts this process happens to use).
     tokens.discover().await;
     let background = tokens.spawn_background(shutdown.clone());
-    if let Some(p) = &ctx.parking {
-        tokio::spawn(p.clone().rescan_forever(shutdown.clone()));
-    }
+    tokio::spawn(ctx.parking.clone().rescan_forever(shutdown.clone()));
     // A default list CC lacks would fail every import that uses it: refuse to start on it.
     for account in configured_accounts(&settings) {
         match pipeline::lists::missing_default_lists(&ctx, &account).await {

@@ -11,7 +11,7 @@ use crate::cc::{CcError, RetryAction};
 use crate::ratelimit::{CallKind, RateLimitError};
 use crate::telemetry::metrics;
 
-use super::ctx::*;
+use super::ctx::{Ctx, Pause, TokenError};
 
 /// Why a call sequence stopped without a result.
 #[derive(Debug)]
@@ -138,28 +138,18 @@ where
     }
 }
 
-pub(super) fn auth_pause(account: &str) -> Pause {
-    Pause::Auth {
-        account: account.to_string(),
-    }
-}
-
 /// An account without a usable token set: an account nobody authorized (and the configuration
-/// does not name) is unknown; any other waits in its parking queue (or, without parking, the
-/// worker pauses as a whole).
+/// does not name) is unknown; any other waits in its parking queue.
 async fn dead_account(ctx: &Ctx, account: &str, e: TokenError) -> Stop {
     if matches!(e, TokenError::Unknown(_)) && !ctx.configured_accounts.contains(account) {
         return Stop::UnknownAccount(account.to_string());
     }
-    match &ctx.parking {
-        Some(p) => match p.park(account).await {
-            Ok(()) => Stop::Park(account.to_string()),
-            Err(err) => {
-                tracing::warn!(account, error = %err, "cannot record the parked account; requeueing");
-                Stop::Busy
-            }
-        },
-        None => Stop::Pause(auth_pause(account)),
+    match ctx.parking.park(account).await {
+        Ok(()) => Stop::Park(account.to_string()),
+        Err(err) => {
+            tracing::warn!(account, error = %err, "cannot record the parked account; requeueing");
+            Stop::Busy
+        }
     }
 }
 

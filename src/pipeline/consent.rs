@@ -29,8 +29,8 @@ use crate::ratelimit::CallKind;
 use crate::telemetry::metrics;
 
 use super::call::{Stop, backoff_sleep, call};
-use super::ctx::*;
-use super::sender::InFlight;
+use super::claims::InFlight;
+use super::ctx::{Ctx, Pause};
 use super::settle::{Chunk, Disposition, apply, settle_stop};
 
 /// Contacts CC has, with their ids, each with its entry.
@@ -66,13 +66,10 @@ async fn unsubscribe_one(
     };
     match rec {
         None => {
-            let floor = match &ctx.ledger {
-                Some(l) => {
-                    l.record_floor(account, &c.email, unix_ms(c.occurred_at))
-                        .await
-                }
-                None => Ok(()),
-            };
+            let floor = ctx
+                .ledger
+                .record_floor(account, &c.email, unix_ms(c.occurred_at))
+                .await;
             Ok(match floor {
                 Ok(()) => {
                     tracing::debug!(
@@ -142,21 +139,18 @@ pub(super) async fn by_activity(
         match look_up(ctx, account, &e.item.email, deadline).await {
             Ok(Some(rec)) => found.push((rec.contact_id, vec![e])),
             Ok(None) => absent.push(e),
-            Err(Stop::Reject(text)) => {
-                let d = Disposition::DeadLetter {
-                    reason: Reason::RejectedByCc,
-                    detail: text,
-                };
-                apply(settler, vec![e], d).await;
-            }
-            Err(Stop::Busy) => apply(settler, vec![e], Disposition::Requeue).await,
-            Err(stop) => {
-                let mut rest = vec![e];
-                rest.extend(it);
-                rest.extend(found.into_iter().flat_map(|(_, c)| c));
-                apply(settler, absent, Disposition::Ack).await;
-                return settle_stop(settler, rest, stop).await;
-            }
+            // A refused look-up dead-letters its entry, a busy one requeues it (as for one
+            // entry sent on its own); any other stop ends the chunk.
+            Err(stop) => match Disposition::of_one(Err(stop)) {
+                Ok(d) => apply(settler, vec![e], d).await,
+                Err(stop) => {
+                    let mut rest = vec![e];
+                    rest.extend(it);
+                    rest.extend(found.into_iter().flat_map(|(_, c)| c));
+                    apply(settler, absent, Disposition::Ack).await;
+                    return settle_stop(settler, rest, stop).await;
+                }
+            },
         }
     }
     if !absent.is_empty() {

@@ -19,7 +19,9 @@ use crate::ratelimit::Gate;
 /// worker holds goes back to the queue without counting toward any redelivery limit.
 #[derive(Debug, Clone)]
 pub enum Pause {
-    /// The account's connection is dead: a human must run `ccsync auth login`.
+    /// The account's connection is dead: a human must run `ccsync auth login`. (No sender
+    /// raises it any more: a dead account's messages are parked instead, and the `auth` series
+    /// of `ccsync_paused` stays 0.)
     Auth { account: String },
     /// The daily quota is spent until 00:00 UTC.
     Quota { wait: Duration },
@@ -123,8 +125,8 @@ pub struct Ctx {
     pub tokens: Arc<dyn TokenSource>,
     pub gate: Arc<dyn Gate>,
     pub pacing: Option<Arc<dyn Pacing>>,
-    /// The newest-event ledger; `None` only in tests that run one batch at a time.
-    pub ledger: Option<Arc<Ledger>>,
+    /// The newest-event ledger.
+    pub ledger: Arc<Ledger>,
     pub worker: WorkerSettings,
     /// Per account: CC custom-field name → id, and when it was fetched.
     pub(super) custom_fields: Mutex<HashMap<String, FieldIds>>,
@@ -134,16 +136,15 @@ pub struct Ctx {
     pub outage: Outage,
     /// Today's allowance of imports for finding the rows CC did not take.
     pub finding: Finding,
-    /// Crash marks for redelivered messages; `None` only in tests without Redis.
-    pub marks: Option<Arc<crate::poison::Marks>>,
+    /// Crash marks for redelivered messages.
+    pub marks: Arc<crate::poison::Marks>,
     /// The configured default lists (`CCSYNC_DEFAULT_LIST_IDS`): a missing one is a
     /// configuration problem, not the message's.
     pub default_lists: Vec<uuid::Uuid>,
     /// Per-account default lists (`[accounts.<name>] default_list_ids`), where set.
     pub account_lists: HashMap<String, Vec<uuid::Uuid>>,
-    /// Per-account parking while an account's connection is dead; `None` in tests without a
-    /// broker (the worker then pauses as a whole, as before).
-    pub parking: Option<Arc<crate::parking::Parking>>,
+    /// Per-account parking while an account's connection is dead.
+    pub parking: Arc<crate::parking::Parking>,
     /// Accounts the configuration names (and `default`): their messages wait for a login even
     /// before any token set exists; a message for any other account without a token set is
     /// dead-lettered `unknown_account`.
@@ -152,6 +153,14 @@ pub struct Ctx {
     pub turns: crate::ratelimit::FairTurns,
     /// Per-account weights of the fair shares (`[accounts.<name>] weight`; others weigh 1).
     pub weights: HashMap<String, f64>,
+}
+
+/// The Redis-backed rooms every sender shares: the ordering ledger, the crash marks and the
+/// per-account parking.
+pub struct Stores {
+    pub ledger: Arc<Ledger>,
+    pub marks: Arc<crate::poison::Marks>,
+    pub parking: Arc<crate::parking::Parking>,
 }
 
 /// Imports (with their polls, about 4 requests each) one process may spend a UTC day finding the
@@ -190,9 +199,14 @@ impl Ctx {
         tokens: Arc<dyn TokenSource>,
         gate: Arc<dyn Gate>,
         pacing: Option<Arc<dyn Pacing>>,
-        ledger: Option<Arc<Ledger>>,
+        stores: Stores,
         worker: WorkerSettings,
     ) -> Ctx {
+        let Stores {
+            ledger,
+            marks,
+            parking,
+        } = stores;
         Ctx {
             api,
             tokens,
@@ -204,10 +218,10 @@ impl Ctx {
             lists: Mutex::new(HashMap::new()),
             outage: Outage::default(),
             finding: Finding::default(),
-            marks: None,
+            marks,
             default_lists: Vec::new(),
             account_lists: HashMap::new(),
-            parking: None,
+            parking,
             configured_accounts: ["default".to_string()].into_iter().collect(),
             turns: crate::ratelimit::FairTurns::new(HashMap::new()),
             weights: HashMap::new(),

@@ -10,7 +10,7 @@ use crate::queue::Settler;
 use crate::ratelimit::CallKind;
 
 use super::call::{Stop, call};
-use super::ctx::*;
+use super::ctx::{Ctx, FieldIds};
 use super::settle::{Chunk, Disposition, apply};
 
 /// Resolve the custom-field names the batch uses; unknown names are created when configured,

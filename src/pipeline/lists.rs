@@ -24,7 +24,7 @@ use crate::queue::Settler;
 use crate::ratelimit::CallKind;
 
 use super::call::{Stop, call};
-use super::ctx::*;
+use super::ctx::{Ctx, Pause};
 use super::settle::{Chunk, Disposition, apply};
 
 /// How old the view of an account's lists may get before it is fetched again.

@@ -16,10 +16,13 @@
 //! activity that never finishes cannot become an endless redelivery loop.
 //!
 //! # Pauses
-//! A dead connection (`invalid_grant`, revoked app) or a spent daily quota stops consumption as a
-//! whole (one queue serves all accounts, DESIGN §3): held deliveries are requeued (never acked,
-//! never dead-lettered), the consumer is cancelled, `ccsync_paused{reason}` is set, and the worker
-//! resumes by itself when a token set reappears or the quota resets at 00:00 UTC.
+//! A spent daily quota, CC failing call after call, a 403 or a missing default list stops
+//! consumption as a whole (one queue serves all accounts, DESIGN §3): held deliveries are
+//! requeued (never acked, never dead-lettered), the consumer is cancelled,
+//! `ccsync_paused{reason}` is set, and the worker resumes by itself when the reason is gone (the
+//! quota resets at 00:00 UTC, CC answers a probe, the list exists). A dead connection
+//! (`invalid_grant`, revoked app) does not pause the worker: that account's messages wait in its
+//! parking queue ([`crate::parking`]) while the other accounts keep flowing.
 //!
 //! # Shutdown (SIGTERM)
 //! Cancel the consumer, requeue what waits in the batcher, give in-flight imports until
@@ -27,29 +30,34 @@
 //! the channel (anything still unsettled returns to the queue) and the connection, and return.
 
 mod call;
+mod claims;
 pub mod consent;
 mod ctx;
 mod fields;
+mod import;
 pub mod lists;
 pub mod optouts;
+mod pause;
+mod prefetch;
 mod ready;
 pub mod sender;
+mod session;
 mod settle;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Batch, Batcher, Coalesce, Cost, Limits};
+use crate::batch::{Batch, Coalesce, Cost};
 use crate::config::Settings;
-use crate::contact::{self, Action, Consent, Contact, Reason};
-use crate::queue::{Broker, Incoming, QueueError, Settler, Tag, Topology};
+use crate::contact::{Action, Consent, Contact};
+use crate::queue::{Broker, QueueError, Tag, Topology};
 use crate::telemetry::{health, metrics};
 
-pub use ctx::{Ctx, Pacing, Pause, TokenError, TokenSource};
+pub use ctx::{Ctx, Pacing, Pause, Stores, TokenError, TokenSource};
+pub use pause::{PROBE_FIRST, PROBE_MAX};
 
 /// One delivery as the pipeline holds it: the settle handle and the original body (kept for the
 /// dead letter, which carries the body exactly as it was published).
@@ -94,81 +102,6 @@ impl Drop for HeldBytes {
 /// batch entry, allocations).
 const HELD_OVERHEAD: usize = 400;
 
-/// The prefetch window sized to `worker.max_held_bytes`: the broker pushes a whole window of
-/// deliveries at once, so its count, not the reading, bounds the bytes held.
-struct PrefetchWindow {
-    /// `worker.prefetch`: the most it may be.
-    max: u16,
-    budget: usize,
-    current: u16,
-    /// Running mean of the bytes one held delivery costs (body twice: raw and decoded).
-    mean: f64,
-    seen: u64,
-}
-
-impl PrefetchWindow {
-    /// The smallest window it shrinks to (batches of fewer would waste requests).
-    const MIN: u16 = 256;
-    /// Until messages are seen, assume 4 KB ones.
-    const ASSUMED: usize = 2 * 4096 + HELD_OVERHEAD;
-
-    fn new(max: u16, budget: usize) -> PrefetchWindow {
-        let mut w = PrefetchWindow {
-            max,
-            budget,
-            current: max,
-            mean: Self::ASSUMED as f64,
-            seen: 0,
-        };
-        w.current = w.fitting();
-        w
-    }
-
-    fn fitting(&self) -> u16 {
-        self.fits(self.budget)
-    }
-
-    /// The window that fits `bytes` at the mean size seen, within `[MIN, max]`.
-    fn fits(&self, bytes: usize) -> u16 {
-        let n = (bytes as f64 / self.mean.max(1.0)) as u64;
-        n.clamp(u64::from(Self::MIN.min(self.max)), u64::from(self.max)) as u16
-    }
-
-    fn seen(&mut self, body: usize) {
-        let cost = (2 * body + HELD_OVERHEAD) as f64;
-        self.seen += 1;
-        // A mean over about the last 100 deliveries (a change of message sizes shows quickly;
-        // the hold-off on the byte budget covers the moment in between).
-        let k = (self.seen.min(100)) as f64;
-        self.mean += (cost - self.mean) / k;
-    }
-
-    /// The window for a new consumer on the channel, given the bytes already held. A prefetch
-    /// count is per consumer (quorum queues have no channel-wide QoS), so the deliveries an
-    /// earlier consumer of the channel still holds do not count against a new one: the new
-    /// window gets only what the budget leaves.
-    fn for_new_consumer(&mut self, held: usize) -> u16 {
-        self.current = self.fits(self.budget.saturating_sub(held));
-        self.current
-    }
-
-    /// Whether to start a new consumer with a re-sized window: the messages got bigger (the
-    /// window no longer fits the budget by more than a quarter), or the budget now leaves room
-    /// for a window a quarter larger.
-    fn resize(&mut self, held: usize) -> Option<u16> {
-        if self.seen == 0 {
-            return None;
-        }
-        let (fit, room) = (self.fitting(), self.fits(self.budget.saturating_sub(held)));
-        let cur = f64::from(self.current);
-        if f64::from(fit) < cur * 0.75 || f64::from(room) > cur * 1.25 {
-            Some(self.for_new_consumer(held))
-        } else {
-            None
-        }
-    }
-}
-
 /// Contacts group by import: same account, same list set, same write path, same action (the
 /// consent actions are other CC calls, issue 15).
 impl Coalesce for Contact {
@@ -208,11 +141,6 @@ impl Coalesce for Contact {
 }
 
 pub type ContactBatch = Batch<Contact, Held>;
-
-/// How long a ready batch may wait for a sender slot before the worker stops reading (see
-/// `session`): far below RabbitMQ's consumer timeout (30 minutes by default), which closes the
-/// channel of a delivery held unacked longer.
-const READY_WAIT_MAX: Duration = Duration::from_secs(300);
 
 /// Why the worker stopped.
 #[derive(Debug, thiserror::Error)]
@@ -255,7 +183,7 @@ pub async fn run(
             .store(true, std::sync::atomic::Ordering::Relaxed);
         backoff = Duration::from_millis(500);
         broker.declare(&topo).await?;
-        let end = session(&settings, &ctx, &broker, &topo, &shutdown).await;
+        let end = session::session(&settings, &ctx, &broker, &topo, &shutdown).await;
         health()
             .broker_connected
             .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -269,7 +197,7 @@ pub async fn run(
             }
             SessionEnd::Paused(p) => {
                 broker.close().await;
-                wait_out_pause(&ctx, p, &shutdown).await;
+                pause::wait_out_pause(&ctx, p, &shutdown).await;
             }
         }
     }
@@ -282,352 +210,13 @@ enum SessionEnd {
 }
 
 /// One consumer's life: consume, batch, dispatch, settle; ends on shutdown, pause or broker loss.
-async fn session(
-    settings: &Settings,
-    ctx: &Arc<Ctx>,
-    broker: &Broker,
-    topo: &Topology,
-    shutdown: &CancellationToken,
-) -> SessionEnd {
-    let w = &settings.worker;
-    // The broker pushes a whole prefetch window at once, so the window is what bounds the bytes
-    // held: start it at what the byte budget allows for 4 KB messages (the largest the issue
-    // measured), then size it to the messages really seen (see `Window`).
-    let mut window = PrefetchWindow::new(w.prefetch, w.max_held_bytes);
-    let mut consumer = match broker.consume(topo, window.current).await {
-        Ok(c) => c,
-        Err(e) => return SessionEnd::Lost(e),
-    };
-    let settler = consumer.settler();
-    let mut batcher: Batcher<Contact, Held> = Batcher::new(Limits {
-        max_items: w.batch_max_contacts,
-        // Rows only: the body's envelope (list ids) needs its own room under the limit.
-        max_bytes: w.batch_max_bytes - crate::cc::api::IMPORT_ENVELOPE_MAX,
-    });
-    let mut ready = ready::Ready::new(ctx.weights.clone());
-    let mut senders: JoinSet<Option<Pause>> = JoinSet::new();
-    // Whose batch each sender task carries (its slot is freed when the task ends).
-    let mut sending: std::collections::HashMap<tokio::task::Id, String> = Default::default();
-    let mut pause: Option<Pause> = None;
-    let mut lost: Option<QueueError> = None;
-    batcher.set_weights(ctx.weights.clone());
-    batcher.set_pace(ctx.pace().await, Instant::now());
-    let mut linger_checked = Instant::now();
-    // Bytes of the deliveries this session holds, against `worker.max_held_bytes`: a prefetch
-    // count bounds messages, not bytes (issue 11: 50,000 messages of 4.2 KB peaked at 281 MB).
-    let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut consumer_paused = false;
-
-    loop {
-        // Hand ready batches to free sender slots: up to `max_activities_in_flight` per
-        // account, the account furthest behind its share first (`ready`).
-        while let Some(b) = ready.next(w.max_activities_in_flight, &batcher.pace()) {
-            let account = b.group.0.clone();
-            let ctx = ctx.clone();
-            let settler = settler.clone();
-            let h = senders.spawn(async move { sender::send(ctx, settler, b).await });
-            sending.insert(h.id(), account);
-        }
-        metrics().activities_in_flight.set(senders.len() as i64);
-        if linger_checked.elapsed() > Duration::from_secs(5) {
-            batcher.set_pace(ctx.pace().await, Instant::now());
-            linger_checked = Instant::now();
-            // Re-size the prefetch window to the messages seen (a new consumer on the same
-            // channel: what it delivered stays held and settleable).
-            let held_now = held.load(std::sync::atomic::Ordering::Relaxed);
-            if !consumer_paused && let Some(p) = window.resize(held_now) {
-                tracing::debug!(
-                    prefetch = p,
-                    "resizing the prefetch window to the byte budget"
-                );
-                if let Err(e) = consumer.pause().await {
-                    lost = Some(e);
-                    break;
-                }
-                if let Err(e) = consumer.resume(Some(p)).await {
-                    lost = Some(e);
-                    break;
-                }
-            }
-        }
-        let next_due = batcher.next_release();
-        // Byte budget: hold off the broker while held deliveries weigh more than the budget;
-        // take deliveries again below three quarters of it.
-        let held_now = held.load(std::sync::atomic::Ordering::Relaxed);
-        metrics().held_bytes.set(held_now as i64);
-        if !consumer_paused && held_now > w.max_held_bytes {
-            tracing::debug!(
-                held_now,
-                "byte budget for held deliveries spent; holding off the broker"
-            );
-            if let Err(e) = consumer.pause().await {
-                lost = Some(e);
-                break;
-            }
-            consumer_paused = true;
-        } else if consumer_paused && held_now < w.max_held_bytes / 4 * 3 {
-            if let Err(e) = consumer
-                .resume(Some(window.for_new_consumer(held_now)))
-                .await
-            {
-                lost = Some(e);
-                break;
-            }
-            consumer_paused = false;
-        }
-        // Back-pressure: stop reading while ready batches pile up unsent for long. Reading on
-        // past a backlog is what lets another account's messages behind it in the queue reach
-        // their own sender slots (issue 13); the byte budget above bounds what is held, and a
-        // batch that waited `READY_WAIT_MAX` means CC takes work slower than we read.
-        let can_read = ready.len() < 2 * w.max_activities_in_flight
-            || ready.oldest_wait(Instant::now()) < READY_WAIT_MAX;
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            Some(joined) = senders.join_next_with_id(), if !senders.is_empty() => {
-                let id = match &joined {
-                    Ok((id, _)) => *id,
-                    Err(e) => e.id(),
-                };
-                if let Some(account) = sending.remove(&id) {
-                    ready.done(&account);
-                }
-                if let Ok((_, Some(p))) = joined {
-                    pause = Some(p);
-                    break;
-                }
-            }
-            _ = async { tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)).await },
-                if next_due.is_some() => {
-                ready.extend(batcher.release(Instant::now()));
-            }
-            d = consumer.next(), if can_read => match d {
-                Some(Ok(inc)) => {
-                    window.seen(inc.body.len());
-                    if let Some(b) = accept(settings, ctx, &settler, &mut batcher, &held, inc).await {
-                        ready.extend(b);
-                    }
-                }
-                Some(Err(e)) => { lost = Some(e); break; }
-                None => { lost = Some(QueueError::Broker("consumer cancelled by the broker".into())); break; }
-            },
-        }
-    }
-
-    // Leaving the session: stop receiving, return what has not been sent, let in-flight work end.
-    let _ = consumer.cancel().await;
-    for b in batcher.drain().into_iter().chain(ready.drain()) {
-        settle::requeue_batch(&settler, b).await;
-    }
-    let deadline = if shutdown.is_cancelled() {
-        Duration::from_secs(w.shutdown_deadline_secs)
-    } else {
-        // Pausing or reconnecting: in-flight imports settle or requeue on their own quickly
-        // (a paused gate answers at once); give them the same bound.
-        Duration::from_secs(w.shutdown_deadline_secs)
-    };
-    let drained = tokio::time::timeout(deadline, async {
-        while let Some(j) = senders.join_next().await {
-            if let Ok(Some(p)) = j {
-                pause.get_or_insert(p);
-            }
-        }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            "in-flight imports outlived the deadline; their messages return to the queue"
-        );
-        senders.abort_all();
-    }
-    metrics().activities_in_flight.set(0);
-    consumer.close().await;
-    if let Some(e) = lost {
-        return SessionEnd::Lost(e);
-    }
-    match pause {
-        Some(p) if !shutdown.is_cancelled() => SessionEnd::Paused(p),
-        _ => SessionEnd::Shutdown,
-    }
-}
-
-/// Decode one delivery: a bad one is dead-lettered at once, a good one joins the batcher.
-///
-/// A delivery the broker returned after a worker died (or lost its channel) is read under a
-/// crash mark ([`crate::poison`]): one that keeps killing the worker as it is read is
-/// dead-lettered unread as `crashes_worker` once its unfinished readings reach
-/// `worker.max_redeliveries`. Every other give-back is a blameless re-publish, so nothing else
-/// counts against a message.
-async fn accept(
-    settings: &Settings,
-    ctx: &Ctx,
-    settler: &Settler,
-    batcher: &mut Batcher<Contact, Held>,
-    held: &Arc<std::sync::atomic::AtomicUsize>,
-    inc: Incoming,
-) -> Option<Vec<ContactBatch>> {
-    let Incoming {
-        body,
-        delivery_count,
-        tag,
-        ..
-    } = inc;
-    let marks = ctx.marks.as_deref().filter(|_| delivery_count > 0);
-    let mut marked = false;
-    if let Some(marks) = marks {
-        match marks.begin(&body).await {
-            Ok(deaths) if deaths >= settings.worker.max_redeliveries => {
-                let detail = format!(
-                    "a worker died {deaths} times while reading this message (worker.max_redeliveries = {}); it was set aside unread",
-                    settings.worker.max_redeliveries
-                );
-                settle::dead_letter(settler, &tag, &body, Reason::CrashesWorker, &detail).await;
-                let _ = marks.forget(&body).await;
-                return None;
-            }
-            Ok(_) => marked = true,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot mark a redelivered message; reading it unmarked")
-            }
-        }
-    }
-    let decoded = contact::decode_for(&body, &|a| settings.default_lists_for(a));
-    if let Ok(c) = &decoded
-        && settings
-            .testing
-            .abort_on_email
-            .as_deref()
-            .is_some_and(|e| e == c.email)
-    {
-        // TEST ONLY (`testing.abort_on_email`): a message that kills the worker when it is read.
-        tracing::error!("testing.abort_on_email matched; aborting the process as configured");
-        std::process::abort();
-    }
-    if marked && let Some(marks) = marks {
-        let _ = marks.end(&body).await;
-    }
-    match decoded {
-        Ok(c)
-            if ctx
-                .parking
-                .as_ref()
-                .is_some_and(|p| p.is_parked(&c.account)) =>
-        {
-            // Its account's connection is dead: straight to the account's parking queue.
-            let h = Held {
-                bytes: HeldBytes::new(held, 0),
-                tag,
-                body,
-                received: Instant::now(),
-            };
-            settle::park_held(settler, &c.account, std::slice::from_ref(&h)).await;
-            None
-        }
-        Ok(c) => {
-            let now = Instant::now();
-            let decoded_len = crate::cc::api::import_row_len(&c);
-            Some(batcher.push(
-                c,
-                Held {
-                    bytes: HeldBytes::new(held, body.len() + decoded_len + HELD_OVERHEAD),
-                    tag,
-                    body,
-                    received: now,
-                },
-                now,
-            ))
-        }
-        Err(r) => {
-            settle::dead_letter(settler, &tag, &body, r.code, &r.detail).await;
-            None
-        }
-    }
-}
-
-/// First probe of an outage or `forbidden` pause, and the cap its backoff doubles to: at most
-/// three requests a minute per replica while CC is down (issue 11: "a few a minute at most").
-pub const PROBE_FIRST: Duration = Duration::from_secs(5);
-pub const PROBE_MAX: Duration = Duration::from_secs(20);
-
-/// Wait until the reason for a pause is gone (or shutdown). The gauge `ccsync_paused{reason}`
-/// is 1 meanwhile; the replica stays ready (a pause is on purpose: restarting or draining it
-/// would not help, and a not-ready replica would block rollouts and node drains).
-async fn wait_out_pause(ctx: &Ctx, p: Pause, shutdown: &CancellationToken) {
-    let m = metrics();
-    let reason = p.reason();
-    let account = p.account().to_string();
-    m.set_paused(reason, &account, true);
-    health()
-        .paused
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    match p {
-        Pause::Auth { account } => {
-            tracing::error!(account = %account, "paused: the CC connection needs re-authorization; run `ccsync auth login --account {account}`; messages stay queued");
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = ctx.tokens.wait_until_alive(&account) => {
-                    tracing::info!(account = %account, "token set is back; resuming");
-                }
-            }
-        }
-        Pause::Quota { wait } => {
-            tracing::warn!(
-                resume_in_secs = wait.as_secs(),
-                "paused: CC's daily quota is spent; resuming after 00:00 UTC; messages stay queued"
-            );
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
-        Pause::Outage { account } | Pause::Forbidden { account } => {
-            if reason == "forbidden" {
-                tracing::error!(account = %account, "paused: CC answers 403 Forbidden. Likely fixes: the app's scopes must include contact_data (re-run `ccsync auth login --account {account}` after changing them), the CC user who approved it needs the contacts privileges, or the app is deactivated in CC's developer portal; probing every {}s at most; messages stay queued", PROBE_MAX.as_secs());
-            } else {
-                tracing::error!(account = %account, "paused: CC is failing (5xx or timeouts, call after call); probing every {}s at most and resuming by itself; messages stay queued", PROBE_MAX.as_secs());
-            }
-            let mut wait = PROBE_FIRST;
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-                m.probes.with_label_values(&[reason]).inc();
-                if let call::Probe::Answers = call::probe(ctx, &account).await {
-                    tracing::info!(account = %account, reason, "CC answers again; resuming");
-                    break;
-                }
-                wait = (wait * 2).min(PROBE_MAX);
-            }
-            ctx.outage.answered();
-        }
-        Pause::Config { account, list } => {
-            tracing::error!(account = %account, %list, "paused: the default list {list} (CCSYNC_DEFAULT_LIST_IDS) does not exist in CC account '{account}'; create it or fix the setting; checking again every {}s; messages stay queued", lists::LISTS_RECHECK.as_secs());
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(lists::LISTS_RECHECK) => {}
-                }
-                m.probes.with_label_values(&[reason]).inc();
-                match lists::missing_default_lists(ctx, &account).await {
-                    Ok(gone) if !gone.contains(&list) => {
-                        tracing::info!(account = %account, %list, "the default list exists again; resuming");
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    m.set_paused(reason, &account, false);
-    health()
-        .paused
-        .store(false, std::sync::atomic::Ordering::Relaxed);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::{Batcher, Limits};
     use crate::cc::api::Api;
+    use crate::contact;
+    use serde_json::json;
 
     fn contact(i: usize, fat: bool) -> Contact {
         let long = |n: usize| "é\"".repeat(n / 2);
@@ -680,40 +269,6 @@ mod tests {
             }
         }
     }
-    use serde_json::json;
-
-    /// The prefetch window follows the messages seen so a full window stays within the byte
-    /// budget: 4 KB messages get a small window, 200-byte ones the whole configured prefetch.
-    #[test]
-    fn the_prefetch_window_fits_the_byte_budget_to_the_messages_seen() {
-        let budget = 48_000_000;
-        let mut w = PrefetchWindow::new(65_535, budget);
-        assert!(usize::from(w.current) * PrefetchWindow::ASSUMED <= budget);
-        assert_eq!(w.resize(0), None, "nothing seen yet");
-        for _ in 0..2_000 {
-            w.seen(200);
-        }
-        assert_eq!(w.resize(0), Some((budget / 800) as u16));
-        for _ in 0..2_000 {
-            w.seen(4_200);
-        }
-        let p = w.resize(0).expect("shrinks for big messages");
-        assert!(usize::from(p) * (2 * 4_200 + HELD_OVERHEAD) <= budget * 11 / 10);
-        assert_eq!(w.resize(0), None, "stable while the messages are");
-        // A new consumer gets only what the deliveries still held leave of the budget (they do
-        // not count against its own prefetch), and never less than the floor.
-        let cost = 2 * 4_200 + HELD_OVERHEAD;
-        let half = w.for_new_consumer(budget / 2);
-        assert!(usize::from(half) * cost <= budget / 2 + cost);
-        assert_eq!(w.for_new_consumer(budget * 2), PrefetchWindow::MIN);
-        // It grows back once the held ones are settled.
-        assert!(w.resize(0).is_some_and(|p| p > half));
-        // Never below the floor, never above the configured prefetch.
-        let mut tiny = PrefetchWindow::new(100, 1);
-        tiny.seen(10_000);
-        assert_eq!(tiny.fitting(), 100);
-    }
-
     fn row_len(c: &Contact) -> usize {
         // One row in a body, minus the empty body, plus the separating comma.
         Api::import_body(&[], &[c]).len() - Api::import_body(&[], &[]).len() + 1

@@ -1,0 +1,302 @@
+//! One consumer's life: consume, batch, dispatch to senders, settle; and the reading of one
+//! delivery ([`accept`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::prefetch::PrefetchWindow;
+use super::settle::{self, Deliveries, Disposition};
+use super::{ContactBatch, Ctx, HELD_OVERHEAD, Held, HeldBytes, Pause, SessionEnd, ready, sender};
+use crate::batch::{Batcher, Limits};
+use crate::config::Settings;
+use crate::contact::{self, Contact, Reason};
+use crate::queue::{Broker, Incoming, QueueError, Settler, Topology};
+use crate::telemetry::metrics;
+
+/// How long a ready batch may wait for a sender slot before the worker stops reading (see
+/// `session`): far below RabbitMQ's consumer timeout (30 minutes by default), which closes the
+/// channel of a delivery held unacked longer.
+const READY_WAIT_MAX: Duration = Duration::from_secs(300);
+
+pub(super) async fn session(
+    settings: &Settings,
+    ctx: &Arc<Ctx>,
+    broker: &Broker,
+    topo: &Topology,
+    shutdown: &CancellationToken,
+) -> SessionEnd {
+    let w = &settings.worker;
+    // The broker pushes a whole prefetch window at once, so the window is what bounds the bytes
+    // held: start it at what the byte budget allows for 4 KB messages (the largest the issue
+    // measured), then size it to the messages really seen (see `Window`).
+    let mut window = PrefetchWindow::new(w.prefetch, w.max_held_bytes);
+    let mut consumer = match broker.consume(topo, window.current).await {
+        Ok(c) => c,
+        Err(e) => return SessionEnd::Lost(e),
+    };
+    let settler = consumer.settler();
+    let mut batcher: Batcher<Contact, Held> = Batcher::new(Limits {
+        max_items: w.batch_max_contacts,
+        // Rows only: the body's envelope (list ids) needs its own room under the limit.
+        max_bytes: w.batch_max_bytes - crate::cc::api::IMPORT_ENVELOPE_MAX,
+    });
+    let mut ready = ready::Ready::new(ctx.weights.clone());
+    let mut senders: JoinSet<Option<Pause>> = JoinSet::new();
+    // Whose batch each sender task carries (its slot is freed when the task ends).
+    let mut sending: std::collections::HashMap<tokio::task::Id, String> = Default::default();
+    let mut pause: Option<Pause> = None;
+    let mut lost: Option<QueueError> = None;
+    batcher.set_weights(ctx.weights.clone());
+    batcher.set_pace(ctx.pace().await, Instant::now());
+    let mut linger_checked = Instant::now();
+    // Bytes of the deliveries this session holds, against `worker.max_held_bytes`: a prefetch
+    // count bounds messages, not bytes (issue 11: 50,000 messages of 4.2 KB peaked at 281 MB).
+    let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut consumer_paused = false;
+
+    loop {
+        // Hand ready batches to free sender slots: up to `max_activities_in_flight` per
+        // account, the account furthest behind its share first (`ready`).
+        while let Some(b) = ready.next(w.max_activities_in_flight, &batcher.pace()) {
+            let account = b.group.0.clone();
+            let ctx = ctx.clone();
+            let settler = settler.clone();
+            let h = senders.spawn(async move { sender::send(ctx, settler, b).await });
+            sending.insert(h.id(), account);
+        }
+        metrics().activities_in_flight.set(senders.len() as i64);
+        if linger_checked.elapsed() > Duration::from_secs(5) {
+            batcher.set_pace(ctx.pace().await, Instant::now());
+            linger_checked = Instant::now();
+            // Re-size the prefetch window to the messages seen (a new consumer on the same
+            // channel: what it delivered stays held and settleable).
+            let held_now = held.load(std::sync::atomic::Ordering::Relaxed);
+            if !consumer_paused && let Some(p) = window.resize(held_now) {
+                tracing::debug!(
+                    prefetch = p,
+                    "resizing the prefetch window to the byte budget"
+                );
+                if let Err(e) = consumer.pause().await {
+                    lost = Some(e);
+                    break;
+                }
+                if let Err(e) = consumer.resume(Some(p)).await {
+                    lost = Some(e);
+                    break;
+                }
+            }
+        }
+        let next_due = batcher.next_release();
+        // Byte budget: hold off the broker while held deliveries weigh more than the budget;
+        // take deliveries again below three quarters of it.
+        let held_now = held.load(std::sync::atomic::Ordering::Relaxed);
+        metrics().held_bytes.set(held_now as i64);
+        if !consumer_paused && held_now > w.max_held_bytes {
+            tracing::debug!(
+                held_now,
+                "byte budget for held deliveries spent; holding off the broker"
+            );
+            if let Err(e) = consumer.pause().await {
+                lost = Some(e);
+                break;
+            }
+            consumer_paused = true;
+        } else if consumer_paused && held_now < w.max_held_bytes / 4 * 3 {
+            if let Err(e) = consumer
+                .resume(Some(window.for_new_consumer(held_now)))
+                .await
+            {
+                lost = Some(e);
+                break;
+            }
+            consumer_paused = false;
+        }
+        // Back-pressure: stop reading while ready batches pile up unsent for long. Reading on
+        // past a backlog is what lets another account's messages behind it in the queue reach
+        // their own sender slots (issue 13); the byte budget above bounds what is held, and a
+        // batch that waited `READY_WAIT_MAX` means CC takes work slower than we read.
+        let can_read = ready.len() < 2 * w.max_activities_in_flight
+            || ready.oldest_wait(Instant::now()) < READY_WAIT_MAX;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(joined) = senders.join_next_with_id(), if !senders.is_empty() => {
+                let id = match &joined {
+                    Ok((id, _)) => *id,
+                    Err(e) => e.id(),
+                };
+                if let Some(account) = sending.remove(&id) {
+                    ready.done(&account);
+                }
+                if let Ok((_, Some(p))) = joined {
+                    pause = Some(p);
+                    break;
+                }
+            }
+            _ = async { tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)).await },
+                if next_due.is_some() => {
+                ready.extend(batcher.release(Instant::now()));
+            }
+            d = consumer.next(), if can_read => match d {
+                Some(Ok(inc)) => {
+                    window.seen(inc.body.len());
+                    if let Some(b) = accept(settings, ctx, &settler, &mut batcher, &held, inc).await {
+                        ready.extend(b);
+                    }
+                }
+                Some(Err(e)) => { lost = Some(e); break; }
+                None => { lost = Some(QueueError::Broker("consumer cancelled by the broker".into())); break; }
+            },
+        }
+    }
+
+    // Leaving the session: stop receiving, return what has not been sent, let in-flight work end.
+    let _ = consumer.cancel().await;
+    for b in batcher.drain().into_iter().chain(ready.drain()) {
+        settle::apply(&settler, b.entries, Disposition::Requeue).await;
+    }
+    let deadline = if shutdown.is_cancelled() {
+        Duration::from_secs(w.shutdown_deadline_secs)
+    } else {
+        // Pausing or reconnecting: in-flight imports settle or requeue on their own quickly
+        // (a paused gate answers at once); give them the same bound.
+        Duration::from_secs(w.shutdown_deadline_secs)
+    };
+    let drained = tokio::time::timeout(deadline, async {
+        while let Some(j) = senders.join_next().await {
+            if let Ok(Some(p)) = j {
+                pause.get_or_insert(p);
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "in-flight imports outlived the deadline; their messages return to the queue"
+        );
+        senders.abort_all();
+    }
+    metrics().activities_in_flight.set(0);
+    consumer.close().await;
+    if let Some(e) = lost {
+        return SessionEnd::Lost(e);
+    }
+    match pause {
+        Some(p) if !shutdown.is_cancelled() => SessionEnd::Paused(p),
+        _ => SessionEnd::Shutdown,
+    }
+}
+
+/// Decode one delivery: a bad one is dead-lettered at once, a good one joins the batcher.
+///
+/// A delivery the broker returned after a worker died (or lost its channel) is read under a
+/// crash mark ([`crate::poison`]): one that keeps killing the worker as it is read is
+/// dead-lettered unread as `crashes_worker` once its unfinished readings reach
+/// `worker.max_redeliveries`. Every other give-back is a blameless re-publish, so nothing else
+/// counts against a message.
+async fn accept(
+    settings: &Settings,
+    ctx: &Ctx,
+    settler: &Settler,
+    batcher: &mut Batcher<Contact, Held>,
+    held: &Arc<std::sync::atomic::AtomicUsize>,
+    inc: Incoming,
+) -> Option<Vec<ContactBatch>> {
+    let Incoming {
+        body,
+        delivery_count,
+        tag,
+        ..
+    } = inc;
+    let marks = Some(&*ctx.marks).filter(|_| delivery_count > 0);
+    let mut marked = false;
+    if let Some(marks) = marks {
+        match marks.begin(&body).await {
+            Ok(deaths) if deaths >= settings.worker.max_redeliveries => {
+                let detail = format!(
+                    "a worker died {deaths} times while reading this message (worker.max_redeliveries = {}); it was set aside unread",
+                    settings.worker.max_redeliveries
+                );
+                let h = Held {
+                    bytes: HeldBytes::new(held, 0),
+                    tag,
+                    body: body.clone(),
+                    received: Instant::now(),
+                };
+                let d = Disposition::DeadLetter {
+                    reason: Reason::CrashesWorker,
+                    detail,
+                };
+                settle::apply(settler, Deliveries::one("", h), d).await;
+                let _ = marks.forget(&body).await;
+                return None;
+            }
+            Ok(_) => marked = true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot mark a redelivered message; reading it unmarked")
+            }
+        }
+    }
+    let decoded = contact::decode_for(&body, &|a| settings.default_lists_for(a));
+    if let Ok(c) = &decoded
+        && settings
+            .testing
+            .abort_on_email
+            .as_deref()
+            .is_some_and(|e| e == c.email)
+    {
+        // TEST ONLY (`testing.abort_on_email`): a message that kills the worker when it is read.
+        tracing::error!("testing.abort_on_email matched; aborting the process as configured");
+        std::process::abort();
+    }
+    if marked && let Some(marks) = marks {
+        let _ = marks.end(&body).await;
+    }
+    match decoded {
+        Ok(c) if ctx.parking.is_parked(&c.account) => {
+            // Its account's connection is dead: straight to the account's parking queue.
+            let h = Held {
+                bytes: HeldBytes::new(held, 0),
+                tag,
+                body,
+                received: Instant::now(),
+            };
+            let d = Disposition::Park {
+                account: c.account.clone(),
+            };
+            settle::apply(settler, Deliveries::one(&c.account, h), d).await;
+            None
+        }
+        Ok(c) => {
+            let now = Instant::now();
+            let decoded_len = crate::cc::api::import_row_len(&c);
+            Some(batcher.push(
+                c,
+                Held {
+                    bytes: HeldBytes::new(held, body.len() + decoded_len + HELD_OVERHEAD),
+                    tag,
+                    body,
+                    received: now,
+                },
+                now,
+            ))
+        }
+        Err(r) => {
+            let h = Held {
+                bytes: HeldBytes::new(held, 0),
+                tag,
+                body,
+                received: Instant::now(),
+            };
+            let d = Disposition::DeadLetter {
+                reason: r.code,
+                detail: r.detail,
+            };
+            settle::apply(settler, Deliveries::one("", h), d).await;
+            None
+        }
+    }
+}
