@@ -30,7 +30,6 @@
 //! consumer first, settle, then close the channel and the connection.
 
 mod admin;
-mod baseline;
 mod broker;
 mod consumer;
 mod delivery;
@@ -42,7 +41,6 @@ mod window;
 
 pub use admin::Fetched;
 #[doc(hidden)]
-pub use baseline::AckLoopStats;
 pub use broker::Broker;
 pub use consumer::Consumer;
 pub use delivery::{Incoming, Requeued, Tag};
