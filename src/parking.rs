@@ -183,7 +183,7 @@ impl Parking {
     fn update_metrics(&self) {
         let parked = self.parked.lock().expect("not poisoned").clone();
         let m = metrics();
-        m.parked_accounts.set(parked.len() as i64);
+        m.set_parked_accounts(parked.len());
         let mut shown = self.shown.lock().expect("not poisoned");
         for a in shown.iter().filter(|a| !parked.contains(*a)) {
             m.set_paused("auth", a, false);

@@ -70,9 +70,7 @@ where
                 return Err(Stop::Pause(Pause::Quota { wait }));
             }
         }
-        metrics()
-            .ratelimit_wait
-            .observe(waited.elapsed().as_secs_f64());
+        metrics().ratelimit_waited(waited.elapsed());
         let err = match f(token.clone()).await {
             Ok(v) => {
                 ctx.outage.answered();

@@ -174,10 +174,7 @@ pub(super) async fn claim(
         }
     }
     if blocked > 0 {
-        metrics()
-            .resubscribes_prevented
-            .with_label_values(&[account])
-            .inc_by(blocked);
+        metrics().resubscribes_prevented(account, blocked);
         tracing::info!(
             account,
             contacts = blocked,

@@ -258,9 +258,7 @@ async fn run_activity(
         .await?;
         if st.state.is_terminal() {
             inflight.set(None);
-            metrics()
-                .activity_duration
-                .observe(started.elapsed().as_secs_f64());
+            metrics().activity_finished(started.elapsed());
             tracing::info!(account, activity_id = %id, state = ?st.state, contacts = ids.len(), done = st.items_completed, "{} activity finished", action.message_type());
             return Ok(st);
         }

@@ -41,7 +41,7 @@ pub(super) async fn import_all(
             stack.extend(halves(chunk).into_iter().map(|c| (c, 0)));
             continue;
         }
-        metrics().batch_size.observe(chunk.len() as f64);
+        metrics().import_sent(chunk.len());
         let landed = import_once(ctx, account, body, chunk.len() as u64, deadline, inflight).await;
         let shortfall = match landed {
             Ok(Landed::All) => {
@@ -158,9 +158,7 @@ async fn import_once(
             continue;
         }
         inflight.set(None);
-        metrics()
-            .activity_duration
-            .observe(started.elapsed().as_secs_f64());
+        metrics().activity_finished(started.elapsed());
         tracing::info!(account, activity_id = %id, state = ?st.state, rows, items = st.items_total, errors = st.errors, "import finished");
         return Ok(match st.state {
             ActivityState::Completed

@@ -71,20 +71,44 @@ pub struct Held {
     pub bytes: HeldBytes,
 }
 
+/// What one session holds unacked: bytes (against `worker.max_held_bytes`) and deliveries
+/// (against the prefetch window: when they fill it, the broker sends nothing more until some
+/// are settled).
+#[derive(Debug, Default)]
+pub struct HeldTally {
+    bytes: std::sync::atomic::AtomicUsize,
+    deliveries: std::sync::atomic::AtomicUsize,
+}
+
+impl HeldTally {
+    fn bytes(&self) -> usize {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn deliveries(&self) -> usize {
+        self.deliveries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Bytes of one held delivery (body, decoded contact, bookkeeping), counted in the session's
-/// total while the delivery is held and taken off when it is dropped (settled).
+/// tally while the delivery is held and taken off when it is dropped (settled).
 #[derive(Debug)]
 pub struct HeldBytes {
-    total: Arc<std::sync::atomic::AtomicUsize>,
+    tally: Arc<HeldTally>,
     n: usize,
 }
 
 impl HeldBytes {
-    fn new(total: &Arc<std::sync::atomic::AtomicUsize>, n: usize) -> HeldBytes {
-        total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        metrics().held_messages.inc();
+    fn new(tally: &Arc<HeldTally>, n: usize) -> HeldBytes {
+        tally
+            .bytes
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        tally
+            .deliveries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics().delivery_held(true);
         HeldBytes {
-            total: total.clone(),
+            tally: tally.clone(),
             n,
         }
     }
@@ -92,9 +116,13 @@ impl HeldBytes {
 
 impl Drop for HeldBytes {
     fn drop(&mut self) {
-        self.total
+        self.tally
+            .bytes
             .fetch_sub(self.n, std::sync::atomic::Ordering::Relaxed);
-        metrics().held_messages.dec();
+        self.tally
+            .deliveries
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        metrics().delivery_held(false);
     }
 }
 

@@ -55,7 +55,7 @@ pub(super) async fn wait_out_pause(ctx: &Ctx, p: Pause, shutdown: &CancellationT
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(wait) => {}
                 }
-                m.probes.with_label_values(&[reason]).inc();
+                m.probe_sent(reason);
                 if let call::Probe::Answers = call::probe(ctx, &account).await {
                     tracing::info!(account = %account, reason, "CC answers again; resuming");
                     break;
@@ -71,7 +71,7 @@ pub(super) async fn wait_out_pause(ctx: &Ctx, p: Pause, shutdown: &CancellationT
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(lists::LISTS_RECHECK) => {}
                 }
-                m.probes.with_label_values(&[reason]).inc();
+                m.probe_sent(reason);
                 match lists::missing_default_lists(ctx, &account).await {
                     Ok(gone) if !gone.contains(&list) => {
                         tracing::info!(account = %account, %list, "the default list exists again; resuming");

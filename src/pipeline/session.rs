@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::prefetch::PrefetchWindow;
 use super::settle::{self, Deliveries, Disposition};
-use super::{ContactBatch, Ctx, HELD_OVERHEAD, Held, HeldBytes, Pause, SessionEnd, ready, sender};
+use super::{
+    ContactBatch, Ctx, HELD_OVERHEAD, Held, HeldBytes, HeldTally, Pause, SessionEnd, ready, sender,
+};
 use crate::batch::{Batcher, Limits};
 use crate::config::Settings;
 use crate::contact::{self, Contact, Reason};
@@ -21,6 +23,35 @@ use crate::telemetry::metrics;
 /// `session`): far below RabbitMQ's consumer timeout (30 minutes by default), which closes the
 /// channel of a delivery held unacked longer.
 const READY_WAIT_MAX: Duration = Duration::from_secs(300);
+
+/// After an import of this worker settles while its deliveries filled the prefetch window, how
+/// long a partial batch that is due waits for the broker to refill the window (the acks go out,
+/// the broker pushes the next deliveries) before it leaves as it is. See [`release_at`].
+const REFILL_GRACE: Duration = Duration::from_secs(2);
+
+/// When the batcher's next due batch (`due`) should leave.
+///
+/// A partial batch leaves on its linger. But while this worker's held deliveries fill the
+/// prefetch window (or its byte budget) and one of its imports is in flight, the deliveries that
+/// would fill that batch are waiting at the broker, held back only by our own unacked window:
+/// a batch sent now leaves half full and costs a request the backlog did not need (issue 18: 9
+/// imports where 7 carry the payload). So it waits until that import settles, plus
+/// [`REFILL_GRACE`] for the refill, and leaves full if the refill fills it. The wait is capped
+/// at a quarter of `worker.max_hold_secs` past its due time, so its deliveries keep most of the
+/// hold bound for their own import. A trickle never fills the window: nothing changes for it.
+fn release_at(
+    due: Instant,
+    window_full_and_busy: bool,
+    refill_until: Option<Instant>,
+    cap: Duration,
+) -> Instant {
+    let wanted = if window_full_and_busy {
+        due + cap
+    } else {
+        refill_until.map_or(due, |r| due.max(r))
+    };
+    wanted.min(due + cap)
+}
 
 pub(super) async fn session(
     settings: &Settings,
@@ -55,8 +86,11 @@ pub(super) async fn session(
     let mut linger_checked = Instant::now();
     // Bytes of the deliveries this session holds, against `worker.max_held_bytes`: a prefetch
     // count bounds messages, not bytes (issue 11: 50,000 messages of 4.2 KB peaked at 281 MB).
-    let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let held = Arc::new(HeldTally::default());
     let mut consumer_paused = false;
+    // Set when an import settles while the window was full (see `release_at`).
+    let mut refill_until: Option<Instant> = None;
+    let hold_cap = Duration::from_secs(w.max_hold_secs) / 4;
 
     loop {
         // Hand ready batches to free sender slots: up to `max_activities_in_flight` per
@@ -68,13 +102,13 @@ pub(super) async fn session(
             let h = senders.spawn(async move { sender::send(ctx, settler, b).await });
             sending.insert(h.id(), account);
         }
-        metrics().activities_in_flight.set(senders.len() as i64);
+        metrics().set_activities_in_flight(senders.len());
         if linger_checked.elapsed() > Duration::from_secs(5) {
             batcher.set_pace(ctx.pace().await, Instant::now());
             linger_checked = Instant::now();
             // Re-size the prefetch window to the messages seen (a new consumer on the same
             // channel: what it delivered stays held and settleable).
-            let held_now = held.load(std::sync::atomic::Ordering::Relaxed);
+            let held_now = held.bytes();
             if !consumer_paused && let Some(p) = window.resize(held_now) {
                 tracing::debug!(
                     prefetch = p,
@@ -90,11 +124,10 @@ pub(super) async fn session(
                 }
             }
         }
-        let next_due = batcher.next_release();
         // Byte budget: hold off the broker while held deliveries weigh more than the budget;
         // take deliveries again below three quarters of it.
-        let held_now = held.load(std::sync::atomic::Ordering::Relaxed);
-        metrics().held_bytes.set(held_now as i64);
+        let held_now = held.bytes();
+        metrics().set_held_bytes(held_now);
         if !consumer_paused && held_now > w.max_held_bytes {
             tracing::debug!(
                 held_now,
@@ -121,6 +154,14 @@ pub(super) async fn session(
         // batch that waited `READY_WAIT_MAX` means CC takes work slower than we read.
         let can_read = ready.len() < 2 * w.max_activities_in_flight
             || ready.oldest_wait(Instant::now()) < READY_WAIT_MAX;
+        let window_full = consumer_paused || held.deliveries() >= usize::from(window.current);
+        let full_and_busy = window_full && !senders.is_empty();
+        if refill_until.is_some_and(|r| r <= Instant::now()) {
+            refill_until = None;
+        }
+        let next_due = batcher
+            .next_release()
+            .map(|due| release_at(due, full_and_busy, refill_until, hold_cap));
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(joined) = senders.join_next_with_id(), if !senders.is_empty() => {
@@ -130,6 +171,9 @@ pub(super) async fn session(
                 };
                 if let Some(account) = sending.remove(&id) {
                     ready.done(&account);
+                }
+                if window_full {
+                    refill_until = Some(Instant::now() + REFILL_GRACE);
                 }
                 if let Ok((_, Some(p))) = joined {
                     pause = Some(p);
@@ -179,7 +223,7 @@ pub(super) async fn session(
         );
         senders.abort_all();
     }
-    metrics().activities_in_flight.set(0);
+    metrics().set_activities_in_flight(0);
     consumer.close().await;
     if let Some(e) = lost {
         return SessionEnd::Lost(e);
@@ -202,7 +246,7 @@ async fn accept(
     ctx: &Ctx,
     settler: &Settler,
     batcher: &mut Batcher<Contact, Held>,
-    held: &Arc<std::sync::atomic::AtomicUsize>,
+    held: &Arc<HeldTally>,
     inc: Incoming,
 ) -> Option<Vec<ContactBatch>> {
     let Incoming {
@@ -298,5 +342,29 @@ async fn accept(
             settle::apply(settler, Deliveries::one("", h), d).await;
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAP: Duration = Duration::from_secs(375);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_batch_leaves_on_its_linger_unless_the_window_is_full_and_an_import_in_flight()
+     {
+        let due = Instant::now() + Duration::from_secs(5);
+        // A trickle (window not full) or nothing in flight: the linger decides.
+        assert_eq!(release_at(due, false, None, CAP), due);
+        // Full window and an import in flight: it waits for that import, at most the cap.
+        assert_eq!(release_at(due, true, None, CAP), due + CAP);
+        // The import settled: a refill grace past the linger, never past the cap.
+        let r = due + REFILL_GRACE;
+        assert_eq!(release_at(due, false, Some(r), CAP), r);
+        let early = due - Duration::from_secs(1);
+        assert_eq!(release_at(due, false, Some(early), CAP), due);
+        let late = due + CAP + Duration::from_secs(60);
+        assert_eq!(release_at(due, false, Some(late), CAP), due + CAP);
     }
 }

@@ -134,7 +134,7 @@ pub(super) async fn apply(settler: &Settler, what: impl Into<Deliveries>, d: Dis
             .await;
             let m = metrics();
             let entries = entries as u64;
-            m.contacts_synced.inc_by(entries);
+            m.contacts_synced(entries);
             m.settled("synced", &account, entries);
             m.settled("superseded", &account, deliveries.saturating_sub(entries));
         }
@@ -250,7 +250,7 @@ async fn dead_letter(settler: &Settler, tag: &Tag, body: &[u8], reason: Reason, 
     match settler.dead_letter(tag, body, reason, detail).await {
         Ok(()) => {
             m.settled("dead_lettered", &account, 1);
-            m.dead_letters.with_label_values(&[reason]).inc();
+            m.dead_lettered(reason);
             tracing::info!(
                 outcome = "dead_lettered",
                 message_id = %message_id,

@@ -83,7 +83,7 @@ impl Settler {
         match published.unwrap_or_else(|| Err(QueueError::Broker("no publish result".into()))) {
             Ok(()) => tag.ack().await,
             Err(e @ QueueError::Unroutable { .. }) => {
-                crate::telemetry::metrics().dead_letters_unroutable.inc();
+                crate::telemetry::metrics().dead_letter_unroutable();
                 let t = &self.topology;
                 tracing::error!(
                     exchange = %t.dlx,

@@ -142,7 +142,7 @@ impl Feed {
             fence = lease.fence,
             "opt-out feed: this replica polls CC for opt-outs now"
         );
-        metrics().optouts_leader.set(1);
+        metrics().set_optouts_leader(true);
         // `lost`: the lease is gone (stop at once: the cursor write would be refused anyway);
         // `done`: this term is over, the renewer stops.
         let (lost, done) = (CancellationToken::new(), CancellationToken::new());
@@ -221,7 +221,7 @@ impl Feed {
         if let Some((broker, _)) = publisher {
             broker.close().await;
         }
-        metrics().optouts_leader.set(0);
+        metrics().set_optouts_leader(false);
     }
 
     /// Poll `account` if its interval has passed since its last complete poll; `Ok` says when
@@ -292,10 +292,7 @@ impl Feed {
                     .await?
                     .publish_events(&self.exchange, ROUTING_KEY, &events)
                     .await?;
-                metrics()
-                    .optouts_published
-                    .with_label_values(&[account])
-                    .inc_by(events.len() as u64);
+                metrics().optouts_published(account, events.len() as u64);
                 published += events.len() as u64;
                 for (o, at) in &fresh {
                     pos.note(account, o, *at);
@@ -315,13 +312,9 @@ impl Feed {
             return Err(PollError::LeaseLost);
         }
         let m = metrics();
-        m.optouts_last_poll
-            .with_label_values(&[account])
-            .set(done.unix_timestamp() as f64);
+        m.optouts_polled(account, done.unix_timestamp());
         if published > 0 {
-            m.optouts_lag
-                .with_label_values(&[account])
-                .set((done - pos.newest).as_seconds_f64().max(0.0));
+            m.set_optouts_lag(account, (done - pos.newest).as_seconds_f64().max(0.0));
             tracing::info!(account, published, "opt-out feed: published CC's opt-outs");
         }
         Ok(self.due_in(now_ms, crate::contact::unix_ms(crate::clock::now_utc())))
