@@ -183,7 +183,7 @@ async fn build_ctx(settings: &Settings) -> Result<(Arc<Ctx>, Arc<TokenProvider>)
         max,
     });
     let api = Api::new(
-        crate::cc::http_client(Duration::from_secs(settings.worker.request_timeout_secs)),
+        crate::cc::http_client(settings.worker.request_timeout),
         &settings.api_base_url,
     );
     let marks =

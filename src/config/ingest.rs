@@ -58,7 +58,8 @@ pub struct IngestSettings {
     pub rate_per_second: u32,
     pub signature_tolerance: Duration,
     pub publish_timeout: Duration,
-    pub retry_after_secs: u64,
+    /// `CCSYNC_INGEST__RETRY_AFTER_SECS`: the Retry-After of a 503 or 429 (at least 1 s).
+    pub retry_after: Duration,
     pub publish_channels: usize,
     /// `CCSYNC_INGEST__PUBLIC_URL`: where customers and CC reach `ccsync ingest` (a path prefix
     /// is kept). Connect links are built on it and CC redirects to `<public URL>/oauth/callback`.
@@ -95,7 +96,7 @@ impl IngestSettings {
             self.rate_per_second,
             self.signature_tolerance.as_secs(),
             self.publish_timeout.as_millis(),
-            self.retry_after_secs,
+            self.retry_after.as_secs(),
             self.publish_channels,
             self.public_url.as_ref().map(url::Url::as_str).unwrap_or(""),
         )
@@ -197,7 +198,7 @@ pub(super) fn validate_ingest(raw: RawIngest) -> Result<IngestSettings, ConfigEr
         rate_per_second: raw.rate_per_second,
         signature_tolerance: Duration::from_secs(raw.signature_tolerance_secs),
         publish_timeout: Duration::from_millis(raw.publish_timeout_ms),
-        retry_after_secs: raw.retry_after_secs.max(1),
+        retry_after: Duration::from_secs(raw.retry_after_secs.max(1)),
         publish_channels: raw.publish_channels,
     })
 }

@@ -1,12 +1,15 @@
 //! Loading and layering: defaults, `CCSYNC_CONFIG`, then `CCSYNC_` variables, into the raw
 //! document that `validate` turns into [`Settings`].
 
+use std::time::Duration;
+
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::sections::{AuthSettings, RateLimitSettings, TestingSettings, WorkerSettings};
+use super::validate::check_url_problem;
 use super::{ConfigError, DEFAULT_TOML, Settings, invalid};
 use super::{connections::RawRedis, ingest::RawIngest, sections::RawOptouts};
 
@@ -163,4 +166,27 @@ pub(super) fn empty_is_none<'de, D: serde::Deserializer<'de>>(
 ) -> Result<Option<String>, D::Error> {
     let s: Option<String> = Option::deserialize(d)?;
     Ok(s.filter(|s| !s.is_empty()))
+}
+
+/// A duration written as a whole number of milliseconds (keys ending in `_ms`).
+pub(super) fn millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_millis)
+}
+
+/// A duration written as a whole number of seconds (keys ending in `_secs`).
+pub(super) fn secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_secs)
+}
+
+/// An http(s) URL, or `None` when empty; a bad one fails the load under its key's name.
+pub(super) fn optional_http_url<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<url::Url>, D::Error> {
+    let s = string_like(d)?;
+    match s.trim() {
+        "" => Ok(None),
+        u => check_url_problem(u, &["http", "https"])
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
 }

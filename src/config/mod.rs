@@ -138,9 +138,6 @@ impl Settings {
     }
 
     pub fn linger_bounds(&self) -> (Duration, Duration) {
-        (
-            Duration::from_millis(self.worker.linger_min_ms),
-            Duration::from_millis(self.worker.linger_max_ms),
-        )
+        (self.worker.linger_min, self.worker.linger_max)
     }
 }

@@ -2,8 +2,8 @@
 
 use uuid::Uuid;
 
-use super::Settings;
 use super::connections::mask_url;
+use super::{AuthSettings, OptoutSettings, RateLimitSettings, Settings, WorkerSettings};
 
 impl Settings {
     /// Configuration problems that do not stop the program but that an operator should hear of.
@@ -99,4 +99,80 @@ impl Settings {
                 })
                 .collect::<String>()
     }
+}
+
+// `config check` prints these sections with `{:#?}`: each duration under its key's name, in its
+// key's unit, exactly as written in the configuration.
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("scope", &self.scope)
+            .field("refresh_before_secs", &self.refresh_before.as_secs())
+            .field("lock_lease_ms", &ms(self.lock_lease))
+            .field("wait_bound_secs", &self.wait_bound.as_secs())
+            .field("keepalive_secs", &self.keepalive.as_secs())
+            .field(
+                "jwks_url",
+                &self.jwks_url.as_ref().map_or("", url::Url::as_str),
+            )
+            .field("invite_secret", &self.invite_secret)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RateLimitSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitSettings")
+            .field("per_second", &self.per_second)
+            .field("daily_quota", &self.daily_quota)
+            .field("daily_reserve", &self.daily_reserve)
+            .field("token_per_second", &self.token_per_second)
+            .field("expected_replicas", &self.expected_replicas)
+            .field("jitter_allowance_ms", &ms(self.jitter_allowance))
+            .field("throttle_cooldown_ms", &ms(self.throttle_cooldown))
+            .field("redis_timeout_ms", &ms(self.redis_timeout))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for WorkerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerSettings")
+            .field("prefetch", &self.prefetch)
+            .field("batch_max_contacts", &self.batch_max_contacts)
+            .field("batch_max_bytes", &self.batch_max_bytes)
+            .field("linger_min_ms", &ms(self.linger_min))
+            .field("linger_max_ms", &ms(self.linger_max))
+            .field("max_activities_in_flight", &self.max_activities_in_flight)
+            .field("max_hold_secs", &self.max_hold.as_secs())
+            .field("request_timeout_secs", &self.request_timeout.as_secs())
+            .field("poll_initial_ms", &ms(self.poll_initial))
+            .field("poll_max_ms", &ms(self.poll_max))
+            .field("shutdown_deadline_secs", &self.shutdown_deadline.as_secs())
+            .field("create_custom_fields", &self.create_custom_fields)
+            .field(
+                "custom_fields_refresh_secs",
+                &self.custom_fields_refresh.as_secs(),
+            )
+            .field("max_redeliveries", &self.max_redeliveries)
+            .field("claim_lease_secs", &self.claim_lease.as_secs())
+            .field("max_held_bytes", &self.max_held_bytes)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for OptoutSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OptoutSettings")
+            .field("enabled", &self.enabled)
+            .field("poll_secs", &self.poll.as_secs())
+            .field("backfill_from", &self.backfill_from)
+            .finish()
+    }
+}
+
+/// Whole milliseconds, as `_ms` keys are written.
+fn ms(d: std::time::Duration) -> u64 {
+    d.as_millis() as u64
 }

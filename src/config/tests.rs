@@ -1,6 +1,41 @@
 use super::*;
 
 #[test]
+fn durations_keep_the_unit_their_key_names_and_print_as_written() {
+    let s = Settings::from_pairs([
+        ("CCSYNC_WORKER__LINGER_MAX_MS", "5000"),
+        ("CCSYNC_WORKER__MAX_HOLD_SECS", "900"),
+        ("CCSYNC_RATELIMIT__JITTER_ALLOWANCE_MS", "50"),
+    ])
+    .unwrap();
+    assert_eq!(s.worker.linger_max, Duration::from_secs(5));
+    assert_eq!(s.worker.max_hold, Duration::from_secs(900));
+    assert_eq!(s.ratelimit.jitter_allowance, Duration::from_millis(50));
+    assert_eq!(s.auth.lock_lease, Duration::from_millis(15_000));
+    let shown = s.redacted();
+    assert!(shown.contains("linger_max_ms: 5000,"), "{shown}");
+    assert!(shown.contains("max_hold_secs: 900,"), "{shown}");
+    assert!(shown.contains("jitter_allowance_ms: 50,"), "{shown}");
+    assert!(shown.contains("jwks_url: \"\","), "{shown}");
+    assert!(shown.contains("poll_secs: 900,"), "{shown}");
+}
+
+#[test]
+fn a_bad_jwks_url_names_its_key() {
+    let err = Settings::from_pairs([("CCSYNC_AUTH__JWKS_URL", "not a url")]).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("configuration: CCSYNC_AUTH__JWKS_URL: is not a URL"),
+        "{err}"
+    );
+    let s = Settings::from_pairs([("CCSYNC_AUTH__JWKS_URL", "https://idp.example/keys")]).unwrap();
+    assert_eq!(
+        s.auth.jwks_url.unwrap().as_str(),
+        "https://idp.example/keys"
+    );
+}
+
+#[test]
 fn defaults_load_and_are_valid() {
     let s = Settings::from_pairs([]).unwrap();
     assert_eq!(s.queue, "ccsync.contacts");
@@ -90,7 +125,7 @@ fn the_events_exchange_and_the_opt_out_feed_are_validated() {
     let s = Settings::from_pairs([]).unwrap();
     assert_eq!(s.events_exchange, "ccsync.events");
     assert!(s.optouts.enabled);
-    assert_eq!(s.optouts.poll_secs, 900);
+    assert_eq!(s.optouts.poll, Duration::from_secs(900));
     assert_eq!(s.optouts.backfill_from, None);
     let s = Settings::from_pairs([
         ("CCSYNC_EVENTS_EXCHANGE", "shop.events"),
@@ -100,7 +135,7 @@ fn the_events_exchange_and_the_opt_out_feed_are_validated() {
     ])
     .unwrap();
     assert_eq!(s.events_exchange, "shop.events");
-    assert_eq!(s.optouts.poll_secs, 1);
+    assert_eq!(s.optouts.poll, Duration::from_secs(1));
     assert!(!s.optouts.enabled);
     assert_eq!(
         s.optouts.backfill_from.map(|t| t.unix_timestamp()),

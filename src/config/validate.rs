@@ -1,6 +1,8 @@
 //! Validation: the raw document becomes [`Settings`] whose URLs, list ids and keys are known
 //! good, or a [`ConfigError`] naming the key.
 
+use std::time::Duration;
+
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
@@ -184,19 +186,21 @@ impl Settings {
         if w.prefetch == 0 {
             return Err(invalid("CCSYNC_WORKER__PREFETCH", "must be at least 1"));
         }
-        if w.linger_min_ms > w.linger_max_ms {
+        if w.linger_min > w.linger_max {
             return Err(invalid(
                 "CCSYNC_WORKER__LINGER_MIN_MS",
                 "must not exceed worker.linger_max_ms",
             ));
         }
-        if w.max_hold_secs >= 1800 {
+        if w.max_hold >= Duration::from_secs(1800) {
             return Err(invalid(
                 "CCSYNC_WORKER__MAX_HOLD_SECS",
                 "must stay below RabbitMQ's 30-minute consumer timeout (1800 s)",
             ));
         }
-        if w.request_timeout_secs == 0 || w.request_timeout_secs >= w.max_hold_secs.max(1) {
+        if w.request_timeout.is_zero()
+            || w.request_timeout >= w.max_hold.max(Duration::from_secs(1))
+        {
             return Err(invalid(
                 "CCSYNC_WORKER__REQUEST_TIMEOUT_SECS",
                 "must be at least 1 and below worker.max_hold_secs",
@@ -208,7 +212,7 @@ impl Settings {
                 "must be at least worker.batch_max_bytes (a full import must fit)",
             ));
         }
-        if w.claim_lease_secs == 0 {
+        if w.claim_lease.is_zero() {
             return Err(invalid(
                 "CCSYNC_WORKER__CLAIM_LEASE_SECS",
                 "must be at least 1 (the holder renews it every third of the lease)",
@@ -227,13 +231,13 @@ impl Settings {
                 "rates and expected_replicas must be at least 1",
             ));
         }
-        if r.jitter_allowance_ms == 0 || r.jitter_allowance_ms >= 1000 {
+        if r.jitter_allowance.is_zero() || r.jitter_allowance >= Duration::from_secs(1) {
             return Err(invalid(
                 "CCSYNC_RATELIMIT__JITTER_ALLOWANCE_MS",
                 "must be 1..=999 (0 leaves no margin for network jitter)",
             ));
         }
-        if r.redis_timeout_ms == 0 {
+        if r.redis_timeout.is_zero() {
             return Err(invalid(
                 "CCSYNC_RATELIMIT__REDIS_TIMEOUT_MS",
                 "must be at least 1",
@@ -258,15 +262,17 @@ pub(super) fn rename_key(e: ConfigError, key: &str) -> ConfigError {
 }
 
 pub(super) fn check_url(key: &str, value: &str, schemes: &[&str]) -> Result<url::Url, ConfigError> {
-    let u = url::Url::parse(value).map_err(|e| invalid(key, format!("is not a URL ({e})")))?;
+    check_url_problem(value, schemes).map_err(|problem| invalid(key, problem))
+}
+
+/// `value` parsed as a URL of one of `schemes`, or the problem (for the key's error line).
+pub(super) fn check_url_problem(value: &str, schemes: &[&str]) -> Result<url::Url, String> {
+    let u = url::Url::parse(value).map_err(|e| format!("is not a URL ({e})"))?;
     if !schemes.contains(&u.scheme()) {
-        return Err(invalid(
-            key,
-            format!(
-                "scheme '{}' is not one of {}",
-                u.scheme(),
-                schemes.join(", ")
-            ),
+        return Err(format!(
+            "scheme '{}' is not one of {}",
+            u.scheme(),
+            schemes.join(", ")
         ));
     }
     Ok(u)

@@ -350,7 +350,7 @@ impl Server {
                 );
                 Err(Box::new(with_retry_after(
                     r,
-                    self.settings.retry_after_secs,
+                    self.settings.retry_after.as_secs(),
                 )))
             }
         }

@@ -224,8 +224,8 @@ impl Ctx {
 
     /// The current linger, within the configured bounds.
     pub async fn linger(&self) -> Duration {
-        let min = Duration::from_millis(self.worker.linger_min_ms);
-        let max = Duration::from_millis(self.worker.linger_max_ms);
+        let min = self.worker.linger_min;
+        let max = self.worker.linger_max;
         match &self.pacing {
             Some(p) => p.linger().await.clamp(min, max),
             None => min,
@@ -234,8 +234,8 @@ impl Ctx {
 
     /// The batcher's plan, its linger bounds within the configured ones.
     pub async fn pace(&self) -> Pace {
-        let min = Duration::from_millis(self.worker.linger_min_ms);
-        let max = Duration::from_millis(self.worker.linger_max_ms).max(min);
+        let min = self.worker.linger_min;
+        let max = self.worker.linger_max.max(min);
         match &self.pacing {
             Some(p) => {
                 let pace = p.pace().await;

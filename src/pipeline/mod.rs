@@ -419,11 +419,11 @@ async fn session(
         settle::requeue_batch(&settler, b).await;
     }
     let deadline = if shutdown.is_cancelled() {
-        Duration::from_secs(w.shutdown_deadline_secs)
+        w.shutdown_deadline
     } else {
         // Pausing or reconnecting: in-flight imports settle or requeue on their own quickly
         // (a paused gate answers at once); give them the same bound.
-        Duration::from_secs(w.shutdown_deadline_secs)
+        w.shutdown_deadline
     };
     let drained = tokio::time::timeout(deadline, async {
         while let Some(j) = senders.join_next().await {

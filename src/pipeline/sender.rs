@@ -80,7 +80,7 @@ async fn send_batch(
         .flat_map(|e| e.tags.iter().map(|h| h.received))
         .min()
         .unwrap_or_else(Instant::now);
-    let deadline = oldest + Duration::from_secs(ctx.worker.max_hold_secs);
+    let deadline = oldest + ctx.worker.max_hold;
     let entries = batch.entries;
     // Custom fields and the import's lists matter to upserts only (a removal's lists are the
     // message's own: CC refuses an unknown one, and the message is dead-lettered with its text).
@@ -232,7 +232,7 @@ async fn watch_abandoned(
 ) {
     let watch = async {
         let started = Instant::now();
-        let every = Duration::from_millis(ctx.worker.poll_max_ms);
+        let every = ctx.worker.poll_max;
         while started.elapsed() < ABANDONED_WATCH {
             tokio::time::sleep(every).await;
             if ctx.outage.is_down() {
@@ -559,13 +559,13 @@ async fn import_once(
     let id = created.activity_id;
     inflight.set(Some(id.clone()));
     tracing::debug!(account, activity_id = %id, rows, "import created");
-    let mut wait = Duration::from_millis(ctx.worker.poll_initial_ms);
+    let mut wait = ctx.worker.poll_initial;
     loop {
         if Instant::now() + wait > deadline {
             return Err(Stop::Deadline);
         }
         tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_millis(ctx.worker.poll_max_ms));
+        wait = (wait * 2).min(ctx.worker.poll_max);
         let st = call(ctx, account, CallKind::Poll, deadline, |t| {
             let id = id.clone();
             async move { ctx.api.activity(&t, &id).await }
