@@ -294,7 +294,8 @@ pub(crate) async fn probe_and_store(
             Ok(r) => break Some(r),
             Err(e) if e.is_transient() && tries < 4 => {
                 if matches!(e, OAuthError::Throttled) {
-                    gate.report_429(CallKind::Token, "throttled").await;
+                    gate.report_429(CallKind::Token, crate::cc::CcErrorKey::Throttled.as_str())
+                        .await;
                 }
             }
             Err(e) if e.is_transient() => {
@@ -376,7 +377,8 @@ pub async fn import(
             Ok(r) => break r,
             Err(e) if e.is_transient() && tries < 4 => {
                 if matches!(e, OAuthError::Throttled) {
-                    gate.report_429(CallKind::Token, "throttled").await;
+                    gate.report_429(CallKind::Token, crate::cc::CcErrorKey::Throttled.as_str())
+                        .await;
                 }
             }
             Err(e) => return Err(AuthCliError::Refresh(e)),

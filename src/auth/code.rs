@@ -513,7 +513,8 @@ pub async fn exchange(
             .map_err(|e| CodeLoginError::RateLimit(e.to_string()))?;
         match oauth.exchange_code(code, redirect_uri, verifier).await {
             Err(OAuthError::Throttled) if tries < 4 => {
-                gate.report_429(CallKind::Token, "throttled").await;
+                gate.report_429(CallKind::Token, crate::cc::CcErrorKey::Throttled.as_str())
+                    .await;
             }
             r => break r.map_err(|e| exchange_error(e, flow))?,
         }

@@ -18,13 +18,13 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{CcError, Endpoint, record_call};
-use crate::contact::Contact;
+use crate::auth::AccessToken;
+use crate::contact::{Contact, Field};
 
 /// Client for the API host (`CCSYNC_API_BASE_URL`).
 #[derive(Clone)]
@@ -166,12 +166,12 @@ impl Api {
     }
 
     /// `POST /activities/contacts_json_import` with a body from [`Api::import_body`].
-    pub async fn import(&self, token: &SecretString, body: Vec<u8>) -> Result<Created, CcError> {
+    pub async fn import(&self, token: &AccessToken, body: Vec<u8>) -> Result<Created, CcError> {
         let url = format!("{}/activities/contacts_json_import", self.base);
         let req = self
             .http
             .post(url)
-            .bearer_auth(token.expose_secret())
+            .bearer_auth(token.expose())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         let v: ActivityDto = self.send(Endpoint::ContactsJsonImport, req).await?;
@@ -183,13 +183,9 @@ impl Api {
     }
 
     /// `GET /activities/{id}`.
-    pub async fn activity(
-        &self,
-        token: &SecretString,
-        id: &str,
-    ) -> Result<ActivityStatus, CcError> {
+    pub async fn activity(&self, token: &AccessToken, id: &str) -> Result<ActivityStatus, CcError> {
         let url = format!("{}/activities/{}", self.base, urlencode(id));
-        let req = self.http.get(url).bearer_auth(token.expose_secret());
+        let req = self.http.get(url).bearer_auth(token.expose());
         let v: ActivityDto = self.send(Endpoint::Activities, req).await?;
         let state = match v.state.as_deref() {
             Some("initialized") => ActivityState::Initialized,
@@ -230,7 +226,7 @@ impl Api {
     /// `POST /contacts/sign_up_form`: create or update one contact with explicit permission.
     pub async fn sign_up_form(
         &self,
-        token: &SecretString,
+        token: &AccessToken,
         c: &Contact,
         custom_field_ids: &HashMap<String, String>,
     ) -> Result<(), CcError> {
@@ -238,7 +234,7 @@ impl Api {
         let req = self
             .http
             .post(url)
-            .bearer_auth(token.expose_secret())
+            .bearer_auth(token.expose())
             .json(&sign_up_body(c, custom_field_ids));
         let _: Value = self.send(Endpoint::SignUpForm, req).await?;
         Ok(())
@@ -247,19 +243,15 @@ impl Api {
     /// `GET /contacts?email=…&status=all&include=list_memberships`: does CC hold this contact?
     pub async fn find_contact(
         &self,
-        token: &SecretString,
+        token: &AccessToken,
         email: &str,
     ) -> Result<Option<RemoteContact>, CcError> {
         let url = format!("{}/contacts", self.base);
-        let req = self
-            .http
-            .get(url)
-            .bearer_auth(token.expose_secret())
-            .query(&[
-                ("email", email),
-                ("status", "all"),
-                ("include", "list_memberships"),
-            ]);
+        let req = self.http.get(url).bearer_auth(token.expose()).query(&[
+            ("email", email),
+            ("status", "all"),
+            ("include", "list_memberships"),
+        ]);
         let v: Value = self.send(Endpoint::Contacts, req).await?;
         let Some(first) = v
             .get("contacts")
@@ -291,14 +283,14 @@ impl Api {
     /// revive a deleted contact, reference §5.3).
     pub async fn contact_record(
         &self,
-        token: &SecretString,
+        token: &AccessToken,
         email: &str,
     ) -> Result<Option<ContactRecord>, CcError> {
         let url = format!("{}/contacts", self.base);
         let req = self
             .http
             .get(url)
-            .bearer_auth(token.expose_secret())
+            .bearer_auth(token.expose())
             .query(&[("email", email)]);
         let v: Value = self.send(Endpoint::Contacts, req).await?;
         let Some(first) = v
@@ -340,7 +332,7 @@ impl Api {
     /// `opt_out_source: Account`).
     pub async fn unsubscribe(
         &self,
-        token: &SecretString,
+        token: &AccessToken,
         c: &ContactRecord,
         reason: Option<&str>,
     ) -> Result<(), CcError> {
@@ -348,7 +340,7 @@ impl Api {
         let req = self
             .http
             .put(url)
-            .bearer_auth(token.expose_secret())
+            .bearer_auth(token.expose())
             .json(&unsubscribe_body(c, reason));
         let _: Value = self.send(Endpoint::ContactsPut, req).await?;
         Ok(())
@@ -357,14 +349,14 @@ impl Api {
     /// `POST /activities/contact_delete` for up to 500 contact ids.
     pub async fn delete_contacts(
         &self,
-        token: &SecretString,
+        token: &AccessToken,
         contact_ids: &[String],
     ) -> Result<Created, CcError> {
         let url = format!("{}/activities/contact_delete", self.base);
         let req = self
             .http
             .post(url)
-            .bearer_auth(token.expose_secret())
+            .bearer_auth(token.expose())
             .json(&json!({ "contact_ids": contact_ids }));
         self.created(Endpoint::ContactDelete, req).await
     }
@@ -372,7 +364,7 @@ impl Api {
     /// `POST /activities/remove_list_memberships` of up to 500 contact ids from `lists`.
     pub async fn remove_from_lists(
         &self,
-        token: &SecretString,
+        token: &AccessToken,
         contact_ids: &[String],
         lists: &[Uuid],
     ) -> Result<Created, CcError> {
@@ -380,7 +372,7 @@ impl Api {
         let req = self
             .http
             .post(url)
-            .bearer_auth(token.expose_secret())
+            .bearer_auth(token.expose())
             .json(&json!({ "source": { "contact_ids": contact_ids }, "list_ids": lists }));
         self.created(Endpoint::RemoveListMemberships, req).await
     }
@@ -402,7 +394,7 @@ impl Api {
     /// `next` href of the previous page): contacts that opted out strictly after `since`.
     pub async fn optouts(
         &self,
-        token: &SecretString,
+        token: &AccessToken,
         since: &str,
         next: Option<&str>,
     ) -> Result<OptOutPage, CcError> {
@@ -414,7 +406,7 @@ impl Api {
                 ("limit", "500"),
             ]),
         }
-        .bearer_auth(token.expose_secret());
+        .bearer_auth(token.expose());
         let v: Value = self.send(Endpoint::Contacts, req).await?;
         let contacts = v
             .get("contacts")
@@ -443,11 +435,11 @@ impl Api {
 
     /// `GET /contact_lists`: the ids of every list the account has (following `_links.next`,
     /// 1,000 a page, CC's maximum; reference §5.6). One request for nearly every account.
-    pub async fn lists(&self, token: &SecretString) -> Result<HashSet<Uuid>, CcError> {
+    pub async fn lists(&self, token: &AccessToken) -> Result<HashSet<Uuid>, CcError> {
         let mut out = HashSet::new();
         let mut url = format!("{}/contact_lists?limit=1000", self.base);
         for _ in 0..20 {
-            let req = self.http.get(&url).bearer_auth(token.expose_secret());
+            let req = self.http.get(&url).bearer_auth(token.expose());
             let v: Value = self.send(Endpoint::ContactLists, req).await?;
             for l in v
                 .get("lists")
@@ -473,9 +465,9 @@ impl Api {
 
     /// The cheapest call that tells whether CC answers this account (`GET /contact_lists?limit=1`):
     /// the probe of an outage or `forbidden` pause.
-    pub async fn probe(&self, token: &SecretString) -> Result<(), CcError> {
+    pub async fn probe(&self, token: &AccessToken) -> Result<(), CcError> {
         let url = format!("{}/contact_lists?limit=1", self.base);
-        let req = self.http.get(url).bearer_auth(token.expose_secret());
+        let req = self.http.get(url).bearer_auth(token.expose());
         let _: Value = self.send(Endpoint::ContactLists, req).await?;
         Ok(())
     }
@@ -483,13 +475,13 @@ impl Api {
     /// `GET /contact_custom_fields`: every custom field's name → id (following `_links.next`).
     pub async fn custom_fields(
         &self,
-        token: &SecretString,
+        token: &AccessToken,
     ) -> Result<HashMap<String, String>, CcError> {
         let mut out = HashMap::new();
         let mut url = format!("{}/contact_custom_fields?limit=100", self.base);
         // CC caps an account at 100 custom fields, so two pages at most; bound the loop anyway.
         for _ in 0..10 {
-            let req = self.http.get(&url).bearer_auth(token.expose_secret());
+            let req = self.http.get(&url).bearer_auth(token.expose());
             let v: Value = self.send(Endpoint::ContactCustomFields, req).await?;
             for f in v
                 .get("custom_fields")
@@ -516,14 +508,14 @@ impl Api {
     /// replacing blanks with underscores); returns the new id.
     pub async fn create_custom_field(
         &self,
-        token: &SecretString,
+        token: &AccessToken,
         name: &str,
     ) -> Result<String, CcError> {
         let url = format!("{}/contact_custom_fields", self.base);
         let req = self
             .http
             .post(url)
-            .bearer_auth(token.expose_secret())
+            .bearer_auth(token.expose())
             .json(&json!({ "label": name, "type": "string" }));
         let v: Value = self.send(Endpoint::ContactCustomFields, req).await?;
         v.get("custom_field_id")
@@ -645,23 +637,14 @@ pub fn import_row_len(c: &Contact) -> usize {
     2 + n + entries.saturating_sub(1) + 1
 }
 
-/// The text columns of an import row (CC key, message field), shared by the serializer and the
-/// size count so the two can never disagree.
-fn row_text_fields(f: &crate::contact::Fields) -> [(&'static str, &Option<Box<str>>); 11] {
-    let a = f.address();
-    [
-        ("first_name", &f.first_name),
-        ("last_name", &f.last_name),
-        ("job_title", &f.job_title),
-        ("company_name", &f.company_name),
-        ("phone", &f.phone),
-        ("anniversary", &f.anniversary),
-        ("street", &a.street),
-        ("city", &a.city),
-        ("state", &a.state),
-        ("zip", &a.postal_code),
-        ("country", &a.country),
-    ]
+/// The text columns of an import row (CC key, message field), from the one list of contact
+/// fields ([`Field`]), shared by the serializer and the size count so the two can never disagree.
+fn row_text_fields(
+    f: &crate::contact::Fields,
+) -> impl Iterator<Item = (&'static str, &Option<Box<str>>)> {
+    Field::ALL
+        .into_iter()
+        .filter_map(move |field| Some((field.import_column()?, field.text(f)?)))
 }
 
 /// Bytes of an import body outside its rows: `{"import_data":[`, `],"list_ids":[…]}` with up to

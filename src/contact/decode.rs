@@ -142,14 +142,13 @@ pub fn decode_for<'a>(
     if action != Action::Upsert {
         return consent_action(action, id, occurred_at, account, email, dto.reason, &c);
     }
-    let phone_limit = 25;
     let mut fields = Fields {
-        first_name: text_field(&c, "first_name", 50)?,
-        last_name: text_field(&c, "last_name", 50)?,
-        job_title: text_field(&c, "job_title", 50)?,
-        company_name: text_field(&c, "company_name", 50)?,
-        phone: text_field(&c, "phone", phone_limit)?,
-        anniversary: text_field(&c, "anniversary", 10)?,
+        first_name: field_text(&c, Field::FirstName)?,
+        last_name: field_text(&c, Field::LastName)?,
+        job_title: field_text(&c, Field::JobTitle)?,
+        company_name: field_text(&c, Field::CompanyName)?,
+        phone: field_text(&c, Field::Phone)?,
+        anniversary: field_text(&c, Field::Anniversary)?,
         ..Fields::default()
     };
     if let Some(a) = &fields.anniversary
@@ -176,11 +175,11 @@ pub fn decode_for<'a>(
         None | Some(Value::Null) => {}
         Some(Value::Object(a)) => {
             let address = Address {
-                street: text_field(a, "street", 255).map_err(prefix("address"))?,
-                city: text_field(a, "city", 50).map_err(prefix("address"))?,
-                state: text_field(a, "state", 50).map_err(prefix("address"))?,
-                postal_code: text_field(a, "postal_code", 50).map_err(prefix("address"))?,
-                country: text_field(a, "country", 50).map_err(prefix("address"))?,
+                street: field_text(a, Field::Street).map_err(prefix("address"))?,
+                city: field_text(a, Field::City).map_err(prefix("address"))?,
+                state: field_text(a, Field::State).map_err(prefix("address"))?,
+                postal_code: field_text(a, Field::PostalCode).map_err(prefix("address"))?,
+                country: field_text(a, Field::Country).map_err(prefix("address"))?,
             };
             // Boxed only when something is set: most messages carry no address, and an empty
             // one means the same as none.
@@ -386,6 +385,14 @@ fn parse_email(raw: &str) -> Result<String, Rejection> {
         ));
     }
     Ok(e)
+}
+
+/// A text field of [`Field`], within its [`Field::max_chars`].
+fn field_text(
+    m: &serde_json::Map<String, Value>,
+    field: Field,
+) -> Result<Option<Box<str>>, Rejection> {
+    text_field(m, field.as_str(), field.max_chars().unwrap_or(usize::MAX))
 }
 
 fn text_field(

@@ -379,29 +379,14 @@ impl Fields {
         }
     }
 
-    /// The names of the fields this event sets (custom fields as `cf:NAME`), for the per-field
-    /// newest-wins ledger.
+    /// The names of the fields this event sets ([`Field::as_str`]; custom fields as `cf:NAME`),
+    /// for the per-field newest-wins ledger.
     pub fn names(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let a = self.address();
-        for (name, set) in [
-            ("first_name", self.first_name.is_some()),
-            ("last_name", self.last_name.is_some()),
-            ("job_title", self.job_title.is_some()),
-            ("company_name", self.company_name.is_some()),
-            ("phone", self.phone.is_some()),
-            ("birthday", self.birthday.is_some()),
-            ("anniversary", self.anniversary.is_some()),
-            ("street", a.street.is_some()),
-            ("city", a.city.is_some()),
-            ("state", a.state.is_some()),
-            ("postal_code", a.postal_code.is_some()),
-            ("country", a.country.is_some()),
-        ] {
-            if set {
-                out.push(name.to_string());
-            }
-        }
+        let mut out: Vec<String> = Field::ALL
+            .into_iter()
+            .filter(|f| f.is_set(self))
+            .map(|f| f.as_str().to_string())
+            .collect();
         out.extend(self.custom_fields.keys().map(|k| format!("cf:{k}")));
         out
     }
@@ -409,21 +394,16 @@ impl Fields {
     /// Drop the named fields (names as in [`Fields::names`]): a newer event already set them.
     pub fn drop_named(&mut self, names: &[String]) {
         for n in names {
-            match n.as_str() {
-                "first_name" => self.first_name = None,
-                "last_name" => self.last_name = None,
-                "job_title" => self.job_title = None,
-                "company_name" => self.company_name = None,
-                "phone" => self.phone = None,
-                "birthday" => self.birthday = None,
-                "anniversary" => self.anniversary = None,
-                "street" => self.clear_address(|a| &mut a.street),
-                "city" => self.clear_address(|a| &mut a.city),
-                "state" => self.clear_address(|a| &mut a.state),
-                "postal_code" => self.clear_address(|a| &mut a.postal_code),
-                "country" => self.clear_address(|a| &mut a.country),
-                other => {
-                    if let Some(cf) = other.strip_prefix("cf:") {
+            match Field::parse(n) {
+                Some(Field::Birthday) => self.birthday = None,
+                Some(f) if f.in_address() => {
+                    if let Some(a) = self.address.as_deref_mut() {
+                        *field::address_slot(f, a) = None;
+                    }
+                }
+                Some(f) => *field::top_slot(f, self) = None,
+                None => {
+                    if let Some(cf) = n.strip_prefix("cf:") {
                         self.custom_fields.remove(cf);
                     }
                 }
@@ -438,21 +418,15 @@ impl Fields {
         fn addr(f: &mut Fields) -> &mut Address {
             f.address.get_or_insert_with(Box::default)
         }
-        match name {
-            "first_name" => self.first_name = from.first_name.take(),
-            "last_name" => self.last_name = from.last_name.take(),
-            "job_title" => self.job_title = from.job_title.take(),
-            "company_name" => self.company_name = from.company_name.take(),
-            "phone" => self.phone = from.phone.take(),
-            "birthday" => self.birthday = from.birthday.take(),
-            "anniversary" => self.anniversary = from.anniversary.take(),
-            "street" => addr(self).street = addr(from).street.take(),
-            "city" => addr(self).city = addr(from).city.take(),
-            "state" => addr(self).state = addr(from).state.take(),
-            "postal_code" => addr(self).postal_code = addr(from).postal_code.take(),
-            "country" => addr(self).country = addr(from).country.take(),
-            other => {
-                if let Some(cf) = other.strip_prefix("cf:")
+        match Field::parse(name) {
+            Some(Field::Birthday) => self.birthday = from.birthday.take(),
+            Some(f) if f.in_address() => {
+                let v = field::address_slot(f, addr(from)).take();
+                *field::address_slot(f, addr(self)) = v;
+            }
+            Some(f) => *field::top_slot(f, self) = field::top_slot(f, from).take(),
+            None => {
+                if let Some(cf) = name.strip_prefix("cf:")
                     && let Some(v) = from.custom_fields.remove(cf)
                 {
                     self.custom_fields.insert(cf.to_string(), v);
@@ -460,17 +434,12 @@ impl Fields {
             }
         }
     }
-
-    /// Unset one address field (no-op without an address); the caller tidies afterwards.
-    fn clear_address(&mut self, slot: fn(&mut Address) -> &mut Option<Box<str>>) {
-        if let Some(a) = self.address.as_deref_mut() {
-            *slot(a) = None;
-        }
-    }
 }
 
 mod decode;
+mod field;
 pub use decode::{decode, decode_for, valid_account};
+pub use field::Field;
 
 #[cfg(test)]
 mod tests;

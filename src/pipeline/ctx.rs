@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::auth::AccessToken;
 use crate::batch::Pace;
 use crate::cc::api::Api;
 use crate::config::WorkerSettings;
@@ -95,13 +95,13 @@ pub enum TokenError {
 /// Where access tokens come from (the auth room's `TokenProvider` in production).
 #[async_trait::async_trait]
 pub trait TokenSource: Send + Sync {
-    async fn access_token(&self, account: &str) -> Result<SecretString, TokenError>;
+    async fn access_token(&self, account: &str) -> Result<AccessToken, TokenError>;
     /// CC refused `rejected` with a 401: refresh unless someone already did.
     async fn token_rejected(
         &self,
         account: &str,
-        rejected: &SecretString,
-    ) -> Result<SecretString, TokenError>;
+        rejected: &AccessToken,
+    ) -> Result<AccessToken, TokenError>;
     /// Returns once the account has a usable token set again.
     async fn wait_until_alive(&self, account: &str);
 }
