@@ -3,7 +3,7 @@
 //! Decoding ([`super::decode`]), merging ([`super::Contact::merge`], the ledger's per-field
 //! newest-wins names) and the import row (`crate::cc::api::ImportRow`) all read it from here.
 
-use super::{Address, Fields};
+use super::{Address, Fields, NO_ADDRESS};
 
 /// A contact field a message may set, in the order the import row writes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -134,7 +134,7 @@ fn address_slot_ref(field: Field, a: &Address) -> &Option<Box<str>> {
 }
 
 /// The slot of an address field in `a`.
-pub(super) fn address_slot(field: Field, a: &mut Address) -> &mut Option<Box<str>> {
+fn address_slot(field: Field, a: &mut Address) -> &mut Option<Box<str>> {
     match field {
         Field::Street => &mut a.street,
         Field::City => &mut a.city,
@@ -145,7 +145,7 @@ pub(super) fn address_slot(field: Field, a: &mut Address) -> &mut Option<Box<str
 }
 
 /// The slot of a top-level text field in `f` (not the birthday, not an address field).
-pub(super) fn top_slot(field: Field, f: &mut Fields) -> &mut Option<Box<str>> {
+fn top_slot(field: Field, f: &mut Fields) -> &mut Option<Box<str>> {
     match field {
         Field::FirstName => &mut f.first_name,
         Field::LastName => &mut f.last_name,
@@ -153,6 +153,94 @@ pub(super) fn top_slot(field: Field, f: &mut Fields) -> &mut Option<Box<str>> {
         Field::CompanyName => &mut f.company_name,
         Field::Phone => &mut f.phone,
         _ => &mut f.anniversary,
+    }
+}
+
+// Field-by-field operations on [`Fields`]: emptiness, the names the ledger compares, and
+// dropping or moving named fields (what merging and the ledger's stale fields use).
+
+impl Fields {
+    /// The address, all `None` when the contact has none.
+    pub fn address(&self) -> &Address {
+        self.address.as_deref().unwrap_or(&NO_ADDRESS)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        // Compared field by field rather than with `Fields::default()` so an address box with
+        // nothing in it still counts as empty.
+        self.first_name.is_none()
+            && self.last_name.is_none()
+            && self.job_title.is_none()
+            && self.company_name.is_none()
+            && self.phone.is_none()
+            && self.birthday.is_none()
+            && self.anniversary.is_none()
+            && self.address().is_empty()
+            && self.custom_fields.is_empty()
+    }
+
+    /// Keep `address` `None` whenever no address field is set, so equal contents compare equal
+    /// (and an emptied box is freed).
+    pub(super) fn tidy_address(&mut self) {
+        if self.address.as_deref().is_some_and(Address::is_empty) {
+            self.address = None;
+        }
+    }
+
+    /// The names of the fields this event sets ([`Field::as_str`]; custom fields as `cf:NAME`),
+    /// for the per-field newest-wins ledger.
+    pub fn names(&self) -> Vec<String> {
+        let mut out: Vec<String> = Field::ALL
+            .into_iter()
+            .filter(|f| f.is_set(self))
+            .map(|f| f.as_str().to_string())
+            .collect();
+        out.extend(self.custom_fields.keys().map(|k| format!("cf:{k}")));
+        out
+    }
+
+    /// Drop the named fields (names as in [`Fields::names`]): a newer event already set them.
+    pub fn drop_named(&mut self, names: &[String]) {
+        for n in names {
+            match Field::parse(n) {
+                Some(Field::Birthday) => self.birthday = None,
+                Some(f) if f.in_address() => {
+                    if let Some(a) = self.address.as_deref_mut() {
+                        *address_slot(f, a) = None;
+                    }
+                }
+                Some(f) => *top_slot(f, self) = None,
+                None => {
+                    if let Some(cf) = n.strip_prefix("cf:") {
+                        self.custom_fields.remove(cf);
+                    }
+                }
+            }
+        }
+        self.tidy_address();
+    }
+
+    /// Take the named field (names as in [`Fields::names`]) from `from`, replacing ours; the
+    /// caller tidies the address afterwards.
+    pub fn move_named(&mut self, from: &mut Fields, name: &str) {
+        fn addr(f: &mut Fields) -> &mut Address {
+            f.address.get_or_insert_with(Box::default)
+        }
+        match Field::parse(name) {
+            Some(Field::Birthday) => self.birthday = from.birthday.take(),
+            Some(f) if f.in_address() => {
+                let v = address_slot(f, addr(from)).take();
+                *address_slot(f, addr(self)) = v;
+            }
+            Some(f) => *top_slot(f, self) = top_slot(f, from).take(),
+            None => {
+                if let Some(cf) = name.strip_prefix("cf:")
+                    && let Some(v) = from.custom_fields.remove(cf)
+                {
+                    self.custom_fields.insert(cf.to_string(), v);
+                }
+            }
+        }
     }
 }
 
