@@ -84,7 +84,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 if let CcError::RateLimited { error_key } =
                     CcError::from_response(Endpoint::ContactLists, status, &body)
                 {
-                    limiter.report_429(CallKind::Import, &error_key).await;
+                    limiter
+                        .report_429(CallKind::Import, error_key.as_str())
+                        .await;
                 }
             }
         }));

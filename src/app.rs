@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AccessToken, AuthError, TokenProvider};
@@ -29,23 +28,19 @@ pub enum AppError {
 
 #[async_trait::async_trait]
 impl TokenSource for TokenProvider {
-    async fn access_token(&self, account: &str) -> Result<SecretString, TokenError> {
+    async fn access_token(&self, account: &str) -> Result<AccessToken, TokenError> {
         TokenProvider::access_token(self, account)
             .await
-            .map(|t| SecretString::from(t.expose().to_string()))
             .map_err(token_error)
     }
 
     async fn token_rejected(
         &self,
         account: &str,
-        rejected: &SecretString,
-    ) -> Result<SecretString, TokenError> {
-        use secrecy::ExposeSecret;
-        let rejected = AccessToken::new(rejected.expose_secret().to_string());
-        TokenProvider::token_rejected(self, account, &rejected)
+        rejected: &AccessToken,
+    ) -> Result<AccessToken, TokenError> {
+        TokenProvider::token_rejected(self, account, rejected)
             .await
-            .map(|t| SecretString::from(t.expose().to_string()))
             .map_err(token_error)
     }
 
@@ -183,7 +178,7 @@ async fn build_ctx(settings: &Settings) -> Result<(Arc<Ctx>, Arc<TokenProvider>)
         max,
     });
     let api = Api::new(
-        crate::cc::http_client(Duration::from_secs(settings.worker.request_timeout_secs)),
+        crate::cc::http_client(settings.worker.request_timeout),
         &settings.api_base_url,
     );
     let marks =

@@ -344,7 +344,7 @@ fn deployment_matches_the_worker_contract() {
     // Shutdown: the kubelet must not SIGKILL a worker that keeps worker.shutdown_deadline_secs;
     // leave at least 10 s for the process to exit after the deadline.
     let grace = n(pod, "terminationGracePeriodSeconds");
-    let deadline = settings.worker.shutdown_deadline_secs as i64;
+    let deadline = settings.worker.shutdown_deadline.as_secs() as i64;
     assert!(
         grace >= deadline + 10,
         "terminationGracePeriodSeconds {grace} must exceed shutdown_deadline_secs {deadline} by >= 10 s"

@@ -34,7 +34,7 @@ async fn call(
     if let CcError::RateLimited { error_key } =
         CcError::from_response(Endpoint::ContactLists, status, &body)
     {
-        lim.report_429(CallKind::Import, &error_key).await;
+        lim.report_429(CallKind::Import, error_key.as_str()).await;
     }
     Ok(status)
 }

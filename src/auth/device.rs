@@ -98,7 +98,8 @@ pub async fn poll_device(
             Err(OAuthError::AccessDenied) => return Err(LoginError::Denied),
             Err(OAuthError::InvalidClient(d)) => return Err(LoginError::InvalidClient(d)),
             Err(OAuthError::Throttled) => {
-                gate.report_429(CallKind::Token, "throttled").await;
+                gate.report_429(CallKind::Token, crate::cc::CcErrorKey::Throttled.as_str())
+                    .await;
             }
             // 5xx / transport: keep polling until the code expires.
             Err(e) => tracing::warn!(error = %e, "auth login: poll failed; polling on"),

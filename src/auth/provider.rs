@@ -206,9 +206,10 @@ impl TokenProvider {
             settings.client_secret.clone(),
             Duration::from_secs(10),
         );
-        let jwks = match settings.auth.jwks_url.trim() {
-            "" => None,
-            url => {
+        let jwks = match &settings.auth.jwks_url {
+            None => None,
+            Some(url) => {
+                let url = url.as_str();
                 let keys = Jwks::fetch(&oauth, url).await?;
                 Some(Jwks {
                     url: url.to_string(),
@@ -222,10 +223,10 @@ impl TokenProvider {
             oauth,
             gate,
             tuning: Tuning {
-                refresh_before_secs: settings.auth.refresh_before_secs,
-                lease_ms: settings.auth.lock_lease_ms,
-                wait_bound: Duration::from_secs(settings.auth.wait_bound_secs),
-                keepalive_secs: settings.auth.keepalive_secs,
+                refresh_before_secs: settings.auth.refresh_before.as_secs(),
+                lease_ms: settings.auth.lock_lease.as_millis() as u64,
+                wait_bound: settings.auth.wait_bound,
+                keepalive_secs: settings.auth.keepalive.as_secs(),
             },
             jwks,
             accounts: Mutex::new(HashMap::new()),

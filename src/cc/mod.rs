@@ -104,13 +104,67 @@ pub struct ApiError {
     pub error_message: String,
 }
 
+/// The `error_key` of a CC 429 (reference §4): the keys ccsync acts on, and any other CC may
+/// send (today `too_many_activities`: 1,000 queued activities for the account) kept as written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CcErrorKey {
+    /// "Too Many Requests": the per-second limit; clears within a second.
+    Throttled,
+    /// "Limit Exceeded": the daily quota, until 00:00 UTC.
+    QuotaExceeded,
+    /// Any other key, as CC wrote it.
+    Other(String),
+}
+
+impl CcErrorKey {
+    /// The key as CC writes it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            CcErrorKey::Throttled => "throttled",
+            CcErrorKey::QuotaExceeded => "quota_exceeded",
+            CcErrorKey::Other(k) => k,
+        }
+    }
+}
+
+impl From<&str> for CcErrorKey {
+    fn from(k: &str) -> Self {
+        match k {
+            "throttled" => CcErrorKey::Throttled,
+            "quota_exceeded" => CcErrorKey::QuotaExceeded,
+            other => CcErrorKey::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<String> for CcErrorKey {
+    fn from(k: String) -> Self {
+        match CcErrorKey::from(k.as_str()) {
+            CcErrorKey::Other(_) => CcErrorKey::Other(k),
+            known => known,
+        }
+    }
+}
+
+impl PartialEq<str> for CcErrorKey {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl std::fmt::Display for CcErrorKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A failed CC API call, classified.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CcError {
     #[error("CC refused the access token (401)")]
     Unauthorized,
     #[error("CC rate limit (429 {error_key})")]
-    RateLimited { error_key: String },
+    RateLimited { error_key: CcErrorKey },
     #[error("CC rejected the request ({status}): {}", summary(.errors))]
     Rejected { status: u16, errors: Vec<ApiError> },
     #[error("CC rejected the import as a whole ({status}): {}", summary(.errors))]
@@ -194,7 +248,7 @@ impl CcError {
                     .next()
                     .map(|e| e.error_key)
                     .filter(|k| !k.is_empty())
-                    .unwrap_or_else(|| "throttled".into());
+                    .map_or(CcErrorKey::Throttled, CcErrorKey::from);
                 CcError::RateLimited { error_key: key }
             }
             (500..=599, _) => CcError::Server { status },
@@ -260,6 +314,15 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_keys_keep_what_cc_wrote() {
+        for k in ["throttled", "quota_exceeded", "too_many_activities"] {
+            assert_eq!(CcErrorKey::from(k).as_str(), k);
+        }
+        assert_eq!(CcErrorKey::from("throttled"), CcErrorKey::Throttled);
+        assert!(matches!(CcErrorKey::from("x".to_string()), CcErrorKey::Other(k) if k == "x"));
+    }
 
     #[test]
     fn classifies_cc_error_shapes() {

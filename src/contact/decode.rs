@@ -8,6 +8,12 @@ use uuid::Uuid;
 
 use super::*;
 
+mod consent;
+mod values;
+
+use consent::consent_action;
+use values::*;
+
 #[derive(Deserialize)]
 struct EnvelopeDto {
     #[serde(rename = "type")]
@@ -142,14 +148,13 @@ pub fn decode_for<'a>(
     if action != Action::Upsert {
         return consent_action(action, id, occurred_at, account, email, dto.reason, &c);
     }
-    let phone_limit = 25;
     let mut fields = Fields {
-        first_name: text_field(&c, "first_name", 50)?,
-        last_name: text_field(&c, "last_name", 50)?,
-        job_title: text_field(&c, "job_title", 50)?,
-        company_name: text_field(&c, "company_name", 50)?,
-        phone: text_field(&c, "phone", phone_limit)?,
-        anniversary: text_field(&c, "anniversary", 10)?,
+        first_name: field_text(&c, Field::FirstName)?,
+        last_name: field_text(&c, Field::LastName)?,
+        job_title: field_text(&c, Field::JobTitle)?,
+        company_name: field_text(&c, Field::CompanyName)?,
+        phone: field_text(&c, Field::Phone)?,
+        anniversary: field_text(&c, Field::Anniversary)?,
         ..Fields::default()
     };
     if let Some(a) = &fields.anniversary
@@ -176,11 +181,11 @@ pub fn decode_for<'a>(
         None | Some(Value::Null) => {}
         Some(Value::Object(a)) => {
             let address = Address {
-                street: text_field(a, "street", 255).map_err(prefix("address"))?,
-                city: text_field(a, "city", 50).map_err(prefix("address"))?,
-                state: text_field(a, "state", 50).map_err(prefix("address"))?,
-                postal_code: text_field(a, "postal_code", 50).map_err(prefix("address"))?,
-                country: text_field(a, "country", 50).map_err(prefix("address"))?,
+                street: field_text(a, Field::Street).map_err(prefix("address"))?,
+                city: field_text(a, Field::City).map_err(prefix("address"))?,
+                state: field_text(a, Field::State).map_err(prefix("address"))?,
+                postal_code: field_text(a, Field::PostalCode).map_err(prefix("address"))?,
+                country: field_text(a, Field::Country).map_err(prefix("address"))?,
             };
             // Boxed only when something is set: most messages carry no address, and an empty
             // one means the same as none.
@@ -277,209 +282,10 @@ pub fn decode_for<'a>(
     })
 }
 
-/// The consent actions (DESIGN §5.1b): an email, and for `contact.remove_lists` 1–50 list ids
-/// (required: removing the configured defaults by omission would be a surprise), for
-/// `contact.unsubscribe` an optional `reason` (≤ 255, CC's `opt_out_reason`). Other contact
-/// fields are ignored, like unknown top-level fields.
-fn consent_action(
-    action: Action,
-    id: String,
-    occurred_at: OffsetDateTime,
-    account: String,
-    email: String,
-    reason: Option<Value>,
-    c: &serde_json::Map<String, Value>,
-) -> Result<Contact, Rejection> {
-    let reason = match (action, reason) {
-        (_, None | Some(Value::Null)) => None,
-        (Action::Unsubscribe, Some(Value::String(r))) => {
-            let r = r.trim();
-            if r.chars().count() > MAX_REASON_CHARS {
-                return Err(Rejection::new(
-                    Reason::FieldTooLong,
-                    format!("reason is longer than CC's {MAX_REASON_CHARS} characters"),
-                ));
-            }
-            if r.contains(|ch: char| ch.is_control()) {
-                return Err(Rejection::new(
-                    Reason::InvalidField,
-                    "reason contains control characters",
-                ));
-            }
-            (!r.is_empty()).then(|| Box::new(r.into()))
-        }
-        (Action::Unsubscribe, Some(_)) => return Err(wrong_type("reason", "a string")),
-        // Only an unsubscribe carries a reason; elsewhere it is an unknown field.
-        (_, Some(_)) => None,
-    };
-    let mut list_ids = Vec::new();
-    if action == Action::RemoveLists {
-        list_ids = match c.get("list_ids") {
-            Some(Value::Array(a)) if !a.is_empty() => a
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .and_then(|s| Uuid::parse_str(s).ok())
-                        .ok_or_else(|| {
-                            Rejection::new(
-                                Reason::InvalidField,
-                                "contact.list_ids must be list UUIDs",
-                            )
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            Some(Value::Array(_)) | Some(Value::Null) | None => {
-                return Err(Rejection::new(
-                    Reason::NoLists,
-                    "contact.remove_lists needs contact.list_ids: the lists to remove the contact from",
-                ));
-            }
-            Some(_) => return Err(wrong_type("contact.list_ids", "an array of list UUIDs")),
-        };
-        list_ids.sort();
-        list_ids.dedup();
-        if list_ids.len() > 50 {
-            return Err(Rejection::new(
-                Reason::FieldTooLong,
-                "contact.list_ids names more than CC's 50 lists",
-            ));
-        }
-    }
-    Ok(Contact {
-        action,
-        reason,
-        id: id.into_boxed_str(),
-        occurred_at,
-        stamps: None,
-        account,
-        consent: Consent::Implicit,
-        email,
-        fields: Fields::default(),
-        list_ids,
-    })
-}
-
-fn parse_email(raw: &str) -> Result<String, Rejection> {
-    let e = raw.trim().to_lowercase();
-    if e.chars().count() > MAX_EMAIL_CHARS {
-        return Err(Rejection::new(
-            Reason::EmailTooLong,
-            format!(
-                "contact.email has {} characters; CC's import and sign-up form accept at most {MAX_EMAIL_CHARS}",
-                e.chars().count()
-            ),
-        ));
-    }
-    // email_address implements RFC 5322's addr-spec; CC also needs a dotted domain.
-    let ok = email_address::EmailAddress::parse_with_options(
-        &e,
-        email_address::Options::default().without_display_text(),
-    )
-    .is_ok()
-        && e.rsplit_once('@').is_some_and(|(_, d)| {
-            d.contains('.') && !d.starts_with('.') && !d.ends_with('.') && !d.starts_with('[')
-        });
-    if !ok {
-        return Err(Rejection::new(
-            Reason::InvalidEmail,
-            "contact.email is not a valid email address",
-        ));
-    }
-    Ok(e)
-}
-
-fn text_field(
-    m: &serde_json::Map<String, Value>,
-    name: &str,
-    max: usize,
-) -> Result<Option<Box<str>>, Rejection> {
-    match m.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => {
-            let s = s.trim();
-            if s.chars().count() > max {
-                return Err(Rejection::new(
-                    Reason::FieldTooLong,
-                    format!("contact.{name} is longer than CC's {max} characters"),
-                ));
-            }
-            if s.contains(|ch: char| ch.is_control()) {
-                return Err(Rejection::new(
-                    Reason::InvalidField,
-                    format!("contact.{name} contains control characters"),
-                ));
-            }
-            Ok(Some(s.into()))
-        }
-        Some(_) => Err(wrong_type(&format!("contact.{name}"), "a string")),
-    }
-}
-
-fn small_int(
-    m: &serde_json::Map<String, Value>,
-    name: &str,
-    lo: u8,
-    hi: u8,
-) -> Result<Option<u8>, Rejection> {
-    match m.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .filter(|v| (lo as u64..=hi as u64).contains(v))
-            .map(|v| Some(v as u8))
-            .ok_or_else(|| {
-                Rejection::new(
-                    Reason::InvalidField,
-                    format!("contact.{name} must be between {lo} and {hi}"),
-                )
-            }),
-        Some(_) => Err(wrong_type(&format!("contact.{name}"), "a number")),
-    }
-}
-
-/// CC's accepted date shapes: MM/DD/YYYY, M/D/YYYY, YYYY/MM/DD, YYYY/M/D, YYYY-MM-DD, YYYY-M-D,
-/// M-D-YYYY (Swagger `anniversary`).
-fn valid_cc_date(s: &str) -> bool {
-    let parts: Vec<&str> = s.split(['/', '-']).collect();
-    if parts.len() != 3 || !parts.iter().all(|p| p.chars().all(|c| c.is_ascii_digit())) {
-        return false;
-    }
-    let n = |p: &str| p.parse::<u32>().ok();
-    let (y, m, d) = if parts[0].len() == 4 {
-        (n(parts[0]), n(parts[1]), n(parts[2]))
-    } else if parts[2].len() == 4 {
-        (n(parts[2]), n(parts[0]), n(parts[1]))
-    } else {
-        return false;
-    };
-    matches!((y, m, d), (Some(y), Some(m), Some(d)) if (1800..=2200).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d))
-}
-
 /// An account name messages may carry (`account`): 1 to 64 letters, digits, `-`, `_` or `.`.
 pub fn valid_account(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-fn missing(field: &str) -> Rejection {
-    Rejection::new(Reason::MissingField, format!("{field} is required"))
-}
-
-fn wrong_type(field: &str, expected: &str) -> Rejection {
-    Rejection::new(Reason::WrongType, format!("{field} must be {expected}"))
-}
-
-fn prefix(section: &'static str) -> impl Fn(Rejection) -> Rejection {
-    move |r| Rejection {
-        code: r.code,
-        detail: r
-            .detail
-            .replacen("contact.", &format!("contact.{section}."), 1),
-    }
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    s.chars().take(n).collect()
 }

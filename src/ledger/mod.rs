@@ -100,7 +100,7 @@ impl Ledger {
             cluster: pool.is_cluster(),
             pool,
             prefix: format!("{}:ledger", settings.redis.key_prefix),
-            lease: Duration::from_secs(settings.worker.claim_lease_secs),
+            lease: settings.worker.claim_lease,
         })
     }
 

@@ -4,10 +4,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use crate::auth::AccessToken;
 use tokio::time::Instant;
 
-use crate::cc::{CcError, RetryAction};
+use crate::cc::{CcError, CcErrorKey, RetryAction};
 use crate::ratelimit::{CallKind, RateLimitError};
 use crate::telemetry::metrics;
 
@@ -47,7 +47,7 @@ pub(super) async fn call<T, F, Fut>(
     f: F,
 ) -> Result<T, Stop>
 where
-    F: Fn(SecretString) -> Fut,
+    F: Fn(AccessToken) -> Fut,
     Fut: Future<Output = Result<T, CcError>>,
 {
     let mut transient = 0u32;
@@ -96,8 +96,8 @@ where
             RetryAction::RateLimited => {
                 // The gate counts it in `ccsync_rate_limited_total` and shares the consequence.
                 if let CcError::RateLimited { error_key } = &err {
-                    ctx.gate.report_429(kind, error_key).await;
-                    if error_key != "throttled" && error_key != "quota_exceeded" {
+                    ctx.gate.report_429(kind, error_key.as_str()).await;
+                    if let CcErrorKey::Other(_) = error_key {
                         // The 1,000-queued-activities 429 (reference §4): the account's queue
                         // drains in minutes, not in the second a `throttled` cool-down lasts.
                         tracing::warn!(account, error_key = %error_key, "CC has too many queued activities for this account; backing off");
@@ -161,7 +161,7 @@ pub(super) async fn get_token(
     ctx: &Ctx,
     account: &str,
     deadline: Instant,
-) -> Result<SecretString, Stop> {
+) -> Result<AccessToken, Stop> {
     let mut n = 0;
     loop {
         match ctx.tokens.access_token(account).await {

@@ -71,7 +71,7 @@ pub(super) async fn watch_abandoned(
 ) {
     let watch = async {
         let started = Instant::now();
-        let every = Duration::from_millis(ctx.worker.poll_max_ms);
+        let every = ctx.worker.poll_max;
         while started.elapsed() < ABANDONED_WATCH {
             tokio::time::sleep(every).await;
             if ctx.outage.is_down() {

@@ -18,8 +18,6 @@
 //! activity CC forgets are retried three times, then requeued without blame; a refusal of the
 //! content (400) dead-letters the messages with CC's text; a pause or the hold bound requeues.
 
-use std::time::Duration;
-
 use tokio::time::Instant;
 
 use crate::cc::api::{ActivityState, ActivityStatus, ContactRecord};
@@ -244,13 +242,13 @@ async fn run_activity(
     let started = Instant::now();
     let id = created.activity_id;
     inflight.set(Some(id.clone()));
-    let mut wait = Duration::from_millis(ctx.worker.poll_initial_ms);
+    let mut wait = ctx.worker.poll_initial;
     loop {
         if Instant::now() + wait > deadline {
             return Err(Stop::Deadline);
         }
         tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_millis(ctx.worker.poll_max_ms));
+        wait = (wait * 2).min(ctx.worker.poll_max);
         let st = call(ctx, account, CallKind::Poll, deadline, |t| {
             let id = id.clone();
             async move { ctx.api.activity(&t, &id).await }

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::auth::AccessToken;
 use crate::batch::Pace;
 use crate::cc::api::Api;
 use crate::config::WorkerSettings;
@@ -97,13 +97,13 @@ pub enum TokenError {
 /// Where access tokens come from (the auth room's `TokenProvider` in production).
 #[async_trait::async_trait]
 pub trait TokenSource: Send + Sync {
-    async fn access_token(&self, account: &str) -> Result<SecretString, TokenError>;
+    async fn access_token(&self, account: &str) -> Result<AccessToken, TokenError>;
     /// CC refused `rejected` with a 401: refresh unless someone already did.
     async fn token_rejected(
         &self,
         account: &str,
-        rejected: &SecretString,
-    ) -> Result<SecretString, TokenError>;
+        rejected: &AccessToken,
+    ) -> Result<AccessToken, TokenError>;
     /// Returns once the account has a usable token set again.
     async fn wait_until_alive(&self, account: &str);
 }
@@ -238,8 +238,8 @@ impl Ctx {
 
     /// The current linger, within the configured bounds.
     pub async fn linger(&self) -> Duration {
-        let min = Duration::from_millis(self.worker.linger_min_ms);
-        let max = Duration::from_millis(self.worker.linger_max_ms);
+        let min = self.worker.linger_min;
+        let max = self.worker.linger_max;
         match &self.pacing {
             Some(p) => p.linger().await.clamp(min, max),
             None => min,
@@ -248,8 +248,8 @@ impl Ctx {
 
     /// The batcher's plan, its linger bounds within the configured ones.
     pub async fn pace(&self) -> Pace {
-        let min = Duration::from_millis(self.worker.linger_min_ms);
-        let max = Duration::from_millis(self.worker.linger_max_ms).max(min);
+        let min = self.worker.linger_min;
+        let max = self.worker.linger_max.max(min);
         match &self.pacing {
             Some(p) => {
                 let pace = p.pace().await;

@@ -2,7 +2,6 @@
 
 use crate::contact::Reason;
 use std::collections::HashMap;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -33,7 +32,7 @@ pub(super) async fn resolve_custom_fields(
     let fresh = |c: &Option<&FieldIds>| {
         c.is_some_and(|(at, map)| {
             names.iter().all(|n| map.contains_key(*n))
-                || at.elapsed() < Duration::from_secs(ctx.worker.custom_fields_refresh_secs)
+                || at.elapsed() < ctx.worker.custom_fields_refresh
         })
     };
     if !fresh(&cache.get(account)) {

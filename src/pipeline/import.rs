@@ -2,8 +2,6 @@
 //! terminal state, with the halving that finds the rows CC did not take (see [`super::sender`]
 //! for what each outcome means).
 
-use std::time::Duration;
-
 use tokio::time::Instant;
 
 use crate::cc::api::{ActivityState, Api};
@@ -142,13 +140,13 @@ async fn import_once(
     let id = created.activity_id;
     inflight.set(Some(id.clone()));
     tracing::debug!(account, activity_id = %id, rows, "import created");
-    let mut wait = Duration::from_millis(ctx.worker.poll_initial_ms);
+    let mut wait = ctx.worker.poll_initial;
     loop {
         if Instant::now() + wait > deadline {
             return Err(Stop::Deadline);
         }
         tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_millis(ctx.worker.poll_max_ms));
+        wait = (wait * 2).min(ctx.worker.poll_max);
         let st = call(ctx, account, CallKind::Poll, deadline, |t| {
             let id = id.clone();
             async move { ctx.api.activity(&t, &id).await }

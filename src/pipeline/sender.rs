@@ -24,7 +24,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -79,7 +78,7 @@ async fn send_batch(
         .flat_map(|e| e.tags.iter().map(|h| h.received))
         .min()
         .unwrap_or_else(Instant::now);
-    let deadline = oldest + Duration::from_secs(ctx.worker.max_hold_secs);
+    let deadline = oldest + ctx.worker.max_hold;
     let entries = batch.entries;
     // Custom fields and the import's lists matter to upserts only (a removal's lists are the
     // message's own: CC refuses an unknown one, and the message is dead-lettered with its text).

@@ -90,7 +90,7 @@ pub(super) async fn session(
     let mut consumer_paused = false;
     // Set when an import settles while the window was full (see `release_at`).
     let mut refill_until: Option<Instant> = None;
-    let hold_cap = Duration::from_secs(w.max_hold_secs) / 4;
+    let hold_cap = w.max_hold / 4;
 
     loop {
         // Hand ready batches to free sender slots: up to `max_activities_in_flight` per
@@ -203,11 +203,11 @@ pub(super) async fn session(
         settle::apply(&settler, b.entries, Disposition::Requeue).await;
     }
     let deadline = if shutdown.is_cancelled() {
-        Duration::from_secs(w.shutdown_deadline_secs)
+        w.shutdown_deadline
     } else {
         // Pausing or reconnecting: in-flight imports settle or requeue on their own quickly
         // (a paused gate answers at once); give them the same bound.
-        Duration::from_secs(w.shutdown_deadline_secs)
+        w.shutdown_deadline
     };
     let drained = tokio::time::timeout(deadline, async {
         while let Some(j) = senders.join_next().await {

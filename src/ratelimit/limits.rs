@@ -55,7 +55,7 @@ pub(super) struct Limits {
 impl Limits {
     pub(super) fn from_settings(s: &Settings) -> Limits {
         let r = &s.ratelimit;
-        let jitter = Duration::from_millis(r.jitter_allowance_ms);
+        let jitter = r.jitter_allowance;
         Limits {
             api: GcraParams::sliding_window_safe(r.per_second, jitter),
             token: GcraParams::sliding_window_safe(r.token_per_second, jitter),
@@ -68,8 +68,8 @@ impl Limits {
             daily_quota: r.daily_quota,
             daily_reserve: r.daily_reserve.min(r.daily_quota),
             replicas: u64::from(r.expected_replicas.max(1)),
-            cooldown: Duration::from_millis(r.throttle_cooldown_ms),
-            redis_timeout: Duration::from_millis(r.redis_timeout_ms.max(1)),
+            cooldown: r.throttle_cooldown,
+            redis_timeout: r.redis_timeout.max(Duration::from_millis(1)),
         }
     }
 

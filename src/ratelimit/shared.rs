@@ -15,6 +15,7 @@ use super::limits::{Keys, Limits, today, until_midnight};
 use super::pacing::{Budget, Projection};
 use super::store::{LimiterError, SharedDecision, Store};
 use super::{CallKind, Gate, RateLimitError};
+use crate::cc::CcErrorKey;
 use crate::clock::now_utc;
 use crate::config::Settings;
 use crate::telemetry::metrics;
@@ -306,11 +307,11 @@ impl SharedLimiter {
 
 /// The fixed label set of `ccsync_rate_limited_total{error_key}`.
 fn error_key_label(error_key: &str) -> &'static str {
-    match error_key {
-        "throttled" => "throttled",
-        "quota_exceeded" => "quota_exceeded",
-        "activities_queued" => "activities_queued",
-        _ => "unrecognized",
+    match CcErrorKey::from(error_key) {
+        CcErrorKey::Throttled => "throttled",
+        CcErrorKey::QuotaExceeded => "quota_exceeded",
+        CcErrorKey::Other(k) if k == "activities_queued" => "activities_queued",
+        CcErrorKey::Other(_) => "unrecognized",
     }
 }
 

@@ -294,7 +294,7 @@ async fn with_a_jwks_url_only_verified_access_tokens_are_used() {
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     // The simulator's own keys: tokens verify.
     let mut good = w.settings();
-    good.auth.jwks_url = w.sim.jwks_url();
+    good.auth.jwks_url = Some(w.sim.jwks_url().parse().unwrap());
     let p = TokenProvider::connect(&good, open_gate()).await.unwrap();
     let t1 = p.access_token("default").await.expect("verified");
     let t2 = p
@@ -304,7 +304,7 @@ async fn with_a_jwks_url_only_verified_access_tokens_are_used() {
     assert_ne!(t1, t2);
     // Another server's keys: the token is refused (and not handed out), the set stays stored.
     let mut bad = w.settings();
-    bad.auth.jwks_url = fake_url;
+    bad.auth.jwks_url = Some(fake_url.parse().unwrap());
     let q = TokenProvider::connect(&bad, open_gate()).await.unwrap();
     let before = ccsync::telemetry::metrics()
         .value(r#"ccsync_auth_failures_total{reason="jwt_invalid"}"#)

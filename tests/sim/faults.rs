@@ -614,7 +614,7 @@ async fn correctable_rows_are_skipped_and_counted() {
 
     // What the worker's client sees.
     let client = ccsync::cc::api::Api::new(http(), &url::Url::parse(&api.base).unwrap());
-    let token = secrecy::SecretString::from(api.token.clone());
+    let token = ccsync::auth::AccessToken::new(api.token.clone());
     sim.advance_clock(Duration::from_secs(1));
     let status = client.activity(&token, &id).await.unwrap();
     assert_eq!((status.correctable, status.errors), (3, 1));

@@ -99,7 +99,7 @@ pub async fn tokens(scale: Scale) -> Result<Tokens, BenchError> {
         }
         res?;
         let log = bed.sim.requests();
-        let lead = (ttl.as_secs_f64() * 0.2).min(settings.auth.refresh_before_secs as f64);
+        let lead = (ttl.as_secs_f64() * 0.2).min(settings.auth.refresh_before.as_secs_f64());
         Ok(Tokens {
             cached_ns_per_op,
             iterations,

@@ -227,7 +227,9 @@ impl TokenProvider {
                         }])
                         .inc();
                     if matches!(e, OAuthError::Throttled) {
-                        self.gate.report_429(CallKind::Token, "throttled").await;
+                        self.gate
+                            .report_429(CallKind::Token, crate::cc::CcErrorKey::Throttled.as_str())
+                            .await;
                     }
                     warn!(account = %name, attempt, error = %e,
                         "auth: token refresh failed; retrying with the same refresh token");

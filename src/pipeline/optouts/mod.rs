@@ -113,7 +113,7 @@ impl Feed {
             store: Arc::new(FeedStore::connect(settings).map_err(|e| e.to_string())?),
             amqp: settings.amqp(),
             exchange: settings.events_exchange.clone(),
-            poll: Duration::from_secs(settings.optouts.poll_secs),
+            poll: settings.optouts.poll,
             backfill_from: settings.optouts.backfill_from,
             accounts,
         })
