@@ -144,7 +144,7 @@ pub async fn run(n: usize) -> Result<(), DemoError> {
             settled(),
             bodies.len(),
             sim.contacts().len(),
-            m.activities_in_flight.get()
+            m.activities_in_flight()
         );
         use std::io::Write;
         let _ = std::io::stdout().flush();

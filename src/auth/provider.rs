@@ -375,10 +375,7 @@ impl TokenProvider {
     ) -> Result<AccessToken, AuthError> {
         let acct = self.account(account);
         let guard = acct.flight.lock().await;
-        metrics()
-            .auth_failures
-            .with_label_values(&["unauthorized"])
-            .inc();
+        metrics().auth_failed("unauthorized");
         self.refresh_locked(&acct, guard, Want::Not(rejected)).await
     }
 

@@ -56,14 +56,8 @@ impl Endpoint {
 
 /// Record one finished call (status `None` = transport failure) in the API metrics.
 pub fn record_call(endpoint: Endpoint, status: Option<u16>, started: Instant) {
-    let m = metrics();
     let status = status.map_or_else(|| "error".to_string(), |s| s.to_string());
-    m.api_requests
-        .with_label_values(&[endpoint.label(), &status])
-        .inc();
-    m.api_request_duration
-        .with_label_values(&[endpoint.label()])
-        .observe(started.elapsed().as_secs_f64());
+    metrics().api_request(endpoint.label(), &status, started.elapsed());
 }
 
 /// What the caller does after a failed call: the second column of CC's answer table

@@ -73,10 +73,7 @@ impl Connect {
 
 /// Count an outcome and answer its page.
 fn answer(outcome: &'static str, status: StatusCode, title: &str, text: &str) -> Response {
-    crate::telemetry::metrics()
-        .ingest_connect
-        .with_label_values(&[outcome])
-        .inc();
+    crate::telemetry::metrics().connect_outcome(outcome);
     let body = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title></head>\n<body><h1>{t}</h1>\n<p>{x}</p></body></html>\n",
         t = escape(title),
@@ -170,10 +167,7 @@ async fn open(State(c): State<Arc<Connect>>, Path(token): Path<String>) -> Respo
     }
     let state = invite::state_for(&c.secret, &inv, now);
     let to = c.connector.authorize_url(&c.redirect_uri, &c.scope, &state);
-    crate::telemetry::metrics()
-        .ingest_connect
-        .with_label_values(&["opened"])
-        .inc();
+    crate::telemetry::metrics().connect_outcome("opened");
     tracing::info!(outcome = "opened", account = %inv.account, link = inv.short_id(), "connect link opened; customer sent to CC's authorize page");
     let mut r = StatusCode::FOUND.into_response();
     let h = r.headers_mut();

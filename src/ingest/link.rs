@@ -108,12 +108,12 @@ async fn keep(
     channels: usize,
     shutdown: CancellationToken,
 ) {
-    let up = &crate::telemetry::metrics().ingest_broker_up;
+    let m = crate::telemetry::metrics();
     let mut backoff = Duration::from_millis(250);
     loop {
         let healthy = link.connected().is_some_and(|c| c.healthy());
         if !healthy {
-            up.set(0);
+            m.set_ingest_broker_up(false);
             if let Some(old) = link.current.lock().expect("link lock").take() {
                 tracing::warn!("broker connection lost; reconnecting");
                 if let Ok(old) = Arc::try_unwrap(old) {
@@ -135,7 +135,7 @@ async fn keep(
             }
         }
         if let Some(c) = link.connected() {
-            up.set(i64::from(c.healthy() && !c.broker.is_blocked()));
+            m.set_ingest_broker_up(c.healthy() && !c.broker.is_blocked());
         }
         let wait = if link.ready() { CHECK_EVERY } else { backoff };
         if !link.ready() {
@@ -146,7 +146,7 @@ async fn keep(
             _ = tokio::time::sleep(wait) => {}
         }
     }
-    up.set(0);
+    m.set_ingest_broker_up(false);
     let last = link.current.lock().expect("link lock").take();
     if let Some(Ok(c)) = last.map(Arc::try_unwrap) {
         // A broker that vanished without closing the socket never answers the close: do not

@@ -245,18 +245,12 @@ async fn readyz(State(s): State<Arc<Server>>) -> Response {
 
 /// Count a request and build its JSON answer.
 fn reply(route: &'static str, status: StatusCode, body: Value) -> Response {
-    crate::telemetry::metrics()
-        .ingest_requests
-        .with_label_values(&[route, status.as_str()])
-        .inc();
+    crate::telemetry::metrics().ingest_answered(route, status.as_u16());
     (status, axum::Json(body)).into_response()
 }
 
 fn refused(route: &'static str, reason: &str, n: u64) {
-    crate::telemetry::metrics()
-        .ingest_refused
-        .with_label_values(&[route, reason])
-        .inc_by(n);
+    crate::telemetry::metrics().ingest_refused(route, reason, n);
 }
 
 fn with_retry_after(mut r: Response, secs: u64) -> Response {
@@ -309,9 +303,7 @@ impl Server {
 
     fn unauthorized(&self, route: &'static str, e: sign::SignatureError, header: &str) -> Response {
         let m = crate::telemetry::metrics();
-        m.ingest_signature_failures
-            .with_label_values(&[route, e.label()])
-            .inc();
+        m.ingest_signature_failed(route, e.label());
         refused(route, "unauthorized", 1);
         tracing::info!(route, reason = e.label(), "signature refused");
         reply(
@@ -336,10 +328,7 @@ impl Server {
             .await
         {
             Ok(()) => {
-                m.ingest_publish_duration
-                    .with_label_values(&[route])
-                    .observe(started.elapsed().as_secs_f64());
-                m.ingest_messages.with_label_values(&[route]).inc_by(n);
+                m.ingest_confirmed(route, n, started.elapsed());
                 Ok(())
             }
             Err(e) => {

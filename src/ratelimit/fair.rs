@@ -197,10 +197,7 @@ impl FairTurns {
         let _turn = self.turn(account).await;
         let r = gate.acquire(kind).await;
         if r.is_ok() {
-            crate::telemetry::metrics()
-                .account_requests
-                .with_label_values(&[account])
-                .inc();
+            crate::telemetry::metrics().request_granted(account);
         }
         r
     }

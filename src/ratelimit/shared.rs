@@ -117,9 +117,7 @@ impl SharedLimiter {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .observe(Instant::now(), used, until_reset);
-        metrics()
-            .daily_quota_projected
-            .set(i64::try_from(projected).unwrap_or(i64::MAX));
+        metrics().set_daily_quota_projected(i64::try_from(projected).unwrap_or(i64::MAX));
         let import_limit = self.limits.daily_limit(CallKind::Import);
         Budget {
             remaining_today: self.limits.daily_quota.saturating_sub(used),
@@ -142,8 +140,7 @@ impl SharedLimiter {
     /// Export the day's count: remaining quota, and the quota pause while imports cannot go.
     fn note_used(&self, used: u64) {
         let m = metrics();
-        m.daily_quota_remaining
-            .set(self.limits.daily_quota.saturating_sub(used) as i64);
+        m.set_daily_quota_remaining(self.limits.daily_quota.saturating_sub(used) as i64);
         let paused = used >= self.limits.daily_limit(CallKind::Import);
         m.set_paused("quota", "", paused);
     }
@@ -320,15 +317,13 @@ impl Gate for SharedLimiter {
     async fn acquire(&self, kind: CallKind) -> Result<(), RateLimitError> {
         let started = Instant::now();
         let res = self.acquire_inner(kind).await;
-        metrics()
-            .ratelimit_wait
-            .observe(started.elapsed().as_secs_f64());
+        metrics().ratelimit_waited(started.elapsed());
         res
     }
 
     async fn report_429(&self, kind: CallKind, error_key: &str) {
         let label = error_key_label(error_key);
-        metrics().rate_limited.with_label_values(&[label]).inc();
+        metrics().rate_limited(label);
         if label == "quota_exceeded" && kind != CallKind::Token {
             self.pause_for_today().await;
         } else {

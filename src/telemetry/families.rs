@@ -447,7 +447,6 @@ impl Metrics {
             held_messages,
             parked_accounts,
             refresh_token_age,
-            build_info,
             dead_letters,
             dead_letters_unroutable,
             ingest_requests,

@@ -15,83 +15,82 @@ pub struct Metrics {
     /// (private: a caller cannot get the labels wrong).
     pub(super) messages: IntCounterVec,
     /// CC requests granted by the rate limiter, per account (issue 13: the key's fair shares).
-    pub account_requests: IntCounterVec,
+    pub(super) account_requests: IntCounterVec,
     /// The accounts labels may name (configured, or with a token set): anything else is
     /// `other`, so an upstream typo in an account id cannot grow the label set.
     pub(super) known_accounts: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Contacts CC confirmed (an import row counted in a completed activity, or a 2xx upsert).
-    pub contacts_synced: IntCounter,
+    pub(super) contacts_synced: IntCounter,
     /// Every CC call by endpoint and HTTP status (`error` for transport failures).
-    pub api_requests: IntCounterVec,
-    pub api_request_duration: HistogramVec,
+    pub(super) api_requests: IntCounterVec,
+    pub(super) api_request_duration: HistogramVec,
     /// 429s from CC by error_key (throttled | quota_exceeded | activities_queued).
-    pub rate_limited: IntCounterVec,
+    pub(super) rate_limited: IntCounterVec,
     /// Time spent waiting for the local and shared rate limits.
-    pub ratelimit_wait: Histogram,
-    pub daily_quota_remaining: IntGauge,
+    pub(super) ratelimit_wait: Histogram,
+    pub(super) daily_quota_remaining: IntGauge,
     /// Requests today (UTC) will end with at the current pace: used + pace × time to 00:00 UTC.
-    pub daily_quota_projected: IntGauge,
+    pub(super) daily_quota_projected: IntGauge,
     /// Token refreshes by result: ok | invalid_grant | transport | throttled | lost_race | error.
-    pub token_refresh: IntCounterVec,
+    pub(super) token_refresh: IntCounterVec,
     /// Auth failures by reason: invalid_grant | unauthorized | revoked | no_token_set | ...
-    pub auth_failures: IntCounterVec,
+    pub(super) auth_failures: IntCounterVec,
     /// 1 while a usable token set exists, 0 when re-authorization is needed.
     /// Per account (operator-controlled, so a bounded label set).
-    pub auth_state: IntGaugeVec,
-    pub access_token_expiry: Gauge,
-    pub refresh_lock_wait: Histogram,
+    pub(super) auth_state: IntGaugeVec,
+    pub(super) access_token_expiry: Gauge,
+    pub(super) refresh_lock_wait: Histogram,
     /// Contacts per import sent to CC.
-    pub batch_size: Histogram,
-    pub activities_in_flight: IntGauge,
+    pub(super) batch_size: Histogram,
+    pub(super) activities_in_flight: IntGauge,
     /// From import created to activity terminal.
-    pub activity_duration: Histogram,
+    pub(super) activity_duration: Histogram,
     /// 1 while consumption is paused, by reason (auth | quota | outage | forbidden | config) and
     /// account (empty for key-wide pauses: quota); set with [`Metrics::set_paused`].
     pub(super) paused: IntGaugeVec,
     /// Probes sent while paused for an outage or a 403, by reason.
-    pub probes: IntCounterVec,
+    pub(super) probes: IntCounterVec,
     /// Bytes of the deliveries the worker holds (against `worker.max_held_bytes`).
-    pub held_bytes: IntGauge,
+    pub(super) held_bytes: IntGauge,
     /// Deliveries the worker holds unacked (read from the broker, not yet settled).
-    pub held_messages: IntGauge,
+    pub(super) held_messages: IntGauge,
     /// Accounts whose messages this process parks (their CC connection is dead).
-    pub parked_accounts: IntGauge,
+    pub(super) parked_accounts: IntGauge,
     /// Per account.
-    pub refresh_token_age: GaugeVec,
-    pub build_info: IntGaugeVec,
+    pub(super) refresh_token_age: GaugeVec,
     /// Dead letters by reason code (the `x-ccsync-reason` header).
-    pub dead_letters: IntCounterVec,
+    pub(super) dead_letters: IntCounterVec,
     /// Dead letters the broker returned as unroutable (`<queue>.dlx` has no bound queue): the
     /// original stays in the queue unacked. Anything above 0 needs an operator (re-declare
     /// `<queue>.dead` and its binding, or restart a worker, which declares the topology).
-    pub dead_letters_unroutable: IntCounter,
+    pub(super) dead_letters_unroutable: IntCounter,
     /// `ccsync ingest`: requests by route (`contacts` | `shopify`) and HTTP status.
-    pub ingest_requests: IntCounterVec,
+    pub(super) ingest_requests: IntCounterVec,
     /// `ccsync ingest`: messages the broker confirmed, by route.
-    pub ingest_messages: IntCounterVec,
+    pub(super) ingest_messages: IntCounterVec,
     /// `ccsync ingest`: messages (or whole requests) refused or skipped, by route and reason
     /// (see [`INGEST_REFUSALS`]).
-    pub ingest_refused: IntCounterVec,
+    pub(super) ingest_refused: IntCounterVec,
     /// `ccsync ingest`: signature checks that failed, by route and reason (missing | bad | stale).
-    pub ingest_signature_failures: IntCounterVec,
+    pub(super) ingest_signature_failures: IntCounterVec,
     /// `ccsync ingest`: from the first publish of a request to the broker's last confirm.
-    pub ingest_publish_duration: HistogramVec,
+    pub(super) ingest_publish_duration: HistogramVec,
     /// `ccsync ingest`: 1 while the broker connection is up and unblocked.
-    pub ingest_broker_up: IntGauge,
+    pub(super) ingest_broker_up: IntGauge,
     /// `ccsync ingest`: connect-link requests by outcome (see [`CONNECT_OUTCOMES`]).
-    pub ingest_connect: IntCounterVec,
+    pub(super) ingest_connect: IntCounterVec,
     /// Explicit-consent messages older than the contact's latest known opt-out, kept away from
     /// `sign_up_form` (it would re-subscribe them), per account (issue 15).
-    pub resubscribes_prevented: IntCounterVec,
+    pub(super) resubscribes_prevented: IntCounterVec,
     /// `contact.unsubscribed` events the broker confirmed, per account (the opt-out feed).
-    pub optouts_published: IntCounterVec,
+    pub(super) optouts_published: IntCounterVec,
     /// Seconds from CC's opt-out to its event's confirm, for the newest event of the account's
     /// last poll that published any.
-    pub optouts_lag: GaugeVec,
+    pub(super) optouts_lag: GaugeVec,
     /// Unix time of the account's last successful opt-out poll (alert when it stops moving).
-    pub optouts_last_poll: GaugeVec,
+    pub(super) optouts_last_poll: GaugeVec,
     /// 1 while this replica holds the opt-out feed's lease (exactly one replica should).
-    pub optouts_leader: IntGauge,
+    pub(super) optouts_leader: IntGauge,
 }
 
 impl Metrics {
@@ -212,8 +211,9 @@ impl Metrics {
         self.auth_failures.with_label_values(&[reason]).inc();
     }
 
-    /// Whether `account` has a usable token set.
+    /// Whether `account` has a usable token set (an account with a token set is known).
     pub fn set_auth_state(&self, account: &str, usable: bool) {
+        self.know_account(account);
         self.auth_state
             .with_label_values(&[&self.account_label(account)])
             .set(i64::from(usable));
@@ -221,6 +221,7 @@ impl Metrics {
 
     /// A token set of `account` in use: its access token's expiry and its refresh token's age.
     pub fn token_set_seen(&self, account: &str, expires_at: i64, refreshed_at: i64) {
+        self.know_account(account);
         self.access_token_expiry.set(expires_at as f64);
         self.refresh_token_age
             .with_label_values(&[&self.account_label(account)])
@@ -375,6 +376,11 @@ impl Metrics {
     }
 
     // ---- reading (tests, the demo) ------------------------------------------------------------
+
+    /// Activities this process waits on now.
+    pub fn activities_in_flight(&self) -> i64 {
+        self.activities_in_flight.get()
+    }
 
     /// The value of one series as `/metrics` shows it (`name` or `name{label="v",...}`, labels
     /// in any order), summed over the series it matches; `None` when none exists.

@@ -102,11 +102,7 @@ impl TokenProvider {
         let name = acct.name.as_str();
         match acct.snapshot() {
             Cached::Live(set) => {
-                let m = metrics();
-                m.access_token_expiry.set(set.expires_at as f64);
-                m.refresh_token_age
-                    .with_label_values(&[name])
-                    .set((crate::clock::now_unix() - set.refreshed_at).max(0) as f64);
+                metrics().token_set_seen(name, set.expires_at, set.refreshed_at);
                 // Write-back / adopt-newer, cheaply (one HGET).
                 match self.store.generation(name).await {
                     Ok(None) => {

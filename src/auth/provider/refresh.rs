@@ -35,18 +35,14 @@ impl TokenProvider {
         loop {
             // 1. What does Redis hold?
             if let Some(token) = self.check_stored(acct, want).await? {
-                metrics()
-                    .refresh_lock_wait
-                    .observe(started.elapsed().as_secs_f64());
+                metrics().refresh_lock_waited(started.elapsed());
                 return Ok(token);
             }
             // 2. The lock.
             if let Some(lock) =
                 LeaseLock::try_acquire(&self.store, &acct.name, self.tuning.lease_ms).await?
             {
-                metrics()
-                    .refresh_lock_wait
-                    .observe(started.elapsed().as_secs_f64());
+                metrics().refresh_lock_waited(started.elapsed());
                 let result = self.under_lock(acct, &lock, want).await;
                 if let Err(e) = lock.release(&self.store).await {
                     // The lease runs out on its own.
@@ -56,9 +52,7 @@ impl TokenProvider {
             }
             // 3. Someone else refreshes: wait for the generation to move, bounded.
             if Instant::now() + pause > deadline {
-                metrics()
-                    .refresh_lock_wait
-                    .observe(started.elapsed().as_secs_f64());
+                metrics().refresh_lock_waited(started.elapsed());
                 return Err(AuthError::Unavailable(format!(
                     "waited {}s for another replica's token refresh",
                     self.tuning.wait_bound.as_secs()
@@ -193,7 +187,7 @@ impl TokenProvider {
                     return self.commit(acct, &cur, set).await;
                 }
                 Err(OAuthError::InvalidGrant(desc)) => {
-                    m.token_refresh.with_label_values(&["invalid_grant"]).inc();
+                    m.token_refreshed("invalid_grant");
                     let reason = format!(
                         "invalid_grant from the token endpoint: {}",
                         if desc.is_empty() {
@@ -210,7 +204,7 @@ impl TokenProvider {
                     return Err(self.dead_error(acct, &reason));
                 }
                 Err(OAuthError::InvalidClient(desc)) => {
-                    m.token_refresh.with_label_values(&["error"]).inc();
+                    m.token_refreshed("error");
                     let _ = self.store.clear_marker(name, &lock.owner).await;
                     let reason = format!(
                         "invalid_client ({desc}); check CCSYNC_CLIENT_ID / CCSYNC_CLIENT_SECRET"
@@ -219,13 +213,11 @@ impl TokenProvider {
                     return Err(self.dead_error(acct, &reason));
                 }
                 Err(e) => {
-                    m.token_refresh
-                        .with_label_values(&[match &e {
-                            OAuthError::Throttled => "throttled",
-                            OAuthError::Transport(_) => "transport",
-                            _ => "error",
-                        }])
-                        .inc();
+                    m.token_refreshed(match &e {
+                        OAuthError::Throttled => "throttled",
+                        OAuthError::Transport(_) => "transport",
+                        _ => "error",
+                    });
                     if matches!(e, OAuthError::Throttled) {
                         self.gate
                             .report_429(CallKind::Token, crate::cc::CcErrorKey::Throttled.as_str())
@@ -254,7 +246,7 @@ impl TokenProvider {
         let name = acct.name.as_str();
         match self.store.compare_and_set(name, cur.generation, &set).await {
             Ok(true) => {
-                m.token_refresh.with_label_values(&["ok"]).inc();
+                m.token_refreshed("ok");
                 info!(account = %name, generation = set.generation, mode = set.mode.as_str(),
                     expires_at = set.expires_at, "auth: token set refreshed");
                 // Stored first (the refresh token is good: it came from our configured,
@@ -266,7 +258,7 @@ impl TokenProvider {
             }
             Ok(false) => {
                 // Our lease ran out and a newer set exists: it wins (DESIGN §3, fencing).
-                m.token_refresh.with_label_values(&["lost_race"]).inc();
+                m.token_refreshed("lost_race");
                 warn!(account = %name, generation = set.generation,
                     "auth: a newer token set was written while we refreshed; using it");
                 match self.store.load(name).await? {
@@ -293,7 +285,7 @@ impl TokenProvider {
             Err(e) => {
                 // CC already rotated: this set exists only in our memory now. Serve it; the
                 // background task writes it back once Redis answers (restore path).
-                m.token_refresh.with_label_values(&["ok"]).inc();
+                m.token_refreshed("ok");
                 error!(account = %name, error = %e,
                     "auth: refreshed but could not store the new token set; keeping it in memory and retrying the write");
                 let token = set.access.clone();

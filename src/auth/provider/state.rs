@@ -26,10 +26,7 @@ impl TokenProvider {
         match jwks.verify(&self.oauth, set.access.expose()).await {
             Ok(()) => Ok(()),
             Err(why) => {
-                metrics()
-                    .auth_failures
-                    .with_label_values(&["jwt_invalid"])
-                    .inc();
+                metrics().auth_failed("jwt_invalid");
                 error!(account = %account, generation = set.generation, reason = %why,
                     "auth: access token failed JWKS verification; not using it (check auth.jwks_url)");
                 Err(AuthError::Unavailable(format!(
@@ -49,11 +46,7 @@ impl TokenProvider {
                 acct.name
             );
         }
-        let m = metrics();
-        m.access_token_expiry.set(set.expires_at as f64);
-        m.refresh_token_age
-            .with_label_values(&[&acct.name])
-            .set((crate::clock::now_unix() - set.refreshed_at).max(0) as f64);
+        metrics().token_set_seen(&acct.name, set.expires_at, set.refreshed_at);
         acct.set(Cached::Live(set));
         self.update_auth_state();
     }
@@ -62,14 +55,8 @@ impl TokenProvider {
         let m = metrics();
         for a in self.all_accounts() {
             match a.snapshot() {
-                Cached::Dead { .. } => {
-                    m.know_account(&a.name);
-                    m.auth_state.with_label_values(&[&a.name]).set(0)
-                }
-                Cached::Live(_) => {
-                    m.know_account(&a.name);
-                    m.auth_state.with_label_values(&[&a.name]).set(1)
-                }
+                Cached::Dead { .. } => m.set_auth_state(&a.name, false),
+                Cached::Live(_) => m.set_auth_state(&a.name, true),
                 // Not looked at yet: no series rather than a guess.
                 Cached::Empty => {}
             }
@@ -87,7 +74,7 @@ impl TokenProvider {
         });
         self.update_auth_state();
         if !already {
-            metrics().auth_failures.with_label_values(&[label]).inc();
+            metrics().auth_failed(label);
             error!(
                 account = %acct.name,
                 reason = %reason,
