@@ -7,31 +7,12 @@ use std::time::Duration;
 
 use ccsync::queue::Fetched;
 use ccsync::sim::SimContact;
-use common::{World, message, store, wait_for};
+use common::{World, action, message, store, wait_for};
 use rand::seq::SliceRandom;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::process::Child;
-use uuid::Uuid;
-
-/// A consent message (`contact.unsubscribe`, `.remove_lists`, `.delete`) body.
-fn action(kind: &str, email: &str, occurred_at: &str, extra: Value) -> Vec<u8> {
-    let mut v = json!({
-        "type": kind, "version": 1, "id": Uuid::new_v4().to_string(),
-        "occurred_at": occurred_at, "contact": {"email": email},
-    });
-    if let Value::Object(m) = extra {
-        for (k, x) in m {
-            if k == "list_ids" {
-                v["contact"]["list_ids"] = x;
-            } else {
-                v[k] = x;
-            }
-        }
-    }
-    serde_json::to_vec(&v).unwrap()
-}
 
 fn at(minute: u32) -> String {
     format!("2026-11-23T10:{minute:02}:00Z")

@@ -1,18 +1,24 @@
 //! One benchmark phase's world: an in-process simulator, its own random queue and Redis key
-//! prefix, worker processes started from the `ccsync` binary next to this one ([`ccsync_bin`])
-//! so memory and CPU are per process, and the readings taken from them (`/proc/<pid>/status` VmHWM,
-//! `/proc/<pid>/stat` utime + stime, the worker's own `/metrics`).
+//! prefix, worker processes started from the `ccsync` binary next to this one
+//! ([`ccsync_kit::ccsync_bin`]) so memory and CPU are per process, and the readings taken from
+//! them (`/proc/<pid>/status` VmHWM, `/proc/<pid>/stat` utime + stime, the worker's own
+//! `/metrics`). The pieces shared with the tests (settings, token sets, starting and stopping
+//! processes, scraping, waiting) are the test kit's, `ccsync-kit`; what is here is the bench's.
 
 use std::time::{Duration, Instant};
 
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use uuid::Uuid;
 
 use crate::BenchError;
 use crate::baseline::Plain;
+use ccsync::auth::RefreshMode;
 use ccsync::config::Settings;
 use ccsync::queue::{Broker, Topology};
+use ccsync_kit::{free_port, metric_value};
 use ccsync_sim::{Sim, SimConfig};
+
+pub use ccsync_kit::short_id;
 
 /// The OAuth client id the bench's workers use.
 pub const CLIENT_ID: &str = "bench-client";
@@ -29,19 +35,6 @@ pub struct Bed {
     base: Vec<(String, String)>,
 }
 
-/// Broker and Redis URLs: the caller's `CCSYNC_AMQP_URL` / `CCSYNC_REDIS_URL` when set, else the
-/// defaults of `config/default.toml`.
-fn service_env() -> Vec<(String, String)> {
-    ["CCSYNC_AMQP_URL", "CCSYNC_REDIS_URL"]
-        .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-        .collect()
-}
-
-pub fn short_id() -> String {
-    Uuid::new_v4().simple().to_string()[..12].to_string()
-}
-
 impl Bed {
     pub async fn new(cfg: SimConfig) -> Result<Bed, BenchError> {
         let sim = Sim::start(cfg)
@@ -49,18 +42,10 @@ impl Bed {
             .map_err(|e| BenchError::Setup(format!("simulator: {e}")))?;
         let lists = vec![sim.create_list("Bench")];
         let prefix = format!("bench-{}", short_id());
-        let mut base = service_env();
-        base.extend(
-            [
-                ("CCSYNC_REDIS__KEY_PREFIX", prefix.clone()),
-                ("CCSYNC_API_BASE_URL", sim.api_base_url()),
-                ("CCSYNC_AUTH_BASE_URL", sim.auth_base_url()),
-                ("CCSYNC_CLIENT_ID", CLIENT_ID.to_string()),
-                ("CCSYNC_DEFAULT_LIST_IDS", lists[0].to_string()),
-                ("CCSYNC_LOG_FORMAT", "text".to_string()),
-            ]
-            .map(|(k, v)| (k.to_string(), v)),
-        );
+        // Broker and Redis: the caller's `CCSYNC_AMQP_URL` / `CCSYNC_REDIS_URL`, else the defaults.
+        let mut base = ccsync_kit::service_env();
+        base.extend(ccsync_kit::sim_env(&sim, CLIENT_ID, &prefix));
+        base.push(("CCSYNC_DEFAULT_LIST_IDS".into(), lists[0].to_string()));
         let settings = settings_of(&base)?;
         let broker = Broker::connect(&settings.amqp()).await?;
         let plain = Plain::connect(&settings).await?;
@@ -92,22 +77,12 @@ impl Bed {
 
     /// Store a fresh token set for `account`, as `ccsync auth login` would.
     pub async fn seed_tokens(&self, account: &str) -> Result<(), BenchError> {
-        use ccsync::auth::cli::store_new_set;
         use ccsync::auth::store::Store;
-        use ccsync::auth::{AccessToken, RefreshMode, RefreshToken};
-        let (access, refresh) = self.sim.issue_tokens(CLIENT_ID, account);
         let store = Store::from_settings(&self.settings(&[])?)
             .map_err(|e| BenchError::Setup(format!("token store: {e}")))?;
-        store_new_set(
-            &store,
-            account,
-            AccessToken::new(access),
-            RefreshToken::new(refresh),
-            None,
-            RefreshMode::Rotating,
-        )
-        .await
-        .map_err(|e| BenchError::Setup(format!("seeding the token set: {e}")))?;
+        ccsync_kit::seed_tokens(&self.sim, &store, CLIENT_ID, account, RefreshMode::Rotating)
+            .await
+            .map_err(BenchError::Setup)?;
         Ok(())
     }
 
@@ -117,7 +92,7 @@ impl Bed {
         queue: &str,
         extra: &[(&str, String)],
     ) -> Result<Worker, BenchError> {
-        let port = free_port()?;
+        let port = free_port();
         let mut env = vec![("CCSYNC_METRICS_ADDR", format!("127.0.0.1:{port}"))];
         env.extend(extra.iter().cloned());
         // Ready when its metrics server answers (the consumer starts right after).
@@ -128,7 +103,7 @@ impl Bed {
     /// `X-Ccsync-Signature` secret and no request-rate limit; ready once its broker link is up
     /// (`/readyz`). Its [`Worker::metrics_addr`] is the HTTP address of its routes.
     pub async fn spawn_ingest(&self, queue: &str, secret: &str) -> Result<Worker, BenchError> {
-        let port = free_port()?;
+        let port = free_port();
         let env = [
             ("CCSYNC_INGEST__ADDR", format!("127.0.0.1:{port}")),
             ("CCSYNC_INGEST__SECRETS", secret.to_string()),
@@ -146,29 +121,19 @@ impl Bed {
         port: u16,
         ready: &str,
     ) -> Result<Worker, BenchError> {
-        let exe = ccsync_bin()?;
+        let exe = ccsync_kit::ccsync_bin().map_err(BenchError::Setup)?;
         // Development aid: `CCSYNC_BENCH_WORKER_WRAP=heaptrack` runs each worker under a profiler
         // (the figures read from /proc then describe the wrapper, not the worker).
-        let mut cmd = match std::env::var("CCSYNC_BENCH_WORKER_WRAP") {
-            Ok(wrap) if !wrap.is_empty() => {
-                let mut c = Command::new(wrap);
-                c.arg(exe);
-                c
-            }
-            _ => Command::new(exe),
-        };
-        cmd.arg(command)
-            .envs(self.base.iter().cloned())
+        let wrap = std::env::var("CCSYNC_BENCH_WORKER_WRAP").ok();
+        let mut cmd =
+            ccsync_kit::ccsync_command(&exe, wrap.as_deref().filter(|w| !w.is_empty()), command);
+        cmd.envs(self.base.iter().cloned())
             .env("CCSYNC_QUEUE", queue)
             .envs(extra.iter().map(|(k, v)| (k.to_string(), v.clone())))
             .env(
                 "RUST_LOG",
                 std::env::var("CCSYNC_BENCH_WORKER_LOG").unwrap_or_else(|_| "error".into()),
-            )
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
-            .kill_on_drop(true);
+            );
         let child = cmd
             .spawn()
             .map_err(|e| BenchError::Setup(format!("cannot start `ccsync {command}`: {e}")))?;
@@ -266,16 +231,7 @@ impl Bed {
 }
 
 fn settings_of(env: &[(String, String)]) -> Result<Settings, BenchError> {
-    Settings::from_pairs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .map_err(|e| BenchError::Setup(format!("settings: {e}")))
-}
-
-fn free_port() -> Result<u16, BenchError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| BenchError::Setup(format!("no free port: {e}")))?;
-    Ok(l.local_addr()
-        .map_err(|e| BenchError::Setup(e.to_string()))?
-        .port())
+    ccsync_kit::settings_of(env).map_err(|e| BenchError::Setup(format!("settings: {e}")))
 }
 
 /// A worker process.
@@ -322,12 +278,9 @@ impl Worker {
 
     /// SIGTERM and wait (bounded) for a clean exit; kill on timeout.
     pub async fn stop(mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
-        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+        if ccsync_kit::terminate(&mut self.child, Duration::from_secs(30))
             .await
-            .is_err()
+            .is_none()
         {
             let _ = self.child.kill().await;
         }
@@ -342,30 +295,9 @@ pub async fn synced_at(addr: &str) -> Result<u64, BenchError> {
 
 /// The sum of the samples of a Prometheus text exposition whose name is `series`'s and whose
 /// labels include all of `series`'s (`ccsync_messages_total{outcome="synced"}` sums every
-/// account); 0 if none.
+/// account); 0 if none ([`ccsync_kit::metric_value`]).
 pub fn sample(text: &str, series: &str) -> f64 {
-    fn split(s: &str) -> (&str, Vec<&str>) {
-        match s.split_once('{') {
-            Some((n, rest)) => (
-                n,
-                rest.trim_end_matches('}')
-                    .split(',')
-                    .filter(|p| !p.is_empty())
-                    .collect(),
-            ),
-            None => (s, Vec::new()),
-        }
-    }
-    let (name, want) = split(series);
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter(|(s, _)| {
-            let (n, labels) = split(s);
-            n == name && want.iter().all(|w| labels.contains(w))
-        })
-        .filter_map(|(_, v)| v.parse::<f64>().ok())
-        .sum()
+    metric_value(text, series).unwrap_or(0.0)
 }
 
 /// VmHWM (bytes) and utime + stime (seconds) of `pid`.
@@ -405,70 +337,21 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// The `ccsync` binary the bench starts workers and `ingest` from: `CCSYNC_BIN` when set, else
-/// `ccsync` next to this executable (both are built into the same target directory).
-pub fn ccsync_bin() -> Result<std::path::PathBuf, BenchError> {
-    if let Some(bin) = std::env::var_os("CCSYNC_BIN").filter(|b| !b.is_empty()) {
-        return Ok(bin.into());
-    }
-    let exe = std::env::current_exe()
-        .map_err(|e| BenchError::Setup(format!("cannot find this binary: {e}")))?;
-    let bin = exe.with_file_name(format!("ccsync{}", std::env::consts::EXE_SUFFIX));
-    if !bin.is_file() {
-        return Err(BenchError::Setup(format!(
-            "no ccsync binary at {}: build it with `cargo build -p ccsync` (same profile) or set \
-             CCSYNC_BIN",
-            bin.display()
-        )));
-    }
-    Ok(bin)
-}
-
-/// A GET with a 10 s limit that must answer 200; the body. One connection per request (no
-/// pooling), as workers come and go.
+/// A GET with a 10 s limit that must answer 200; the body ([`ccsync_kit::http_get`]).
 async fn http_get(addr: &str, path: &str) -> Result<String, BenchError> {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    let client = CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(0)
-            .build()
-            .expect("a plain HTTP client builds")
-    });
-    let fail = |e: reqwest::Error| {
-        let why = if e.is_timeout() {
-            "timed out".to_string()
-        } else {
-            e.to_string()
-        };
-        BenchError::Setup(format!("GET {addr}{path}: {why}"))
-    };
-    let resp = client
-        .get(format!("http://{addr}{path}"))
-        .send()
+    ccsync_kit::http_get(addr, path)
         .await
-        .map_err(fail)?;
-    if resp.status() != reqwest::StatusCode::OK {
-        return Err(BenchError::Setup(format!(
-            "GET {addr}{path}: {}",
-            resp.status()
-        )));
-    }
-    resp.text().await.map_err(fail)
+        .map_err(BenchError::Setup)
 }
 
 /// Poll `cond` every 20 ms until it holds; `BenchError::Timeout` naming `what` after `limit`.
-pub async fn wait_for<F, Fut>(limit: Duration, what: &str, mut cond: F) -> Result<(), BenchError>
+pub async fn wait_for<F, Fut>(limit: Duration, what: &str, cond: F) -> Result<(), BenchError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond().await {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if ccsync_kit::wait_until(limit, Duration::from_millis(20), cond).await {
+        return Ok(());
     }
     Err(BenchError::Timeout {
         what: what.to_string(),

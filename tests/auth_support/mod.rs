@@ -1,25 +1,21 @@
 //! Shared helpers of the `auth_*` integration tests: a world per test (random Redis prefix, an
-//! in-process simulator), test gates, bounded polls, the hammer process.
+//! in-process simulator; its settings, token sets and waiting come from the kit, `ccsync-kit`),
+//! test gates, the hammer process.
 #![allow(dead_code)]
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ccsync::auth::cli::store_new_set;
+use ccsync::auth::RefreshMode;
 use ccsync::auth::store::Store;
 use ccsync::auth::store::Stored;
-use ccsync::auth::{AccessToken, RefreshMode, RefreshToken};
 use ccsync::config::Settings;
 use ccsync::ratelimit::{CallKind, Gate, RateLimitError};
 use ccsync::sim::{RefreshMode as SimMode, Sim, SimConfig};
 
-// The same file as `common::wait` (one copy); a binary with both modules loads it twice.
-#[allow(clippy::duplicate_mod)]
-#[path = "../common/wait.rs"]
-mod wait;
 #[allow(unused_imports)] // not every binary that includes this module waits
-pub use wait::wait_for;
+pub use ccsync_kit::wait_for;
 
 pub const CLIENT_ID: &str = "ccsync-test-client";
 
@@ -71,13 +67,7 @@ impl World {
     pub async fn start(cfg: SimConfig, extra: &[(&str, &str)]) -> World {
         let sim = Sim::start(cfg).await.expect("simulator starts");
         let prefix = format!("test-auth-{}", uuid::Uuid::new_v4());
-        let mut pairs: Vec<(String, String)> = vec![
-            ("CCSYNC_API_BASE_URL".into(), sim.api_base_url()),
-            ("CCSYNC_AUTH_BASE_URL".into(), sim.auth_base_url()),
-            ("CCSYNC_CLIENT_ID".into(), CLIENT_ID.into()),
-            ("CCSYNC_REDIS__KEY_PREFIX".into(), prefix.clone()),
-            ("CCSYNC_LOG_FORMAT".into(), "text".into()),
-        ];
+        let mut pairs = ccsync_kit::sim_env(&sim, CLIENT_ID, &prefix);
         for (k, v) in extra {
             pairs.retain(|(pk, _)| pk != k);
             pairs.push((k.to_string(), v.to_string()));
@@ -86,8 +76,7 @@ impl World {
     }
 
     pub fn settings(&self) -> Settings {
-        Settings::from_pairs(self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .expect("valid test settings")
+        ccsync_kit::settings_of(&self.pairs).expect("valid test settings")
     }
 
     pub fn store(&self) -> Store {
@@ -97,18 +86,15 @@ impl World {
     /// What a finished `auth login` leaves behind: a fresh token set from the simulator, stored as
     /// the next generation. Returns (generation, refresh token).
     pub async fn seed(&self, account: &str) -> (u64, String) {
-        let (access, refresh) = self.sim.issue_tokens(CLIENT_ID, account);
-        let g = store_new_set(
+        ccsync_kit::seed_tokens(
+            &self.sim,
             &self.store(),
+            CLIENT_ID,
             account,
-            AccessToken::new(access),
-            RefreshToken::new(refresh.clone()),
-            None,
             RefreshMode::Unknown,
         )
         .await
-        .expect("seed token set");
-        (g, refresh)
+        .expect("seed token set")
     }
 
     /// Token-endpoint requests with `grant_type=refresh_token` seen by the simulator.

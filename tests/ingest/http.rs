@@ -137,14 +137,7 @@ impl Ingest {
 }
 
 fn message(email: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "type": "contact.upsert",
-        "version": 1,
-        "id": Uuid::new_v4().to_string(),
-        "occurred_at": "2026-01-01T00:00:00Z",
-        "contact": {"email": email, "first_name": "Ada"},
-    }))
-    .unwrap()
+    crate::common::message(email, "2026-01-01T00:00:00Z", json!({"first_name": "Ada"}))
 }
 
 fn id_of(body: &[u8]) -> String {

@@ -109,21 +109,12 @@ pub async fn cleanup(prefix: &str) {
 }
 
 /// Poll `cond` every 20 ms until it holds or `within` passes; returns whether it held.
-pub async fn eventually<F, Fut>(within: std::time::Duration, mut cond: F) -> bool
+pub async fn eventually<F, Fut>(within: Duration, cond: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    ccsync_kit::wait_until(within, Duration::from_millis(20), cond).await
 }
 
 /// Captures this thread's log lines (a `current_thread` test runtime runs everything on it).

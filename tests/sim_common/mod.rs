@@ -1,4 +1,5 @@
-//! Helpers shared by the simulator's tests: a started simulator and small HTTP shortcuts.
+//! Helpers shared by the simulator's tests: a started simulator and small HTTP shortcuts
+//! (waiting is the kit's, `ccsync-kit`).
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -61,14 +62,12 @@ pub async fn refresh(sim: &Sim, rt: &str) -> (u16, Value) {
 
 /// Poll `cond` every 20 ms for up to `secs` seconds.
 pub async fn eventually<F: FnMut() -> bool>(secs: u64, mut cond: F) -> bool {
-    let end = std::time::Instant::now() + Duration::from_secs(secs);
-    while std::time::Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    cond()
+    let every = Duration::from_millis(20);
+    ccsync_kit::wait_until(Duration::from_secs(secs), every, || {
+        let held = cond();
+        async move { held }
+    })
+    .await
 }
 
 /// A bearer-authenticated JSON client for the simulator's `/v3` API.

@@ -31,20 +31,16 @@ pub fn big_message(run: &str, i: u64) -> Vec<u8> {
             (name, serde_json::Value::String(head + &tail))
         })
         .collect();
-    serde_json::to_vec(&json!({
-        "type": "contact.upsert",
-        "version": 1,
-        "id": uuid::Uuid::new_v4().to_string(),
-        "occurred_at": "2026-11-23T08:00:00Z",
-        "contact": {
-            "email": format!("p{i}.{run}@example.com"),
+    ccsync_kit::message(
+        &format!("p{i}.{run}@example.com"),
+        super::OCCURRED_AT,
+        json!({
             "first_name": format!("First{i}"),
             "last_name": "Benchmark",
             "company_name": "Engines Ltd",
             "custom_fields": fields,
-        }
-    }))
-    .expect("JSON of strings")
+        }),
+    )
 }
 
 /// Figure 4 with big messages: a backlog of ~4 KB messages at CC's real limits, where the

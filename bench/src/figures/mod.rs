@@ -34,32 +34,24 @@ pub const CC_DAILY_QUOTA: u64 = 10_000;
 
 /// A realistic `contact.upsert` body: a distinct email, names, a company.
 pub fn message(run: &str, i: u64) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "type": "contact.upsert",
-        "version": 1,
-        "id": uuid::Uuid::new_v4().to_string(),
-        "occurred_at": "2026-11-23T08:00:00Z",
-        "contact": {
-            "email": format!("p{i}.{run}@example.com"),
+    ccsync_kit::message(
+        &format!("p{i}.{run}@example.com"),
+        OCCURRED_AT,
+        json!({
             "first_name": format!("First{i}"),
             "last_name": "Benchmark",
             "company_name": "Engines Ltd",
-        }
-    }))
-    .expect("JSON of strings")
+        }),
+    )
 }
+
+/// When every bench message happened.
+pub const OCCURRED_AT: &str = "2026-11-23T08:00:00Z";
 
 /// The smallest valid body: an email and nothing else. Its import row is short enough that
 /// CC's 40,000-contact cap, not the byte limit, ends a batch (figure 4 at the cap).
 pub fn email_only_message(run: &str, i: u64) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "type": "contact.upsert",
-        "version": 1,
-        "id": uuid::Uuid::new_v4().to_string(),
-        "occurred_at": "2026-11-23T08:00:00Z",
-        "contact": { "email": format!("p{i}.{run}@example.com") }
-    }))
-    .expect("JSON of strings")
+    ccsync_kit::message(&format!("p{i}.{run}@example.com"), OCCURRED_AT, json!({}))
 }
 
 fn bodies(run: &str, n: u64, make: fn(&str, u64) -> Vec<u8>) -> Vec<Vec<u8>> {
