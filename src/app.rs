@@ -17,7 +17,7 @@ use crate::ratelimit::{Gate, SharedLimiter, pacing_linger, request_spacing, run_
 
 /// Why the worker could not start or stopped with an error. Fix and restart.
 #[derive(Debug, thiserror::Error)]
-pub enum AppError {
+pub(crate) enum AppError {
     #[error("metrics server: cannot bind {addr}: {err}")]
     Metrics { addr: String, err: std::io::Error },
     #[error("{0}")]
@@ -100,7 +100,7 @@ impl Pacing for LimiterPacing {
 }
 
 /// A cancellation token fired by SIGTERM or SIGINT.
-pub fn shutdown_on_signals() -> CancellationToken {
+pub(crate) fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
@@ -217,7 +217,7 @@ async fn build_ctx(settings: &Settings) -> Result<(Arc<Ctx>, Arc<TokenProvider>)
 
 /// `ccsync config check`'s look at CC: each configured account's default lists exist in it. `Ok`
 /// carries a warning when CC or the token set cannot be reached (the check is then skipped).
-pub async fn check_default_lists(settings: &Settings) -> Result<Option<String>, AppError> {
+pub(crate) async fn check_default_lists(settings: &Settings) -> Result<Option<String>, AppError> {
     let accounts = configured_accounts(settings);
     if accounts
         .iter()
@@ -247,7 +247,10 @@ pub async fn check_default_lists(settings: &Settings) -> Result<Option<String>, 
 }
 
 /// Run a worker until `shutdown` fires.
-pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> Result<(), AppError> {
+pub(crate) async fn run_worker(
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
     crate::clock::set_offset_secs(settings.testing.clock_offset_secs);
     let m = crate::telemetry::metrics();
     let (addr, server) = crate::telemetry::serve(settings.metrics_addr, shutdown.clone())

@@ -15,7 +15,7 @@ pub struct BenchArgs {
 }
 
 /// Run `ccsync-bench ARGS...` and return its exit code.
-pub async fn run(args: &BenchArgs) -> Result<ExitCode, crate::cli::BoxError> {
+pub(crate) async fn run(args: &BenchArgs) -> Result<ExitCode, crate::cli::BoxError> {
     let exe = std::env::current_exe()?;
     let bench = exe.with_file_name(format!("ccsync-bench{}", std::env::consts::EXE_SUFFIX));
     if !bench.is_file() {

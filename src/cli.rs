@@ -11,7 +11,7 @@ mod args;
 pub use args::*;
 
 /// Errors a command reports to `main`, which prints them on one line and exits non-zero.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Run a parsed command. `settings` is loaded by `main` (the simulator does not need it).
 pub async fn run(cli: Cli) -> Result<ExitCode, BoxError> {

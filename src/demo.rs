@@ -19,7 +19,7 @@ use crate::sim::{Sim, SimConfig};
 use crate::telemetry::metrics;
 
 #[derive(Debug, thiserror::Error)]
-pub enum DemoError {
+pub(crate) enum DemoError {
     #[error(
         "{0} does not answer on 127.0.0.1. Start RabbitMQ and Redis with `bash scripts/services.sh` (Debian/Ubuntu: installs them when missing), or on another system: `redis-server --daemonize yes` and `rabbitmq-server -detached`"
     )]
@@ -51,7 +51,7 @@ fn answers(port: u16) -> bool {
 }
 
 /// Run the demo with `n` messages. Prints progress and a summary on stdout.
-pub async fn run(n: usize) -> Result<(), DemoError> {
+pub(crate) async fn run(n: usize) -> Result<(), DemoError> {
     if !answers(5672) {
         return Err(DemoError::ServiceDown("RabbitMQ (port 5672)"));
     }

@@ -28,7 +28,7 @@ use crate::redis::Redis;
 use crate::telemetry::metrics;
 
 /// The accounts Redis lists as parked (for `ccsync auth status`).
-pub async fn parked_accounts(
+pub(crate) async fn parked_accounts(
     settings: &Settings,
 ) -> Result<std::collections::BTreeSet<String>, ParkingError> {
     let pool = Redis::from_settings(settings).map_err(|e| ParkingError(e.to_string()))?;
@@ -46,15 +46,15 @@ fn parked_key(settings: &Settings) -> String {
 }
 
 /// How often a worker looks in Redis for accounts parked by another replica.
-pub const RESCAN: Duration = Duration::from_secs(30);
+pub(crate) const RESCAN: Duration = Duration::from_secs(30);
 
 /// Redis unavailable.
 #[derive(Debug, thiserror::Error)]
 #[error("parking registry unavailable (Redis): {0}")]
-pub struct ParkingError(String);
+pub(crate) struct ParkingError(String);
 
 /// The parked accounts, shared by every replica through Redis.
-pub struct Parking {
+pub(crate) struct Parking {
     pool: Redis,
     key: String,
     amqp: AmqpEndpoint,
@@ -69,7 +69,7 @@ pub struct Parking {
 }
 
 impl Parking {
-    pub fn connect(
+    pub(crate) fn connect(
         settings: &Settings,
         tokens: Arc<dyn TokenSource>,
     ) -> Result<Arc<Parking>, ParkingError> {
@@ -87,13 +87,13 @@ impl Parking {
     }
 
     /// Whether this process parks `account`'s messages.
-    pub fn is_parked(&self, account: &str) -> bool {
+    pub(crate) fn is_parked(&self, account: &str) -> bool {
         self.parked.lock().expect("not poisoned").contains(account)
     }
 
     /// `account`'s connection is dead: park its messages from now on, record it in Redis (before
     /// any message is parked, so the mover of some replica always finds it), and follow it.
-    pub async fn park(self: &Arc<Self>, account: &str) -> Result<(), ParkingError> {
+    pub(crate) async fn park(self: &Arc<Self>, account: &str) -> Result<(), ParkingError> {
         let mut c = self
             .pool
             .get()
@@ -120,7 +120,10 @@ impl Parking {
 
     /// Follow every account Redis lists as parked (at start and every [`RESCAN`]), until
     /// `shutdown`.
-    pub async fn rescan_forever(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+    pub(crate) async fn rescan_forever(
+        self: Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
         loop {
             match self.listed().await {
                 Ok(accounts) => {

@@ -24,14 +24,14 @@ use aws_lc_rs::digest;
 use crate::config::Settings;
 
 /// How long an unfinished reading is remembered.
-pub const MARK_TTL: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const MARK_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Redis unavailable: the caller reads the message without a mark (it never blocks on this).
 #[derive(Debug, thiserror::Error)]
 #[error("crash marks unavailable (Redis): {0}")]
-pub struct MarkError(String);
+pub(crate) struct MarkError(String);
 
-pub struct Marks {
+pub(crate) struct Marks {
     pool: crate::redis::Redis,
     prefix: String,
 }
@@ -49,7 +49,7 @@ return n
 "#;
 
 impl Marks {
-    pub fn connect(settings: &Settings) -> Result<Marks, MarkError> {
+    pub(crate) fn connect(settings: &Settings) -> Result<Marks, MarkError> {
         let pool =
             crate::redis::Redis::from_settings(settings).map_err(|e| MarkError(e.to_string()))?;
         Ok(Marks {
@@ -69,7 +69,7 @@ impl Marks {
 
     /// Mark one reading of `body` as started; returns how many earlier readings never finished
     /// (a worker died during them).
-    pub async fn begin(&self, body: &[u8]) -> Result<u32, MarkError> {
+    pub(crate) async fn begin(&self, body: &[u8]) -> Result<u32, MarkError> {
         let mut c = self
             .pool
             .get()
@@ -85,7 +85,7 @@ impl Marks {
     }
 
     /// The reading of `body` finished (decoded, or dead-lettered for a reason of its own).
-    pub async fn end(&self, body: &[u8]) -> Result<(), MarkError> {
+    pub(crate) async fn end(&self, body: &[u8]) -> Result<(), MarkError> {
         let mut c = self
             .pool
             .get()
@@ -100,7 +100,7 @@ impl Marks {
     }
 
     /// Forget a body's marks (after it was dead-lettered as poison).
-    pub async fn forget(&self, body: &[u8]) -> Result<(), MarkError> {
+    pub(crate) async fn forget(&self, body: &[u8]) -> Result<(), MarkError> {
         let mut c = self
             .pool
             .get()

@@ -41,7 +41,7 @@ pub enum Format {
 
 impl Format {
     /// From the file name: `.csv` is CSV, anything else NDJSON.
-    pub fn detect(path: &str) -> Format {
+    pub(crate) fn detect(path: &str) -> Format {
         if path.to_ascii_lowercase().ends_with(".csv") {
             Format::Csv
         } else {
@@ -213,7 +213,7 @@ fn check_headers(h: &csv::StringRecord) -> Result<(), PublishError> {
 }
 
 /// One CSV record as a `contact.upsert` message body.
-pub fn csv_message(h: &csv::StringRecord, r: &csv::StringRecord, account: &str) -> Vec<u8> {
+pub(crate) fn csv_message(h: &csv::StringRecord, r: &csv::StringRecord, account: &str) -> Vec<u8> {
     let mut contact = Map::new();
     let mut address = Map::new();
     let mut custom = Map::new();

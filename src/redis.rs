@@ -36,7 +36,7 @@ use crate::config::{RedisTopology, Settings, TlsFiles};
 
 mod managers;
 
-pub use managers::{ClusterManager, SentinelManager, SingleManager};
+pub(crate) use managers::{ClusterManager, SentinelManager, SingleManager};
 use managers::{certificates, sentinel_client};
 
 /// Bound on connecting, on waiting for a pooled connection, and on the recycle check: a dead
@@ -73,7 +73,7 @@ impl std::fmt::Debug for Redis {
 }
 
 /// One pooled connection; run `redis` commands, pipelines and scripts on it.
-pub enum Conn {
+pub(crate) enum Conn {
     Single(Object<SingleManager>),
     Cluster(Object<ClusterManager>),
     Sentinel(Object<SentinelManager>),
@@ -173,7 +173,7 @@ impl Redis {
     }
 
     /// A connection from the pool (connecting when none is idle).
-    pub async fn get(&self) -> Result<Conn, RedisConnError> {
+    pub(crate) async fn get(&self) -> Result<Conn, RedisConnError> {
         let r = match &self.pool {
             Pools::Single(p) => p.get().await.map(Conn::Single),
             Pools::Cluster(p) => p.get().await.map(Conn::Cluster),
@@ -201,7 +201,7 @@ impl Redis {
     }
 
     /// Whether keys are spread over a cluster's nodes (a script's keys must then share a slot).
-    pub fn is_cluster(&self) -> bool {
+    pub(crate) fn is_cluster(&self) -> bool {
         matches!(self.pool, Pools::Cluster(_))
     }
 

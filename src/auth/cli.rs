@@ -24,7 +24,7 @@ mod status;
 
 use login::code_login;
 pub use login::import;
-pub(crate) use login::probe_and_store;
+pub use login::probe_and_store;
 pub use status::{refresh_mode_warnings, status, status_all};
 
 /// Why an `auth` command failed.
@@ -66,7 +66,7 @@ pub async fn store_new_set(
 }
 
 /// [`store_new_set`], recording which login produced the set (`auth status` shows it).
-pub async fn store_login_set(
+pub(crate) async fn store_login_set(
     store: &Store,
     account: &str,
     access: AccessToken,
@@ -147,7 +147,7 @@ pub async fn login(
 /// What `ccsync auth login` was asked for besides the account (DESIGN §5.2:
 /// `auth login --flow device|code|pkce [--redirect-uri URI] [--paste]`).
 #[derive(Debug, Clone)]
-pub struct LoginOptions {
+pub(crate) struct LoginOptions {
     /// [`LoginFlow::Device`], [`LoginFlow::Code`] or [`LoginFlow::Pkce`].
     pub flow: LoginFlow,
     pub redirect_uri: Option<String>,
@@ -157,7 +157,7 @@ pub struct LoginOptions {
 /// `ccsync auth login --flow ...`: the device flow, or the authorization code flow with the
 /// client secret (`code`) or a PKCE challenge (`pkce`), see [`super::code`]. `input` is read only
 /// with `--paste`.
-pub async fn login_with(
+pub(crate) async fn login_with(
     settings: &Settings,
     gate: Arc<dyn Gate>,
     account: &str,

@@ -34,15 +34,17 @@ use crate::ratelimit::{CallKind, Gate};
 
 mod redirect;
 
-pub use redirect::{
-    Browser, Loopback, Redirect, check_redirect, loopback_addrs, parse_pasted, random_urlsafe,
-    s256_challenge,
+#[cfg(test)]
+use redirect::Redirect;
+pub use redirect::s256_challenge;
+pub(crate) use redirect::{
+    Browser, Loopback, check_redirect, loopback_addrs, parse_pasted, random_urlsafe,
 };
 
 /// How long the loopback listener waits for the browser. The authorize step has no documented
 /// lifetime; ten minutes leaves time to sign in to CC, and the code itself (5 minutes) only
 /// starts once the person has approved.
-pub const REDIRECT_WAIT: Duration = Duration::from_secs(600);
+pub(crate) const REDIRECT_WAIT: Duration = Duration::from_secs(600);
 
 /// Why a code or PKCE login ended without a token set. Each says what the operator does next.
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +127,7 @@ fn name(flow: LoginFlow) -> &'static str {
 /// Map a code-exchange failure onto the error that says what to do. CC (Okta) answers every
 /// refused code with `invalid_grant`; the description tells a redirect URI mismatch and a PKCE
 /// failure apart from an expired or reused code (Okta wording, reference §1 INF).
-pub fn exchange_error(e: OAuthError, flow: LoginFlow) -> CodeLoginError {
+pub(crate) fn exchange_error(e: OAuthError, flow: LoginFlow) -> CodeLoginError {
     match e {
         OAuthError::InvalidGrant(d) => {
             let l = d.to_ascii_lowercase();
@@ -146,7 +148,7 @@ pub fn exchange_error(e: OAuthError, flow: LoginFlow) -> CodeLoginError {
 }
 
 /// Everything a code or PKCE login needs besides the store.
-pub struct CodeLogin<'a> {
+pub(crate) struct CodeLogin<'a> {
     pub flow: LoginFlow,
     pub oauth: &'a OAuthClient,
     pub gate: &'a dyn Gate,
@@ -159,13 +161,13 @@ pub struct CodeLogin<'a> {
 
 /// The outcome of the browser step and the exchange: the tokens, and the browser tab to tell
 /// (loopback only).
-pub struct Exchanged {
+pub(crate) struct Exchanged {
     pub tokens: TokenResponse,
     pub browser: Option<Browser>,
 }
 
 /// Steps 1–4: print the authorize URL, take the redirect, check `state`, exchange the code.
-pub async fn authorize_and_exchange(
+pub(crate) async fn authorize_and_exchange(
     l: &CodeLogin<'_>,
     input: &mut dyn BufRead,
     out: &mut (dyn Write + Send),
@@ -267,7 +269,7 @@ pub async fn authorize_and_exchange(
 /// A 429 means the code was not looked at: wait for the gate and try again (bounded). Any other
 /// failure is final: after a lost response the code may be spent, and a retry would only turn
 /// the real cause into "already used".
-pub async fn exchange(
+pub(crate) async fn exchange(
     oauth: &OAuthClient,
     gate: &dyn Gate,
     code: &str,

@@ -20,7 +20,7 @@ use crate::ratelimit::Gate;
 
 /// Why connect links cannot be served with this configuration.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectSetupError {
+pub(crate) enum ConnectSetupError {
     #[error(
         "connect links run the authorization code flow with the app's client secret, but CCSYNC_CLIENT_SECRET is not set; set it (and CCSYNC_CLIENT_ID), or unset CCSYNC_AUTH__INVITE_SECRET"
     )]
@@ -31,7 +31,7 @@ pub enum ConnectSetupError {
 
 /// A finished connection: the stored set's generation and refresh-token mode.
 #[derive(Debug, Clone)]
-pub struct Connected {
+pub(crate) struct Connected {
     pub generation: u64,
     pub mode: RefreshMode,
     /// Set when the refresh that tells the mode did not get through (the set is stored anyway).
@@ -40,7 +40,7 @@ pub struct Connected {
 
 /// What the customer can do about a failed callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     /// CC refused the code (too slow, or used twice): opening the link again starts afresh.
     Retry,
     /// The configuration is wrong (client id or secret, redirect URI, scope): only the operator
@@ -53,7 +53,7 @@ pub enum FailureKind {
 /// A callback that stored nothing: its kind, and the operator's sentence (for the log; it holds
 /// no secret and no token).
 #[derive(Debug, Clone)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub kind: FailureKind,
     pub detail: String,
 }
@@ -73,7 +73,7 @@ impl Failure {
 }
 
 /// The token store, the confidential OAuth client and the shared token gate, for `ccsync ingest`.
-pub struct Connector {
+pub(crate) struct Connector {
     store: Store,
     oauth: OAuthClient,
     gate: Arc<dyn Gate>,
@@ -91,7 +91,7 @@ impl Connector {
     /// Built from the same settings as `ccsync auth login` (Redis URL, key prefix, encryption
     /// key, client id and secret), so the set lands exactly where the workers read it. `gate`
     /// is the shared limiter (the token endpoint's 1 request/s, reference §3.6).
-    pub fn from_settings(
+    pub(crate) fn from_settings(
         settings: &Settings,
         gate: Arc<dyn Gate>,
     ) -> Result<Connector, ConnectSetupError> {
@@ -111,19 +111,19 @@ impl Connector {
     }
 
     /// The store (single-use markers of the links).
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 
     /// CC's authorize URL for a link: the code flow with the secret (no PKCE challenge), `scope`
     /// (`auth.scope`, `contact_data offline_access` by default) and the link's `state`.
-    pub fn authorize_url(&self, redirect_uri: &str, scope: &str, state: &str) -> url::Url {
+    pub(crate) fn authorize_url(&self, redirect_uri: &str, scope: &str, state: &str) -> url::Url {
         self.oauth.authorize_url(redirect_uri, scope, state, None)
     }
 
     /// Exchange the callback's `code` at once and store the set for `account`, as
     /// `auth login --flow code` does. Nothing is stored on any error.
-    pub async fn complete(
+    pub(crate) async fn complete(
         &self,
         account: &str,
         code: &str,

@@ -36,7 +36,7 @@ pub enum LoginError {
 }
 
 /// Run the device flow to the end. Prints the verification URL and user code to `out`.
-pub async fn device_login(
+pub(crate) async fn device_login(
     oauth: &OAuthClient,
     gate: &dyn Gate,
     scope: &str,

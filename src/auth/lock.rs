@@ -52,7 +52,7 @@ impl LeaseLock {
     }
 
     /// Push the lease out (only while we still own it). `false`: the lease is lost.
-    pub async fn extend(&self, store: &Store, lease_ms: u64) -> Result<bool, StoreError> {
+    pub(crate) async fn extend(&self, store: &Store, lease_ms: u64) -> Result<bool, StoreError> {
         let mut c = store.conn().await?;
         let n: i64 = redis::Script::new(EXTEND)
             .key(&self.key)

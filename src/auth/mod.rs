@@ -22,7 +22,7 @@
 
 pub mod cli;
 pub mod code;
-pub mod connect;
+pub(crate) mod connect;
 pub mod device;
 pub mod lock;
 pub mod provider;

@@ -91,7 +91,7 @@ pub enum AuthError {
 
 /// The dead reason of an account that has no token set in Redis (and none in this process):
 /// never authorized, or logged out by deleting the set.
-pub const NO_TOKEN_SET: &str = "no token set in Redis";
+pub(crate) const NO_TOKEN_SET: &str = "no token set in Redis";
 
 impl From<StoreError> for AuthError {
     fn from(e: StoreError) -> Self {
@@ -233,11 +233,6 @@ impl TokenProvider {
         }))
     }
 
-    /// The Redis store this provider uses (for the CLI and tests).
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     fn account(&self, name: &str) -> Arc<Account> {
         let mut m = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(name.to_string())
@@ -253,7 +248,7 @@ impl TokenProvider {
 
     /// The accounts this process holds a live token set for (every account with one in Redis,
     /// once [`TokenProvider::discover`] ran), sorted: the accounts the opt-out feed polls.
-    pub fn live_accounts(&self) -> Vec<String> {
+    pub(crate) fn live_accounts(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .all_accounts()
             .into_iter()

@@ -177,17 +177,17 @@ impl Store {
     }
 
     /// The connector this store draws from (start-up checks, tests).
-    pub fn redis(&self) -> &Redis {
+    pub(crate) fn redis(&self) -> &Redis {
         &self.pool
     }
 
     pub fn set_key(&self, account: &str) -> String {
         format!("{}:auth:{{{account}}}:set", self.prefix)
     }
-    pub fn lock_key(&self, account: &str) -> String {
+    pub(crate) fn lock_key(&self, account: &str) -> String {
         format!("{}:auth:{{{account}}}:lock", self.prefix)
     }
-    pub fn marker_key(&self, account: &str) -> String {
+    pub(crate) fn marker_key(&self, account: &str) -> String {
         format!("{}:auth:{{{account}}}:inflight", self.prefix)
     }
 

@@ -98,7 +98,11 @@ impl RefreshMode {
 
     /// Mode learned from one refresh: `old` was sent, `new` came back (`None`: no refresh token in
     /// the answer, which CC does when `offline_access` is missing — the old one stays in use).
-    pub fn detect(previous: RefreshMode, old: &RefreshToken, new: Option<&RefreshToken>) -> Self {
+    pub(crate) fn detect(
+        previous: RefreshMode,
+        old: &RefreshToken,
+        new: Option<&RefreshToken>,
+    ) -> Self {
         match new {
             Some(n) if n == old => RefreshMode::LongLived,
             Some(_) => RefreshMode::Rotating,
@@ -156,7 +160,7 @@ pub struct TokenSet {
 }
 
 /// CC kills a refresh token that goes unused for 180 days (reference §3.3).
-pub const REFRESH_IDLE_EXPIRY_SECS: i64 = 180 * 86_400;
+pub(crate) const REFRESH_IDLE_EXPIRY_SECS: i64 = 180 * 86_400;
 
 impl TokenSet {
     /// Build a set from a token-endpoint answer received at `now`.
@@ -192,33 +196,33 @@ impl TokenSet {
     }
 
     /// The same set, recording the login that produced it (a refresh passes the old set's on).
-    pub fn with_flow(mut self, flow: Option<LoginFlow>) -> TokenSet {
+    pub(crate) fn with_flow(mut self, flow: Option<LoginFlow>) -> TokenSet {
         self.flow = flow;
         self
     }
 
-    pub fn lifetime_secs(&self) -> i64 {
+    pub(crate) fn lifetime_secs(&self) -> i64 {
         (self.expires_at - self.issued_at).max(1)
     }
 
     /// Seconds before `exp` at which a refresh starts: min(`refresh_before_secs`, 20 % of the
     /// lifetime) (DESIGN §3.2), in milliseconds for short test lifetimes.
-    pub fn refresh_window_ms(&self, refresh_before_secs: u64) -> i64 {
+    pub(crate) fn refresh_window_ms(&self, refresh_before_secs: u64) -> i64 {
         let fifth = self.lifetime_secs() * 1000 / 5;
         fifth.min(refresh_before_secs as i64 * 1000)
     }
 
     /// Milliseconds of validity left at `now_ms` (Unix milliseconds).
-    pub fn remaining_ms(&self, now_ms: i64) -> i64 {
+    pub(crate) fn remaining_ms(&self, now_ms: i64) -> i64 {
         self.expires_at * 1000 - now_ms
     }
 
-    pub fn needs_refresh(&self, now_ms: i64, refresh_before_secs: u64) -> bool {
+    pub(crate) fn needs_refresh(&self, now_ms: i64, refresh_before_secs: u64) -> bool {
         self.remaining_ms(now_ms) < self.refresh_window_ms(refresh_before_secs)
     }
 
     /// Seconds left before CC's 180-day idle expiry of the refresh token.
-    pub fn idle_expiry_left_secs(&self, now: i64) -> i64 {
+    pub(crate) fn idle_expiry_left_secs(&self, now: i64) -> i64 {
         self.refreshed_at + REFRESH_IDLE_EXPIRY_SECS - now
     }
 
@@ -271,14 +275,14 @@ struct Wire {
 
 /// The claims ccsync reads from an access token.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Claims {
+pub(crate) struct Claims {
     pub exp: Option<i64>,
     pub iat: Option<i64>,
 }
 
 /// Decode the JWT claims without verifying the signature (the key is not needed to learn `exp`;
 /// CC is the party that enforces it). `None` when the token is not a JWT.
-pub fn decode_claims(token: &str) -> Option<Claims> {
+pub(crate) fn decode_claims(token: &str) -> Option<Claims> {
     jsonwebtoken::dangerous::insecure_decode_claims::<Claims>(token).ok()
 }
 
@@ -286,7 +290,10 @@ pub fn decode_claims(token: &str) -> Option<Claims> {
 /// §3.2) against a JWKS, when `auth.jwks_url` is configured. `aud`/`iss` are not checked: the
 /// reference could not confirm CC's exact values (§12), and a wrong guess would kill a healthy
 /// connection.
-pub fn verify_with_jwks(token: &str, jwks: &jsonwebtoken::jwk::JwkSet) -> Result<(), String> {
+pub(crate) fn verify_with_jwks(
+    token: &str,
+    jwks: &jsonwebtoken::jwk::JwkSet,
+) -> Result<(), String> {
     let header = jsonwebtoken::decode_header(token).map_err(|e| format!("not a JWT: {e}"))?;
     let jwk = match header.kid.as_deref() {
         Some(kid) => jwks.find(kid),

@@ -54,10 +54,10 @@ use tokio::time::Instant;
 
 mod schedule;
 
-pub use schedule::Pace;
+pub(crate) use schedule::Pace;
 
 /// What the batcher needs to know about an item.
-pub trait Coalesce {
+pub(crate) trait Coalesce {
     type Group: Eq + Hash + Clone;
     type Key: Eq + Hash + Clone;
     fn group(&self) -> Self::Group;
@@ -77,7 +77,7 @@ pub trait Coalesce {
 
 /// What a batch costs against the daily request budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cost {
+pub(crate) enum Cost {
     /// One request plus its follow-ups, whatever the size: [`Pace::calls_per_batch`].
     PerBatch,
     /// One request per entry (e.g. one `sign_up_form` per contact).
@@ -86,7 +86,7 @@ pub enum Cost {
 
 /// Size limits of one batch.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_items: usize,
     pub max_bytes: usize,
 }
@@ -97,21 +97,20 @@ pub struct Limits {
 /// (a contact) a 65,000-delivery prefetch window cost ~30 MB of spare capacity plus a ~45 MB
 /// moment while the old and the new buffer both lived (heaptrack, BENCHMARKS.md figure 4).
 #[derive(Debug)]
-pub struct Entry<T, Tag> {
+pub(crate) struct Entry<T, Tag> {
     pub item: Box<T>,
     pub tags: Vec<Tag>,
 }
 
 /// A batch ready to send: one group, at most `max_items` entries, at most `max_bytes`.
 #[derive(Debug)]
-pub struct Batch<T: Coalesce, Tag> {
+pub(crate) struct Batch<T: Coalesce, Tag> {
     pub group: T::Group,
     pub entries: Vec<Entry<T, Tag>>,
-    pub bytes: usize,
 }
 
 impl<T: Coalesce, Tag> Batch<T, Tag> {
-    pub fn deliveries(&self) -> usize {
+    pub(crate) fn deliveries(&self) -> usize {
         self.entries.iter().map(|e| e.tags.len()).sum()
     }
 }
@@ -124,7 +123,7 @@ struct Group<T: Coalesce, Tag> {
 }
 
 /// The batcher. See the module docs.
-pub struct Batcher<T: Coalesce, Tag> {
+pub(crate) struct Batcher<T: Coalesce, Tag> {
     limits: Limits,
     groups: HashMap<T::Group, Group<T, Tag>>,
     pending_tags: usize,
@@ -139,7 +138,7 @@ pub struct Batcher<T: Coalesce, Tag> {
 }
 
 impl<T: Coalesce, Tag> Batcher<T, Tag> {
-    pub fn new(limits: Limits) -> Self {
+    pub(crate) fn new(limits: Limits) -> Self {
         assert!(limits.max_items > 0 && limits.max_bytes > 0);
         Batcher {
             limits,
@@ -154,17 +153,19 @@ impl<T: Coalesce, Tag> Batcher<T, Tag> {
     }
 
     /// Deliveries held (not yet handed out in a batch).
-    pub fn pending_deliveries(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn pending_deliveries(&self) -> usize {
         self.pending_tags
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.groups.is_empty()
     }
 
     /// Add an item. Returns the batches this push completed (a full group, or the group flushed to
     /// make room when the item would push it past a limit).
-    pub fn push(&mut self, item: T, tag: Tag, now: Instant) -> Vec<Batch<T, Tag>> {
+    pub(crate) fn push(&mut self, item: T, tag: Tag, now: Instant) -> Vec<Batch<T, Tag>> {
         let out = self.push_unpaced(item, tag, now);
         for b in &out {
             self.charge(b, now);
@@ -216,7 +217,8 @@ impl<T: Coalesce, Tag> Batcher<T, Tag> {
     }
 
     /// Groups whose oldest entry has waited at least `linger`.
-    pub fn due(&mut self, now: Instant, linger: Duration) -> Vec<Batch<T, Tag>> {
+    #[cfg(test)]
+    pub(crate) fn due(&mut self, now: Instant, linger: Duration) -> Vec<Batch<T, Tag>> {
         let due: Vec<T::Group> = self
             .groups
             .iter()
@@ -227,12 +229,13 @@ impl<T: Coalesce, Tag> Batcher<T, Tag> {
     }
 
     /// When the next group becomes due with this linger (None when empty).
-    pub fn next_due(&self, linger: Duration) -> Option<Instant> {
+    #[cfg(test)]
+    pub(crate) fn next_due(&self, linger: Duration) -> Option<Instant> {
         self.groups.values().map(|g| g.oldest + linger).min()
     }
 
     /// Everything held, e.g. on shutdown (to settle) or when pausing.
-    pub fn drain(&mut self) -> Vec<Batch<T, Tag>> {
+    pub(crate) fn drain(&mut self) -> Vec<Batch<T, Tag>> {
         let keys: Vec<T::Group> = self.groups.keys().cloned().collect();
         keys.iter().filter_map(|k| self.take(k)).collect()
     }
@@ -244,7 +247,6 @@ impl<T: Coalesce, Tag> Batcher<T, Tag> {
         Some(Batch {
             group: gk.clone(),
             entries: g.entries,
-            bytes: g.bytes,
         })
     }
 

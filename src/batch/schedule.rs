@@ -11,7 +11,7 @@ use super::{Batch, Batcher, Coalesce, Cost};
 /// The pacing plan the batcher releases lingering groups against (see the module docs). Pure
 /// numbers: the caller asks the rate limiter and hands them in with [`Batcher::set_pace`].
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Pace {
+pub(crate) struct Pace {
     /// A group waits at least this long (`worker.linger_min_ms`).
     pub min: Duration,
     /// ... and at most this long while the budget affords it (`worker.linger_max_ms`).
@@ -28,7 +28,7 @@ pub struct Pace {
 
 impl Pace {
     /// No budget pacing: every group goes after `linger`.
-    pub fn fixed(linger: Duration) -> Pace {
+    pub(crate) fn fixed(linger: Duration) -> Pace {
         Pace {
             min: linger,
             max: linger,
@@ -39,7 +39,7 @@ impl Pace {
     }
 
     /// Requests a batch of `entries` costs.
-    pub fn requests(&self, cost: Cost, entries: usize) -> f64 {
+    pub(crate) fn requests(&self, cost: Cost, entries: usize) -> f64 {
         match cost {
             Cost::PerBatch if self.calls_per_batch.is_finite() && self.calls_per_batch > 0.0 => {
                 self.calls_per_batch
@@ -64,7 +64,7 @@ impl Pace {
 
 impl<T: Coalesce, Tag> Batcher<T, Tag> {
     /// Tenants' weights in the plan's shares (tenants not named weigh 1).
-    pub fn set_weights(&mut self, weights: HashMap<T::Tenant, f64>) {
+    pub(crate) fn set_weights(&mut self, weights: HashMap<T::Tenant, f64>) {
         self.weights = weights
             .into_iter()
             .filter(|(_, w)| w.is_finite() && *w > 0.0)
@@ -83,7 +83,7 @@ impl<T: Coalesce, Tag> Batcher<T, Tag> {
 
     /// Follow a new plan (the rate limiter's, re-read every few seconds). The first call starts
     /// the schedule one import's cost ahead of `now`, capped at `pace.max`.
-    pub fn set_pace(&mut self, mut pace: Pace, now: Instant) {
+    pub(crate) fn set_pace(&mut self, mut pace: Pace, now: Instant) {
         // Sane bounds whatever the caller passes: `min <= max`, nothing beyond a month (so that
         // instant arithmetic cannot overflow).
         const MONTH: Duration = Duration::from_secs(30 * 86_400);
@@ -98,17 +98,18 @@ impl<T: Coalesce, Tag> Batcher<T, Tag> {
     }
 
     /// The plan in force.
-    pub fn pace(&self) -> Pace {
+    pub(crate) fn pace(&self) -> Pace {
         self.pace
     }
 
     /// Requests charged to the schedule so far (the batches' estimated cost).
-    pub fn charged_requests(&self) -> f64 {
+    #[cfg(test)]
+    pub(crate) fn charged_requests(&self) -> f64 {
         self.charged
     }
 
     /// Groups the shared schedule releases now, oldest first (see the module docs).
-    pub fn release(&mut self, now: Instant) -> Vec<Batch<T, Tag>> {
+    pub(crate) fn release(&mut self, now: Instant) -> Vec<Batch<T, Tag>> {
         let pace = self.pace;
         let mut waiting: Vec<(Instant, T::Group)> = self
             .groups
@@ -134,7 +135,7 @@ impl<T: Coalesce, Tag> Batcher<T, Tag> {
     }
 
     /// When [`Batcher::release`] next has something to release (None when empty).
-    pub fn next_release(&self) -> Option<Instant> {
+    pub(crate) fn next_release(&self) -> Option<Instant> {
         let pace = self.pace;
         self.groups
             .iter()

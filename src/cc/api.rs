@@ -37,10 +37,10 @@ mod bodies;
 mod contacts;
 mod types;
 
-pub use bodies::{IMPORT_ENVELOPE_MAX, ImportRow, import_row_len};
+pub(crate) use bodies::{IMPORT_ENVELOPE_MAX, ImportRow, import_row_len};
 use bodies::{sign_up_body, unsubscribe_body};
 use types::ActivityDto;
-pub use types::*;
+pub(crate) use types::*;
 
 impl Api {
     pub fn new(http: reqwest::Client, base: &url::Url) -> Api {
@@ -73,7 +73,11 @@ impl Api {
     }
 
     /// `POST /activities/contacts_json_import` with a body from [`Api::import_body`].
-    pub async fn import(&self, token: &AccessToken, body: Vec<u8>) -> Result<Created, CcError> {
+    pub(crate) async fn import(
+        &self,
+        token: &AccessToken,
+        body: Vec<u8>,
+    ) -> Result<Created, CcError> {
         let url = format!("{}/activities/contacts_json_import", self.base);
         let req = self
             .http
@@ -131,7 +135,7 @@ impl Api {
     }
 
     /// `POST /contacts/sign_up_form`: create or update one contact with explicit permission.
-    pub async fn sign_up_form(
+    pub(crate) async fn sign_up_form(
         &self,
         token: &AccessToken,
         c: &Contact,

@@ -37,7 +37,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Endpoint::ContactsJsonImport => "contacts_json_import",
             Endpoint::Activities => "activities",
@@ -55,7 +55,7 @@ impl Endpoint {
 }
 
 /// Record one finished call (status `None` = transport failure) in the API metrics.
-pub fn record_call(endpoint: Endpoint, status: Option<u16>, started: Instant) {
+pub(crate) fn record_call(endpoint: Endpoint, status: Option<u16>, started: Instant) {
     let status = status.map_or_else(|| "error".to_string(), |s| s.to_string());
     metrics().api_request(endpoint.label(), &status, started.elapsed());
 }
@@ -63,7 +63,7 @@ pub fn record_call(endpoint: Endpoint, status: Option<u16>, started: Instant) {
 /// What the caller does after a failed call: the second column of CC's answer table
 /// ([`CcError::from_response`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryAction {
+pub(crate) enum RetryAction {
     /// Transient (5xx, timeout, connection, an unreadable answer): try again later with backoff;
     /// ack nothing. Several in a row mean CC is down: the caller pauses and probes.
     Retry,
@@ -191,7 +191,7 @@ fn summary(errors: &[ApiError]) -> String {
 }
 
 impl CcError {
-    pub fn action(&self) -> RetryAction {
+    pub(crate) fn action(&self) -> RetryAction {
         match self {
             CcError::Unauthorized => RetryAction::Reauthenticate,
             CcError::RateLimited { .. } => RetryAction::RateLimited,
@@ -207,7 +207,7 @@ impl CcError {
     }
 
     /// True for the answers that mean CC itself is failing (counted by the outage breaker).
-    pub fn is_outage(&self) -> bool {
+    pub(crate) fn is_outage(&self) -> bool {
         matches!(
             self,
             CcError::Server { .. } | CcError::Transport(_) | CcError::Unexpected { .. }
@@ -283,7 +283,7 @@ impl CcError {
 }
 
 /// Parse both of CC's error shapes: the array and the bare object (reference §7).
-pub fn parse_errors(body: &[u8]) -> Vec<ApiError> {
+pub(crate) fn parse_errors(body: &[u8]) -> Vec<ApiError> {
     if let Ok(v) = serde_json::from_slice::<Vec<ApiError>>(body) {
         return v;
     }

@@ -60,7 +60,7 @@ pub enum OAuthError {
 
 impl OAuthError {
     /// True when retrying the same request later can succeed.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(
             self,
             OAuthError::Throttled
@@ -68,22 +68,6 @@ impl OAuthError {
                 | OAuthError::Transport(_)
                 | OAuthError::Unexpected { .. }
         )
-    }
-
-    /// Short label for `ccsync_token_refresh_total{result}` / `ccsync_auth_failures_total{reason}`.
-    pub fn label(&self) -> &'static str {
-        match self {
-            OAuthError::InvalidGrant(_) => "invalid_grant",
-            OAuthError::AuthorizationPending => "authorization_pending",
-            OAuthError::SlowDown => "slow_down",
-            OAuthError::ExpiredToken => "expired_token",
-            OAuthError::AccessDenied => "access_denied",
-            OAuthError::InvalidClient(_) => "invalid_client",
-            OAuthError::Throttled => "throttled",
-            OAuthError::Server(_) => "server",
-            OAuthError::Transport(_) => "transport",
-            OAuthError::Unexpected { .. } => "error",
-        }
     }
 
     /// Classify a non-2xx answer of the token / device endpoints.
@@ -197,7 +181,7 @@ fn default_interval() -> u64 {
 }
 
 /// RFC 8628 device-code grant type.
-pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+pub(crate) const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// The authorization-server client. Cheap to clone (reqwest's client is an `Arc`).
 #[derive(Clone)]
@@ -309,7 +293,7 @@ impl OAuthClient {
 
     /// `grant_type=refresh_token` (reference §3.4). The caller has already passed the shared
     /// 1 request/s gate.
-    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenResponse, OAuthError> {
+    pub(crate) async fn refresh(&self, refresh_token: &str) -> Result<TokenResponse, OAuthError> {
         let mut form = vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
@@ -342,7 +326,10 @@ impl OAuthClient {
     }
 
     /// Step 4 of the device flow: one poll of the token endpoint.
-    pub async fn poll_device_token(&self, device_code: &str) -> Result<TokenResponse, OAuthError> {
+    pub(crate) async fn poll_device_token(
+        &self,
+        device_code: &str,
+    ) -> Result<TokenResponse, OAuthError> {
         let form = [
             ("grant_type", DEVICE_GRANT),
             ("device_code", device_code),
@@ -356,7 +343,7 @@ impl OAuthClient {
     /// `redirect_uri`, `response_type=code`, `scope`, `state`; PKCE adds `code_challenge` and
     /// `code_challenge_method=S256`, https://developer.constantcontact.com/api_guide/pkce_flow.html).
     /// Spaces in the scope are written `+` (form encoding), never `%2B` (reference §2.2).
-    pub fn authorize_url(
+    pub(crate) fn authorize_url(
         &self,
         redirect_uri: &str,
         scope: &str,
@@ -385,7 +372,7 @@ impl OAuthClient {
     /// https://developer.constantcontact.com/api_guide/server_flow.html); one without sends
     /// `client_id` (PKCE "does not use the client secret"). The caller has passed the shared
     /// 1 request/s gate.
-    pub async fn exchange_code(
+    pub(crate) async fn exchange_code(
         &self,
         code: &str,
         redirect_uri: &str,

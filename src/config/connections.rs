@@ -75,7 +75,7 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self == &TlsFiles::default()
     }
 }

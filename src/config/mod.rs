@@ -99,7 +99,7 @@ pub enum LogFormat {
 
 impl Settings {
     /// The default lists of `account`: its own (`[accounts.<name>]`), else the global ones.
-    pub fn default_lists_for(&self, account: &str) -> &[Uuid] {
+    pub(crate) fn default_lists_for(&self, account: &str) -> &[Uuid] {
         match self.accounts.get(account) {
             Some(a) if !a.default_list_ids.is_empty() => &a.default_list_ids,
             _ => &self.default_list_ids,
@@ -107,7 +107,7 @@ impl Settings {
     }
 
     /// Each configured account's weight in the key's fair shares (others weigh 1).
-    pub fn account_weights(&self) -> std::collections::HashMap<String, f64> {
+    pub(crate) fn account_weights(&self) -> std::collections::HashMap<String, f64> {
         self.accounts
             .iter()
             .map(|(name, a)| (name.clone(), a.weight))
@@ -115,7 +115,7 @@ impl Settings {
     }
 
     /// Connect links are on: `auth.invite_secret` and `ingest.public_url` are both set.
-    pub fn connect_links(&self) -> bool {
+    pub(crate) fn connect_links(&self) -> bool {
         self.auth.invite_secret.is_some() && self.ingest.public_url.is_some()
     }
 
@@ -127,13 +127,9 @@ impl Settings {
         }
     }
 
-    /// `<queue>.dlx`, the dead-letter exchange (DESIGN §2).
-    pub fn dead_letter_exchange(&self) -> String {
-        format!("{}.dlx", self.queue)
-    }
-
     /// `<queue>.dead`, where dead letters wait for a human or `dlq replay`.
-    pub fn dead_letter_queue(&self) -> String {
+    #[cfg(test)]
+    pub(crate) fn dead_letter_queue(&self) -> String {
         format!("{}.dead", self.queue)
     }
 

@@ -7,7 +7,7 @@ use super::{AuthSettings, OptoutSettings, RateLimitSettings, Settings, WorkerSet
 
 impl Settings {
     /// Configuration problems that do not stop the program but that an operator should hear of.
-    pub fn warnings(&self) -> Vec<String> {
+    pub(crate) fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
         if self.token_encryption_key.is_none() {
             w.push("CCSYNC_TOKEN_ENCRYPTION_KEY is not set: the token set is stored in Redis in clear text".into());
@@ -48,7 +48,7 @@ impl Settings {
     }
 
     /// The effective configuration with every secret masked, for `config check`.
-    pub fn redacted(&self) -> String {
+    pub(crate) fn redacted(&self) -> String {
         let mask = mask_url;
         let lists: Vec<String> = self
             .default_list_ids

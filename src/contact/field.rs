@@ -7,7 +7,7 @@ use super::{Address, Fields, NO_ADDRESS};
 
 /// A contact field a message may set, in the order the import row writes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Field {
+pub(crate) enum Field {
     FirstName,
     LastName,
     JobTitle,
@@ -25,7 +25,7 @@ pub enum Field {
 
 impl Field {
     /// Every field, in declaration order.
-    pub const ALL: [Field; 12] = [
+    pub(crate) const ALL: [Field; 12] = [
         Field::FirstName,
         Field::LastName,
         Field::JobTitle,
@@ -60,12 +60,12 @@ impl Field {
     }
 
     /// The field of this name (as in [`Field::as_str`]).
-    pub fn parse(name: &str) -> Option<Field> {
+    pub(crate) fn parse(name: &str) -> Option<Field> {
         Field::ALL.into_iter().find(|f| f.as_str() == name)
     }
 
     /// True for the fields of `contact.address`.
-    pub const fn in_address(self) -> bool {
+    pub(crate) const fn in_address(self) -> bool {
         matches!(
             self,
             Field::Street | Field::City | Field::State | Field::PostalCode | Field::Country
@@ -74,7 +74,7 @@ impl Field {
 
     /// The longest text CC takes (reference §5.1, §6.1): phone 25 is the strictest of the
     /// import (50) and sign-up-form (25) limits; `None` for the birthday (two small numbers).
-    pub const fn max_chars(self) -> Option<usize> {
+    pub(crate) const fn max_chars(self) -> Option<usize> {
         match self {
             Field::Phone => Some(25),
             Field::Anniversary => Some(10),
@@ -86,7 +86,7 @@ impl Field {
 
     /// The column of an import row (Swagger `JsonImportContact`) holding this text field; the
     /// birthday has two (`birthday_month`, `birthday_day`) and so none here.
-    pub const fn import_column(self) -> Option<&'static str> {
+    pub(crate) const fn import_column(self) -> Option<&'static str> {
         match self {
             Field::Birthday => None,
             Field::PostalCode => Some("zip"),
@@ -95,7 +95,7 @@ impl Field {
     }
 
     /// This text field's value in `f` (`None` for the birthday).
-    pub fn text(self, f: &Fields) -> Option<&Option<Box<str>>> {
+    pub(crate) fn text(self, f: &Fields) -> Option<&Option<Box<str>>> {
         Some(match self {
             Field::FirstName => &f.first_name,
             Field::LastName => &f.last_name,
@@ -109,7 +109,7 @@ impl Field {
     }
 
     /// True when `f` sets this field.
-    pub fn is_set(self, f: &Fields) -> bool {
+    pub(crate) fn is_set(self, f: &Fields) -> bool {
         match self {
             Field::Birthday => f.birthday.is_some(),
             t => t.text(f).is_some_and(Option::is_some),
@@ -161,11 +161,12 @@ fn top_slot(field: Field, f: &mut Fields) -> &mut Option<Box<str>> {
 
 impl Fields {
     /// The address, all `None` when the contact has none.
-    pub fn address(&self) -> &Address {
+    pub(crate) fn address(&self) -> &Address {
         self.address.as_deref().unwrap_or(&NO_ADDRESS)
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         // Compared field by field rather than with `Fields::default()` so an address box with
         // nothing in it still counts as empty.
         self.first_name.is_none()
@@ -189,7 +190,7 @@ impl Fields {
 
     /// The names of the fields this event sets ([`Field::as_str`]; custom fields as `cf:NAME`),
     /// for the per-field newest-wins ledger.
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         let mut out: Vec<String> = Field::ALL
             .into_iter()
             .filter(|f| f.is_set(self))
@@ -200,7 +201,7 @@ impl Fields {
     }
 
     /// Drop the named fields (names as in [`Fields::names`]): a newer event already set them.
-    pub fn drop_named(&mut self, names: &[String]) {
+    pub(crate) fn drop_named(&mut self, names: &[String]) {
         for n in names {
             match Field::parse(n) {
                 Some(Field::Birthday) => self.birthday = None,
@@ -222,7 +223,7 @@ impl Fields {
 
     /// Take the named field (names as in [`Fields::names`]) from `from`, replacing ours; the
     /// caller tidies the address afterwards.
-    pub fn move_named(&mut self, from: &mut Fields, name: &str) {
+    pub(crate) fn move_named(&mut self, from: &mut Fields, name: &str) {
         fn addr(f: &mut Fields) -> &mut Address {
             f.address.get_or_insert_with(Box::default)
         }

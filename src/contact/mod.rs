@@ -21,10 +21,10 @@ use uuid::Uuid;
 
 /// Larger messages are dead-lettered unread: one contact is a few hundred bytes, and a 1 MB body is
 /// a bug or an attack, not a contact.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// The email length both CC write paths ccsync uses accept.
-pub const MAX_EMAIL_CHARS: usize = 50;
+pub(crate) const MAX_EMAIL_CHARS: usize = 50;
 
 /// Every reason a message is dead-lettered for: the `x-ccsync-reason` header and the `reason`
 /// label of `ccsync_dead_letters_total` (a closed set: DESIGN §5). The decoder's reasons come
@@ -56,7 +56,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 16] = [
+    pub(crate) const ALL: [Reason; 16] = [
         Reason::InvalidJson,
         Reason::MessageTooLarge,
         Reason::UnknownType,
@@ -139,7 +139,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    pub fn new(code: Reason, detail: impl Into<String>) -> Rejection {
+    pub(crate) fn new(code: Reason, detail: impl Into<String>) -> Rejection {
         Rejection {
             code,
             detail: detail.into(),
@@ -175,7 +175,7 @@ pub enum Action {
 
 impl Action {
     /// The message `type` of this action.
-    pub fn message_type(self) -> &'static str {
+    pub(crate) fn message_type(self) -> &'static str {
         match self {
             Action::Upsert => "contact.upsert",
             Action::Unsubscribe => "contact.unsubscribe",
@@ -185,7 +185,7 @@ impl Action {
     }
 
     /// The action of a message `type`, if ccsync knows it.
-    pub fn from_type(t: &str) -> Option<Action> {
+    pub(crate) fn from_type(t: &str) -> Option<Action> {
         [
             Action::Upsert,
             Action::Unsubscribe,
@@ -198,7 +198,7 @@ impl Action {
 }
 
 /// CC's limit on `opt_out_reason` (Swagger `EmailAddressPut`).
-pub const MAX_REASON_CHARS: usize = 255;
+pub(crate) const MAX_REASON_CHARS: usize = 255;
 
 /// A contact's postal address, in message terms.
 ///
@@ -224,7 +224,7 @@ static NO_ADDRESS: Address = Address {
 
 impl Address {
     /// True when no address field is set.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.street.is_none()
             && self.city.is_none()
             && self.state.is_none()
@@ -287,20 +287,11 @@ pub struct Contact {
 }
 
 impl Contact {
-    /// The coalescing key (DESIGN §2): contacts for different list sets travel in different imports.
-    pub fn key(&self) -> (String, Vec<Uuid>, String) {
-        (
-            self.account.clone(),
-            self.list_ids.clone(),
-            self.email.clone(),
-        )
-    }
-
     /// Merge a repeat of the same (account, lists, email): field by field, the field with the
     /// later `occurred_at` winning (each field keeps the time of the event that supplied it, so
     /// merging merged contacts equals folding every event in `occurred_at` order); on a tie the
     /// later delivery (`other`) wins. Consent once given explicitly stays explicit.
-    pub fn merge(&mut self, mut other: Contact) {
+    pub(crate) fn merge(&mut self, mut other: Contact) {
         let mut times: BTreeMap<Box<str>, i64> = self
             .field_stamps()
             .into_iter()
@@ -329,7 +320,7 @@ impl Contact {
 
     /// Each field this contact sets (names as in [`Fields::names`]) with the `occurred_at`
     /// (Unix ms) of the event that supplied it.
-    pub fn field_stamps(&self) -> Vec<(String, i64)> {
+    pub(crate) fn field_stamps(&self) -> Vec<(String, i64)> {
         let own = unix_ms(self.occurred_at);
         self.fields
             .names()
@@ -347,14 +338,14 @@ impl Contact {
 }
 
 /// Unix milliseconds, the ledger's unit.
-pub fn unix_ms(t: OffsetDateTime) -> i64 {
+pub(crate) fn unix_ms(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 mod decode;
 mod field;
 pub use decode::{decode, decode_for, valid_account};
-pub use field::Field;
+pub(crate) use field::Field;
 
 #[cfg(test)]
 mod tests;

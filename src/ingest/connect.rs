@@ -35,7 +35,7 @@ use crate::config::Settings;
 use crate::ratelimit::Gate;
 
 /// What the two routes share.
-pub struct Connect {
+pub(crate) struct Connect {
     secret: SecretString,
     redirect_uri: String,
     scope: String,
@@ -44,7 +44,7 @@ pub struct Connect {
 
 impl Connect {
     /// `None` when connect links are off (`auth.invite_secret` or `ingest.public_url` unset).
-    pub fn from_settings(
+    pub(crate) fn from_settings(
         settings: &Settings,
         gate: Arc<dyn Gate>,
     ) -> Result<Option<Connect>, ConnectSetupError> {
@@ -63,7 +63,7 @@ impl Connect {
     }
 
     /// The two routes, with their state applied (mergeable into any router).
-    pub fn router<S: Clone + Send + Sync + 'static>(self: Arc<Self>) -> Router<S> {
+    pub(crate) fn router<S: Clone + Send + Sync + 'static>(self: Arc<Self>) -> Router<S> {
         Router::new()
             .route("/connect/{token}", get(open))
             .route(CALLBACK_PATH, get(callback))

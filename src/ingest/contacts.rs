@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 /// How the body is framed, from `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// `application/json` (or no content type): the body is one message.
     Json,
     /// `application/x-ndjson` (also `application/ndjson`, `application/jsonl`): one message per
@@ -16,7 +16,7 @@ pub enum Framing {
 
 impl Framing {
     /// `None` for a content type this endpoint does not read (answered 415).
-    pub fn from_content_type(ct: Option<&str>) -> Option<Framing> {
+    pub(crate) fn from_content_type(ct: Option<&str>) -> Option<Framing> {
         let Some(ct) = ct else {
             return Some(Framing::Json);
         };
@@ -39,7 +39,7 @@ impl Framing {
 
 /// One invalid line, as the 400 reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LineError {
+pub(crate) struct LineError {
     /// 1-based line of the body (1 for a JSON body).
     pub line: usize,
     /// The decoder's reason code (the worker's dead-letter reason for the same message).
@@ -49,7 +49,7 @@ pub struct LineError {
 
 /// Why a body is refused as a whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// Some lines are invalid: nothing is published.
     Invalid(Vec<LineError>),
     /// More messages than `ingest.max_lines`.
@@ -60,13 +60,13 @@ pub enum Refused {
 
 /// Messages ready to publish: each body exactly as the sender wrote it, with its id.
 #[derive(Debug, Default)]
-pub struct Batch {
+pub(crate) struct Batch {
     pub ids: Vec<String>,
     pub bodies: Vec<Vec<u8>>,
 }
 
 /// Split and validate a body. Lines are checked with `default_lists`, as the worker would.
-pub fn parse(
+pub(crate) fn parse(
     body: &[u8],
     framing: Framing,
     default_lists: &[Uuid],

@@ -31,18 +31,18 @@ const STATE_LABEL: &[u8] = b"ccsync-connect-state-v1.";
 /// How long a customer may spend on CC's pages (signing in, approving) between opening the link
 /// and CC's redirect back. CC documents no lifetime for the authorize step; its code then lives 5
 /// minutes (reference §2.4).
-pub const STATE_TTL_SECS: i64 = 3600;
+pub(crate) const STATE_TTL_SECS: i64 = 3600;
 
 /// Longest `--ttl`: a link is a bearer credential for one account; a month is plenty to reach a
 /// customer, and a forgotten link should not stay usable for ever.
-pub const MAX_TTL_SECS: u64 = 30 * 86_400;
+pub(crate) const MAX_TTL_SECS: u64 = 30 * 86_400;
 
 /// The path CC redirects to, under `ingest.public_url`.
-pub const CALLBACK_PATH: &str = "/oauth/callback";
+pub(crate) const CALLBACK_PATH: &str = "/oauth/callback";
 
 /// What a valid link names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Invite {
+pub(crate) struct Invite {
     /// The ccsync account (messages name it in `account`) the token set is stored under.
     #[serde(rename = "a")]
     pub account: String,
@@ -57,14 +57,14 @@ pub struct Invite {
 impl Invite {
     /// A short, loggable handle of the link (the id is not a credential: a link cannot be made
     /// from it without the secret).
-    pub fn short_id(&self) -> &str {
+    pub(crate) fn short_id(&self) -> &str {
         self.id.get(..8).unwrap_or(&self.id)
     }
 }
 
 /// What a valid `state` carries back from CC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConnectState {
+pub(crate) struct ConnectState {
     #[serde(flatten)]
     pub invite: Invite,
     /// Unix seconds after which the callback is refused (see [`STATE_TTL_SECS`]).
@@ -74,7 +74,7 @@ pub struct ConnectState {
 
 /// Why a link or a state was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Not a token we signed: cut short, altered, or signed with another secret.
     Invalid,
     /// Signed by us, but past its expiry.
@@ -122,7 +122,12 @@ fn verify<T: for<'de> Deserialize<'de>>(
 }
 
 /// A new link for `account`, valid `ttl` from `now`: the invite and its token.
-pub fn issue(secret: &SecretString, account: &str, now: i64, ttl: Duration) -> (Invite, String) {
+pub(crate) fn issue(
+    secret: &SecretString,
+    account: &str,
+    now: i64,
+    ttl: Duration,
+) -> (Invite, String) {
     let invite = Invite {
         account: account.to_string(),
         expires_at: now + ttl.as_secs() as i64,
@@ -133,7 +138,7 @@ pub fn issue(secret: &SecretString, account: &str, now: i64, ttl: Duration) -> (
 }
 
 /// Check a link's token at `now`.
-pub fn open(secret: &SecretString, token: &str, now: i64) -> Result<Invite, Refusal> {
+pub(crate) fn open(secret: &SecretString, token: &str, now: i64) -> Result<Invite, Refusal> {
     let invite: Invite = verify(secret, LINK_LABEL, token).ok_or(Refusal::Invalid)?;
     if now >= invite.expires_at {
         return Err(Refusal::Expired(invite));
@@ -142,7 +147,7 @@ pub fn open(secret: &SecretString, token: &str, now: i64) -> Result<Invite, Refu
 }
 
 /// The `state` for the authorize URL of `invite`, opened at `now`.
-pub fn state_for(secret: &SecretString, invite: &Invite, now: i64) -> String {
+pub(crate) fn state_for(secret: &SecretString, invite: &Invite, now: i64) -> String {
     sign(
         secret,
         STATE_LABEL,
@@ -155,7 +160,11 @@ pub fn state_for(secret: &SecretString, invite: &Invite, now: i64) -> String {
 
 /// Check the `state` CC's redirect carries at `now`. The link's own expiry is not checked again:
 /// a customer who opened the link in time may finish on CC's pages within [`STATE_TTL_SECS`].
-pub fn check_state(secret: &SecretString, state: &str, now: i64) -> Result<ConnectState, Refusal> {
+pub(crate) fn check_state(
+    secret: &SecretString,
+    state: &str,
+    now: i64,
+) -> Result<ConnectState, Refusal> {
     let st: ConnectState = verify(secret, STATE_LABEL, state).ok_or(Refusal::Invalid)?;
     if now >= st.state_expires_at {
         return Err(Refusal::Expired(st.invite));
@@ -169,18 +178,18 @@ fn base(public_url: &url::Url) -> &str {
 }
 
 /// The link a customer opens.
-pub fn link_url(public_url: &url::Url, token: &str) -> String {
+pub(crate) fn link_url(public_url: &url::Url, token: &str) -> String {
     format!("{}/connect/{token}", base(public_url))
 }
 
 /// The redirect URI to register on the CC app, and to send in the authorize URL and the code
 /// exchange (they must match exactly, reference §2.4 step 3).
-pub fn redirect_uri(public_url: &url::Url) -> String {
+pub(crate) fn redirect_uri(public_url: &url::Url) -> String {
     format!("{}{CALLBACK_PATH}", base(public_url))
 }
 
 /// `--ttl`: a number with a unit, `s`, `m`, `h` or `d` (`90m`, `7d`), from 1 s to 30 days.
-pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_ttl(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
@@ -206,7 +215,7 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
 
 /// Why `ccsync auth invite` made no link. Each says what to set or change.
 #[derive(Debug, thiserror::Error)]
-pub enum InviteError {
+pub(crate) enum InviteError {
     #[error(
         "auth invite needs CCSYNC_AUTH__INVITE_SECRET, the key that signs connect links (at least 32 characters: head -c32 /dev/urandom | base64), set to the same value for `ccsync ingest`"
     )]
@@ -225,7 +234,7 @@ pub enum InviteError {
 
 /// `ccsync auth invite --account A [--ttl D]`: print a new connect link. Needs no Redis and no
 /// broker: the link is self-contained (signed), and only its use is recorded, by ingest.
-pub fn invite_cmd(
+pub(crate) fn invite_cmd(
     settings: &crate::config::Settings,
     account: &str,
     ttl: &str,

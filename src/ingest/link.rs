@@ -16,7 +16,7 @@ use crate::queue::{Broker, QueueError, QueuePublisher, Topology};
 
 /// Why messages were not published (answered 503 with `Retry-After`).
 #[derive(Debug, thiserror::Error)]
-pub enum Unavailable {
+pub(crate) enum Unavailable {
     #[error("the broker is not connected (reconnecting)")]
     Down,
     #[error("the broker has blocked publishing (a memory or disk alarm)")]
@@ -40,7 +40,7 @@ impl Connected {
 }
 
 /// A broker connection kept up by a background task.
-pub struct Link {
+pub(crate) struct Link {
     current: Mutex<Option<Arc<Connected>>>,
 }
 
@@ -51,7 +51,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Link {
     /// Start keeping a connection to `url` until `shutdown`; returns at once (not yet connected).
-    pub fn spawn(
+    pub(crate) fn spawn(
         url: AmqpEndpoint,
         topology: Topology,
         channels: usize,
@@ -69,7 +69,7 @@ impl Link {
     }
 
     /// Up: connected, channels open (publishing may still be blocked).
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.connected().is_some_and(|c| c.healthy())
     }
 
@@ -78,7 +78,7 @@ impl Link {
     /// `Ok` means the broker stored each one in the worker's queue. On `Err` some may have been
     /// stored (a connection lost mid-batch): the sender retries with the same message ids, and a
     /// message applied twice is the same upsert.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         bodies: Vec<Vec<u8>>,
         timeout: Duration,

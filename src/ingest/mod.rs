@@ -23,11 +23,11 @@
 //! `ingest.publish_timeout_ms`. A 503 promises nothing either way: the sender retries the same
 //! request, and the same message ids make a duplicate harmless.
 
-pub mod adapters;
-pub mod connect;
-pub mod contacts;
-pub mod invite;
-pub mod link;
+pub(crate) mod adapters;
+pub(crate) mod connect;
+pub(crate) mod contacts;
+pub(crate) mod invite;
+pub(crate) mod link;
 pub mod sign;
 
 use std::collections::BTreeMap;
@@ -213,7 +213,10 @@ pub async fn start(
 }
 
 /// `ccsync ingest`: serve until `shutdown` fires.
-pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), IngestError> {
+pub(crate) async fn run(
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
     for w in settings.warnings() {
         tracing::warn!("{w}");
     }

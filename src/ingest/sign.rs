@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 /// Why a signature was refused (the `reason` label of `ccsync_ingest_signature_failures_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignatureError {
+pub(crate) enum SignatureError {
     /// No header, or not `t=…,v1=…`.
     Missing,
     /// The HMAC matches none of the secrets.
@@ -24,7 +24,7 @@ pub enum SignatureError {
 }
 
 impl SignatureError {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             SignatureError::Missing => "missing",
             SignatureError::Bad => "bad",
@@ -33,7 +33,7 @@ impl SignatureError {
     }
 
     /// What the 401 says, for the sender's developer.
-    pub fn explain(self, header: &str) -> String {
+    pub(crate) fn explain(self, header: &str) -> String {
         match self {
             SignatureError::Missing => format!(
                 "missing or malformed {header} header: send t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\">"
@@ -60,14 +60,14 @@ fn mac(secret: &[u8], parts: &[&[u8]]) -> hmac::Tag {
 
 /// HMAC-SHA256 of `parts` concatenated, keyed with `secret`: the tag of a connect link or of its
 /// OAuth `state` ([`super::invite`]).
-pub fn hmac_sha256(secret: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn hmac_sha256(secret: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(mac(secret, parts).as_ref());
     out
 }
 
 /// Whether `given` is the HMAC-SHA256 of `parts` under `secret`, compared in constant time.
-pub fn hmac_sha256_matches(secret: &[u8], parts: &[&[u8]], given: &[u8]) -> bool {
+pub(crate) fn hmac_sha256_matches(secret: &[u8], parts: &[&[u8]], given: &[u8]) -> bool {
     constant_time::verify_slices_are_equal(mac(secret, parts).as_ref(), given).is_ok()
 }
 
@@ -78,7 +78,7 @@ pub fn ccsync_header(secret: &str, t: i64, body: &[u8]) -> String {
 }
 
 /// Check `X-Ccsync-Signature` against every secret. `now` is unix seconds.
-pub fn verify_ccsync(
+pub(crate) fn verify_ccsync(
     header: Option<&str>,
     body: &[u8],
     secrets: &[SecretString],
@@ -133,7 +133,7 @@ pub fn shopify_header(secret: &str, body: &[u8]) -> String {
 }
 
 /// Check `X-Shopify-Hmac-Sha256`.
-pub fn verify_shopify(
+pub(crate) fn verify_shopify(
     header: Option<&str>,
     body: &[u8],
     secret: &SecretString,

@@ -115,7 +115,7 @@ impl Ledger {
 
     /// Claim events of any [`Kind`] for the call `owner` (an import, an activity, a run of
     /// look-ups and PUTs): one atomic script per 500 events applies the module's rules.
-    pub async fn claim_events(
+    pub(crate) async fn claim_events(
         &self,
         owner: &str,
         items: &[Event<'_>],
@@ -175,7 +175,7 @@ impl Ledger {
 
     /// CC's opt-out feed saw `email` unsubscribe at `at_ms`: an explicit upsert older than that
     /// never goes through `sign_up_form`.
-    pub async fn record_optout(
+    pub(crate) async fn record_optout(
         &self,
         account: &str,
         email: &str,
@@ -186,7 +186,7 @@ impl Ledger {
 
     /// Nothing older than `at_ms` may bring `email` back into CC (an unsubscribe found no contact
     /// in CC: an older import must not create it with implicit permission).
-    pub async fn record_floor(
+    pub(crate) async fn record_floor(
         &self,
         account: &str,
         email: &str,
@@ -226,7 +226,11 @@ impl Ledger {
     /// Extend the in-flight leases `owner` holds by another lease. The sender calls it every
     /// third of the lease while its import is in flight, and while it follows an import whose
     /// deliveries were requeued (`pipeline::sender`).
-    pub async fn renew(&self, owner: &str, items: &[(&str, &str)]) -> Result<(), LedgerError> {
+    pub(crate) async fn renew(
+        &self,
+        owner: &str,
+        items: &[(&str, &str)],
+    ) -> Result<(), LedgerError> {
         self.per_fly(RENEW, owner, items, Some(self.lease)).await
     }
 

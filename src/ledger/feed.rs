@@ -56,7 +56,7 @@ return 1
 
 /// A held feed lease.
 #[derive(Debug, Clone)]
-pub struct FeedLease {
+pub(crate) struct FeedLease {
     /// Random per acquisition: only this holder can renew, release or write under it.
     pub owner: String,
     /// The fencing number of this acquisition (strictly higher than every earlier holder's).
@@ -65,7 +65,7 @@ pub struct FeedLease {
 
 /// One account's feed position.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FeedCursor {
+pub(crate) struct FeedCursor {
     /// CC's `opt_out_date` of the newest opt-out published, exactly as CC wrote it (the next
     /// poll sends it back as `optout_after`).
     pub at: String,
@@ -76,13 +76,13 @@ pub struct FeedCursor {
 }
 
 /// The feed's lease and cursors.
-pub struct FeedStore {
+pub(crate) struct FeedStore {
     pool: Redis,
     prefix: String,
 }
 
 impl FeedStore {
-    pub fn connect(settings: &Settings) -> Result<FeedStore, LedgerError> {
+    pub(crate) fn connect(settings: &Settings) -> Result<FeedStore, LedgerError> {
         let pool = Redis::from_settings(settings).map_err(|e| LedgerError(e.to_string()))?;
         Ok(FeedStore {
             pool,
@@ -92,7 +92,7 @@ impl FeedStore {
 
     /// How an address is kept in a cursor's tie set: the ledger's hash of account and address
     /// (lower-cased), never the address.
-    pub fn tie(account: &str, email: &str) -> String {
+    pub(crate) fn tie(account: &str, email: &str) -> String {
         Ledger::hash(account, &email.to_lowercase())
     }
 
@@ -112,7 +112,7 @@ impl FeedStore {
     }
 
     /// Try once to become the replica that polls. `None`: another holds the lease.
-    pub async fn try_lease(&self, lease_ms: u64) -> Result<Option<FeedLease>, LedgerError> {
+    pub(crate) async fn try_lease(&self, lease_ms: u64) -> Result<Option<FeedLease>, LedgerError> {
         let owner = uuid::Uuid::new_v4().to_string();
         let fence: u64 = redis::Script::new(ACQUIRE)
             .key(self.lease_key())
@@ -126,7 +126,11 @@ impl FeedStore {
     }
 
     /// Push the lease out. `false`: it is lost (expired, and maybe someone else holds it).
-    pub async fn renew(&self, lease: &FeedLease, lease_ms: u64) -> Result<bool, LedgerError> {
+    pub(crate) async fn renew(
+        &self,
+        lease: &FeedLease,
+        lease_ms: u64,
+    ) -> Result<bool, LedgerError> {
         let n: i64 = redis::Script::new(RENEW)
             .key(self.lease_key())
             .arg(&lease.owner)
@@ -138,7 +142,7 @@ impl FeedStore {
     }
 
     /// Give the lease up (on shutdown: another replica takes over at once, not a lease later).
-    pub async fn release(&self, lease: &FeedLease) -> Result<(), LedgerError> {
+    pub(crate) async fn release(&self, lease: &FeedLease) -> Result<(), LedgerError> {
         let _: i64 = redis::Script::new(RELEASE)
             .key(self.lease_key())
             .arg(&lease.owner)
@@ -149,7 +153,7 @@ impl FeedStore {
     }
 
     /// `account`'s cursor; `None` before the feed first ran for it.
-    pub async fn cursor(&self, account: &str) -> Result<Option<FeedCursor>, LedgerError> {
+    pub(crate) async fn cursor(&self, account: &str) -> Result<Option<FeedCursor>, LedgerError> {
         let (at, ties, polled): (Option<String>, Option<String>, Option<i64>) = redis::cmd("HMGET")
             .arg(self.cursor_key(account))
             .arg("at")
@@ -172,7 +176,7 @@ impl FeedStore {
 
     /// Move `account`'s cursor, only while `lease` holds (see the module docs). `false`: the
     /// lease is lost and nothing was written; stop polling.
-    pub async fn advance(
+    pub(crate) async fn advance(
         &self,
         lease: &FeedLease,
         account: &str,

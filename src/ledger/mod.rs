@@ -56,7 +56,7 @@
 
 mod feed;
 
-pub use feed::{FeedCursor, FeedLease, FeedStore};
+pub(crate) use feed::{FeedCursor, FeedLease, FeedStore};
 
 mod claims;
 mod keys;
@@ -71,12 +71,12 @@ use std::time::Duration;
 use crate::config::Settings;
 
 /// How long the ledger remembers an email's newest event.
-pub const LEDGER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const LEDGER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How long the consent facts (`out`, `del`) are kept after their last change: 400 days, beyond
 /// a year of dead-letter retention and replays. One small hash per email that ever had a consent
 /// event (upserts alone never create it).
-pub const CONSENT_TTL: Duration = Duration::from_secs(400 * 24 * 3600);
+pub(crate) const CONSENT_TTL: Duration = Duration::from_secs(400 * 24 * 3600);
 
 /// Redis unavailable: the caller retries later (it never sends unclaimed contacts).
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +105,7 @@ impl Ledger {
     }
 
     /// How long a claim survives without renewal (`worker.claim_lease_secs`).
-    pub fn lease(&self) -> Duration {
+    pub(crate) fn lease(&self) -> Duration {
         self.lease
     }
 

@@ -35,7 +35,7 @@ use super::settle::{Chunk, Disposition, apply, settle_stop};
 type Found = Vec<(String, Chunk)>;
 
 /// CC's limit on `contact_ids` per bulk activity (reference §6.2, §6.3, §11).
-pub const MAX_IDS_PER_ACTIVITY: usize = 500;
+pub(crate) const MAX_IDS_PER_ACTIVITY: usize = 500;
 
 /// Look up one contact through the gate (one `GET /contacts?email=`, a look-up call).
 async fn look_up(

@@ -15,14 +15,12 @@ use crate::config::WorkerSettings;
 use crate::ledger::Ledger;
 use crate::ratelimit::Gate;
 
-/// Why the worker must stop consuming for a while. A pause never blames a message: what the
-/// worker holds goes back to the queue without counting toward any redelivery limit.
+/// Why the worker must stop consuming for a while (a dead account's connection is not one: its
+/// messages are parked, and the `auth` series of `ccsync_paused` stays 0). A pause never blames a
+/// message: what the worker holds goes back to the queue without counting toward any redelivery
+/// limit.
 #[derive(Debug, Clone)]
-pub enum Pause {
-    /// The account's connection is dead: a human must run `ccsync auth login`. (No sender
-    /// raises it any more: a dead account's messages are parked instead, and the `auth` series
-    /// of `ccsync_paused` stays 0.)
-    Auth { account: String },
+pub(crate) enum Pause {
     /// The daily quota is spent until 00:00 UTC.
     Quota { wait: Duration },
     /// CC is failing (5xx, timeouts) call after call: probe at a capped rate until it answers.
@@ -35,20 +33,18 @@ pub enum Pause {
 
 impl Pause {
     /// The `account` label of `ccsync_paused`: empty for the whole key (quota).
-    pub fn account(&self) -> &str {
+    pub(crate) fn account(&self) -> &str {
         match self {
             Pause::Quota { .. } => "",
-            Pause::Auth { account }
-            | Pause::Outage { account }
+            Pause::Outage { account }
             | Pause::Forbidden { account }
             | Pause::Config { account, .. } => account,
         }
     }
 
     /// The `reason` label of `ccsync_paused`.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
-            Pause::Auth { .. } => "auth",
             Pause::Quota { .. } => "quota",
             Pause::Outage { .. } => "outage",
             Pause::Forbidden { .. } => "forbidden",
@@ -60,29 +56,29 @@ impl Pause {
 /// Transient CC failures in a row, across every call of this process: this many mean CC is
 /// down (or unreachable), and the worker pauses and probes instead of retrying call by call.
 /// With the backoff of [`super::call`] that is about 15 s of failures.
-pub const OUTAGE_AFTER: u32 = 5;
+pub(crate) const OUTAGE_AFTER: u32 = 5;
 
 /// The outage breaker: counts transient failures in a row; any answer from CC resets it.
 #[derive(Debug, Default)]
-pub struct Outage(std::sync::atomic::AtomicU32);
+pub(crate) struct Outage(std::sync::atomic::AtomicU32);
 
 impl Outage {
     /// Count one failure; true when CC now counts as down.
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 >= OUTAGE_AFTER
     }
     /// CC answered.
-    pub fn answered(&self) {
+    pub(crate) fn answered(&self) {
         self.0.store(0, std::sync::atomic::Ordering::Relaxed);
     }
-    pub fn is_down(&self) -> bool {
+    pub(crate) fn is_down(&self) -> bool {
         self.0.load(std::sync::atomic::Ordering::Relaxed) >= OUTAGE_AFTER
     }
 }
 
 /// Failure to get an access token.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     /// Re-authorization needed (`ccsync auth login`): park the account's messages.
     #[error("connection dead: {0}")]
     Dead(String),
@@ -96,7 +92,7 @@ pub enum TokenError {
 
 /// Where access tokens come from (the auth room's `TokenProvider` in production).
 #[async_trait::async_trait]
-pub trait TokenSource: Send + Sync {
+pub(crate) trait TokenSource: Send + Sync {
     async fn access_token(&self, account: &str) -> Result<AccessToken, TokenError>;
     /// CC refused `rejected` with a 401: refresh unless someone already did.
     async fn token_rejected(
@@ -110,7 +106,7 @@ pub trait TokenSource: Send + Sync {
 
 /// How long a batch may linger (the rate limiter's budget-aware pacing in production).
 #[async_trait::async_trait]
-pub trait Pacing: Send + Sync {
+pub(crate) trait Pacing: Send + Sync {
     async fn linger(&self) -> Duration;
     /// The plan the batcher releases every group against (issue 11: one schedule for all
     /// groups). By default every group waits [`Pacing::linger`].
@@ -120,7 +116,7 @@ pub trait Pacing: Send + Sync {
 }
 
 /// Everything a sender needs; shared by all sender tasks.
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub api: Api,
     pub tokens: Arc<dyn TokenSource>,
     pub gate: Arc<dyn Gate>,
@@ -157,7 +153,7 @@ pub struct Ctx {
 
 /// The Redis-backed rooms every sender shares: the ordering ledger, the crash marks and the
 /// per-account parking.
-pub struct Stores {
+pub(crate) struct Stores {
     pub ledger: Arc<Ledger>,
     pub marks: Arc<crate::poison::Marks>,
     pub parking: Arc<crate::parking::Parking>,
@@ -165,15 +161,15 @@ pub struct Stores {
 
 /// Imports (with their polls, about 4 requests each) one process may spend a UTC day finding the
 /// rows CC did not take: 125 × 4 = 500 requests, 5% of a standard key's 10,000.
-pub const FINDING_PER_DAY: u32 = 125;
+pub(crate) const FINDING_PER_DAY: u32 = 125;
 
 /// The day's allowance of imports for finding rows (see [`FINDING_PER_DAY`]).
 #[derive(Debug, Default)]
-pub struct Finding(std::sync::Mutex<(String, u32)>);
+pub(crate) struct Finding(std::sync::Mutex<(String, u32)>);
 
 impl Finding {
     /// Take `n` imports from today's allowance; false when it is spent.
-    pub fn spend(&self, n: u32) -> bool {
+    pub(crate) fn spend(&self, n: u32) -> bool {
         let today = crate::clock::utc_day(crate::clock::now_utc());
         let mut g = self.0.lock().expect("not poisoned");
         if g.0 != today {
@@ -194,7 +190,7 @@ pub(super) type ListIds = (Instant, std::collections::HashSet<uuid::Uuid>);
 pub(super) type FieldIds = (Instant, HashMap<String, String>);
 
 impl Ctx {
-    pub fn new(
+    pub(crate) fn new(
         api: Api,
         tokens: Arc<dyn TokenSource>,
         gate: Arc<dyn Gate>,
@@ -229,25 +225,15 @@ impl Ctx {
     }
 
     /// The default lists of `account`: its own, else the global ones.
-    pub fn defaults_for(&self, account: &str) -> &[uuid::Uuid] {
+    pub(crate) fn defaults_for(&self, account: &str) -> &[uuid::Uuid] {
         match self.account_lists.get(account) {
             Some(l) if !l.is_empty() => l,
             _ => &self.default_lists,
         }
     }
 
-    /// The current linger, within the configured bounds.
-    pub async fn linger(&self) -> Duration {
-        let min = self.worker.linger_min;
-        let max = self.worker.linger_max;
-        match &self.pacing {
-            Some(p) => p.linger().await.clamp(min, max),
-            None => min,
-        }
-    }
-
     /// The batcher's plan, its linger bounds within the configured ones.
-    pub async fn pace(&self) -> Pace {
+    pub(crate) async fn pace(&self) -> Pace {
         let min = self.worker.linger_min;
         let max = self.worker.linger_max.max(min);
         match &self.pacing {

@@ -28,9 +28,9 @@ use super::ctx::{Ctx, Pause};
 use super::settle::{Chunk, Disposition, apply};
 
 /// How old the view of an account's lists may get before it is fetched again.
-pub const LISTS_REFRESH: Duration = Duration::from_secs(3600);
+pub(crate) const LISTS_REFRESH: Duration = Duration::from_secs(3600);
 /// The least time between two fetches caused by a list the view lacks.
-pub const LISTS_RECHECK: Duration = Duration::from_secs(60);
+pub(crate) const LISTS_RECHECK: Duration = Duration::from_secs(60);
 
 /// Which of `wanted` the account lacks in CC (fetching the view when it is stale, or when it
 /// lacks one of them and was fetched more than [`LISTS_RECHECK`] ago).
@@ -105,7 +105,7 @@ pub(super) async fn check(
 
 /// The configured default lists `account` lacks in CC (for the start of `ccsync worker` and for
 /// `ccsync config check`). One request.
-pub async fn missing_default_lists(ctx: &Ctx, account: &str) -> Result<Vec<Uuid>, String> {
+pub(crate) async fn missing_default_lists(ctx: &Ctx, account: &str) -> Result<Vec<Uuid>, String> {
     let wanted = ctx.defaults_for(account);
     if wanted.is_empty() {
         return Ok(Vec::new());

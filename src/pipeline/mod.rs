@@ -31,16 +31,16 @@
 
 mod call;
 mod claims;
-pub mod consent;
+pub(crate) mod consent;
 mod ctx;
 mod fields;
 mod import;
-pub mod lists;
-pub mod optouts;
+pub(crate) mod lists;
+pub(crate) mod optouts;
 mod pause;
 mod prefetch;
 mod ready;
-pub mod sender;
+pub(crate) mod sender;
 mod session;
 mod settle;
 
@@ -56,26 +56,26 @@ use crate::contact::{Action, Consent, Contact};
 use crate::queue::{Broker, QueueError, Tag, Topology};
 use crate::telemetry::{health, metrics};
 
-pub use ctx::{Ctx, Pacing, Pause, Stores, TokenError, TokenSource};
-pub use pause::{PROBE_FIRST, PROBE_MAX};
+pub(crate) use ctx::{Ctx, Pacing, Pause, Stores, TokenError, TokenSource};
 
 /// One delivery as the pipeline holds it: the settle handle and the original body (kept for the
 /// dead letter, which carries the body exactly as it was published).
 #[derive(Debug)]
-pub struct Held {
+pub(crate) struct Held {
     pub tag: Tag,
     pub body: Vec<u8>,
     /// When the delivery arrived: the hold bound counts from the batch's oldest delivery.
     pub received: Instant,
-    /// This delivery's share of the session's held bytes, given back when it is settled.
-    pub bytes: HeldBytes,
+    /// This delivery's share of the session's held bytes and deliveries: never read, its drop
+    /// (when the delivery is settled) gives them back.
+    pub _held: HeldBytes,
 }
 
 /// What one session holds unacked: bytes (against `worker.max_held_bytes`) and deliveries
 /// (against the prefetch window: when they fill it, the broker sends nothing more until some
 /// are settled).
 #[derive(Debug, Default)]
-pub struct HeldTally {
+pub(crate) struct HeldTally {
     bytes: std::sync::atomic::AtomicUsize,
     deliveries: std::sync::atomic::AtomicUsize,
 }
@@ -93,7 +93,7 @@ impl HeldTally {
 /// Bytes of one held delivery (body, decoded contact, bookkeeping), counted in the session's
 /// tally while the delivery is held and taken off when it is dropped (settled).
 #[derive(Debug)]
-pub struct HeldBytes {
+pub(crate) struct HeldBytes {
     tally: Arc<HeldTally>,
     n: usize,
 }
@@ -168,17 +168,17 @@ impl Coalesce for Contact {
     }
 }
 
-pub type ContactBatch = Batch<Contact, Held>;
+pub(crate) type ContactBatch = Batch<Contact, Held>;
 
 /// Why the worker stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
+pub(crate) enum WorkerError {
     #[error(transparent)]
     Queue(#[from] QueueError),
 }
 
 /// Run the worker until `shutdown` fires. Broker connection losses are retried with backoff.
-pub async fn run(
+pub(crate) async fn run(
     settings: Settings,
     ctx: Arc<Ctx>,
     shutdown: CancellationToken,

@@ -9,8 +9,8 @@ use crate::telemetry::{health, metrics};
 
 /// First probe of an outage or `forbidden` pause, and the cap its backoff doubles to: at most
 /// three requests a minute per replica while CC is down (issue 11: "a few a minute at most").
-pub const PROBE_FIRST: Duration = Duration::from_secs(5);
-pub const PROBE_MAX: Duration = Duration::from_secs(20);
+pub(crate) const PROBE_FIRST: Duration = Duration::from_secs(5);
+pub(crate) const PROBE_MAX: Duration = Duration::from_secs(20);
 
 /// Wait until the reason for a pause is gone (or shutdown). The gauge `ccsync_paused{reason}`
 /// is 1 meanwhile; the replica stays ready (a pause is on purpose: restarting or draining it
@@ -24,15 +24,6 @@ pub(super) async fn wait_out_pause(ctx: &Ctx, p: Pause, shutdown: &CancellationT
         .paused
         .store(true, std::sync::atomic::Ordering::Relaxed);
     match p {
-        Pause::Auth { account } => {
-            tracing::error!(account = %account, "paused: the CC connection needs re-authorization; run `ccsync auth login --account {account}`; messages stay queued");
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = ctx.tokens.wait_until_alive(&account) => {
-                    tracing::info!(account = %account, "token set is back; resuming");
-                }
-            }
-        }
         Pause::Quota { wait } => {
             tracing::warn!(
                 resume_in_secs = wait.as_secs(),

@@ -128,7 +128,6 @@ mod tests {
         Batch {
             group: (account.to_string(), Vec::new(), consent, Action::Upsert),
             entries: Vec::new(),
-            bytes: 0,
         }
     }
 

@@ -265,7 +265,7 @@ async fn accept(
                     settings.worker.max_redeliveries
                 );
                 let h = Held {
-                    bytes: HeldBytes::new(held, 0),
+                    _held: HeldBytes::new(held, 0),
                     tag,
                     body: body.clone(),
                     received: Instant::now(),
@@ -303,7 +303,7 @@ async fn accept(
         Ok(c) if ctx.parking.is_parked(&c.account) => {
             // Its account's connection is dead: straight to the account's parking queue.
             let h = Held {
-                bytes: HeldBytes::new(held, 0),
+                _held: HeldBytes::new(held, 0),
                 tag,
                 body,
                 received: Instant::now(),
@@ -320,7 +320,7 @@ async fn accept(
             Some(batcher.push(
                 c,
                 Held {
-                    bytes: HeldBytes::new(held, body.len() + decoded_len + HELD_OVERHEAD),
+                    _held: HeldBytes::new(held, body.len() + decoded_len + HELD_OVERHEAD),
                     tag,
                     body,
                     received: now,
@@ -330,7 +330,7 @@ async fn accept(
         }
         Err(r) => {
             let h = Held {
-                bytes: HeldBytes::new(held, 0),
+                _held: HeldBytes::new(held, 0),
                 tag,
                 body,
                 received: Instant::now(),

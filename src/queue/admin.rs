@@ -61,13 +61,13 @@ impl Broker {
     }
 
     /// Move up to `limit` dead letters back to the queue (see [`Broker::move_messages`]).
-    pub async fn replay(&self, t: &Topology, limit: usize) -> Result<usize, QueueError> {
+    pub(crate) async fn replay(&self, t: &Topology, limit: usize) -> Result<usize, QueueError> {
         // The dead-letter headers stay behind: the replayed message is the original again.
         self.move_messages(&t.dead, &t.queue, limit, false).await
     }
 
     /// Returns how many.
-    pub async fn move_all(&self, from: &str, to: &str) -> Result<usize, QueueError> {
+    pub(crate) async fn move_all(&self, from: &str, to: &str) -> Result<usize, QueueError> {
         self.move_messages(from, to, usize::MAX, true).await
     }
 

@@ -76,7 +76,7 @@ impl Broker {
         Ok(Broker { conn })
     }
 
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.conn.status().connected()
     }
     /// A channel in confirm mode for publishing.
@@ -88,7 +88,7 @@ impl Broker {
 
     /// True while the broker has blocked this connection (a memory or disk alarm): publishes
     /// are not read until it unblocks, so a caller waiting for a confirm would wait that long.
-    pub fn is_blocked(&self) -> bool {
+    pub(crate) fn is_blocked(&self) -> bool {
         self.conn.status().blocked()
     }
 

@@ -86,7 +86,7 @@ impl Consumer {
     }
 
     /// Stop receiving new deliveries; settled and unsettled ones stay valid until `close`.
-    pub async fn cancel(&self) -> Result<(), QueueError> {
+    pub(crate) async fn cancel(&self) -> Result<(), QueueError> {
         self.stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.channel
@@ -99,14 +99,14 @@ impl Consumer {
     /// spent): the consumer is cancelled, what it delivered stays valid and settleable on this
     /// channel. A prefetch count bounds messages, not bytes, and RabbitMQ does not apply a new
     /// `basic.qos` to a running consumer, so cancelling is the way to stop the flow.
-    pub async fn pause(&mut self) -> Result<(), QueueError> {
+    pub(crate) async fn pause(&mut self) -> Result<(), QueueError> {
         self.cancel().await
     }
 
     /// Receive again after [`Consumer::pause`]: a new `basic.consume` on the same channel (its
     /// delivery tags go on counting, so the ack window stays valid), with a new prefetch count
     /// when given (a channel's `basic.qos` applies to the consumers started after it).
-    pub async fn resume(&mut self, prefetch: Option<u16>) -> Result<(), QueueError> {
+    pub(crate) async fn resume(&mut self, prefetch: Option<u16>) -> Result<(), QueueError> {
         if let Some(p) = prefetch {
             self.channel
                 .basic_qos(p.max(1), BasicQosOptions::default())

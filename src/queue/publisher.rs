@@ -41,7 +41,7 @@ impl Publisher {
     /// property as well as in the body) and its `type` the routing key; returns once the broker
     /// confirmed every one. Not `mandatory` (see the module docs): a confirm means the broker
     /// took the event and routed it to whatever queues are bound.
-    pub async fn publish_events(
+    pub(crate) async fn publish_events(
         &self,
         exchange: &str,
         routing_key: &str,
@@ -77,7 +77,7 @@ impl Publisher {
     }
 
     /// False once the channel closed (a broker error or a lost connection).
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.ch.status().connected()
     }
 

@@ -105,7 +105,7 @@ impl Settler {
     /// Park deliveries: a confirmed copy (headers kept) in `<queue>.parked.<account>` (declared
     /// on first use), then the original acked. A delivery whose copy cannot be published stays
     /// held (it returns to `<queue>` when the channel closes). One result per delivery.
-    pub async fn park_many(
+    pub(crate) async fn park_many(
         &self,
         account: &str,
         deliveries: &[(&Tag, &[u8])],
@@ -305,7 +305,7 @@ impl Settler {
 impl Broker {
     /// A confirm-mode channel that publishes `mandatory` to `t.queue` (default exchange), the way
     /// [`Settler`] settles: see [`QueuePublisher::publish_all`].
-    pub async fn queue_publisher(&self, t: &Topology) -> Result<QueuePublisher, QueueError> {
+    pub(crate) async fn queue_publisher(&self, t: &Topology) -> Result<QueuePublisher, QueueError> {
         Ok(QueuePublisher {
             settler: Settler::new(self.publisher().await?, t),
         })
@@ -324,7 +324,7 @@ pub struct QueuePublisher {
 impl QueuePublisher {
     /// Publish every body to the queue and await every confirm; one result per body, in order.
     /// Bodies go as they are (no headers), `application/json`, delivery mode 2.
-    pub async fn publish_all(&self, bodies: Vec<Vec<u8>>) -> Vec<Result<(), QueueError>> {
+    pub(crate) async fn publish_all(&self, bodies: Vec<Vec<u8>>) -> Vec<Result<(), QueueError>> {
         let outgoing = bodies
             .into_iter()
             .map(|body| Outgoing {
@@ -338,7 +338,7 @@ impl QueuePublisher {
     }
 
     /// False once the channel closed (a broker error or a lost connection).
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.settler.dl.ch.status().connected()
     }
 }

@@ -161,7 +161,7 @@ impl Broker {
     }
 
     /// Declare the durable topic exchange ccsync publishes its events to (idempotent).
-    pub async fn declare_events(&self, exchange: &str) -> Result<(), QueueError> {
+    pub(crate) async fn declare_events(&self, exchange: &str) -> Result<(), QueueError> {
         let ch = self.conn.create_channel().await?;
         ch.exchange_declare(
             exchange.into(),
@@ -219,7 +219,7 @@ impl Broker {
     }
 
     /// Declare `queue` as a parking queue (durable quorum; idempotent).
-    pub async fn declare_parked(&self, queue: &str) -> Result<(), QueueError> {
+    pub(crate) async fn declare_parked(&self, queue: &str) -> Result<(), QueueError> {
         let ch = self.conn.create_channel().await?;
         let r = ch
             .queue_declare(queue.into(), parked_options(), parked_arguments())

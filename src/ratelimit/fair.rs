@@ -54,7 +54,7 @@ impl<K: Eq + Hash + Clone> Default for Shares<K> {
 
 impl<K: Eq + Hash + Clone> Shares<K> {
     /// Shares with these weights; accounts not named weigh 1.
-    pub fn with_weights(weights: HashMap<K, f64>) -> Self {
+    pub(crate) fn with_weights(weights: HashMap<K, f64>) -> Self {
         Shares {
             weights: weights
                 .into_iter()
@@ -64,7 +64,7 @@ impl<K: Eq + Hash + Clone> Shares<K> {
         }
     }
 
-    pub fn weight(&self, k: &K) -> f64 {
+    pub(crate) fn weight(&self, k: &K) -> f64 {
         self.weights.get(k).copied().unwrap_or(1.0)
     }
 
@@ -90,7 +90,7 @@ impl<K: Eq + Hash + Clone> Shares<K> {
     }
 
     /// Give `k` a turn worth `cost` (requests): its clock moves on by `cost / weight`.
-    pub fn charge(&mut self, k: &K, cost: f64) {
+    pub(crate) fn charge(&mut self, k: &K, cost: f64) {
         let start = self.start(k);
         let cost = if cost.is_finite() && cost > 0.0 {
             cost
@@ -102,7 +102,12 @@ impl<K: Eq + Hash + Clone> Shares<K> {
     }
 
     /// [`Shares::next`] and [`Shares::charge`] in one step.
-    pub fn pick<'a>(&mut self, waiting: impl IntoIterator<Item = &'a K>, cost: f64) -> Option<K>
+    #[cfg(test)]
+    pub(crate) fn pick<'a>(
+        &mut self,
+        waiting: impl IntoIterator<Item = &'a K>,
+        cost: f64,
+    ) -> Option<K>
     where
         K: 'a,
     {
@@ -178,7 +183,7 @@ impl Drop for Waiting {
 
 impl FairTurns {
     /// Turns with these per-account weights (accounts not named weigh 1).
-    pub fn new(weights: HashMap<String, f64>) -> FairTurns {
+    pub(crate) fn new(weights: HashMap<String, f64>) -> FairTurns {
         FairTurns {
             state: Arc::new(Mutex::new(TurnState {
                 shares: Shares::with_weights(weights),
@@ -188,7 +193,7 @@ impl FairTurns {
     }
 
     /// Wait for `account`'s turn, then for the gate. Errs as the gate does.
-    pub async fn acquire(
+    pub(crate) async fn acquire(
         &self,
         gate: &dyn Gate,
         account: &str,

@@ -29,7 +29,7 @@ impl GcraParams {
     /// `T` apart, so the first and the `(per_second + 1)`-th permit are at least
     /// `per_second × T = 1 s + jitter` apart; on arrival they are still more than 1 s apart as long
     /// as their delays differ by less than `jitter`. `per_second = 0` is treated as 1.
-    pub fn sliding_window_safe(per_second: u32, jitter: Duration) -> GcraParams {
+    pub(crate) fn sliding_window_safe(per_second: u32, jitter: Duration) -> GcraParams {
         let window_us = 1_000_000 + jitter.as_micros() as u64;
         GcraParams {
             interval_us: window_us.div_ceil(u64::from(per_second.max(1))),
@@ -45,7 +45,7 @@ impl GcraParams {
     /// token endpoint's 1/s with 3 replicas) no unsynchronized split can be worst-case safe; each
     /// replica then keeps the average share (`(1 s + jitter) × replicas / per_second` apart) and a
     /// rare `throttled` is handled as usual.
-    pub fn fallback_share(per_second: u32, replicas: u32, jitter: Duration) -> GcraParams {
+    pub(crate) fn fallback_share(per_second: u32, replicas: u32, jitter: Duration) -> GcraParams {
         let per_second = per_second.max(1);
         let replicas = replicas.max(1);
         let k = per_second / replicas;
@@ -60,12 +60,12 @@ impl GcraParams {
         }
     }
 
-    pub fn interval(&self) -> Duration {
+    pub(crate) fn interval(&self) -> Duration {
         Duration::from_micros(self.interval_us)
     }
 
     /// Permits per second this GCRA sustains at most.
-    pub fn rate_per_second(&self) -> f64 {
+    pub(crate) fn rate_per_second(&self) -> f64 {
         1_000_000.0 / self.interval_us.max(1) as f64
     }
 }
@@ -105,7 +105,7 @@ pub struct LocalGcra {
 }
 
 impl LocalGcra {
-    pub fn new(params: GcraParams) -> LocalGcra {
+    pub(crate) fn new(params: GcraParams) -> LocalGcra {
         LocalGcra {
             params,
             origin: tokio::time::Instant::now(),
@@ -113,12 +113,8 @@ impl LocalGcra {
         }
     }
 
-    pub fn params(&self) -> GcraParams {
-        self.params
-    }
-
     /// Take a permit now, or learn how long to wait before asking again.
-    pub fn try_take(&mut self) -> Result<(), Duration> {
+    pub(crate) fn try_take(&mut self) -> Result<(), Duration> {
         let now_us = self.origin.elapsed().as_micros() as u64;
         match gcra_decide(now_us, self.tat_us, self.params) {
             GcraDecision::Allow { new_tat_us } => {

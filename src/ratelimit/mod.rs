@@ -178,7 +178,7 @@ impl CallKind {
 
     /// Polls, look-ups and token calls keep work already in flight moving; they may dip into the
     /// daily reserve, new imports and upserts may not.
-    pub fn uses_reserve(self) -> bool {
+    pub(crate) fn uses_reserve(self) -> bool {
         matches!(self, CallKind::Poll | CallKind::Lookup | CallKind::Token)
     }
 }

@@ -99,12 +99,12 @@ pub struct Projection {
 
 impl Projection {
     /// How far back the pace is measured.
-    pub const WINDOW: Duration = Duration::from_secs(3_600);
+    pub(crate) const WINDOW: Duration = Duration::from_secs(3_600);
     /// Below this much history the pace is unknown and the projection is the count itself.
-    pub const MIN_SPAN: Duration = Duration::from_secs(300);
+    pub(crate) const MIN_SPAN: Duration = Duration::from_secs(300);
 
     /// Note the shared count `used` at `now`; returns the projection for the day.
-    pub fn observe(&mut self, now: Instant, used: u64, until_reset: Duration) -> u64 {
+    pub(crate) fn observe(&mut self, now: Instant, used: u64, until_reset: Duration) -> u64 {
         if self
             .samples
             .back()

@@ -88,7 +88,7 @@ pub(super) fn sentinel_client(
 }
 
 /// One server: multiplexed connections, checked with `PING` before reuse.
-pub struct SingleManager {
+pub(crate) struct SingleManager {
     pub(super) client: Client,
     pub(super) ping: AtomicUsize,
 }
@@ -114,7 +114,7 @@ impl managed::Manager for SingleManager {
 }
 
 /// A cluster: one connection reaches every node (it follows slot moves by itself).
-pub struct ClusterManager {
+pub(crate) struct ClusterManager {
     pub(super) client: ::redis::cluster::ClusterClient,
     pub(super) ping: AtomicUsize,
 }
@@ -134,7 +134,7 @@ impl managed::Manager for ClusterManager {
 
 /// Sentinel: each connection goes to the master the sentinels name now; a connection whose
 /// server is no longer a master (a failover demoted it) is dropped instead of reused.
-pub struct SentinelManager {
+pub(crate) struct SentinelManager {
     pub(super) client: tokio::sync::Mutex<SentinelClient>,
 }
 

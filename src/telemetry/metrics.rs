@@ -95,7 +95,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Accounts the configuration names or the token store holds: labels may name them.
-    pub fn know_account(&self, account: &str) {
+    pub(crate) fn know_account(&self, account: &str) {
         let mut k = self.known_accounts.lock().expect("not poisoned");
         if !k.contains(account) {
             k.insert(account.to_string());
@@ -104,7 +104,7 @@ impl Metrics {
 
     /// The `account` label for `account`: itself when known ([`Metrics::know_account`]), else
     /// `other` (a typo upstream must not grow the label set; DESIGN §5.4).
-    pub fn account_label(&self, account: &str) -> String {
+    pub(crate) fn account_label(&self, account: &str) -> String {
         if account.is_empty()
             || self
                 .known_accounts
@@ -119,14 +119,14 @@ impl Metrics {
     }
 
     /// Count `n` messages of `account` settled with `outcome`.
-    pub fn settled(&self, outcome: &str, account: &str, n: u64) {
+    pub(crate) fn settled(&self, outcome: &str, account: &str, n: u64) {
         self.messages
             .with_label_values(&[outcome, &self.account_label(account)])
             .inc_by(n);
     }
 
     /// Messages settled with `outcome`, every account together.
-    pub fn settled_total(&self, outcome: &str) -> u64 {
+    pub(crate) fn settled_total(&self, outcome: &str) -> u64 {
         use prometheus::core::Collector;
         self.messages
             .collect()
@@ -149,7 +149,7 @@ impl Metrics {
     }
 
     /// `ccsync_paused{reason, account}`; `account` empty for key-wide pauses.
-    pub fn set_paused(&self, reason: &str, account: &str, on: bool) {
+    pub(crate) fn set_paused(&self, reason: &str, account: &str, on: bool) {
         self.paused
             .with_label_values(&[reason, &self.account_label(account)])
             .set(i64::from(on));
@@ -158,19 +158,19 @@ impl Metrics {
     // ---- recording, one method per thing that happens --------------------------------------
 
     /// The limiter granted `account` one CC request (its share of the key).
-    pub fn request_granted(&self, account: &str) {
+    pub(crate) fn request_granted(&self, account: &str) {
         self.account_requests
             .with_label_values(&[&self.account_label(account)])
             .inc();
     }
 
     /// `n` contacts CC confirmed (import rows of a completed activity, or 2xx upserts).
-    pub fn contacts_synced(&self, n: u64) {
+    pub(crate) fn contacts_synced(&self, n: u64) {
         self.contacts_synced.inc_by(n);
     }
 
     /// One CC call to `endpoint` (DESIGN §5.4) answered with `status` (`error`: no answer).
-    pub fn api_request(&self, endpoint: &str, status: &str, took: std::time::Duration) {
+    pub(crate) fn api_request(&self, endpoint: &str, status: &str, took: std::time::Duration) {
         self.api_requests
             .with_label_values(&[endpoint, status])
             .inc();
@@ -181,38 +181,38 @@ impl Metrics {
 
     /// A 429 from CC, by its error key (`throttled` | `quota_exceeded` | `activities_queued` |
     /// `unrecognized`).
-    pub fn rate_limited(&self, error_key: &str) {
+    pub(crate) fn rate_limited(&self, error_key: &str) {
         self.rate_limited.with_label_values(&[error_key]).inc();
     }
 
     /// Time a request waited for the local and shared limits.
-    pub fn ratelimit_waited(&self, took: std::time::Duration) {
+    pub(crate) fn ratelimit_waited(&self, took: std::time::Duration) {
         self.ratelimit_wait.observe(took.as_secs_f64());
     }
 
     /// Today's (UTC) requests left on the key.
-    pub fn set_daily_quota_remaining(&self, left: i64) {
+    pub(crate) fn set_daily_quota_remaining(&self, left: i64) {
         self.daily_quota_remaining.set(left);
     }
 
     /// What today will end with at the current pace.
-    pub fn set_daily_quota_projected(&self, projected: i64) {
+    pub(crate) fn set_daily_quota_projected(&self, projected: i64) {
         self.daily_quota_projected.set(projected);
     }
 
     /// A token refresh ended with `result` (`ok` | `invalid_grant` | `transport` | `throttled` |
     /// `lost_race` | `error`).
-    pub fn token_refreshed(&self, result: &str) {
+    pub(crate) fn token_refreshed(&self, result: &str) {
         self.token_refresh.with_label_values(&[result]).inc();
     }
 
     /// An auth failure, by reason.
-    pub fn auth_failed(&self, reason: &str) {
+    pub(crate) fn auth_failed(&self, reason: &str) {
         self.auth_failures.with_label_values(&[reason]).inc();
     }
 
     /// Whether `account` has a usable token set (an account with a token set is known).
-    pub fn set_auth_state(&self, account: &str, usable: bool) {
+    pub(crate) fn set_auth_state(&self, account: &str, usable: bool) {
         self.know_account(account);
         self.auth_state
             .with_label_values(&[&self.account_label(account)])
@@ -220,7 +220,7 @@ impl Metrics {
     }
 
     /// A token set of `account` in use: its access token's expiry and its refresh token's age.
-    pub fn token_set_seen(&self, account: &str, expires_at: i64, refreshed_at: i64) {
+    pub(crate) fn token_set_seen(&self, account: &str, expires_at: i64, refreshed_at: i64) {
         self.know_account(account);
         self.access_token_expiry.set(expires_at as f64);
         self.refresh_token_age
@@ -229,37 +229,37 @@ impl Metrics {
     }
 
     /// Time spent for the refresh lock (or for another replica's refresh).
-    pub fn refresh_lock_waited(&self, took: std::time::Duration) {
+    pub(crate) fn refresh_lock_waited(&self, took: std::time::Duration) {
         self.refresh_lock_wait.observe(took.as_secs_f64());
     }
 
     /// An import of `contacts` rows sent to CC.
-    pub fn import_sent(&self, contacts: usize) {
+    pub(crate) fn import_sent(&self, contacts: usize) {
         self.batch_size.observe(contacts as f64);
     }
 
     /// Activities this process waits on.
-    pub fn set_activities_in_flight(&self, n: usize) {
+    pub(crate) fn set_activities_in_flight(&self, n: usize) {
         self.activities_in_flight.set(n as i64);
     }
 
     /// An activity reached a terminal state `took` after its import was created.
-    pub fn activity_finished(&self, took: std::time::Duration) {
+    pub(crate) fn activity_finished(&self, took: std::time::Duration) {
         self.activity_duration.observe(took.as_secs_f64());
     }
 
     /// A probe sent while paused for `reason` (`outage` | `forbidden`).
-    pub fn probe_sent(&self, reason: &str) {
+    pub(crate) fn probe_sent(&self, reason: &str) {
         self.probes.with_label_values(&[reason]).inc();
     }
 
     /// Bytes of the deliveries held now.
-    pub fn set_held_bytes(&self, bytes: usize) {
+    pub(crate) fn set_held_bytes(&self, bytes: usize) {
         self.held_bytes.set(bytes as i64);
     }
 
     /// A delivery read from the broker and held (`held`) or settled (`!held`).
-    pub fn delivery_held(&self, held: bool) {
+    pub(crate) fn delivery_held(&self, held: bool) {
         if held {
             self.held_messages.inc();
         } else {
@@ -268,22 +268,22 @@ impl Metrics {
     }
 
     /// Accounts whose messages this process parks.
-    pub fn set_parked_accounts(&self, n: usize) {
+    pub(crate) fn set_parked_accounts(&self, n: usize) {
         self.parked_accounts.set(n as i64);
     }
 
     /// A dead letter with `reason` (the `x-ccsync-reason` header).
-    pub fn dead_lettered(&self, reason: &str) {
+    pub(crate) fn dead_lettered(&self, reason: &str) {
         self.dead_letters.with_label_values(&[reason]).inc();
     }
 
     /// A dead letter the broker returned as unroutable.
-    pub fn dead_letter_unroutable(&self) {
+    pub(crate) fn dead_letter_unroutable(&self) {
         self.dead_letters_unroutable.inc();
     }
 
     /// `ccsync ingest` answered a request on `route` with `status`.
-    pub fn ingest_answered(&self, route: &str, status: u16) {
+    pub(crate) fn ingest_answered(&self, route: &str, status: u16) {
         self.ingest_requests
             .with_label_values(&[route, &status.to_string()])
             .inc();
@@ -291,7 +291,7 @@ impl Metrics {
 
     /// `ccsync ingest`: `n` messages on `route` confirmed by the broker, `took` from the first
     /// publish to the last confirm.
-    pub fn ingest_confirmed(&self, route: &str, n: u64, took: std::time::Duration) {
+    pub(crate) fn ingest_confirmed(&self, route: &str, n: u64, took: std::time::Duration) {
         self.ingest_messages.with_label_values(&[route]).inc_by(n);
         self.ingest_publish_duration
             .with_label_values(&[route])
@@ -300,59 +300,59 @@ impl Metrics {
 
     /// `ccsync ingest`: `n` messages (or a whole request) refused or skipped on `route`, by reason
     /// ([`super::INGEST_REFUSALS`]).
-    pub fn ingest_refused(&self, route: &str, reason: &str, n: u64) {
+    pub(crate) fn ingest_refused(&self, route: &str, reason: &str, n: u64) {
         self.ingest_refused
             .with_label_values(&[route, reason])
             .inc_by(n);
     }
 
     /// `ccsync ingest`: a signature check failed (`missing` | `bad` | `stale`).
-    pub fn ingest_signature_failed(&self, route: &str, reason: &str) {
+    pub(crate) fn ingest_signature_failed(&self, route: &str, reason: &str) {
         self.ingest_signature_failures
             .with_label_values(&[route, reason])
             .inc();
     }
 
     /// `ccsync ingest`: whether the broker connection is up and unblocked.
-    pub fn set_ingest_broker_up(&self, up: bool) {
+    pub(crate) fn set_ingest_broker_up(&self, up: bool) {
         self.ingest_broker_up.set(i64::from(up));
     }
 
     /// A connect-link request ended with `outcome` ([`super::CONNECT_OUTCOMES`]).
-    pub fn connect_outcome(&self, outcome: &str) {
+    pub(crate) fn connect_outcome(&self, outcome: &str) {
         self.ingest_connect.with_label_values(&[outcome]).inc();
     }
 
     /// `n` explicit-consent messages of `account` kept away from `sign_up_form`.
-    pub fn resubscribes_prevented(&self, account: &str, n: u64) {
+    pub(crate) fn resubscribes_prevented(&self, account: &str, n: u64) {
         self.resubscribes_prevented
             .with_label_values(&[&self.account_label(account)])
             .inc_by(n);
     }
 
     /// `n` `contact.unsubscribed` events of `account` confirmed by the broker.
-    pub fn optouts_published(&self, account: &str, n: u64) {
+    pub(crate) fn optouts_published(&self, account: &str, n: u64) {
         self.optouts_published
             .with_label_values(&[&self.account_label(account)])
             .inc_by(n);
     }
 
     /// Seconds from CC's opt-out to its event's confirm (the newest of the last poll).
-    pub fn set_optouts_lag(&self, account: &str, secs: f64) {
+    pub(crate) fn set_optouts_lag(&self, account: &str, secs: f64) {
         self.optouts_lag
             .with_label_values(&[&self.account_label(account)])
             .set(secs);
     }
 
     /// `account`'s opt-out poll succeeded at unix time `at`.
-    pub fn optouts_polled(&self, account: &str, at: i64) {
+    pub(crate) fn optouts_polled(&self, account: &str, at: i64) {
         self.optouts_last_poll
             .with_label_values(&[&self.account_label(account)])
             .set(at as f64);
     }
 
     /// Whether this replica holds the opt-out feed's lease.
-    pub fn set_optouts_leader(&self, leader: bool) {
+    pub(crate) fn set_optouts_leader(&self, leader: bool) {
         self.optouts_leader.set(i64::from(leader));
     }
 
@@ -378,7 +378,7 @@ impl Metrics {
     // ---- reading (tests, the demo) ------------------------------------------------------------
 
     /// Activities this process waits on now.
-    pub fn activities_in_flight(&self) -> i64 {
+    pub(crate) fn activities_in_flight(&self) -> i64 {
         self.activities_in_flight.get()
     }
 

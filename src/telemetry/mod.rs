@@ -24,7 +24,7 @@ mod metrics;
 
 pub use families::{API_SERIES, CONNECT_OUTCOMES, INGEST_REFUSALS, INGEST_ROUTES};
 pub use logs::{init_tracing, init_tracing_with};
-pub use metrics::Metrics;
+pub(crate) use metrics::Metrics;
 
 /// The process-wide metrics.
 pub fn metrics() -> &'static Metrics {
@@ -34,7 +34,7 @@ pub fn metrics() -> &'static Metrics {
 
 /// Readiness inputs, set by the rooms that own the connections.
 #[derive(Default)]
-pub struct Health {
+pub(crate) struct Health {
     pub broker_connected: AtomicBool,
     pub redis_ok: AtomicBool,
     /// Paused on purpose (auth, quota, outage, forbidden): the consumer is closed, yet the
@@ -44,7 +44,7 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         let consuming_or_paused =
             self.broker_connected.load(Ordering::Relaxed) || self.paused.load(Ordering::Relaxed);
         consuming_or_paused && self.redis_ok.load(Ordering::Relaxed)
@@ -52,14 +52,14 @@ impl Health {
 }
 
 /// The process-wide health flags.
-pub fn health() -> &'static Health {
+pub(crate) fn health() -> &'static Health {
     static H: OnceLock<Health> = OnceLock::new();
     H.get_or_init(Health::default)
 }
 
 /// Serve `/metrics`, `/healthz` and `/readyz` until `shutdown` fires. Returns the bound address
 /// (useful with port 0).
-pub async fn serve(
+pub(crate) async fn serve(
     addr: SocketAddr,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {

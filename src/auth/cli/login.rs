@@ -107,7 +107,7 @@ pub(super) async fn code_login(
 /// Transient failures are retried with the same token (bounded, as `import` does); if they never
 /// clear, the exchanged set is stored as mode unknown with a note (storing nothing would throw away
 /// a login whose code cannot be exchanged twice).
-pub(crate) async fn probe_and_store(
+pub async fn probe_and_store(
     store: &Store,
     oauth: &OAuthClient,
     gate: &dyn Gate,

@@ -4,7 +4,7 @@
 use super::*;
 
 /// A random URL-safe string of `bytes` random bytes (state, PKCE verifier).
-pub fn random_urlsafe(bytes: usize) -> String {
+pub(crate) fn random_urlsafe(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::Rng::fill(&mut rand::rng(), &mut b[..]);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
@@ -18,7 +18,7 @@ pub fn s256_challenge(verifier: &str) -> String {
 
 /// The addresses to listen on for a loopback redirect URI, or `None` when the URI is not one.
 /// `localhost` also tries `[::1]`: browsers may resolve it to either.
-pub fn loopback_addrs(uri: &url::Url) -> Option<Vec<SocketAddr>> {
+pub(crate) fn loopback_addrs(uri: &url::Url) -> Option<Vec<SocketAddr>> {
     if uri.scheme() != "http" {
         return None;
     }
@@ -36,7 +36,7 @@ pub fn loopback_addrs(uri: &url::Url) -> Option<Vec<SocketAddr>> {
 
 /// What came back from the browser: the redirect's query parameters.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Redirect {
+pub(crate) struct Redirect {
     pub code: Option<String>,
     pub state: Option<String>,
     pub error: Option<String>,
@@ -62,7 +62,7 @@ impl Redirect {
 }
 
 /// Read what a person pasted: the full redirected URL, its query string, or the bare code.
-pub fn parse_pasted(text: &str) -> Result<Redirect, CodeLoginError> {
+pub(crate) fn parse_pasted(text: &str) -> Result<Redirect, CodeLoginError> {
     let t = text.trim();
     if t.is_empty() {
         return Err(CodeLoginError::Pasted("nothing was pasted".into()));
@@ -95,7 +95,7 @@ pub fn parse_pasted(text: &str) -> Result<Redirect, CodeLoginError> {
 
 /// Check the redirect against this login's `state`, then turn an `error=` redirect into
 /// [`CodeLoginError::Denied`]. Returns the code.
-pub fn check_redirect(
+pub(crate) fn check_redirect(
     r: &Redirect,
     state: &str,
     flow: LoginFlow,
@@ -121,11 +121,11 @@ pub fn check_redirect(
 
 /// A browser connection that delivered the redirect; answered once the login has finished, so the
 /// tab says how it ended.
-pub struct Browser(TcpStream);
+pub(crate) struct Browser(TcpStream);
 
 impl Browser {
     /// Answer the browser with a short plain-text page.
-    pub async fn answer(mut self, ok: bool, text: &str) {
+    pub(crate) async fn answer(mut self, ok: bool, text: &str) {
         let status = if ok { "200 OK" } else { "400 Bad Request" };
         let body = format!("ccsync: {text}\n");
         let resp = format!(
@@ -138,7 +138,7 @@ impl Browser {
 }
 
 /// Listeners bound on a loopback redirect URI's address(es).
-pub struct Loopback {
+pub(crate) struct Loopback {
     listeners: Vec<TcpListener>,
     path: String,
 }
@@ -146,7 +146,7 @@ pub struct Loopback {
 impl Loopback {
     /// Bind before the authorize URL is printed. At least one address must bind (`localhost`
     /// binds IPv4 and, where available, IPv6).
-    pub async fn bind(uri: &url::Url) -> Result<Loopback, CodeLoginError> {
+    pub(crate) async fn bind(uri: &url::Url) -> Result<Loopback, CodeLoginError> {
         let addrs =
             loopback_addrs(uri).ok_or_else(|| CodeLoginError::NotLoopback(uri.to_string()))?;
         let mut listeners = Vec::new();
@@ -172,7 +172,7 @@ impl Loopback {
     /// Wait for the browser's `GET <path>?code=...&state=...` (or `?error=...`). Other requests
     /// (a favicon, a preconnect that never speaks) are answered 404 or dropped and do not end
     /// the wait.
-    pub async fn receive(self, wait: Duration) -> Option<(Redirect, Browser)> {
+    pub(crate) async fn receive(self, wait: Duration) -> Option<(Redirect, Browser)> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(Redirect, Browser)>(1);
         let mut tasks = tokio::task::JoinSet::new();
         for l in self.listeners {

@@ -16,14 +16,14 @@ use crate::telemetry::metrics;
 /// the change counter says (a `SCAN` of the keyspace: kept rare). Logins, imports, connect links
 /// and logouts also bump `{prefix}:auth:changes`, which the task reads every second (one `GET`),
 /// so a newly connected account is followed (keep-alive, `ccsync_auth_state`) within seconds.
-pub const DISCOVER_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const DISCOVER_EVERY: Duration = Duration::from_secs(60);
 
 impl TokenProvider {
     /// Follow every account that has a token set in Redis (not only those this process has
     /// used): keep-alive refreshes and `ccsync_auth_state{account}` then cover all of them, from
     /// the start, whatever traffic there is (issue 13: after a restart with no traffic nothing
     /// refreshed, and the 180-day expiry could strike quietly).
-    pub async fn discover(&self) {
+    pub(crate) async fn discover(&self) {
         match self.store.accounts().await {
             Ok(names) => {
                 for name in names {

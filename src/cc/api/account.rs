@@ -5,7 +5,7 @@ use super::*;
 impl Api {
     /// `GET /contact_lists`: the ids of every list the account has (following `_links.next`,
     /// 1,000 a page, CC's maximum; reference §5.6). One request for nearly every account.
-    pub async fn lists(&self, token: &AccessToken) -> Result<HashSet<Uuid>, CcError> {
+    pub(crate) async fn lists(&self, token: &AccessToken) -> Result<HashSet<Uuid>, CcError> {
         let mut out = HashSet::new();
         let mut url = format!("{}/contact_lists?limit=1000", self.base);
         for _ in 0..20 {
@@ -35,7 +35,7 @@ impl Api {
 
     /// The cheapest call that tells whether CC answers this account (`GET /contact_lists?limit=1`):
     /// the probe of an outage or `forbidden` pause.
-    pub async fn probe(&self, token: &AccessToken) -> Result<(), CcError> {
+    pub(crate) async fn probe(&self, token: &AccessToken) -> Result<(), CcError> {
         let url = format!("{}/contact_lists?limit=1", self.base);
         let req = self.http.get(url).bearer_auth(token.expose());
         let _: Value = self.send(Endpoint::ContactLists, req).await?;
@@ -43,7 +43,7 @@ impl Api {
     }
 
     /// `GET /contact_custom_fields`: every custom field's name → id (following `_links.next`).
-    pub async fn custom_fields(
+    pub(crate) async fn custom_fields(
         &self,
         token: &AccessToken,
     ) -> Result<HashMap<String, String>, CcError> {
@@ -76,7 +76,7 @@ impl Api {
 
     /// `POST /contact_custom_fields` with the name as label (CC derives the name from the label by
     /// replacing blanks with underscores); returns the new id.
-    pub async fn create_custom_field(
+    pub(crate) async fn create_custom_field(
         &self,
         token: &AccessToken,
         name: &str,

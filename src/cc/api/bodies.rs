@@ -16,7 +16,7 @@ fn put(m: &mut Map<String, Value>, key: &str, v: &Option<Box<str>>) {
 /// instead of stopping at an estimate (an earlier 2x-margin estimate stopped them
 /// at about 45% of it, doubling the imports of a backlog; BENCHMARKS.md, figure 2). The sender
 /// still halves any body that comes out larger than the limit.
-pub fn import_row_len(c: &Contact) -> usize {
+pub(crate) fn import_row_len(c: &Contact) -> usize {
     fn string(v: &str) -> usize {
         2 + v.len()
             + v.bytes()
@@ -71,10 +71,10 @@ fn row_text_fields(
 
 /// Bytes of an import body outside its rows: `{"import_data":[`, `],"list_ids":[…]}` with up to
 /// 50 quoted list UUIDs (39 bytes each with the comma), rounded up. Batches leave this much room.
-pub const IMPORT_ENVELOPE_MAX: usize = 4_096;
+pub(crate) const IMPORT_ENVELOPE_MAX: usize = 4_096;
 
 /// One `import_data` row (Swagger `JsonImportContact`), serialized from the contact as is.
-pub struct ImportRow<'a>(pub &'a Contact);
+pub(crate) struct ImportRow<'a>(pub &'a Contact);
 
 impl serde::Serialize for ImportRow<'_> {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {

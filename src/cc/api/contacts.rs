@@ -4,48 +4,10 @@
 use super::*;
 
 impl Api {
-    /// `GET /contacts?email=…&status=all&include=list_memberships`: does CC hold this contact?
-    pub async fn find_contact(
-        &self,
-        token: &AccessToken,
-        email: &str,
-    ) -> Result<Option<RemoteContact>, CcError> {
-        let url = format!("{}/contacts", self.base);
-        let req = self.http.get(url).bearer_auth(token.expose()).query(&[
-            ("email", email),
-            ("status", "all"),
-            ("include", "list_memberships"),
-        ]);
-        let v: Value = self.send(Endpoint::Contacts, req).await?;
-        let Some(first) = v
-            .get("contacts")
-            .and_then(Value::as_array)
-            .and_then(|a| a.first())
-        else {
-            return Ok(None);
-        };
-        let list_ids = first
-            .get("list_memberships")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().and_then(|s| Uuid::parse_str(s).ok()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(Some(RemoteContact {
-            list_ids,
-            updated_at: first
-                .get("updated_at")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-        }))
-    }
-
     /// `GET /contacts?email=…` (CC's default status: every non-deleted contact, reference §5.4):
     /// the contact a consent action applies to, or `None` (unknown, or deleted: a PUT would
     /// revive a deleted contact, reference §5.3).
-    pub async fn contact_record(
+    pub(crate) async fn contact_record(
         &self,
         token: &AccessToken,
         email: &str,
@@ -94,7 +56,7 @@ impl Api {
     /// (a PUT nulls the ones left out) and leaves the sub-resources out (a PUT keeps those),
     /// `update_source: Account` (the account records the person's wish; CC then shows
     /// `opt_out_source: Account`).
-    pub async fn unsubscribe(
+    pub(crate) async fn unsubscribe(
         &self,
         token: &AccessToken,
         c: &ContactRecord,
@@ -111,7 +73,7 @@ impl Api {
     }
 
     /// `POST /activities/contact_delete` for up to 500 contact ids.
-    pub async fn delete_contacts(
+    pub(crate) async fn delete_contacts(
         &self,
         token: &AccessToken,
         contact_ids: &[String],
@@ -126,7 +88,7 @@ impl Api {
     }
 
     /// `POST /activities/remove_list_memberships` of up to 500 contact ids from `lists`.
-    pub async fn remove_from_lists(
+    pub(crate) async fn remove_from_lists(
         &self,
         token: &AccessToken,
         contact_ids: &[String],
@@ -143,7 +105,7 @@ impl Api {
 
     /// One page of `GET /contacts?status=unsubscribed&optout_after=SINCE&limit=500` (or the
     /// `next` href of the previous page): contacts that opted out strictly after `since`.
-    pub async fn optouts(
+    pub(crate) async fn optouts(
         &self,
         token: &AccessToken,
         since: &str,

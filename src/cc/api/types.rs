@@ -2,11 +2,10 @@
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use uuid::Uuid;
 
 /// A created import activity.
 #[derive(Debug, Clone)]
-pub struct Created {
+pub(crate) struct Created {
     pub activity_id: String,
 }
 
@@ -22,7 +21,7 @@ pub enum ActivityState {
 }
 
 impl ActivityState {
-    pub fn is_terminal(self) -> bool {
+    pub(crate) fn is_terminal(self) -> bool {
         !matches!(self, ActivityState::Initialized | ActivityState::Processing)
     }
 }
@@ -40,17 +39,10 @@ pub struct ActivityStatus {
     pub activity_errors: Vec<String>,
 }
 
-/// What `GET /contacts?email=` knows about one contact.
-#[derive(Debug, Clone)]
-pub struct RemoteContact {
-    pub list_ids: Vec<Uuid>,
-    pub updated_at: Option<String>,
-}
-
 /// A contact as `GET /contacts` returns it, for the consent paths: its id, whether it opted
 /// out, and the top-level properties a PUT must repeat (reference §5.3).
 #[derive(Debug, Clone)]
-pub struct ContactRecord {
+pub(crate) struct ContactRecord {
     pub contact_id: String,
     pub address: String,
     pub permission: String,
@@ -72,7 +64,7 @@ pub(super) const PUT_TOP_LEVEL: [&str; 7] = [
 
 /// One contact of the opt-out feed (`GET /contacts?status=unsubscribed&optout_after=`).
 #[derive(Debug, Clone)]
-pub struct OptOut {
+pub(crate) struct OptOut {
     pub email: String,
     /// CC's `opt_out_date` (RFC 3339, as CC wrote it).
     pub opt_out_date: String,
@@ -83,7 +75,7 @@ pub struct OptOut {
 
 /// One page of the opt-out feed and the href of the next, if any.
 #[derive(Debug, Clone)]
-pub struct OptOutPage {
+pub(crate) struct OptOutPage {
     pub contacts: Vec<OptOut>,
     pub next: Option<String>,
 }

@@ -7,7 +7,7 @@
 //! constructing it in [`from_settings`], and adding `<name>` to
 //! [`crate::telemetry::INGEST_ROUTES`] (its `route` label).
 
-pub mod shopify;
+pub(crate) mod shopify;
 
 use axum::http::HeaderMap;
 use time::OffsetDateTime;
@@ -16,7 +16,7 @@ use super::sign::SignatureError;
 use crate::config::IngestSettings;
 
 /// One webhook request as it arrived.
-pub struct Webhook<'a> {
+pub(crate) struct Webhook<'a> {
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
     /// When it arrived (UTC): a fallback for sources whose payload carries no event time.
@@ -25,14 +25,14 @@ pub struct Webhook<'a> {
 
 impl Webhook<'_> {
     /// A header as text (`None` when absent or not visible ASCII).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
 /// What a verified webhook becomes.
 #[derive(Debug, PartialEq)]
-pub enum Mapped {
+pub(crate) enum Mapped {
     /// One queue message (a JSON body the worker's decoder reads), with its id.
     Publish { id: String, body: Vec<u8> },
     /// Acknowledged (2xx, so the source does not retry it) and counted, not published.
@@ -44,7 +44,7 @@ pub enum Mapped {
 }
 
 /// A webhook source.
-pub trait Adapter: Send + Sync {
+pub(crate) trait Adapter: Send + Sync {
     /// Path segment and `route` label.
     fn name(&self) -> &'static str;
     /// The header carrying the signature (named in a 401).
@@ -56,7 +56,7 @@ pub trait Adapter: Send + Sync {
 }
 
 /// The adapters the configuration enables (a source without a secret is not mounted).
-pub fn from_settings(s: &IngestSettings) -> Vec<Box<dyn Adapter>> {
+pub(crate) fn from_settings(s: &IngestSettings) -> Vec<Box<dyn Adapter>> {
     let mut out: Vec<Box<dyn Adapter>> = Vec::new();
     if let Some(secret) = &s.shopify_secret {
         out.push(Box::new(shopify::Shopify::new(secret.clone(), s)));

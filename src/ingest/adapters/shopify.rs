@@ -40,9 +40,9 @@ use crate::config::IngestSettings;
 use crate::ingest::sign::{self, SignatureError};
 
 /// The topics this adapter maps.
-pub const TOPICS: &[&str] = &["customers/create", "customers/update"];
+pub(crate) const TOPICS: &[&str] = &["customers/create", "customers/update"];
 
-pub struct Shopify {
+pub(crate) struct Shopify {
     secret: SecretString,
     accounts: std::collections::BTreeMap<String, String>,
     list_ids: Vec<Uuid>,
@@ -50,7 +50,7 @@ pub struct Shopify {
 }
 
 impl Shopify {
-    pub fn new(secret: SecretString, s: &IngestSettings) -> Shopify {
+    pub(crate) fn new(secret: SecretString, s: &IngestSettings) -> Shopify {
         Shopify {
             secret,
             accounts: s.shopify_accounts.clone(),

@@ -57,16 +57,16 @@ use crate::telemetry::metrics;
 
 mod position;
 
-pub use position::{Position, event};
+pub(crate) use position::{Position, event};
 
 /// The routing key (and AMQP `type`) of the feed's events.
-pub const ROUTING_KEY: &str = "contact.unsubscribed";
+pub(crate) const ROUTING_KEY: &str = "contact.unsubscribed";
 
 /// The feed lease: a killed holder is replaced within this long.
-pub const LEASE: Duration = Duration::from_secs(15);
+pub(crate) const LEASE: Duration = Duration::from_secs(15);
 
 /// How far before its first run an account's feed starts when `optouts.backfill_from` is empty.
-pub const FIRST_LOOK_BACK: Duration = Duration::from_secs(300);
+pub(crate) const FIRST_LOOK_BACK: Duration = Duration::from_secs(300);
 
 /// The least the holder waits between two looks (a clock step must not make it spin).
 const MIN_LOOK: Duration = Duration::from_millis(50);
@@ -80,10 +80,10 @@ const LOOK_EVERY: Duration = Duration::from_secs(10);
 
 /// Which accounts to poll: those with a live token set (an account without one has nothing CC
 /// would answer; its feed resumes from its cursor after the next login).
-pub type Accounts = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+pub(crate) type Accounts = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 
 /// The opt-out feed of one worker.
-pub struct Feed {
+pub(crate) struct Feed {
     ctx: Arc<Ctx>,
     store: Arc<FeedStore>,
     amqp: crate::config::AmqpEndpoint,
@@ -107,7 +107,11 @@ enum PollError {
 }
 
 impl Feed {
-    pub fn new(settings: &Settings, ctx: Arc<Ctx>, accounts: Accounts) -> Result<Feed, String> {
+    pub(crate) fn new(
+        settings: &Settings,
+        ctx: Arc<Ctx>,
+        accounts: Accounts,
+    ) -> Result<Feed, String> {
         Ok(Feed {
             ctx,
             store: Arc::new(FeedStore::connect(settings).map_err(|e| e.to_string())?),
@@ -120,7 +124,7 @@ impl Feed {
     }
 
     /// Try for the lease until `shutdown`; poll while holding it.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         loop {
             match self.store.try_lease(LEASE.as_millis() as u64).await {
                 Ok(Some(lease)) => self.lead(lease, &shutdown).await,

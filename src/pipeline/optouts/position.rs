@@ -14,7 +14,7 @@ use crate::ledger::{FeedCursor, FeedStore};
 /// The `contact.unsubscribed` event for one opt-out: its id and JSON body (DESIGN §5.1b). The id
 /// is derived from account, address (lower-cased) and opt-out time, so the same opt-out always
 /// carries the same id, however often it is published.
-pub fn event(account: &str, o: &OptOut, at: OffsetDateTime) -> (String, Vec<u8>) {
+pub(crate) fn event(account: &str, o: &OptOut, at: OffsetDateTime) -> (String, Vec<u8>) {
     let d = aws_lc_rs::digest::digest(
         &aws_lc_rs::digest::SHA256,
         format!(
@@ -44,7 +44,7 @@ pub fn event(account: &str, o: &OptOut, at: OffsetDateTime) -> (String, Vec<u8>)
 /// Where one poll stands: the newest opt-out date published so far (starting at the cursor) and
 /// the addresses published with exactly that date; pure, so the tie rules are unit-tested.
 #[derive(Debug, Clone)]
-pub struct Position {
+pub(crate) struct Position {
     /// The newest opt-out time published (or the cursor's).
     pub newest: OffsetDateTime,
     /// That time as CC wrote it (sent back as `optout_after`).
@@ -59,7 +59,7 @@ pub struct Position {
 
 impl Position {
     /// `None` when the cursor's time is not RFC 3339.
-    pub fn new(c: &FeedCursor) -> Option<Position> {
+    pub(crate) fn new(c: &FeedCursor) -> Option<Position> {
         let at = OffsetDateTime::parse(&c.at, &Rfc3339).ok()?;
         let ties: HashSet<String> = c.ties.iter().cloned().collect();
         Some(Position {
@@ -74,7 +74,7 @@ impl Position {
     /// The opt-outs of a page to publish, with their parsed times: not published by an earlier
     /// poll (at the cursor's exact date and among its ties) nor earlier in this one. An opt-out
     /// whose date CC wrote unreadably cannot be placed and is skipped with a warning.
-    pub fn fresh(&self, account: &str, page: Vec<OptOut>) -> Vec<(OptOut, OffsetDateTime)> {
+    pub(crate) fn fresh(&self, account: &str, page: Vec<OptOut>) -> Vec<(OptOut, OffsetDateTime)> {
         let mut out = Vec::new();
         let mut in_page = HashSet::new();
         for o in page {
@@ -97,7 +97,7 @@ impl Position {
 
     /// `o`, dated `at`, was published (confirmed). The cursor keeps CC's spelling of the newest
     /// date: sent back as `optout_after`, it has exactly the precision CC compares with.
-    pub fn note(&mut self, account: &str, o: &OptOut, at: OffsetDateTime) {
+    pub(crate) fn note(&mut self, account: &str, o: &OptOut, at: OffsetDateTime) {
         let tie = FeedStore::tie(account, &o.email);
         self.seen.insert((tie.clone(), at.unix_timestamp_nanos()));
         if at > self.newest {
@@ -111,7 +111,7 @@ impl Position {
     }
 
     /// The cursor after a complete poll that started at `polled_ms`.
-    pub fn cursor(&self, polled_ms: i64) -> FeedCursor {
+    pub(crate) fn cursor(&self, polled_ms: i64) -> FeedCursor {
         let mut ties: Vec<String> = self.ties.iter().cloned().collect();
         ties.sort();
         FeedCursor {
