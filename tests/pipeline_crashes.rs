@@ -95,23 +95,33 @@ async fn sigkills_dead_letter_no_valid_message_but_a_killer_message_is_set_aside
     // CC is done, but copies the kills returned to the queue (older versions, now superseded)
     // may still be waiting, or held unacked in a batcher (the broker's ready count does not
     // show those): let the workers settle them all before stopping, or stopping returns them.
-    let ports: Vec<u16> = workers.iter().map(|w| w.1).collect();
+    // A copy of the killer can still come back (a kill between its dead letter's confirm and
+    // the original's ack) and take a worker down with what it held: restart it, as above.
     wait_for(
         Duration::from_secs(120),
         "the queue drained and no worker holding a delivery",
-        || async {
-            if world.queue_len().await != 0 {
-                return false;
-            }
-            for &port in &ports {
-                let held = common::metrics_text(port)
-                    .await
-                    .and_then(|t| common::metric_value(&t, "ccsync_held_messages"));
-                if held != Some(0.0) {
-                    return false;
+        || {
+            for w in workers.iter_mut() {
+                if let Ok(Some(_)) = w.0.try_wait() {
+                    *w = spawn(&world);
                 }
             }
-            true
+            let ports: Vec<u16> = workers.iter().map(|w| w.1).collect();
+            let world = &world;
+            async move {
+                if world.queue_len().await != 0 {
+                    return false;
+                }
+                for port in ports {
+                    let held = common::metrics_text(port)
+                        .await
+                        .and_then(|t| common::metric_value(&t, "ccsync_held_messages"));
+                    if held != Some(0.0) {
+                        return false;
+                    }
+                }
+                true
+            }
         },
     )
     .await;
