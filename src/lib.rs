@@ -30,6 +30,12 @@
 //! | [`sim`] | the local CC simulator (feature `sim`): the workspace crate `ccsync-sim` (`sim/`), re-exported here; it uses nothing of the product | axum, jsonwebtoken, jsonschema, serde_yaml |
 //! | [`bench`] | `ccsync bench` (feature `sim`): runs the `ccsync-bench` binary of the workspace crate `bench/`, which measures the figures of BENCHMARKS.md with the product's rooms and starts `ccsync worker` processes | bench: lapin, reqwest |
 //! | [`cli`] | clap commands, each a few lines calling into a room | clap, indicatif |
+//! | [`app`] | assembles a worker or an ingest process from the rooms; signals → orderly shutdown | tokio |
+//! | [`demo`] | `ccsync demo` (feature `sim`): simulator, device login, publish and a worker in one process, then checks CC holds the merged contacts | — |
+//!
+//! Outside the product crate, in the workspace: `sim/` (above), `bench/` (above) and `kit/`
+//! (`ccsync-kit`, a dev-dependency only): the test kit the integration tests and the bench share
+//! (a world per test, waiting on a condition, message builders, reading a worker's `/metrics`).
 
 pub mod app;
 pub mod auth;

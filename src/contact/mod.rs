@@ -344,8 +344,10 @@ pub(crate) fn unix_ms(t: OffsetDateTime) -> i64 {
 
 mod decode;
 mod field;
-pub use decode::{decode, decode_for, valid_account};
+pub use decode::{DefaultLists, decode, decode_for, valid_account};
 pub(crate) use field::Field;
 
+#[cfg(test)]
+mod merge_tests;
 #[cfg(test)]
 mod tests;

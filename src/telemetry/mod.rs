@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 mod families;
 mod logs;
 mod metrics;
+mod read;
 
 pub use families::{API_SERIES, CONNECT_OUTCOMES, INGEST_REFUSALS, INGEST_ROUTES};
 pub use logs::{init_tracing, init_tracing_with};
