@@ -114,10 +114,11 @@ async fn publish_cmd(settings: &Settings, args: PublishArgs) -> Result<ExitCode,
             bar.set_message(format!("{rows} rows"));
         }
     };
+    let default_lists = settings.default_lists();
     let opts = Options {
         queue: &settings.queue,
         account: &args.account,
-        default_lists: &settings.default_list_ids,
+        default_lists: &default_lists,
         progress: &progress,
     };
     let started = std::time::Instant::now();

@@ -23,7 +23,6 @@ use std::io::BufRead;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::contact;
 use crate::queue::{Publisher, QueueError};
 
 /// Publishes awaiting their confirm at once.
@@ -73,7 +72,8 @@ pub struct Summary {
 pub struct Options<'a> {
     pub queue: &'a str,
     pub account: &'a str,
-    pub default_lists: &'a [Uuid],
+    /// The lists a message naming none goes to, per account (as the worker checks it).
+    pub default_lists: &'a crate::contact::DefaultLists,
     /// Called after each row with (rows done, bytes read) for progress display.
     pub progress: &'a (dyn Fn(u64, u64) + Sync),
 }
@@ -100,7 +100,7 @@ pub async fn publish(
                 return None;
             }
         };
-        match contact::decode(&body, opts.default_lists) {
+        match opts.default_lists.decode(&body) {
             Ok(_) => Some(body),
             Err(r) => {
                 summary.skipped += 1;
@@ -284,6 +284,7 @@ pub(crate) fn csv_message(h: &csv::StringRecord, r: &csv::StringRecord, account:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contact;
 
     #[test]
     fn csv_rows_become_valid_messages() {

@@ -171,7 +171,7 @@ impl Bed {
         let opts = ccsync::publish::Options {
             queue,
             account: "default",
-            default_lists: &self.lists,
+            default_lists: &ccsync::contact::DefaultLists::global(self.lists.clone()),
             progress: &noop,
         };
         let started = Instant::now();

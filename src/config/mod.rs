@@ -106,6 +106,19 @@ impl Settings {
         }
     }
 
+    /// The default lists of every configured account and the global ones, for checking
+    /// messages outside the worker (`ccsync publish`, `ccsync ingest`).
+    pub fn default_lists(&self) -> crate::contact::DefaultLists {
+        crate::contact::DefaultLists {
+            global: self.default_list_ids.clone(),
+            accounts: self
+                .accounts
+                .iter()
+                .map(|(name, a)| (name.clone(), a.default_list_ids.clone()))
+                .collect(),
+        }
+    }
+
     /// Each configured account's weight in the key's fair shares (others weigh 1).
     pub(crate) fn account_weights(&self) -> std::collections::HashMap<String, f64> {
         self.accounts

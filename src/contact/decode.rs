@@ -27,6 +27,38 @@ struct EnvelopeDto {
     contact: Option<Value>,
 }
 
+/// The lists a message naming none goes to, per CC account: each account has its own list ids
+/// (`[accounts.<name>] default_list_ids`), else the global `CCSYNC_DEFAULT_LIST_IDS`. The
+/// worker, `ccsync publish` and `ccsync ingest` check a message against the same ones.
+#[derive(Debug, Clone, Default)]
+pub struct DefaultLists {
+    pub global: Vec<Uuid>,
+    pub accounts: std::collections::HashMap<String, Vec<Uuid>>,
+}
+
+impl DefaultLists {
+    /// The same lists for every account.
+    pub fn global(lists: Vec<Uuid>) -> DefaultLists {
+        DefaultLists {
+            global: lists,
+            accounts: Default::default(),
+        }
+    }
+
+    /// `account`'s own default lists, else the global ones.
+    pub fn for_account(&self, account: &str) -> &[Uuid] {
+        match self.accounts.get(account) {
+            Some(l) if !l.is_empty() => l,
+            _ => &self.global,
+        }
+    }
+
+    /// [`decode_for`] with these lists.
+    pub fn decode(&self, body: &[u8]) -> Result<Contact, Rejection> {
+        decode_for(body, &|a| self.for_account(a))
+    }
+}
+
 /// Decode and validate one message body. `default_lists` apply when the message names none.
 pub fn decode(body: &[u8], default_lists: &[Uuid]) -> Result<Contact, Rejection> {
     decode_for(body, &|_| default_lists)

@@ -2,7 +2,8 @@
 //! worker's own decoder ([`crate::contact::decode`]), all or nothing.
 
 use serde::Serialize;
-use uuid::Uuid;
+
+use crate::contact::DefaultLists;
 
 /// How the body is framed, from `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +70,7 @@ pub(crate) struct Batch {
 pub(crate) fn parse(
     body: &[u8],
     framing: Framing,
-    default_lists: &[Uuid],
+    default_lists: &DefaultLists,
     max_lines: usize,
 ) -> Result<Batch, Refused> {
     let lines: Vec<(usize, &[u8])> = match framing {
@@ -98,7 +99,7 @@ pub(crate) fn parse(
     let mut batch = Batch::default();
     let mut errors = Vec::new();
     for (line, bytes) in lines {
-        match crate::contact::decode(bytes, default_lists) {
+        match default_lists.decode(bytes) {
             Ok(c) => {
                 batch.ids.push(c.id.to_string());
                 batch.bodies.push(bytes.to_vec());
@@ -120,6 +121,7 @@ pub(crate) fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     fn msg(id: &str, email: &str) -> String {
         format!(
@@ -127,8 +129,8 @@ mod tests {
         )
     }
 
-    fn lists() -> Vec<Uuid> {
-        vec![Uuid::from_u128(1)]
+    fn lists() -> DefaultLists {
+        DefaultLists::global(vec![Uuid::from_u128(1)])
     }
 
     #[test]
@@ -198,9 +200,32 @@ mod tests {
             Err(Refused::Invalid(_))
         ));
         // No lists anywhere: refused as the worker would dead-letter it.
-        let Err(Refused::Invalid(e)) =
-            parse(msg("a", "a@example.com").as_bytes(), Framing::Json, &[], 10)
-        else {
+        let Err(Refused::Invalid(e)) = parse(
+            msg("a", "a@example.com").as_bytes(),
+            Framing::Json,
+            &DefaultLists::default(),
+            10,
+        ) else {
+            panic!("refused")
+        };
+        assert_eq!(e[0].code, "no_lists");
+    }
+
+    /// Issue 13: each CC account has its own list ids. A message for an account with its own
+    /// default lists and none of its own is taken, as the worker takes it; another account
+    /// without lists anywhere is still refused.
+    #[test]
+    fn an_accounts_own_default_lists_count() {
+        let mut lists = DefaultLists::default();
+        lists
+            .accounts
+            .insert("shop-b".to_string(), vec![Uuid::from_u128(2)]);
+        let for_b =
+            msg("a", "a@example.com").replace(r#""contact""#, r#""account":"shop-b","contact""#);
+        let b = parse(for_b.as_bytes(), Framing::Json, &lists, 10).unwrap();
+        assert_eq!(b.ids, ["a"]);
+        let for_c = for_b.replace("shop-b", "shop-c");
+        let Err(Refused::Invalid(e)) = parse(for_c.as_bytes(), Framing::Json, &lists, 10) else {
             panic!("refused")
         };
         assert_eq!(e[0].code, "no_lists");

@@ -130,7 +130,7 @@ pub(super) async fn webhook_handler(
         }
         Ok(Mapped::Publish { id, body }) => (id, body),
     };
-    if let Err(r) = crate::contact::decode(&message, &s.default_lists) {
+    if let Err(r) = s.default_lists.decode(&message) {
         // A retry would map the same way: acknowledge, count, and say why in the log (never
         // the email).
         refused(route, "unmappable", 1);

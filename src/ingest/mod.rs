@@ -44,7 +44,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::config::{IngestSettings, Settings};
 use crate::queue::Topology;
@@ -75,9 +74,9 @@ pub enum IngestError {
 /// What the handlers share.
 struct Server {
     settings: IngestSettings,
-    /// The worker's default lists: a message naming none is checked against them, as the worker
-    /// would check it.
-    default_lists: Vec<Uuid>,
+    /// The worker's default lists, per account: a message naming none is checked against them,
+    /// as the worker would check it.
+    default_lists: crate::contact::DefaultLists,
     link: Arc<Link>,
     adapters: Vec<Box<dyn Adapter>>,
     /// One token bucket per route (`ingest.rate_per_second`); empty when unlimited.
@@ -174,7 +173,7 @@ pub async fn start(
     }
     let server = Arc::new(Server {
         settings: s.clone(),
-        default_lists: settings.default_list_ids.clone(),
+        default_lists: settings.default_lists(),
         link,
         adapters,
         buckets,
