@@ -25,8 +25,11 @@
 //!
 //! Since Shopify's API version 2025-01 customer webhooks carry neither `email_marketing_consent`
 //! nor `tags` (consent moved to the `customers/email_marketing_consent_update` topic): with those
-//! versions every customer is `implicit`. An unsubscribed customer is sent as an implicit upsert
-//! (which never re-subscribes a contact in CC) until a `contact.unsubscribe` message exists.
+//! versions every customer is `implicit`, and that topic is not mapped (acknowledged as
+//! `unknown_topic`). A customer whose `email_marketing_consent.state` is `unsubscribed` becomes a
+//! `contact.unsubscribe` (issue 15's message type: CC's contact ends unsubscribed, and an older
+//! upsert never re-creates it) instead of an upsert; `not_subscribed`, `pending` and the rest stay
+//! implicit upserts, which never re-subscribe a contact in CC.
 //! Other topics are acknowledged (200) and counted as `unknown_topic`.
 
 use secrecy::SecretString;
@@ -117,6 +120,21 @@ impl Adapter for Shopify {
         .format(&Rfc3339)
         .map_err(|e| e.to_string())?;
 
+        if unsubscribed(&customer) {
+            let message = json!({
+                "type": "contact.unsubscribe",
+                "version": 1,
+                "id": id,
+                "occurred_at": occurred_at,
+                "account": account,
+                "reason": "unsubscribed in Shopify",
+                "contact": { "email": email },
+            });
+            return Ok(Mapped::Publish {
+                id,
+                body: serde_json::to_vec(&message).map_err(|e| e.to_string())?,
+            });
+        }
         let empty = Map::new();
         let addr = customer
             .get("default_address")
@@ -203,6 +221,16 @@ fn opted_in(customer: &Map<String, Value>) -> bool {
                 && level_ok(customer.get("marketing_opt_in_level"))
         }
     }
+}
+
+/// Shopify records the customer as having withdrawn email consent (`state: unsubscribed`; only
+/// API versions before 2025-01 send the field on customer webhooks).
+fn unsubscribed(customer: &Map<String, Value>) -> bool {
+    customer
+        .get("email_marketing_consent")
+        .and_then(|c| c.get("state"))
+        .and_then(Value::as_str)
+        == Some("unsubscribed")
 }
 
 /// A trimmed, non-empty string cut to `max` characters.

@@ -130,6 +130,23 @@ fn the_default_address_becomes_the_address() {
     assert!(m["contact"].get("address").is_none());
 }
 
+/// Issue 16: an unsubscribed customer becomes a `contact.unsubscribe` (issue 15's type), with
+/// the email only, so CC's contact ends unsubscribed and an older upsert cannot revive it.
+#[test]
+fn an_unsubscribed_customer_becomes_an_unsubscribe() {
+    let mut c = customer();
+    c["email_marketing_consent"] =
+        json!({"state": "unsubscribed", "opt_in_level": null, "consent_updated_at": null});
+    let m = message(&adapter(&[]), &c);
+    assert_eq!(m["type"], "contact.unsubscribe");
+    assert_eq!(m["id"], "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043");
+    assert_eq!(m["occurred_at"], "2026-02-27T15:15:00Z");
+    assert_eq!(m["contact"], json!({"email": "bob.norman@example.com"}));
+    let body = serde_json::to_vec(&m).unwrap();
+    let decoded = crate::contact::decode(&body, &[]).expect("decodable without lists");
+    assert_eq!(decoded.action, crate::contact::Action::Unsubscribe);
+}
+
 #[test]
 fn consent_is_explicit_only_for_an_opt_in() {
     let consent = |state: &str, level: Value| {
@@ -145,7 +162,6 @@ fn consent_is_explicit_only_for_an_opt_in() {
         consent("not_subscribed", "single_opt_in".into()),
         "implicit"
     );
-    assert_eq!(consent("unsubscribed", Value::Null), "implicit");
     assert_eq!(consent("pending", "confirmed_opt_in".into()), "implicit");
     // 2025-01 and later: no consent object at all.
     let mut c = customer();
