@@ -287,7 +287,7 @@ pub async fn backlog(scale: Scale) -> Result<Backlog, BenchError> {
 }
 
 /// Figure 4 at CC's contact cap: the same backlog run with email-only messages, so imports carry
-/// 40,000 contacts each (the realistic messages of [`backlog`] fill 3.5 MB first).
+/// 40,000 contacts each (the realistic messages of [`backlog`] fill 3.99 MB first).
 pub async fn backlog_at_contact_cap(scale: Scale) -> Result<Backlog, BenchError> {
     drain_backlog(scale.contact_cap_messages(), email_only_message).await
 }

@@ -97,8 +97,8 @@ pub fn render(r: &Results) -> String {
     let _ = writeln!(
         s,
         "- **4. Memory**: VmHWM from `/proc/<pid>/status` of the backlog worker (prefetch 65,535, \
-         batches up to 40,000 contacts / 3.5 MB), read before it stops. The backlog's messages \
-         (names and a company) fill 3.5 MB before 40,000 contacts, so a second worker drains {} \
+         batches up to 40,000 contacts / 3.99 MB), read before it stops. The backlog's messages \
+         (names and a company) fill 3.99 MB before 40,000 contacts, so a second worker drains {} \
          email-only messages at the same limits, whose imports carry 40,000 contacts ({} imports, \
          {} requests).",
         r.contact_cap.contacts, r.contact_cap.imports, r.contact_cap.total
@@ -168,7 +168,7 @@ pub(super) fn findings(r: &Results) -> String {
              window: per delivery the original body (kept for dead letters), the decoded \
              contact with its strings, the batcher's entry and index, plus lapin's buffer of \
              full deliveries when the broker pushes the window faster than the pump reads it and \
-             the 3.5 MB bodies of the imports in flight. Re-profile with \
+             the 3.99 MB bodies of the imports in flight. Re-profile with \
              `CCSYNC_BENCH_WORKER_WRAP=heaptrack CCSYNC_BENCH_ONLY=backlog`; a smaller \
              `worker.prefetch` trades memory for fewer full batches."
         );
@@ -192,10 +192,11 @@ pub(super) fn findings(r: &Results) -> String {
         let _ = writeln!(
             s,
             "- **API efficiency {:.2}x the floor.** The floor assumes 4 MB imports; the worker \
-             keeps a margin (`worker.batch_max_bytes` = 3.5 MB), and a batch that leaves on its \
-             linger while the one before it is still in flight is not full; `worker.prefetch` = \
-             65,535 (RabbitMQ's maximum) holds just over two full batches (2 x ~28,600 \
-             contacts at 3.5 MB).",
+             stops at `worker.batch_max_bytes` = 3.99 MB (bytes counted exactly, 4 MB read as \
+             4,000,000), so a payload just over a multiple of 3.99 MB needs one import more; a \
+             batch waits for a refill while the prefetch window is full and one import is in \
+             flight, so the backlog's tail does not leave half full; extra polls come from \
+             imports CC has not finished at the first poll.",
             b.total as f64 / b.floor_requests() as f64
         );
     }

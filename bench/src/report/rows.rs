@@ -15,7 +15,7 @@ pub(super) fn rows(r: &Results) -> Vec<Row> {
             ),
             measured: b.per_10k(),
             unit: "req",
-            target: Target::AtMost(1.5 * b.floor_per_10k()),
+            target: Target::AtMost(1.2 * b.floor_per_10k()),
         },
         Row {
             key: "api.floor_per_10k",
@@ -33,7 +33,7 @@ pub(super) fn rows(r: &Results) -> Vec<Row> {
             figure: "Requests ÷ floor".into(),
             measured: b.total as f64 / b.floor_requests() as f64,
             unit: "×",
-            target: Target::AtMost(1.5),
+            target: Target::AtMost(1.2),
         },
         Row {
             key: "api.one_call_per_contact",
