@@ -18,15 +18,16 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY sim/Cargo.toml ./sim/
 COPY bench/Cargo.toml ./bench/
+COPY kit/Cargo.toml ./kit/
 # Stand-in sources so `cargo build` can compile every dependency without the real code: the
-# product (`src/`) and the workspace's simulator and bench crates (`sim/`, `bench/`, never built
-# here: `-p ccsync`, but cargo reads every member's targets). (If a Cargo.toml ever declares
+# product (`src/`) and the workspace's simulator, bench and test-kit crates (`sim/`, `bench/`,
+# `kit/`, never built here: `-p ccsync`, but cargo reads every member's targets). (If a Cargo.toml ever declares
 # explicit [[bench]]/[[test]]/[[example]] targets, copy or stub their files here too: cargo checks
 # that declared target files exist.)
-RUN mkdir -p src sim/src bench/src \
+RUN mkdir -p src sim/src bench/src kit/src \
     && echo 'fn main() {}' > src/main.rs \
     && echo 'fn main() {}' > bench/src/main.rs \
-    && touch src/lib.rs sim/src/lib.rs bench/src/lib.rs
+    && touch src/lib.rs sim/src/lib.rs bench/src/lib.rs kit/src/lib.rs
 
 # ---- worker build (no simulator) ---------------------------------------------------------------
 FROM deps AS build-worker

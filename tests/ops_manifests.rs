@@ -980,6 +980,29 @@ fn dockerfile_builds_the_worker_without_the_simulator() {
         assert!(build_worker.contains(flag), "build-worker lacks {flag}");
     }
     assert!(read(".dockerignore").lines().any(|l| l.trim() == "target"));
+    // Cargo loads every workspace member's manifest even for `-p ccsync`: the dependency stage
+    // must copy each one (and stub its sources), or the image build fails at once.
+    let cargo = read("Cargo.toml");
+    let members = cargo
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("members = ["))
+        .and_then(|l| l.strip_suffix(']'))
+        .expect("Cargo.toml lists the workspace members on one line");
+    let members: Vec<&str> = members
+        .split(',')
+        .map(|m| m.trim().trim_matches('"'))
+        .collect();
+    assert!(members.contains(&"kit"), "members parsed: {members:?}");
+    for m in members.into_iter().filter(|m| *m != "." && !m.is_empty()) {
+        assert!(
+            df.contains(&format!("COPY {m}/Cargo.toml ./{m}/")),
+            "the Dockerfile does not copy workspace member {m}'s Cargo.toml"
+        );
+        assert!(
+            df.contains(&format!("{m}/src/lib.rs")),
+            "the Dockerfile does not stub workspace member {m}'s sources"
+        );
+    }
 }
 
 #[test]
