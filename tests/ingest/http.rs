@@ -308,6 +308,70 @@ async fn oversize_bodies_and_too_many_lines_are_413() {
     ing.stop().await;
 }
 
+/// Over `ingest.rate_per_second` a route answers 429 with `Retry-After` and publishes nothing
+/// for the refused requests; the limit is per route, so Shopify's webhooks still get through.
+#[tokio::test]
+async fn over_the_rate_a_route_is_429_with_retry_after_and_publishes_nothing() {
+    let ing = Ingest::start(&[("CCSYNC_INGEST__RATE_PER_SECOND", "1")]).await;
+    ing.wait_ready().await;
+    // Ten requests at once against a bucket of one request per second.
+    let bodies: Vec<Vec<u8>> = (0..10)
+        .map(|i| message(&format!("r{i}@example.com")))
+        .collect();
+    let answers = futures_util::future::join_all(
+        bodies
+            .iter()
+            .map(|b| ing.post_signed(b, "application/json")),
+    )
+    .await;
+    let mut accepted = Vec::new();
+    let mut limited = 0;
+    for (body, r) in bodies.iter().zip(answers) {
+        match r.status().as_u16() {
+            202 => accepted.push(id_of(body)),
+            429 => {
+                limited += 1;
+                assert_eq!(
+                    r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+                    Some("1")
+                );
+                let answer: Value = r.json().await.unwrap();
+                assert_eq!(answer["error"], "rate_limited");
+                assert!(
+                    answer["detail"]
+                        .as_str()
+                        .unwrap()
+                        .contains("ingest.rate_per_second")
+                );
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(!accepted.is_empty(), "the bucket's first request passes");
+    assert!(
+        limited >= 5,
+        "only {limited} of 10 concurrent requests were limited"
+    );
+    // Only the accepted requests reached the queue.
+    let queued: Vec<String> = ing.drain().await.iter().map(|b| id_of(b)).collect();
+    assert_eq!(queued.len(), accepted.len());
+    for id in &accepted {
+        assert!(queued.contains(id), "accepted {id} is not in the queue");
+    }
+    // The Shopify route has its own bucket.
+    let body = std::fs::read("tests/fixtures/shopify_customer.json").unwrap();
+    let r = ing
+        .shopify(
+            "customers/create",
+            &Uuid::new_v4().to_string(),
+            &body,
+            &shopify_header(SHOPIFY, &body),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    ing.stop().await;
+}
+
 #[tokio::test]
 async fn broker_down_is_503_with_retry_after_and_not_ready() {
     // A closed port: the link never connects.
