@@ -585,6 +585,29 @@ async fn pkce_flow_on_a_loopback_listener_stores_a_rotating_set_and_config_check
     assert!(ok, "{st}");
     assert!(st.contains("login flow: pkce"), "{st}");
     assert!(st.contains("refresh-token mode: rotating"), "{st}");
+    // The set works: a provider serves it, CC's API takes its access token, and a worker-side
+    // refresh (after a 401) rotates the refresh token and keeps the recorded flow.
+    let prov = TokenProvider::connect(&w.settings(), open_gate())
+        .await
+        .unwrap();
+    let at = prov.access_token("default").await.unwrap();
+    assert_eq!(
+        auth_support::api_get(&w.sim.api_base_url(), "/contact_lists", at.expose()).await,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let at2 = prov.token_rejected("default", &at).await.unwrap();
+    assert_ne!(at2, at);
+    assert_eq!(
+        auth_support::api_get(&w.sim.api_base_url(), "/contact_lists", at2.expose()).await,
+        200
+    );
+    let Stored::Live(after) = w.store().load("default").await.unwrap() else {
+        panic!("set lost")
+    };
+    assert_eq!(after.flow, Some(ccsync::auth::LoginFlow::Pkce));
+    assert_ne!(after.refresh, set.refresh, "rotating: a new refresh token");
+    assert!(after.generation > set.generation);
     // `config check` warns about the rotating account, naming the fix.
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ccsync"))
         .args(["config", "check"])
