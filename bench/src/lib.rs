@@ -60,6 +60,9 @@ pub enum Part {
     /// Figure 1, the worker against plain lapin consumers (`overhead.*`,
     /// `cpu.per_message_unthrottled`).
     Overhead,
+    /// Figure 2, API efficiency: a backlog drained at CC's real limits, its requests against the
+    /// floor (`api.*`).
+    Api,
     /// Figure 4 with ~4 KB messages (`memory.peak_rss_4kb`).
     Big,
     /// Figure 7, requests per hour of outage (`outage.*`).
@@ -285,6 +288,14 @@ async fn run_only(args: &BenchArgs) -> Result<(), BenchError> {
     } else {
         None
     };
+    let api = if want(Part::Api) {
+        eprintln!("figure 2: API efficiency on a backlog at CC's limits");
+        let b = figures::backlog(scale).await?;
+        eprintln!("  {b:?}");
+        Some(b)
+    } else {
+        None
+    };
     let big = if want(Part::Big) {
         eprintln!("figure 4 with ~4 KB messages");
         let b = figures::big_messages(scale).await?;
@@ -319,6 +330,7 @@ async fn run_only(args: &BenchArgs) -> Result<(), BenchError> {
     };
     let partial = report::Partial {
         overhead: overhead.as_ref(),
+        api: api.as_ref(),
         big: big.as_ref(),
         outage: outage.as_ref(),
         ingest: ingest.as_ref(),

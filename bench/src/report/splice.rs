@@ -6,6 +6,7 @@ use super::*;
 #[derive(Default)]
 pub struct Partial<'a> {
     pub overhead: Option<&'a Overhead>,
+    pub api: Option<&'a Backlog>,
     pub big: Option<&'a BigMessages>,
     pub outage: Option<&'a Outage>,
     pub ingest: Option<&'a Ingest>,
@@ -32,6 +33,14 @@ impl Partial<'_> {
                 rows,
                 after_row: None,
                 notes: vec![(overhead_bullet(o), None)],
+            });
+        }
+        if let Some(b) = self.api {
+            v.push(Part {
+                name: "api",
+                rows: api_rows(b),
+                after_row: Some("overhead.ratio"),
+                notes: Vec::new(),
             });
         }
         if let Some(b) = self.big {
