@@ -96,31 +96,42 @@ async fn sigkills_dead_letter_no_valid_message_but_a_killer_message_is_set_aside
     // may still be waiting, or held unacked in a batcher (the broker's ready count does not
     // show those): let the workers settle them all before stopping, or stopping returns them.
     // A copy of the killer can still come back (a kill between its dead letter's confirm and
-    // the original's ack) and take a worker down with what it held: restart it, as above.
+    // the original's ack) and take a worker down with what it held: restart it, as above. A
+    // worker that has just taken a burst into its prefetch buffer holds it before its pipeline
+    // counts it (neither ready nor held), so the state must hold for 2 s with no restart.
+    let stable = std::rc::Rc::new(std::cell::Cell::new(None::<tokio::time::Instant>));
     wait_for(
-        Duration::from_secs(120),
-        "the queue drained and no worker holding a delivery",
+        Duration::from_secs(150),
+        "the queue drained and no worker holding a delivery, for 2 s",
         || {
             for w in workers.iter_mut() {
                 if let Ok(Some(_)) = w.0.try_wait() {
                     *w = spawn(&world);
+                    stable.set(None);
                 }
             }
             let ports: Vec<u16> = workers.iter().map(|w| w.1).collect();
             let world = &world;
+            let stable = stable.clone();
             async move {
-                if world.queue_len().await != 0 {
-                    return false;
-                }
+                let mut settled = world.queue_len().await == 0;
                 for port in ports {
                     let held = common::metrics_text(port)
                         .await
                         .and_then(|t| common::metric_value(&t, "ccsync_held_messages"));
-                    if held != Some(0.0) {
-                        return false;
-                    }
+                    settled &= held == Some(0.0);
                 }
-                true
+                match (settled, stable.get()) {
+                    (false, _) => {
+                        stable.set(None);
+                        false
+                    }
+                    (true, None) => {
+                        stable.set(Some(tokio::time::Instant::now()));
+                        false
+                    }
+                    (true, Some(since)) => since.elapsed() >= Duration::from_secs(2),
+                }
             }
         },
     )

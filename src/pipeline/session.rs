@@ -37,8 +37,9 @@ const REFILL_GRACE: Duration = Duration::from_secs(2);
 /// a batch sent now leaves half full and costs a request the backlog did not need (issue 18: 9
 /// imports where 7 carry the payload). So it waits until that import settles, plus
 /// [`REFILL_GRACE`] for the refill, and leaves full if the refill fills it. The wait is capped
-/// at a quarter of `worker.max_hold_secs` past its due time, so its deliveries keep most of the
-/// hold bound for their own import. A trickle never fills the window: nothing changes for it.
+/// past its due time at `worker.linger_max_ms` (the longest an operator lets a batch wait) and at
+/// a quarter of `worker.max_hold_secs` (its deliveries keep most of the hold bound for their own
+/// import). A trickle never fills the window: nothing changes for it.
 fn release_at(
     due: Instant,
     window_full_and_busy: bool,
@@ -90,7 +91,7 @@ pub(super) async fn session(
     let mut consumer_paused = false;
     // Set when an import settles while the window was full (see `release_at`).
     let mut refill_until: Option<Instant> = None;
-    let hold_cap = w.max_hold / 4;
+    let hold_cap = (w.max_hold / 4).min(w.linger_max);
 
     loop {
         // Hand ready batches to free sender slots: up to `max_activities_in_flight` per
