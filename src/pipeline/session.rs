@@ -85,6 +85,8 @@ pub(super) async fn session(
     batcher.set_weights(ctx.weights.clone());
     batcher.set_pace(ctx.pace().await, Instant::now());
     let mut linger_checked = Instant::now();
+    // Whether the window has been fitted to the messages seen once (the first window is a guess).
+    let mut window_fitted = false;
     // Bytes of the deliveries this session holds, against `worker.max_held_bytes`: a prefetch
     // count bounds messages, not bytes (issue 11: 50,000 messages of 4.2 KB peaked at 281 MB).
     let held = Arc::new(HeldTally::default());
@@ -110,13 +112,14 @@ pub(super) async fn session(
             linger_checked = Instant::now();
         }
         // Re-size the prefetch window to the messages seen (a new consumer on the same channel:
-        // what it delivered stays held and settleable): every 5 s, and at once when the window
-        // is full (`resize` answers `None` unless the fit changed by a quarter, so a full window
-        // that cannot grow costs nothing). The first window assumes 4 KB messages; with small ones it fills in a moment,
-        // and waiting 5 s to grow it sent a backlog's first import at a sixth of its size (one
-        // import more than the floor, BENCHMARKS.md figure 2).
+        // what it delivered stays held and settleable): every 5 s, and at once the first time the
+        // window fills (`resize` answers `None` unless the fit changed by a quarter). The first
+        // window assumes 4 KB messages; with small ones it fills in a moment, and waiting 5 s to
+        // grow it sent a backlog's first import at a sixth of its size (one import more than the
+        // floor, BENCHMARKS.md figure 2).
         let window_full_now = held.deliveries() >= usize::from(window.current);
-        if pace_due || window_full_now {
+        if pace_due || (window_full_now && !window_fitted) {
+            window_fitted = true;
             let held_now = held.bytes();
             if !consumer_paused && let Some(p) = window.resize(held_now) {
                 tracing::debug!(
