@@ -46,21 +46,7 @@ pub async fn metrics_text(port: u16) -> Option<String> {
 /// `ccsync_paused{reason="auth"}`): the values of every series that carries at least those labels
 /// are summed (a metric with an `account` label reads as the sum over accounts).
 pub fn metric_value(text: &str, series: &str) -> Option<f64> {
-    let (name, want) = split_series(series);
-    let mut total = None;
-    for l in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((s, v)) = l.rsplit_once(' ') else {
-            continue;
-        };
-        let (n, labels) = split_series(s);
-        if n == name
-            && want.iter().all(|w| labels.contains(w))
-            && let Ok(v) = v.parse::<f64>()
-        {
-            *total.get_or_insert(0.0) += v;
-        }
-    }
-    total
+    ccsync::telemetry::series_value(text, series)
 }
 
 /// Deliveries settled for good (synced, superseded or dead-lettered) in a worker's `/metrics`.
@@ -71,19 +57,6 @@ pub fn settled_in(text: &str) -> u64 {
         n += metric_value(text, &series).unwrap_or(0.0);
     }
     n as u64
-}
-
-fn split_series(s: &str) -> (&str, Vec<&str>) {
-    match s.split_once('{') {
-        Some((n, rest)) => (
-            n,
-            rest.trim_end_matches('}')
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .collect(),
-        ),
-        None => (s, Vec::new()),
-    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ mod logs;
 mod metrics;
 mod read;
 
+pub use read::series_value;
+
 pub use families::{API_SERIES, CONNECT_OUTCOMES, INGEST_REFUSALS, INGEST_ROUTES};
 pub use logs::{init_tracing, init_tracing_with};
 pub(crate) use metrics::Metrics;

@@ -33,21 +33,7 @@ impl Metrics {
     /// The value of one series as `/metrics` shows it (`name` or `name{label="v",...}`, labels
     /// in any order), summed over the series it matches; `None` when none exists.
     pub fn value(&self, series: &str) -> Option<f64> {
-        let (name, want) = split_series(series);
-        let mut total = None;
-        for l in self.render().lines().filter(|l| !l.starts_with('#')) {
-            let Some((s, v)) = l.rsplit_once(' ') else {
-                continue;
-            };
-            let (n, labels) = split_series(s);
-            if n == name
-                && want.iter().all(|w| labels.contains(w))
-                && let Ok(v) = v.parse::<f64>()
-            {
-                *total.get_or_insert(0.0) += v;
-            }
-        }
-        total
+        series_value(&self.render(), series)
     }
 
     /// The Prometheus text exposition of every metric.
@@ -58,6 +44,29 @@ impl Metrics {
             .expect("text encoding cannot fail");
         String::from_utf8(buf).expect("prometheus text is UTF-8")
     }
+}
+
+/// A series' value in a Prometheus text exposition (this process's, or a worker's `/metrics`
+/// read over HTTP): `series` names a metric and, optionally, some of its labels
+/// (`ccsync_paused{reason="auth"}`); the values of every series carrying at least those labels
+/// are summed (a metric with an `account` label reads as the sum over accounts). `None` when no
+/// series matches.
+pub fn series_value(text: &str, series: &str) -> Option<f64> {
+    let (name, want) = split_series(series);
+    let mut total = None;
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((s, v)) = l.rsplit_once(' ') else {
+            continue;
+        };
+        let (n, labels) = split_series(s);
+        if n == name
+            && want.iter().all(|w| labels.contains(w))
+            && let Ok(v) = v.parse::<f64>()
+        {
+            *total.get_or_insert(0.0) += v;
+        }
+    }
+    total
 }
 
 /// `name{a="1",b="2"}` → (`name`, [`a="1"`, `b="2"`]).
