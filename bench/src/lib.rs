@@ -270,6 +270,25 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// One figure of an `--only` run: measured and printed when `on`, else `None`.
+async fn measure<T, F>(
+    on: bool,
+    what: &str,
+    figure: impl FnOnce() -> F,
+) -> Result<Option<T>, BenchError>
+where
+    T: std::fmt::Debug,
+    F: std::future::Future<Output = Result<T, BenchError>>,
+{
+    if !on {
+        return Ok(None);
+    }
+    eprintln!("{what}");
+    let t = figure().await?;
+    eprintln!("  {t:?}");
+    Ok(Some(t))
+}
+
 /// `--only`: the chosen figures, spliced into the existing table.
 async fn run_only(args: &BenchArgs) -> Result<(), BenchError> {
     let started = std::time::Instant::now();
@@ -280,54 +299,38 @@ async fn run_only(args: &BenchArgs) -> Result<(), BenchError> {
     let md = std::fs::read_to_string(&args.out).map_err(write_err)?;
     let want = |p: Part| args.only.contains(&p);
     let scale = args.scale;
-    let overhead = if want(Part::Overhead) {
-        eprintln!("figure 1: pipeline overhead");
-        let o = figures::overhead(scale).await?;
-        eprintln!("  {o:?}");
-        Some(o)
-    } else {
-        None
-    };
-    let api = if want(Part::Api) {
-        eprintln!("figure 2: API efficiency on a backlog at CC's limits");
-        let b = figures::backlog(scale).await?;
-        eprintln!("  {b:?}");
-        Some(b)
-    } else {
-        None
-    };
-    let big = if want(Part::Big) {
-        eprintln!("figure 4 with ~4 KB messages");
-        let b = figures::big_messages(scale).await?;
-        eprintln!("  {b:?}");
-        Some(b)
-    } else {
-        None
-    };
-    let outage = if want(Part::Outage) {
-        eprintln!("figure 7: requests per hour of outage");
-        let g = figures::outage(scale).await?;
-        eprintln!("  {g:?}");
-        Some(g)
-    } else {
-        None
-    };
-    let ingest = if want(Part::Ingest) {
-        eprintln!("figure 8: ingest against ccsync publish and a bare publisher");
-        let g = figures::ingest(scale).await?;
-        eprintln!("  {g:?}");
-        Some(g)
-    } else {
-        None
-    };
-    let replicas = if want(Part::Replicas) {
-        eprintln!("figure 9: one and three replicas sharing one key");
-        let r = figures::replicas(scale, None).await?;
-        eprintln!("  {r:?}");
-        Some(r)
-    } else {
-        None
-    };
+    let overhead = measure(want(Part::Overhead), "figure 1: pipeline overhead", || {
+        figures::overhead(scale)
+    })
+    .await?;
+    let api = measure(
+        want(Part::Api),
+        "figure 2: API efficiency on a backlog at CC's limits",
+        || figures::backlog(scale),
+    )
+    .await?;
+    let big = measure(want(Part::Big), "figure 4 with ~4 KB messages", || {
+        figures::big_messages(scale)
+    })
+    .await?;
+    let outage = measure(
+        want(Part::Outage),
+        "figure 7: requests per hour of outage",
+        || figures::outage(scale),
+    )
+    .await?;
+    let ingest = measure(
+        want(Part::Ingest),
+        "figure 8: ingest against ccsync publish and a bare publisher",
+        || figures::ingest(scale),
+    )
+    .await?;
+    let replicas = measure(
+        want(Part::Replicas),
+        "figure 9: one and three replicas sharing one key",
+        || figures::replicas(scale, None),
+    )
+    .await?;
     let partial = report::Partial {
         overhead: overhead.as_ref(),
         api: api.as_ref(),
