@@ -436,6 +436,30 @@ fn code_exchanges(w: &World) -> usize {
         .count()
 }
 
+/// A provider serves `account`'s stored set and CC's API takes its access token; then a
+/// worker-side refresh (after a 401, a second later) gives a new access token. Returns it and the
+/// set as stored after the refresh.
+async fn served_then_refreshed(
+    w: &World,
+    account: &str,
+) -> (ccsync::auth::AccessToken, ccsync::auth::TokenSet) {
+    let prov = TokenProvider::connect(&w.settings(), open_gate())
+        .await
+        .unwrap();
+    let at = prov.access_token(account).await.unwrap();
+    assert_eq!(
+        auth_support::api_get(&w.sim.api_base_url(), "/contact_lists", at.expose()).await,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let at2 = prov.token_rejected(account, &at).await.unwrap();
+    assert_ne!(at2, at);
+    let Stored::Live(after) = w.store().load(account).await.unwrap() else {
+        panic!("set lost")
+    };
+    (at2, after)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn code_flow_by_paste_stores_a_long_lived_set_that_status_and_the_api_accept() {
     let w = World::start(code_world_cfg(SimMode::LongLived, &[]), &[]).await;
@@ -486,23 +510,9 @@ async fn code_flow_by_paste_stores_a_long_lived_set_that_status_and_the_api_acce
     assert!(st.contains("login flow: code"), "{st}");
     assert!(st.contains("refresh-token mode: long-lived"), "{st}");
     assert!(!st.contains("hint: rotating"), "{st}");
-    // The set works: a provider serves it and CC's API takes its access token.
-    let prov = TokenProvider::connect(&w.settings(), open_gate())
-        .await
-        .unwrap();
-    let at = prov.access_token("acme").await.unwrap();
-    assert_eq!(
-        auth_support::api_get(&w.sim.api_base_url(), "/contact_lists", at.expose()).await,
-        200
-    );
-    // A worker-side refresh (here after a 401) keeps the recorded flow and, long-lived, the same
-    // refresh token.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let at2 = prov.token_rejected("acme", &at).await.unwrap();
-    assert_ne!(at2, at);
-    let Stored::Live(after) = w.store().load("acme").await.unwrap() else {
-        panic!("set lost")
-    };
+    // The set works: a provider serves it and CC's API takes its access token. A worker-side
+    // refresh (here after a 401) keeps the recorded flow and, long-lived, the same refresh token.
+    let (_, after) = served_then_refreshed(&w, "acme").await;
     assert_eq!(after.flow, Some(ccsync::auth::LoginFlow::Code));
     assert_eq!(after.refresh, set.refresh);
     assert!(after.generation > set.generation);
@@ -587,24 +597,11 @@ async fn pkce_flow_on_a_loopback_listener_stores_a_rotating_set_and_config_check
     assert!(st.contains("refresh-token mode: rotating"), "{st}");
     // The set works: a provider serves it, CC's API takes its access token, and a worker-side
     // refresh (after a 401) rotates the refresh token and keeps the recorded flow.
-    let prov = TokenProvider::connect(&w.settings(), open_gate())
-        .await
-        .unwrap();
-    let at = prov.access_token("default").await.unwrap();
-    assert_eq!(
-        auth_support::api_get(&w.sim.api_base_url(), "/contact_lists", at.expose()).await,
-        200
-    );
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let at2 = prov.token_rejected("default", &at).await.unwrap();
-    assert_ne!(at2, at);
+    let (at2, after) = served_then_refreshed(&w, "default").await;
     assert_eq!(
         auth_support::api_get(&w.sim.api_base_url(), "/contact_lists", at2.expose()).await,
         200
     );
-    let Stored::Live(after) = w.store().load("default").await.unwrap() else {
-        panic!("set lost")
-    };
     assert_eq!(after.flow, Some(ccsync::auth::LoginFlow::Pkce));
     assert_ne!(after.refresh, set.refresh, "rotating: a new refresh token");
     assert!(after.generation > set.generation);
