@@ -199,12 +199,7 @@ async fn build_ctx(settings: &Settings) -> Result<(Arc<Ctx>, Arc<TokenProvider>)
         stores,
         settings.worker.clone(),
     );
-    ctx.default_lists = settings.default_list_ids.clone();
-    ctx.account_lists = settings
-        .accounts
-        .iter()
-        .map(|(name, a)| (name.clone(), a.default_list_ids.clone()))
-        .collect();
+    ctx.default_lists = settings.default_lists();
     ctx.configured_accounts
         .extend(settings.accounts.keys().cloned());
     for a in &ctx.configured_accounts {
@@ -219,10 +214,8 @@ async fn build_ctx(settings: &Settings) -> Result<(Arc<Ctx>, Arc<TokenProvider>)
 /// carries a warning when CC or the token set cannot be reached (the check is then skipped).
 pub(crate) async fn check_default_lists(settings: &Settings) -> Result<Option<String>, AppError> {
     let accounts = configured_accounts(settings);
-    if accounts
-        .iter()
-        .all(|a| settings.default_lists_for(a).is_empty())
-    {
+    let lists = settings.default_lists();
+    if accounts.iter().all(|a| lists.for_account(a).is_empty()) {
         return Ok(None);
     }
     let (ctx, _tokens) = match build_ctx(settings).await {

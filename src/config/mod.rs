@@ -98,14 +98,6 @@ pub enum LogFormat {
 }
 
 impl Settings {
-    /// The default lists of `account`: its own (`[accounts.<name>]`), else the global ones.
-    pub(crate) fn default_lists_for(&self, account: &str) -> &[Uuid] {
-        match self.accounts.get(account) {
-            Some(a) if !a.default_list_ids.is_empty() => &a.default_list_ids,
-            _ => &self.default_list_ids,
-        }
-    }
-
     /// The default lists of every configured account and the global ones, for checking
     /// messages outside the worker (`ccsync publish`, `ccsync ingest`).
     pub fn default_lists(&self) -> crate::contact::DefaultLists {

@@ -71,11 +71,9 @@ fn env_style_overrides_apply() {
         ("CCSYNC_ACCOUNTS__ACME__DEFAULT_LIST_IDS", acme),
     ])
     .unwrap();
-    assert_eq!(s2.default_lists_for("acme")[0].to_string(), acme);
-    assert_eq!(
-        s2.default_lists_for("other"),
-        s2.default_list_ids.as_slice()
-    );
+    let lists = s2.default_lists();
+    assert_eq!(lists.for_account("acme")[0].to_string(), acme);
+    assert_eq!(lists.for_account("other"), s2.default_list_ids.as_slice());
     assert!(s2.redacted().contains("[accounts.acme]"));
     let bad = Settings::from_pairs([("CCSYNC_ACCOUNTS__ACME__DEFAULT_LIST_IDS", "nope")]);
     assert!(

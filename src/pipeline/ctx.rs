@@ -134,11 +134,9 @@ pub(crate) struct Ctx {
     pub finding: Finding,
     /// Crash marks for redelivered messages.
     pub marks: Arc<crate::poison::Marks>,
-    /// The configured default lists (`CCSYNC_DEFAULT_LIST_IDS`): a missing one is a
-    /// configuration problem, not the message's.
-    pub default_lists: Vec<uuid::Uuid>,
-    /// Per-account default lists (`[accounts.<name>] default_list_ids`), where set.
-    pub account_lists: HashMap<String, Vec<uuid::Uuid>>,
+    /// The configured default lists, per account (`[accounts.<name>] default_list_ids`, else
+    /// `CCSYNC_DEFAULT_LIST_IDS`): a missing one is a configuration problem, not the message's.
+    pub default_lists: crate::contact::DefaultLists,
     /// Per-account parking while an account's connection is dead.
     pub parking: Arc<crate::parking::Parking>,
     /// Accounts the configuration names (and `default`): their messages wait for a login even
@@ -215,8 +213,7 @@ impl Ctx {
             outage: Outage::default(),
             finding: Finding::default(),
             marks,
-            default_lists: Vec::new(),
-            account_lists: HashMap::new(),
+            default_lists: Default::default(),
             parking,
             configured_accounts: ["default".to_string()].into_iter().collect(),
             turns: crate::ratelimit::FairTurns::new(HashMap::new()),
@@ -226,10 +223,7 @@ impl Ctx {
 
     /// The default lists of `account`: its own, else the global ones.
     pub(crate) fn defaults_for(&self, account: &str) -> &[uuid::Uuid] {
-        match self.account_lists.get(account) {
-            Some(l) if !l.is_empty() => l,
-            _ => &self.default_lists,
-        }
+        self.default_lists.for_account(account)
     }
 
     /// The batcher's plan, its linger bounds within the configured ones.

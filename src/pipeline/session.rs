@@ -15,7 +15,7 @@ use super::{
 };
 use crate::batch::{Batcher, Limits};
 use crate::config::Settings;
-use crate::contact::{self, Contact, Reason};
+use crate::contact::{Contact, Reason};
 use crate::queue::{Broker, Incoming, QueueError, Settler, Topology};
 use crate::telemetry::metrics;
 
@@ -296,7 +296,7 @@ async fn accept(
             }
         }
     }
-    let decoded = contact::decode_for(&body, &|a| settings.default_lists_for(a));
+    let decoded = ctx.default_lists.decode(&body);
     if let Ok(c) = &decoded
         && settings
             .testing
