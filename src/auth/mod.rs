@@ -11,7 +11,7 @@
 //! | [`tokenset`] | `TokenSet`, secret types with redacted `Debug`, JWT `exp` decoding, JWKS check |
 //! | [`store`] (+ `store/crypto.rs`) | the Redis record (AES-256-GCM at rest), generation CAS and write-back in Lua; key layout |
 //! | [`lock`] | the lease lock (`SET NX PX` + compare-and-delete) |
-//! | [`provider`] (+ `provider/{refresh,background,state,jwks}.rs`) | [`TokenProvider`]: in-memory hot path, the refresh protocol, dead/alive, background |
+//! | [`provider`] (+ `provider/{cache,refresh,background,state,jwks}.rs`) | [`TokenProvider`]: in-memory hot path, the refresh protocol, dead/alive, background |
 //! | [`device`] | the device-flow login loop |
 //! | [`code`] | the authorization-code and PKCE logins (authorize URL, loopback listener or paste) |
 //! | [`connect`] | connect links' authorize URL and callback: the `--flow code` exchange and storage, for `ccsync ingest` |

@@ -43,10 +43,12 @@
 //! * A login's generation is at least the Unix time in milliseconds, so it outranks any set held
 //!   in a replica's memory even after Redis lost its data.
 //!
-//! Files: `refresh` (steps 1–6), `background` (keep-alive, proactive refresh, write-back,
-//! metrics), `state` (adopt / dead / gauge / JWKS check), `jwks` (key set with refetch).
+//! Files: `cache` (the per-account in-memory state and the registry of accounts), `refresh`
+//! (steps 1–6), `background` (keep-alive, proactive refresh, write-back, metrics), `state`
+//! (adopt / dead / gauge / JWKS check), `jwks` (key set with refetch).
 
 mod background;
+mod cache;
 mod jwks;
 mod refresh;
 mod state;
@@ -63,6 +65,7 @@ use crate::cc::oauth::OAuthClient;
 use crate::config::Settings;
 use crate::ratelimit::Gate;
 use crate::telemetry::metrics;
+use cache::{Account, Cached};
 use jwks::Jwks;
 
 /// Token-endpoint calls per refresh attempt (the first plus retries with the same refresh token).
@@ -106,49 +109,6 @@ struct Tuning {
     lease_ms: u64,
     wait_bound: Duration,
     keepalive_secs: u64,
-}
-
-/// What this process knows about one account.
-#[derive(Clone)]
-enum Cached {
-    /// Nothing loaded yet.
-    Empty,
-    Live(TokenSet),
-    /// Dead at `generation`; `checked` rate-limits the hot path's look at Redis for a revival.
-    Dead {
-        generation: u64,
-        reason: String,
-        checked: Instant,
-    },
-}
-
-struct Account {
-    name: String,
-    cache: RwLock<Cached>,
-    /// Single-flight: the task holding this runs the refresh protocol; the others wait for it.
-    flight: tokio::sync::Mutex<()>,
-}
-
-impl Account {
-    fn snapshot(&self) -> Cached {
-        self.cache.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-    fn set(&self, c: Cached) {
-        *self.cache.write().unwrap_or_else(|p| p.into_inner()) = c;
-    }
-    fn live(&self) -> Option<TokenSet> {
-        match self.snapshot() {
-            Cached::Live(s) => Some(s),
-            _ => None,
-        }
-    }
-    fn generation(&self) -> u64 {
-        match self.snapshot() {
-            Cached::Empty => 0,
-            Cached::Live(s) => s.generation,
-            Cached::Dead { generation, .. } => generation,
-        }
-    }
 }
 
 /// What the caller needs from a refresh.
@@ -231,37 +191,6 @@ impl TokenProvider {
             jwks,
             accounts: Mutex::new(HashMap::new()),
         }))
-    }
-
-    fn account(&self, name: &str) -> Arc<Account> {
-        let mut m = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(name.to_string())
-            .or_insert_with(|| {
-                Arc::new(Account {
-                    name: name.to_string(),
-                    cache: RwLock::new(Cached::Empty),
-                    flight: tokio::sync::Mutex::new(()),
-                })
-            })
-            .clone()
-    }
-
-    /// The accounts this process holds a live token set for (every account with one in Redis,
-    /// once [`TokenProvider::discover`] ran), sorted: the accounts the opt-out feed polls.
-    pub(crate) fn live_accounts(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .all_accounts()
-            .into_iter()
-            .filter(|a| matches!(a.snapshot(), Cached::Live(_)))
-            .map(|a| a.name.clone())
-            .collect();
-        v.sort();
-        v
-    }
-
-    fn all_accounts(&self) -> Vec<Arc<Account>> {
-        let m = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
-        m.values().cloned().collect()
     }
 
     fn satisfies(&self, set: &TokenSet, want: Want<'_>) -> bool {
