@@ -1,6 +1,7 @@
 //! A dead connection (invalid_grant): every replica stops, the gauge says so, one token-endpoint
-//! call in total, and a new login revives everyone. Alone in its test binary because it asserts
-//! the process-wide `ccsync_auth_state` gauge.
+//! call in total, and a new login revives everyone. Alone in its test binary because it installs
+//! the process-wide log subscriber; its metrics are a registry of its own, shared by its replicas
+//! as a worker's `/metrics` would show them.
 
 mod auth_support;
 
@@ -32,19 +33,19 @@ async fn invalid_grant_is_dead_for_every_replica_and_a_new_login_revives_them() 
             .finish(),
     )
     .expect("first subscriber");
+    let m = ccsync::telemetry::Metrics::isolated();
     let failures = |reason: &str| {
-        ccsync::telemetry::metrics()
-            .value(&format!(
-                "ccsync_auth_failures_total{{reason=\"{reason}\"}}"
-            ))
-            .unwrap_or(0.0) as u64
+        m.value(&format!(
+            "ccsync_auth_failures_total{{reason=\"{reason}\"}}"
+        ))
+        .unwrap_or(0.0) as u64
     };
     let w = World::start(cfg(3600, SimMode::Rotating, 0), &[]).await;
     w.seed("default").await;
-    let a = TokenProvider::connect(&w.settings(), open_gate())
+    let a = TokenProvider::connect_with_metrics(&w.settings(), open_gate(), m)
         .await
         .unwrap();
-    let b = TokenProvider::connect(&w.settings(), open_gate())
+    let b = TokenProvider::connect_with_metrics(&w.settings(), open_gate(), m)
         .await
         .unwrap();
     let ta = a.access_token("default").await.unwrap();
@@ -56,7 +57,7 @@ async fn invalid_grant_is_dead_for_every_replica_and_a_new_login_revives_them() 
         "{err:?}"
     );
     assert_eq!(
-        ccsync::telemetry::metrics().value(r#"ccsync_auth_state{account="default"}"#),
+        m.value(r#"ccsync_auth_state{account="default"}"#),
         Some(0.0)
     );
     // Replica B learns it from Redis: no token-endpoint call of its own (no retry storm).
@@ -108,7 +109,7 @@ async fn invalid_grant_is_dead_for_every_replica_and_a_new_login_revives_them() 
     let na = a.access_token("default").await.unwrap();
     assert_eq!(na, b.access_token("default").await.unwrap());
     assert_eq!(
-        ccsync::telemetry::metrics().value(r#"ccsync_auth_state{account="default"}"#),
+        m.value(r#"ccsync_auth_state{account="default"}"#),
         Some(1.0)
     );
     assert!(

@@ -65,7 +65,7 @@ fn exported_metric_names() -> BTreeSet<String> {
 /// The registry's text, after creating one child of every labelled family (a family with no
 /// children is not exposed at all). Values stay 0: nothing is counted.
 fn registry_exposition() -> String {
-    let m = ccsync::telemetry::metrics();
+    let m = ccsync::telemetry::Metrics::isolated();
     m.expose_every_family();
     m.render()
 }

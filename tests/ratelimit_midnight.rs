@@ -7,24 +7,23 @@ use std::time::Duration;
 
 use ccsync::clock::{now_utc, secs_until_utc_midnight, set_offset_secs, utc_day};
 use ccsync::ratelimit::{CallKind, Gate, RateLimitError, SharedLimiter};
+use ccsync::telemetry::Metrics;
 use ratelimit_common::*;
 
 const CID: &str = "api-key-midnight";
 
-fn paused_gauge() -> i64 {
-    ccsync::telemetry::metrics().paused_value("quota", "")
+fn paused_gauge(m: &Metrics) -> i64 {
+    m.paused_value("quota", "")
 }
 
-fn remaining_gauge() -> i64 {
-    ccsync::telemetry::metrics()
-        .value("ccsync_daily_quota_remaining")
+fn remaining_gauge(m: &Metrics) -> i64 {
+    m.value("ccsync_daily_quota_remaining")
         .expect("exported from the start") as i64
 }
 
 /// Waits observed by the limiter so far.
-fn waits_observed() -> u64 {
-    ccsync::telemetry::metrics()
-        .value("ccsync_ratelimit_wait_seconds_count")
+fn waits_observed(m: &Metrics) -> u64 {
+    m.value("ccsync_ratelimit_wait_seconds_count")
         .expect("exported from the start") as u64
 }
 
@@ -45,10 +44,16 @@ async fn budget_pauses_until_midnight_and_serves_again_after_it() {
             ("CCSYNC_RATELIMIT__DAILY_RESERVE", "10"),
         ],
     );
-    let a = SharedLimiter::connect(&s, CID).await.unwrap();
-    let b = SharedLimiter::connect(&s, CID).await.unwrap();
+    // The limiters' own registry, as one worker's `/metrics` would show both.
+    let m = Metrics::isolated();
+    let a = SharedLimiter::connect_with_metrics(&s, CID, m)
+        .await
+        .unwrap();
+    let b = SharedLimiter::connect_with_metrics(&s, CID, m)
+        .await
+        .unwrap();
 
-    let waits_before = waits_observed();
+    let waits_before = waits_observed(m);
     // Day 1: 40 imports go (quota − reserve), the 41st is refused at once with the time to
     // midnight, and the pause is exported.
     for i in 0..40 {
@@ -62,10 +67,10 @@ async fn budget_pauses_until_midnight_and_serves_again_after_it() {
         until.as_secs().abs_diff(expected) <= 2,
         "{until:?} vs {expected}s"
     );
-    assert_eq!(paused_gauge(), 1);
-    assert_eq!(remaining_gauge(), 10);
+    assert_eq!(paused_gauge(m), 1);
+    assert_eq!(remaining_gauge(m), 10);
     // Every acquire's wait was observed, the refused one included.
-    assert_eq!(waits_observed() - waits_before, 41);
+    assert_eq!(waits_observed(m) - waits_before, 41);
     let budget = a.budget().await;
     assert_eq!(budget.remaining_for_imports(), 0);
     assert!(budget.paused_until.is_some());
@@ -74,8 +79,8 @@ async fn budget_pauses_until_midnight_and_serves_again_after_it() {
     jump_past_midnight();
     assert_ne!(utc_day(now_utc()), day1);
     a.acquire(CallKind::Import).await.unwrap();
-    assert_eq!(paused_gauge(), 0);
-    assert_eq!(remaining_gauge(), 49);
+    assert_eq!(paused_gauge(m), 0);
+    assert_eq!(remaining_gauge(m), 49);
     let budget = b.budget().await;
     assert_eq!(budget.remaining_today, 49);
     assert!(budget.paused_until.is_none());
@@ -85,14 +90,14 @@ async fn budget_pauses_until_midnight_and_serves_again_after_it() {
     b.report_429(CallKind::Import, "quota_exceeded").await;
     assert!(a.acquire(CallKind::Poll).await.is_err());
     assert!(b.acquire(CallKind::Import).await.is_err());
-    assert_eq!(paused_gauge(), 1);
-    assert_eq!(remaining_gauge(), 0);
+    assert_eq!(paused_gauge(m), 1);
+    assert_eq!(remaining_gauge(m), 0);
 
     // …until the next midnight, not a moment of real time later.
     jump_past_midnight();
     a.acquire(CallKind::Import).await.unwrap();
     b.acquire(CallKind::Import).await.unwrap();
-    assert_eq!(paused_gauge(), 0);
+    assert_eq!(paused_gauge(m), 0);
     assert_eq!(get_u64(&day_key(&prefix, CID)).await, Some(2));
 
     set_offset_secs(0);

@@ -9,6 +9,7 @@ use std::time::Duration;
 use ccsync::ratelimit::{
     CallKind, Gate, RateLimitError, SharedDecision, SharedLimiter, max_in_sliding_window,
 };
+use ccsync::telemetry::Metrics;
 use ratelimit_common::*;
 
 const CID: &str = "api-key-1";
@@ -171,8 +172,14 @@ async fn daily_budget_stops_imports_at_the_reserve_and_polls_at_the_quota() {
 async fn quota_exceeded_from_one_instance_pauses_every_instance_at_once() {
     let prefix = unique_prefix();
     let s = settings(&prefix, &[]);
-    let a = SharedLimiter::connect(&s, CID).await.unwrap();
-    let b = SharedLimiter::connect(&s, CID).await.unwrap();
+    // A registry of their own: other tests of this binary report 429s at the same time.
+    let m = Metrics::isolated();
+    let a = SharedLimiter::connect_with_metrics(&s, CID, m)
+        .await
+        .unwrap();
+    let b = SharedLimiter::connect_with_metrics(&s, CID, m)
+        .await
+        .unwrap();
     a.acquire(CallKind::Import).await.unwrap();
     b.acquire(CallKind::Import).await.unwrap();
     assert!(b.budget().await.paused_until.is_none());
@@ -204,11 +211,7 @@ async fn quota_exceeded_from_one_instance_pauses_every_instance_at_once() {
         .await
         .unwrap();
     assert!(other.budget().await.paused_until.is_none());
-    assert!(
-        ccsync::telemetry::metrics()
-            .value(r#"ccsync_rate_limited_total{error_key="quota_exceeded"}"#)
-            >= Some(1.0)
-    );
+    assert!(m.value(r#"ccsync_rate_limited_total{error_key="quota_exceeded"}"#) >= Some(1.0));
     cleanup(&prefix).await;
 }
 
@@ -216,8 +219,13 @@ async fn quota_exceeded_from_one_instance_pauses_every_instance_at_once() {
 async fn throttled_from_one_instance_delays_the_other_instance() {
     let prefix = unique_prefix();
     let s = settings(&prefix, &[("CCSYNC_RATELIMIT__PER_SECOND", "100")]);
-    let a = SharedLimiter::connect(&s, CID).await.unwrap();
-    let b = SharedLimiter::connect(&s, CID).await.unwrap();
+    let m = Metrics::isolated();
+    let a = SharedLimiter::connect_with_metrics(&s, CID, m)
+        .await
+        .unwrap();
+    let b = SharedLimiter::connect_with_metrics(&s, CID, m)
+        .await
+        .unwrap();
     b.acquire(CallKind::Import).await.unwrap();
 
     a.report_429(CallKind::Import, "throttled").await;
@@ -248,7 +256,6 @@ async fn throttled_from_one_instance_delays_the_other_instance() {
         b.try_shared(CallKind::Token).await.unwrap(),
         SharedDecision::Granted { .. }
     ));
-    let m = ccsync::telemetry::metrics();
     assert!(m.value(r#"ccsync_rate_limited_total{error_key="throttled"}"#) >= Some(1.0));
     assert!(m.value(r#"ccsync_rate_limited_total{error_key="unrecognized"}"#) >= Some(1.0));
     cleanup(&prefix).await;

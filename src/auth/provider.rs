@@ -64,7 +64,7 @@ use super::tokenset::{AccessToken, TokenSet};
 use crate::cc::oauth::OAuthClient;
 use crate::config::Settings;
 use crate::ratelimit::Gate;
-use crate::telemetry::metrics;
+use crate::telemetry::{Metrics, metrics};
 use cache::{Account, Cached};
 use jwks::Jwks;
 
@@ -132,6 +132,8 @@ pub struct TokenProvider {
     /// process first uses it.
     jwks: Option<Jwks>,
     accounts: Mutex<HashMap<String, Arc<Account>>>,
+    /// Where this provider records: the process-wide registry, unless a test gave it its own.
+    metrics: &'static Metrics,
 }
 
 impl std::fmt::Debug for TokenProvider {
@@ -153,6 +155,17 @@ impl TokenProvider {
     pub async fn connect(
         settings: &Settings,
         gate: Arc<dyn Gate>,
+    ) -> Result<Arc<TokenProvider>, AuthError> {
+        Self::connect_with_metrics(settings, gate, metrics()).await
+    }
+
+    /// [`TokenProvider::connect`], recording into `metrics` instead of the process-wide registry:
+    /// a test that asserts on the provider's metrics gives it a registry of its own
+    /// ([`Metrics::isolated`]), since the other tests of its process record into the global one.
+    pub async fn connect_with_metrics(
+        settings: &Settings,
+        gate: Arc<dyn Gate>,
+        metrics: &'static Metrics,
     ) -> Result<Arc<TokenProvider>, AuthError> {
         let store = Store::from_settings(settings)?;
         store
@@ -190,6 +203,7 @@ impl TokenProvider {
             },
             jwks,
             accounts: Mutex::new(HashMap::new()),
+            metrics,
         }))
     }
 
@@ -299,7 +313,7 @@ impl TokenProvider {
     ) -> Result<AccessToken, AuthError> {
         let acct = self.account(account);
         let guard = acct.flight.lock().await;
-        metrics().auth_failed("unauthorized");
+        self.metrics.auth_failed("unauthorized");
         self.refresh_locked(&acct, guard, Want::Not(rejected)).await
     }
 

@@ -9,6 +9,7 @@ use lapin::{BasicProperties, Confirmation};
 
 use super::topology::{parked_arguments, parked_options};
 use super::{Broker, Publisher, QueueError, Requeued, Tag, Topology};
+use crate::telemetry::Metrics;
 
 /// Settles deliveries by publishing: dead letters to `<queue>.dlx` with a reason, blameless
 /// requeues to `<queue>`. Each publish is `mandatory` and confirmed before the original is acked.
@@ -22,6 +23,8 @@ pub struct Settler {
     topology: Topology,
     /// One batch of mandatory publishes at a time on `dl` (see [`Settler::publish_mandatory`]).
     returns: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Where this settler records: the process-wide registry, unless a test gave it its own.
+    metrics: &'static Metrics,
 }
 
 /// One mandatory publish.
@@ -39,7 +42,15 @@ impl Settler {
             dl,
             topology: topology.clone(),
             returns: std::sync::Arc::default(),
+            metrics: crate::telemetry::metrics(),
         }
+    }
+
+    /// This settler recording into `metrics` instead of the process-wide registry: a test that
+    /// asserts on what settling counted gives it a registry of its own ([`Metrics::isolated`]),
+    /// since the other tests of its process record into the global one.
+    pub fn with_metrics(self, metrics: &'static Metrics) -> Settler {
+        Settler { metrics, ..self }
     }
 
     /// Publish `body` to `<queue>.dlx` with the reason headers (DESIGN §2), await the broker's
@@ -83,7 +94,7 @@ impl Settler {
         match published.unwrap_or_else(|| Err(QueueError::Broker("no publish result".into()))) {
             Ok(()) => tag.ack().await,
             Err(e @ QueueError::Unroutable { .. }) => {
-                crate::telemetry::metrics().dead_letter_unroutable();
+                self.metrics.dead_letter_unroutable();
                 let t = &self.topology;
                 tracing::error!(
                     exchange = %t.dlx,

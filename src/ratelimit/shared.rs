@@ -18,7 +18,7 @@ use super::{CallKind, Gate, RateLimitError};
 use crate::cc::CcErrorKey;
 use crate::clock::now_utc;
 use crate::config::Settings;
-use crate::telemetry::metrics;
+use crate::telemetry::{Metrics, metrics};
 
 /// The shared request budget of one API key: a `governor` limiter in this process in front of a
 /// GCRA, a daily counter and shared cool-downs in Redis. Cheap to share (`Arc`), cancel-safe (a
@@ -33,6 +33,8 @@ pub struct SharedLimiter {
     state: Mutex<LocalState>,
     /// The day's projection from the shared count (`ccsync_daily_quota_projected`).
     projection: Mutex<Projection>,
+    /// Where this limiter records: the process-wide registry, unless a test gave it its own.
+    metrics: &'static Metrics,
 }
 
 impl std::fmt::Debug for SharedLimiter {
@@ -61,6 +63,17 @@ impl SharedLimiter {
         settings: &Settings,
         client_id: &str,
     ) -> Result<Arc<SharedLimiter>, LimiterError> {
+        Self::connect_with_metrics(settings, client_id, metrics()).await
+    }
+
+    /// [`SharedLimiter::connect`], recording into `metrics` instead of the process-wide registry:
+    /// a test that asserts on the limiter's metrics gives it a registry of its own
+    /// ([`Metrics::isolated`]), since the other tests of its process record into the global one.
+    pub async fn connect_with_metrics(
+        settings: &Settings,
+        client_id: &str,
+        metrics: &'static Metrics,
+    ) -> Result<Arc<SharedLimiter>, LimiterError> {
         let limits = Limits::from_settings(settings);
         let store = Store::new(
             settings,
@@ -74,6 +87,7 @@ impl SharedLimiter {
             limits,
             state: Mutex::new(LocalState::new()),
             projection: Mutex::new(Projection::default()),
+            metrics,
         });
         if let Err(e) = limiter.store.ping().await {
             limiter.enter_fallback(&e);
@@ -117,7 +131,8 @@ impl SharedLimiter {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .observe(Instant::now(), used, until_reset);
-        metrics().set_daily_quota_projected(i64::try_from(projected).unwrap_or(i64::MAX));
+        self.metrics
+            .set_daily_quota_projected(i64::try_from(projected).unwrap_or(i64::MAX));
         let import_limit = self.limits.daily_limit(CallKind::Import);
         Budget {
             remaining_today: self.limits.daily_quota.saturating_sub(used),
@@ -139,14 +154,14 @@ impl SharedLimiter {
 
     /// Export the day's count: remaining quota, and the quota pause while imports cannot go.
     fn note_used(&self, used: u64) {
-        let m = metrics();
+        let m = self.metrics;
         m.set_daily_quota_remaining(self.limits.daily_quota.saturating_sub(used) as i64);
         let paused = used >= self.limits.daily_limit(CallKind::Import);
         m.set_paused("quota", "", paused);
     }
 
     fn quota_paused(&self) -> RateLimitError {
-        metrics().set_paused("quota", "", true);
+        self.metrics.set_paused("quota", "", true);
         RateLimitError::QuotaPaused(until_midnight())
     }
 
@@ -317,13 +332,13 @@ impl Gate for SharedLimiter {
     async fn acquire(&self, kind: CallKind) -> Result<(), RateLimitError> {
         let started = Instant::now();
         let res = self.acquire_inner(kind).await;
-        metrics().ratelimit_waited(started.elapsed());
+        self.metrics.ratelimit_waited(started.elapsed());
         res
     }
 
     async fn report_429(&self, kind: CallKind, error_key: &str) {
         let label = error_key_label(error_key);
-        metrics().rate_limited(label);
+        self.metrics.rate_limited(label);
         if label == "quota_exceeded" && kind != CallKind::Token {
             self.pause_for_today().await;
         } else {

@@ -3,7 +3,9 @@
 //! Metric names follow DESIGN §5.4: `ccsync_<what>_<unit>`, counters end in `_total`, labels are
 //! small fixed sets (never an email, a token or an id). Every room records through [`metrics()`],
 //! one process-wide registry, so `/metrics` stays scrapeable whatever the worker is doing, paused
-//! included.
+//! included. The components tests drive on their own (the token provider, the shared limiter, the
+//! settler) take another registry instead ([`Metrics::isolated`]): the tests of one binary share
+//! the process, and each must read only what its own components recorded.
 //!
 //! `/healthz` answers 200 while the process runs (liveness: restart only a wedged process).
 //! `/readyz` answers 200 while the worker holds a broker connection (or is paused on purpose) and
@@ -27,9 +29,9 @@ pub use read::series_value;
 
 pub use families::{API_SERIES, CONNECT_OUTCOMES, INGEST_REFUSALS, INGEST_ROUTES};
 pub use logs::{init_tracing, init_tracing_with};
-pub(crate) use metrics::Metrics;
+pub use metrics::Metrics;
 
-/// The process-wide metrics.
+/// The process-wide metrics: what `/metrics` serves, and the default registry of every component.
 pub fn metrics() -> &'static Metrics {
     static M: OnceLock<Metrics> = OnceLock::new();
     M.get_or_init(Metrics::new)

@@ -754,15 +754,14 @@ async fn a_running_replica_follows_a_new_account_within_seconds() {
     let w = World::start(cfg(1, 600), &[]).await;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (first, later) = (format!("first-{}", &id[..8]), format!("later-{}", &id[..8]));
+    // The provider's own registry: what it exports, not what other tests' providers did.
+    let m = ccsync::telemetry::Metrics::isolated();
     let state = |account: &str| {
         let series = format!("ccsync_auth_state{{account=\"{account}\"}} 1");
-        ccsync::telemetry::metrics()
-            .render()
-            .lines()
-            .any(|l| l == series)
+        m.render().lines().any(|l| l == series)
     };
     w.seed(&first).await;
-    let p = TokenProvider::connect(&w.settings(), open_gate())
+    let p = TokenProvider::connect_with_metrics(&w.settings(), open_gate(), m)
         .await
         .unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();

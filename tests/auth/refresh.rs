@@ -305,8 +305,12 @@ async fn with_a_jwks_url_only_verified_access_tokens_are_used() {
     // Another server's keys: the token is refused (and not handed out), the set stays stored.
     let mut bad = w.settings();
     bad.auth.jwks_url = Some(fake_url.parse().unwrap());
-    let q = TokenProvider::connect(&bad, open_gate()).await.unwrap();
-    let before = ccsync::telemetry::metrics()
+    // A registry of its own: the other tests of this binary count auth failures too.
+    let m = ccsync::telemetry::Metrics::isolated();
+    let q = TokenProvider::connect_with_metrics(&bad, open_gate(), m)
+        .await
+        .unwrap();
+    let before = m
         .value(r#"ccsync_auth_failures_total{reason="jwt_invalid"}"#)
         .unwrap_or(0.0);
     let err = q.access_token("default").await.unwrap_err();
@@ -315,8 +319,7 @@ async fn with_a_jwks_url_only_verified_access_tokens_are_used() {
         "{err:?}"
     );
     assert!(
-        ccsync::telemetry::metrics()
-            .value(r#"ccsync_auth_failures_total{reason="jwt_invalid"}"#)
+        m.value(r#"ccsync_auth_failures_total{reason="jwt_invalid"}"#)
             .unwrap_or(0.0)
             > before
     );

@@ -53,7 +53,9 @@ async fn an_unroutable_dead_letter_is_not_acked_and_is_counted() {
         .await
         .unwrap();
     let mut consumer = broker.consume(&topo, 10).await.unwrap();
-    let settler = consumer.settler();
+    // A registry of its own: other tests of this binary settle (and count) at the same time.
+    let m = ccsync::telemetry::Metrics::isolated();
+    let settler = consumer.settler().with_metrics(m);
     let inc = next(&mut consumer).await;
     // Someone deletes `<queue>.dead`: `<queue>.dlx` is left with nothing bound.
     let conn = raw().await;
@@ -63,8 +65,7 @@ async fn an_unroutable_dead_letter_is_not_acked_and_is_counted() {
         .unwrap();
 
     let unroutable = || {
-        ccsync::telemetry::metrics()
-            .value("ccsync_dead_letters_unroutable_total")
+        m.value("ccsync_dead_letters_unroutable_total")
             .unwrap_or(0.0)
     };
     let before = unroutable();

@@ -10,7 +10,6 @@ use tracing::{debug, warn};
 
 use super::{Account, Cached, TokenProvider, Want, now_ms};
 use crate::auth::store::Stored;
-use crate::telemetry::metrics;
 
 /// How often the background task looks in Redis for accounts it does not follow yet, whatever
 /// the change counter says (a `SCAN` of the keyspace: kept rare). Logins, imports, connect links
@@ -102,7 +101,8 @@ impl TokenProvider {
         let name = acct.name.as_str();
         match acct.snapshot() {
             Cached::Live(set) => {
-                metrics().token_set_seen(name, set.expires_at, set.refreshed_at);
+                self.metrics
+                    .token_set_seen(name, set.expires_at, set.refreshed_at);
                 // Write-back / adopt-newer, cheaply (one HGET).
                 match self.store.generation(name).await {
                     Ok(None) => {

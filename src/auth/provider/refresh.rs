@@ -11,7 +11,6 @@ use crate::auth::store::{Marker, StoreError, Stored};
 use crate::auth::tokenset::{AccessToken, RefreshMode, RefreshToken, TokenSet};
 use crate::cc::oauth::OAuthError;
 use crate::ratelimit::CallKind;
-use crate::telemetry::metrics;
 
 impl TokenProvider {
     /// The protocol, entered with the single-flight guard held.
@@ -35,14 +34,14 @@ impl TokenProvider {
         loop {
             // 1. What does Redis hold?
             if let Some(token) = self.check_stored(acct, want).await? {
-                metrics().refresh_lock_waited(started.elapsed());
+                self.metrics.refresh_lock_waited(started.elapsed());
                 return Ok(token);
             }
             // 2. The lock.
             if let Some(lock) =
                 LeaseLock::try_acquire(&self.store, &acct.name, self.tuning.lease_ms).await?
             {
-                metrics().refresh_lock_waited(started.elapsed());
+                self.metrics.refresh_lock_waited(started.elapsed());
                 let result = self.under_lock(acct, &lock, want).await;
                 if let Err(e) = lock.release(&self.store).await {
                     // The lease runs out on its own.
@@ -52,7 +51,7 @@ impl TokenProvider {
             }
             // 3. Someone else refreshes: wait for the generation to move, bounded.
             if Instant::now() + pause > deadline {
-                metrics().refresh_lock_waited(started.elapsed());
+                self.metrics.refresh_lock_waited(started.elapsed());
                 return Err(AuthError::Unavailable(format!(
                     "waited {}s for another replica's token refresh",
                     self.tuning.wait_bound.as_secs()
@@ -157,7 +156,7 @@ impl TokenProvider {
                 },
             )
             .await?;
-        let m = metrics();
+        let m = self.metrics;
         let mut last = String::new();
         for attempt in 1..=MAX_TOKEN_TRIES {
             if let Err(e) = self.gate.acquire(CallKind::Token).await {
@@ -242,7 +241,7 @@ impl TokenProvider {
         cur: &TokenSet,
         set: TokenSet,
     ) -> Result<AccessToken, AuthError> {
-        let m = metrics();
+        let m = self.metrics;
         let name = acct.name.as_str();
         match self.store.compare_and_set(name, cur.generation, &set).await {
             Ok(true) => {

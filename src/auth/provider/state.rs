@@ -7,7 +7,6 @@ use tracing::{error, info};
 
 use super::{Account, AuthError, Cached, NO_TOKEN_SET, TokenProvider};
 use crate::auth::tokenset::TokenSet;
-use crate::telemetry::metrics;
 
 impl TokenProvider {
     pub(super) fn dead_error(&self, acct: &Account, reason: &str) -> AuthError {
@@ -26,7 +25,7 @@ impl TokenProvider {
         match jwks.verify(&self.oauth, set.access.expose()).await {
             Ok(()) => Ok(()),
             Err(why) => {
-                metrics().auth_failed("jwt_invalid");
+                self.metrics.auth_failed("jwt_invalid");
                 error!(account = %account, generation = set.generation, reason = %why,
                     "auth: access token failed JWKS verification; not using it (check auth.jwks_url)");
                 Err(AuthError::Unavailable(format!(
@@ -46,13 +45,14 @@ impl TokenProvider {
                 acct.name
             );
         }
-        metrics().token_set_seen(&acct.name, set.expires_at, set.refreshed_at);
+        self.metrics
+            .token_set_seen(&acct.name, set.expires_at, set.refreshed_at);
         acct.set(Cached::Live(set));
         self.update_auth_state();
     }
 
     pub(super) fn update_auth_state(&self) {
-        let m = metrics();
+        let m = self.metrics;
         for a in self.all_accounts() {
             match a.snapshot() {
                 Cached::Dead { .. } => m.set_auth_state(&a.name, false),
@@ -74,7 +74,7 @@ impl TokenProvider {
         });
         self.update_auth_state();
         if !already {
-            metrics().auth_failed(label);
+            self.metrics.auth_failed(label);
             error!(
                 account = %acct.name,
                 reason = %reason,
