@@ -12,11 +12,21 @@ impl Ledger {
     /// tag, see [`Ledger::groups`]). One server keeps the untagged names, so an existing
     /// deployment keeps its ledger.
     pub(super) fn key(&self, part: &str, h: &str) -> String {
+        // Built by hand, not with `format!`: a claim builds three keys per contact, and the
+        // formatting machinery was a tenth of the worker's CPU in the overhead figure
+        // (BENCHMARKS.md, profiling notes).
+        let mut k = String::with_capacity(self.prefix.len() + part.len() + h.len() + 8);
+        k.push_str(&self.prefix);
+        k.push(':');
         if self.cluster {
-            format!("{}:{{{}}}:{part}:{h}", self.prefix, &h[..2])
-        } else {
-            format!("{}:{part}:{h}", self.prefix)
+            k.push('{');
+            k.push_str(&h[..2]);
+            k.push_str("}:");
         }
+        k.push_str(part);
+        k.push(':');
+        k.push_str(h);
+        k
     }
 
     /// The indices of `hashes` in script-call groups of at most 500 (so Redis is never blocked
@@ -39,10 +49,17 @@ impl Ledger {
 
     /// The 128-bit hex name of an (account, email): Redis never holds an address in clear.
     pub(super) fn hash(account: &str, email: &str) -> String {
-        let d = digest::digest(&digest::SHA256, format!("{account}\n{email}").as_bytes());
-        d.as_ref()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(account.as_bytes());
+        ctx.update(b"\n");
+        ctx.update(email.as_bytes());
+        let d = ctx.finish();
+        let mut out = String::with_capacity(32);
+        for &b in &d.as_ref()[..16] {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+        out
     }
 }

@@ -8,13 +8,29 @@
 /// '0'/'1' per field and per list ('1' = go), flag 'X' (superseded), 'B' (sign-up blocked) or
 /// empty. The rules are the module docs'.
 pub(super) const CLAIM: &str = r#"
+-- Each hash is read once (HMGET) and written once (HSET): a claim of a 40,000-contact import
+-- runs this for every contact, and one Redis command per field read or written made Redis the
+-- busiest process of the overhead figure (BENCHMARKS.md, profiling notes).
 local out = {}
 local n = #KEYS / 3
-local function num(key, f) return tonumber(redis.call('HGET', key, f) or '-1') end
 local function split(s)
   local t = {}
   for x in string.gmatch(s, '[^\31]+') do t[#t+1] = x end
   return t
+end
+-- Read `names` of hash `key` at once: a table name -> number (-1 where absent).
+local function read(key, names)
+  local r = {}
+  if #names == 0 then return r end
+  local v = redis.call('HMGET', key, unpack(names))
+  for j, name in ipairs(names) do r[name] = tonumber(v[j] or '-1') end
+  return r
+end
+-- Raise `name` to `v` in `w` (the writes of one hash) and in `cur` (what later rules read).
+local function raise(w, cur, name, v)
+  w[#w+1] = name
+  w[#w+1] = v
+  cur[name] = tonumber(v)
 end
 for i = 1, n do
   local hk, fk, ck = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
@@ -26,7 +42,23 @@ for i = 1, n do
     out[i] = -1
   else
     redis.call('SET', fk, ARGV[1], 'PX', ARGV[3])
-    local del = num(ck, 'del')
+    local c = read(ck, {'del', 'out'})
+    local del = c['del']
+    local want = {}
+    if kind == 'u' or kind == 'e' then
+      for _, name in ipairs(names) do want[#want+1] = name end
+      for _, l in ipairs(lists) do want[#want+1] = '-' .. l; want[#want+1] = '+' .. l end
+      want[#want+1] = '!in'
+      want[#want+1] = '!up'
+    elseif kind == 'U' then
+      want = {'!in'}
+    elseif kind == 'R' then
+      for _, l in ipairs(lists) do want[#want+1] = '-' .. l; want[#want+1] = '+' .. l end
+    elseif kind == 'D' then
+      want = {'!up'}
+    end
+    local h = read(hk, want)
+    local hw, cw = {}, {}
     local fm, lm, flag = '', '', ''
     if kind == 'u' or kind == 'e' then
       if occ < del then
@@ -34,59 +66,62 @@ for i = 1, n do
       else
         for j, name in ipairs(names) do
           local t = tonumber(times[j])
-          local floor = math.max(num(hk, name), del)
+          local floor = math.max(h[name], del)
           if t >= floor then
-            redis.call('HSET', hk, name, times[j])
+            raise(hw, h, name, times[j])
             fm = fm .. '1'
           else
             fm = fm .. '0'
           end
         end
         for _, l in ipairs(lists) do
-          if num(hk, '-' .. l) > occ then
+          if h['-' .. l] > occ then
             lm = lm .. '0'
           else
-            if occ > num(hk, '+' .. l) then redis.call('HSET', hk, '+' .. l, occ) end
+            if occ > h['+' .. l] then raise(hw, h, '+' .. l, ARGV[b+4]) end
             lm = lm .. '1'
           end
         end
         if kind == 'e' then
-          if num(ck, 'out') > occ then
+          if c['out'] > occ then
             flag = 'B'
-          elseif occ > num(hk, '!in') then
-            redis.call('HSET', hk, '!in', occ)
+          elseif occ > h['!in'] then
+            raise(hw, h, '!in', ARGV[b+4])
           end
         end
-        if occ > num(hk, '!up') then redis.call('HSET', hk, '!up', occ) end
+        if occ > h['!up'] then raise(hw, h, '!up', ARGV[b+4]) end
       end
     elseif kind == 'U' then
-      if num(hk, '!in') > occ or del > occ then
+      if h['!in'] > occ or del > occ then
         flag = 'X'
-      elseif occ > num(ck, 'out') then
-        redis.call('HSET', ck, 'out', occ)
+      elseif occ > c['out'] then
+        raise(cw, c, 'out', ARGV[b+4])
       end
     elseif kind == 'R' then
       if del > occ then
         flag = 'X'
       else
         for _, l in ipairs(lists) do
-          if num(hk, '+' .. l) > occ then
+          if h['+' .. l] > occ then
             lm = lm .. '0'
           else
-            if occ > num(hk, '-' .. l) then redis.call('HSET', hk, '-' .. l, occ) end
+            if occ > h['-' .. l] then raise(hw, h, '-' .. l, ARGV[b+4]) end
             lm = lm .. '1'
           end
         end
       end
     elseif kind == 'D' then
-      if num(hk, '!up') > occ then
+      if h['!up'] > occ then
         flag = 'X'
       elseif occ > del then
-        redis.call('HSET', ck, 'del', occ)
+        raise(cw, c, 'del', ARGV[b+4])
       end
     end
-    if redis.call('EXISTS', hk) == 1 then redis.call('PEXPIRE', hk, ARGV[2]) end
-    if redis.call('EXISTS', ck) == 1 then redis.call('PEXPIRE', ck, ARGV[4]) end
+    if #hw > 0 then redis.call('HSET', hk, unpack(hw)) end
+    if #cw > 0 then redis.call('HSET', ck, unpack(cw)) end
+    -- PEXPIRE leaves a missing key missing (as EXISTS then PEXPIRE did).
+    redis.call('PEXPIRE', hk, ARGV[2])
+    redis.call('PEXPIRE', ck, ARGV[4])
     out[i] = fm .. '|' .. lm .. '|' .. flag
   end
 end

@@ -209,3 +209,34 @@ async fn deletes_and_list_removals_are_ordered_against_upserts() {
     // d: fields + consent; f: consent only; r: fields only.
     assert_eq!(l.forget_all().await.unwrap(), 2 + 1 + 1);
 }
+
+#[tokio::test]
+async fn key_names_stay_what_earlier_releases_wrote() {
+    // The names are built by hand for speed; a running deployment's ledger must keep its keys,
+    // so they must equal what `format!` made before.
+    let reference = |account: &str, email: &str| -> String {
+        let d = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            format!("{account}\n{email}").as_bytes(),
+        );
+        d.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    for (a, e) in [
+        ("default", "a@x.co"),
+        ("acme", "Ünïcode@exämple.com"),
+        ("", ""),
+    ] {
+        assert_eq!(Ledger::hash(a, e), reference(a, e));
+    }
+    let mut l = ledger();
+    let h = Ledger::hash("default", "a@x.co");
+    assert_eq!(l.key("fly", &h), format!("{}:fly:{h}", l.prefix));
+    l.cluster = true;
+    assert_eq!(
+        l.key("f", &h),
+        format!("{}:{{{}}}:f:{h}", l.prefix, &h[..2])
+    );
+}
