@@ -145,14 +145,23 @@ impl Ledger {
                 .arg(self.lease.as_millis() as u64)
                 .arg(CONSENT_TTL.as_millis() as u64);
             for e in &chunk {
-                let names: Vec<&str> = e.fields.iter().map(|(n, _)| n.as_str()).collect();
-                let times: Vec<String> = e.fields.iter().map(|(_, t)| t.to_string()).collect();
-                let lists: Vec<String> = e.lists.iter().map(uuid::Uuid::to_string).collect();
                 inv.arg(e.kind.code())
-                    .arg(names.join("\u{1f}"))
-                    .arg(times.join("\u{1f}"))
                     .arg(e.occurred_at)
-                    .arg(lists.join("\u{1f}"));
+                    .arg(e.fields.len());
+                for (name, _) in &e.fields {
+                    inv.arg(name.as_str());
+                }
+                for (_, t) in &e.fields {
+                    inv.arg(*t);
+                }
+                inv.arg(e.lists.len());
+                for l in e.lists {
+                    inv.arg(
+                        l.hyphenated()
+                            .encode_lower(&mut uuid::Uuid::encode_buffer())
+                            as &str,
+                    );
+                }
             }
             let replies: Vec<redis::Value> = inv
                 .invoke_async(&mut conn)

@@ -2,29 +2,30 @@
 //! atomically per script call.
 
 /// KEYS: (fields hash, fly lease, consent hash) per event. ARGV: owner, ttl ms, lease ms, consent
-/// ttl ms, then per event five: kind code ([`Kind::code`]), field names and, in the same order,
-/// each field's own `occurred_at` ms (both joined by "\31"), the event's `occurred_at` ms, its
-/// list ids (joined by "\31"). Returns per event -1 (busy) or "<fields>|<lists>|<flag>": one
-/// '0'/'1' per field and per list ('1' = go), flag 'X' (superseded), 'B' (sign-up blocked) or
-/// empty. The rules are the module docs'.
+/// ttl ms, then per event: kind code ([`Kind::code`]), the event's `occurred_at` ms, the number
+/// of fields F, F field names, each field's own `occurred_at` ms in the same order, the number of
+/// lists L, L list ids. Returns per event -1 (busy) or "<fields>|<lists>|<flag>": one '0'/'1' per
+/// field and per list ('1' = go), flag 'X' (superseded), 'B' (sign-up blocked) or empty. The
+/// rules are the module docs'.
 pub(super) const CLAIM: &str = r#"
--- Each hash is read once (HMGET) and written once (HSET): a claim of a 40,000-contact import
--- runs this for every contact, and one Redis command per field read or written made Redis the
--- busiest process of the overhead figure (BENCHMARKS.md, profiling notes).
+-- A claim of a 40,000-contact import runs this for every contact, and it made Redis the busiest
+-- process of the overhead figure (BENCHMARKS.md, profiling notes). So each hash is read once
+-- (HMGET) and written once (HSET), the arguments come one per value (no string splitting), and a
+-- consent hash that does not exist is not touched.
 local out = {}
 local n = #KEYS / 3
-local function split(s)
-  local t = {}
-  for x in string.gmatch(s, '[^\31]+') do t[#t+1] = x end
-  return t
-end
--- Read `names` of hash `key` at once: a table name -> number (-1 where absent).
+local p = 5
+-- Read `names` of hash `key` at once: a table name -> number (-1 where absent), and whether any
+-- of them was present.
 local function read(key, names)
-  local r = {}
-  if #names == 0 then return r end
+  local r, any = {}, false
+  if #names == 0 then return r, any end
   local v = redis.call('HMGET', key, unpack(names))
-  for j, name in ipairs(names) do r[name] = tonumber(v[j] or '-1') end
-  return r
+  for j, name in ipairs(names) do
+    if v[j] then any = true end
+    r[name] = tonumber(v[j] or '-1')
+  end
+  return r, any
 end
 -- Raise `name` to `v` in `w` (the writes of one hash) and in `cur` (what later rules read).
 local function raise(w, cur, name, v)
@@ -34,79 +35,102 @@ local function raise(w, cur, name, v)
 end
 for i = 1, n do
   local hk, fk, ck = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
-  local b = 4 + 5*(i-1)
-  local kind, names, times = ARGV[b+1], split(ARGV[b+2]), split(ARGV[b+3])
-  local occ, lists = tonumber(ARGV[b+4]), split(ARGV[b+5])
-  local fly = redis.call('GET', fk)
-  if fly and fly ~= ARGV[1] then
+  local kind, occs = ARGV[p], ARGV[p+1]
+  local occ = tonumber(occs)
+  local nf = tonumber(ARGV[p+2])
+  local fb = p + 3
+  local tb = fb + nf
+  local nl = tonumber(ARGV[tb + nf])
+  local lb = tb + nf + 1
+  p = lb + nl
+  -- The lease: taken at once when free (the common case, one call), renewed when this owner
+  -- holds it already, busy when another does.
+  local busy = false
+  if not redis.call('SET', fk, ARGV[1], 'PX', ARGV[3], 'NX') then
+    if redis.call('GET', fk) == ARGV[1] then
+      redis.call('PEXPIRE', fk, ARGV[3])
+    else
+      busy = true
+    end
+  end
+  if busy then
     out[i] = -1
   else
-    redis.call('SET', fk, ARGV[1], 'PX', ARGV[3])
-    local c = read(ck, {'del', 'out'})
+    local c, cexists = read(ck, {'del', 'out'})
     local del = c['del']
     local want = {}
     if kind == 'u' or kind == 'e' then
-      for _, name in ipairs(names) do want[#want+1] = name end
-      for _, l in ipairs(lists) do want[#want+1] = '-' .. l; want[#want+1] = '+' .. l end
+      for j = 0, nf - 1 do want[#want+1] = ARGV[fb + j] end
+      for j = 0, nl - 1 do
+        local l = ARGV[lb + j]
+        want[#want+1] = '-' .. l
+        want[#want+1] = '+' .. l
+      end
       want[#want+1] = '!in'
       want[#want+1] = '!up'
     elseif kind == 'U' then
       want = {'!in'}
     elseif kind == 'R' then
-      for _, l in ipairs(lists) do want[#want+1] = '-' .. l; want[#want+1] = '+' .. l end
+      for j = 0, nl - 1 do
+        local l = ARGV[lb + j]
+        want[#want+1] = '-' .. l
+        want[#want+1] = '+' .. l
+      end
     elseif kind == 'D' then
       want = {'!up'}
     end
     local h = read(hk, want)
     local hw, cw = {}, {}
-    local fm, lm, flag = '', '', ''
+    local fm, lm, flag = {}, {}, ''
     if kind == 'u' or kind == 'e' then
       if occ < del then
         flag = 'X'
       else
-        for j, name in ipairs(names) do
-          local t = tonumber(times[j])
+        for j = 0, nf - 1 do
+          local name, ts = ARGV[fb + j], ARGV[tb + j]
           local floor = math.max(h[name], del)
-          if t >= floor then
-            raise(hw, h, name, times[j])
-            fm = fm .. '1'
+          if tonumber(ts) >= floor then
+            raise(hw, h, name, ts)
+            fm[#fm+1] = '1'
           else
-            fm = fm .. '0'
+            fm[#fm+1] = '0'
           end
         end
-        for _, l in ipairs(lists) do
+        for j = 0, nl - 1 do
+          local l = ARGV[lb + j]
           if h['-' .. l] > occ then
-            lm = lm .. '0'
+            lm[#lm+1] = '0'
           else
-            if occ > h['+' .. l] then raise(hw, h, '+' .. l, ARGV[b+4]) end
-            lm = lm .. '1'
+            if occ > h['+' .. l] then raise(hw, h, '+' .. l, occs) end
+            lm[#lm+1] = '1'
           end
         end
         if kind == 'e' then
           if c['out'] > occ then
             flag = 'B'
           elseif occ > h['!in'] then
-            raise(hw, h, '!in', ARGV[b+4])
+            raise(hw, h, '!in', occs)
           end
         end
-        if occ > h['!up'] then raise(hw, h, '!up', ARGV[b+4]) end
+        if occ > h['!up'] then raise(hw, h, '!up', occs) end
       end
     elseif kind == 'U' then
       if h['!in'] > occ or del > occ then
         flag = 'X'
       elseif occ > c['out'] then
-        raise(cw, c, 'out', ARGV[b+4])
+        raise(cw, c, 'out', occs)
       end
     elseif kind == 'R' then
       if del > occ then
         flag = 'X'
       else
-        for _, l in ipairs(lists) do
+        for j = 0, nl - 1 do
+          local l = ARGV[lb + j]
           if h['+' .. l] > occ then
-            lm = lm .. '0'
+            lm[#lm+1] = '0'
           else
-            if occ > h['-' .. l] then raise(hw, h, '-' .. l, ARGV[b+4]) end
-            lm = lm .. '1'
+            if occ > h['-' .. l] then raise(hw, h, '-' .. l, occs) end
+            lm[#lm+1] = '1'
           end
         end
       end
@@ -114,15 +138,15 @@ for i = 1, n do
       if h['!up'] > occ then
         flag = 'X'
       elseif occ > del then
-        raise(cw, c, 'del', ARGV[b+4])
+        raise(cw, c, 'del', occs)
       end
     end
     if #hw > 0 then redis.call('HSET', hk, unpack(hw)) end
     if #cw > 0 then redis.call('HSET', ck, unpack(cw)) end
     -- PEXPIRE leaves a missing key missing (as EXISTS then PEXPIRE did).
     redis.call('PEXPIRE', hk, ARGV[2])
-    redis.call('PEXPIRE', ck, ARGV[4])
-    out[i] = fm .. '|' .. lm .. '|' .. flag
+    if cexists or #cw > 0 then redis.call('PEXPIRE', ck, ARGV[4]) end
+    out[i] = table.concat(fm) .. '|' .. table.concat(lm) .. '|' .. flag
   end
 end
 return out

@@ -80,6 +80,7 @@ pub const ROW_KEYS: &[&str] = &[
     "ingest.ndjson_vs_publish",
     "replicas.contacts_per_day",
     "replicas.vs_one",
+    "replicas.vs_one_marginal",
     "replicas.cpu_per_message",
 ];
 

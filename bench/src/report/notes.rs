@@ -118,14 +118,21 @@ pub(super) fn replicas_bullet(r: &Replicas) -> String {
          ordering ledger) at CC's real limits, with the backlog's config ({}) and the default \
          `ratelimit.expected_replicas` = 3. Every request the simulator logged counts, as in \
          figure 2; CPU is the three processes' utime + stime summed. The single replica it is \
-         compared with is {}.",
+         compared with is {}. Then one worker, and then three, drain a backlog of {} messages \
+         the same way: a drain pays some requests once whatever its size (each process's list \
+         look-up, each replica's partial last batch), so the steady-state ratio \
+         (`replicas.vs_one_marginal`) divides the contacts of the second half ({}) by the \
+         requests it added, for three replicas and for one: the contacts per request a day of \
+         load gets through one key.",
         r.three.contacts,
         r.three.config,
         if r.one_measured_here {
             "one worker draining the same backlog in the same phase, just before"
         } else {
             "figure 2's worker, in the same run"
-        }
+        },
+        r.three_double.contacts,
+        r.three_double.contacts.saturating_sub(r.three.contacts)
     );
     s
 }

