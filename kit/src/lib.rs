@@ -21,6 +21,6 @@ mod world;
 pub use env::{seed_tokens, service_env, settings_of, short_id, sim_env, store, store_of};
 pub use messages::{action, message};
 pub use metrics::{http_get, metric_value, metrics_text, settled_in};
-pub use process::{ccsync_bin, ccsync_command, free_port, terminate};
+pub use process::{ccsync_bin, ccsync_command, example_bin, free_port, terminate};
 pub use wait::{wait_for, wait_until};
 pub use world::{CLIENT_ID, World};

@@ -66,3 +66,39 @@ pub async fn terminate(child: &mut Child, limit: Duration) -> Option<ExitStatus>
         .ok()
         .map(|r| r.expect("wait for a child process"))
 }
+
+/// The product's example binary `examples/<name>.rs`, built first (incrementally, once per name
+/// and process): `cargo test --test NAME` does not build examples, and a stale binary would test
+/// old code. It is built in the profile of the running test (debug or release), into the target
+/// directory the test runs from.
+pub fn example_bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let exe = std::env::current_exe().expect("the running test's path");
+    // target/<profile>/deps/<test> → target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("a target directory");
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if !built.iter().any(|n| n == name) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut args = vec!["build", "--quiet", "-p", "ccsync", "--example", name];
+        if dir.file_name().is_some_and(|n| n == "release") {
+            args.push("--release");
+        }
+        // The workspace root: this crate's parent directory.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("kit/ sits in the workspace root");
+        let status = std::process::Command::new(cargo)
+            .args(&args)
+            .current_dir(root)
+            .status()
+            .unwrap_or_else(|e| panic!("run cargo build --example {name}: {e}"));
+        assert!(status.success(), "building examples/{name}.rs failed");
+        built.push(name.to_string());
+    }
+    let p = dir.join("examples").join(name);
+    assert!(p.exists(), "{} missing", p.display());
+    p
+}

@@ -148,28 +148,9 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for SharedBuf {
     }
 }
 
-/// The `auth_hammer` example binary, built (incrementally) first: `cargo test --test NAME` does
-/// not build examples, and a stale binary would test old code.
+/// The `auth_hammer` example binary, built first ([`ccsync_kit::example_bin`]).
 pub fn hammer_bin() -> std::path::PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    BUILT.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut args = vec!["build", "--quiet", "--example", "auth_hammer"];
-        if dir.file_name().is_some_and(|n| n == "release") {
-            args.push("--release");
-        }
-        let status = std::process::Command::new(cargo)
-            .args(&args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build --example auth_hammer");
-        assert!(status.success(), "building examples/auth_hammer.rs failed");
-    });
-    let p = dir.join("examples").join("auth_hammer");
-    assert!(p.exists(), "{} missing", p.display());
-    p
+    ccsync_kit::example_bin("auth_hammer")
 }
 
 /// Start a hammer process for this world.

@@ -156,19 +156,9 @@ impl LogCapture {
     }
 }
 
-/// Build the example (a no-op when it is up to date) and return its path next to this test.
+/// The `ratelimit_hammer` example binary, built first ([`ccsync_kit::example_bin`]).
 fn hammer_binary() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "--quiet", "--example", "ratelimit_hammer"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo build --example ratelimit_hammer");
-    assert!(status.success(), "building the hammer example failed");
-    // target/debug/deps/<this test> → target/debug/examples/ratelimit_hammer
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    profile_dir.join("examples").join("ratelimit_hammer")
+    ccsync_kit::example_bin("ratelimit_hammer")
 }
 
 const CID: &str = "api-key-shared";
