@@ -19,15 +19,17 @@ COPY Cargo.toml Cargo.lock ./
 COPY sim/Cargo.toml ./sim/
 COPY bench/Cargo.toml ./bench/
 COPY kit/Cargo.toml ./kit/
+COPY kit-base/Cargo.toml ./kit-base/
 # Stand-in sources so `cargo build` can compile every dependency without the real code: the
 # product (`src/`) and the workspace's simulator, bench and test-kit crates (`sim/`, `bench/`,
-# `kit/`, never built here: `-p ccsync`, but cargo reads every member's targets). (If a Cargo.toml ever declares
+# `kit/`, `kit-base/`: `-p ccsync` builds only the simulator and kit-base, for the simulator
+# image, but cargo reads every member's targets). (If a Cargo.toml ever declares
 # explicit [[bench]]/[[test]]/[[example]] targets, copy or stub their files here too: cargo checks
 # that declared target files exist.)
-RUN mkdir -p src sim/src bench/src kit/src \
+RUN mkdir -p src sim/src bench/src kit/src kit-base/src \
     && echo 'fn main() {}' > src/main.rs \
     && echo 'fn main() {}' > bench/src/main.rs \
-    && touch src/lib.rs sim/src/lib.rs bench/src/lib.rs kit/src/lib.rs
+    && touch src/lib.rs sim/src/lib.rs bench/src/lib.rs kit/src/lib.rs kit-base/src/lib.rs
 
 # ---- worker build (no simulator) ---------------------------------------------------------------
 FROM deps AS build-worker
@@ -47,13 +49,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM deps AS build-sim
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked -p ccsync \
-    && rm -rf src sim/src target/release/ccsync target/release/deps/*ccsync* target/release/.fingerprint/ccsync-*
+    && rm -rf src sim/src kit-base/src target/release/ccsync target/release/deps/*ccsync* target/release/.fingerprint/ccsync-*
 COPY config ./config
 COPY reference ./reference
 COPY src ./src
 COPY sim/src ./sim/src
+COPY kit-base/src ./kit-base/src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    touch src/main.rs src/lib.rs sim/src/lib.rs \
+    touch src/main.rs src/lib.rs sim/src/lib.rs kit-base/src/lib.rs \
     && cargo build --release --locked -p ccsync \
     && install -m 0755 target/release/ccsync /usr/local/bin/ccsync
 

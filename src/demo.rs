@@ -136,9 +136,9 @@ pub(crate) async fn run(n: usize) -> Result<(), DemoError> {
             .map(|o| m.settled_total(o))
             .sum::<u64>()
     };
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while (settled() as usize) < bodies.len() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    // The test kit's waiting (ccsync-kit-base), printing the progress at each look.
+    ccsync_kit_base::wait_until(Duration::from_secs(300), Duration::from_millis(500), || {
+        let done = settled() as usize >= bodies.len();
         print!(
             "\r   settled {:>6}/{}  contacts in CC {:>6}  imports in flight {}   ",
             settled(),
@@ -148,7 +148,9 @@ pub(crate) async fn run(n: usize) -> Result<(), DemoError> {
         );
         use std::io::Write;
         let _ = std::io::stdout().flush();
-    }
+        std::future::ready(done)
+    })
+    .await;
     println!();
     shutdown.cancel();
     let _ = worker.await;
@@ -303,18 +305,15 @@ fn msg(email: &str, occurred: i64, first_name: &str, lists: &[Uuid], explicit: b
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    serde_json::to_vec(&json!({
-        "type": "contact.upsert",
-        "version": 1,
-        "id": Uuid::new_v4().to_string(),
-        "occurred_at": at,
-        "consent": if explicit { "explicit" } else { "implicit" },
-        "contact": {
-            "email": email,
+    // The test kit's message builder (ccsync-kit-base), as the tests and the bench build them.
+    ccsync_kit_base::upsert(
+        email,
+        &at,
+        Some(if explicit { "explicit" } else { "implicit" }),
+        json!({
             "first_name": first_name,
             "custom_fields": { "loyalty_tier": if occurred % 2 == 0 { "gold" } else { "silver" } },
             "list_ids": lists,
-        }
-    }))
-    .expect("JSON of strings serializes")
+        }),
+    )
 }

@@ -31,11 +31,13 @@
 //! | [`bench`] | `ccsync bench` (feature `sim`): runs the `ccsync-bench` binary of the workspace crate `bench/`, which measures the figures of BENCHMARKS.md with the product's rooms and starts `ccsync worker` processes | bench: lapin, reqwest |
 //! | [`cli`] | clap commands, each a few lines calling into a room | clap, indicatif |
 //! | [`app`] | assembles a worker or an ingest process from the rooms; signals → orderly shutdown | tokio |
-//! | [`demo`] | `ccsync demo` (feature `sim`): simulator, device login, publish and a worker in one process, then checks CC holds the merged contacts | — |
+//! | [`demo`] | `ccsync demo` (feature `sim`): simulator, device login, publish and a worker in one process, then checks CC holds the merged contacts | ccsync-kit-base (waiting, message builders) |
 //!
-//! Outside the product crate, in the workspace: `sim/` (above), `bench/` (above) and `kit/`
+//! Outside the product crate, in the workspace: `sim/` (above), `bench/` (above), `kit/`
 //! (`ccsync-kit`, a dev-dependency only): the test kit the integration tests and the bench share
-//! (a world per test, waiting on a condition, message builders, reading a worker's `/metrics`).
+//! (a world per test, reading a worker's `/metrics`), and `kit-base/` (`ccsync-kit-base`): the
+//! kit's product-free half (waiting on a condition, message builders), which the demo uses too
+//! (feature `sim`).
 
 pub mod app;
 pub mod auth;

@@ -8,19 +8,17 @@
 //! Assertions read the worker's own `/metrics` (or a registry the test injects), never a
 //! process-global one.
 //!
-//! The kit depends on the product (`ccsync`), so the product cannot depend on it: the demo
-//! (`src/demo.rs`) keeps its own copies.
+//! Waiting and the message builders live in `kit-base/` (ccsync-kit-base), which needs nothing of
+//! the product: the kit depends on the product, so the product's demo (`src/demo.rs`) uses them
+//! from there.
 
 mod env;
-mod messages;
 mod metrics;
 mod process;
-mod wait;
 mod world;
 
+pub use ccsync_kit_base::{action, message, upsert, wait_for, wait_until};
 pub use env::{seed_tokens, service_env, settings_of, short_id, sim_env, store, store_of};
-pub use messages::{action, message};
 pub use metrics::{http_get, metric_value, metrics_text, settled_in};
 pub use process::{ccsync_bin, ccsync_command, example_bin, free_port, terminate};
-pub use wait::{wait_for, wait_until};
 pub use world::{CLIENT_ID, World};
