@@ -6,7 +6,7 @@ mod ratelimit_common;
 use std::time::Duration;
 
 use ccsync::clock::{now_utc, secs_until_utc_midnight, set_offset_secs, utc_day};
-use ccsync::ratelimit::{CallKind, Gate, RateLimitError, SharedLimiter};
+use ccsync::ratelimit::{CallKind, Gate, RateLimitError};
 use ccsync::telemetry::Metrics;
 use ratelimit_common::*;
 
@@ -45,13 +45,7 @@ async fn budget_pauses_until_midnight_and_serves_again_after_it() {
         ],
     );
     // The limiters' own registry, as one worker's `/metrics` would show both.
-    let m = Metrics::isolated();
-    let a = SharedLimiter::connect_with_metrics(&s, CID, m)
-        .await
-        .unwrap();
-    let b = SharedLimiter::connect_with_metrics(&s, CID, m)
-        .await
-        .unwrap();
+    let (m, a, b) = two_limiters(&s, CID).await;
 
     let waits_before = waits_observed(m);
     // Day 1: 40 imports go (quota − reserve), the 41st is refused at once with the time to

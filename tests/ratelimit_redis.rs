@@ -9,7 +9,6 @@ use std::time::Duration;
 use ccsync::ratelimit::{
     CallKind, Gate, RateLimitError, SharedDecision, SharedLimiter, max_in_sliding_window,
 };
-use ccsync::telemetry::Metrics;
 use ratelimit_common::*;
 
 const CID: &str = "api-key-1";
@@ -173,13 +172,7 @@ async fn quota_exceeded_from_one_instance_pauses_every_instance_at_once() {
     let prefix = unique_prefix();
     let s = settings(&prefix, &[]);
     // A registry of their own: other tests of this binary report 429s at the same time.
-    let m = Metrics::isolated();
-    let a = SharedLimiter::connect_with_metrics(&s, CID, m)
-        .await
-        .unwrap();
-    let b = SharedLimiter::connect_with_metrics(&s, CID, m)
-        .await
-        .unwrap();
+    let (m, a, b) = two_limiters(&s, CID).await;
     a.acquire(CallKind::Import).await.unwrap();
     b.acquire(CallKind::Import).await.unwrap();
     assert!(b.budget().await.paused_until.is_none());
@@ -219,13 +212,7 @@ async fn quota_exceeded_from_one_instance_pauses_every_instance_at_once() {
 async fn throttled_from_one_instance_delays_the_other_instance() {
     let prefix = unique_prefix();
     let s = settings(&prefix, &[("CCSYNC_RATELIMIT__PER_SECOND", "100")]);
-    let m = Metrics::isolated();
-    let a = SharedLimiter::connect_with_metrics(&s, CID, m)
-        .await
-        .unwrap();
-    let b = SharedLimiter::connect_with_metrics(&s, CID, m)
-        .await
-        .unwrap();
+    let (m, a, b) = two_limiters(&s, CID).await;
     b.acquire(CallKind::Import).await.unwrap();
 
     a.report_429(CallKind::Import, "throttled").await;

@@ -30,6 +30,21 @@ pub fn settings(prefix: &str, overrides: &[(&str, &str)]) -> Settings {
     Settings::from_pairs(pairs).expect("test settings are valid")
 }
 
+/// Two limiters of one deployment (`client_id`) recording into one registry of their own, as one
+/// worker's `/metrics` would show them: other tests of the binary report 429s at the same time.
+pub async fn two_limiters(
+    s: &Settings,
+    client_id: &str,
+) -> (
+    &'static ccsync::telemetry::Metrics,
+    std::sync::Arc<ccsync::ratelimit::SharedLimiter>,
+    std::sync::Arc<ccsync::ratelimit::SharedLimiter>,
+) {
+    let m = ccsync::telemetry::Metrics::isolated();
+    let connect = || ccsync::ratelimit::SharedLimiter::connect_with_metrics(s, client_id, m);
+    (m, connect().await.unwrap(), connect().await.unwrap())
+}
+
 pub async fn redis() -> redis::aio::MultiplexedConnection {
     redis::Client::open(REDIS_URL)
         .expect("redis url")
