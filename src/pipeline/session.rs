@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::prefetch::PrefetchWindow;
+use super::ready::{REFILL_GRACE, release_at};
 use super::settle::{self, Deliveries, Disposition};
 use super::{
     ContactBatch, Ctx, HELD_OVERHEAD, Held, HeldBytes, HeldTally, Pause, SessionEnd, ready, sender,
@@ -24,40 +25,10 @@ use crate::telemetry::metrics;
 /// channel of a delivery held unacked longer.
 const READY_WAIT_MAX: Duration = Duration::from_secs(300);
 
-/// After an import of this worker settles while its deliveries filled the prefetch window, how
-/// long a partial batch that is due waits for the broker to refill the window (the acks go out,
-/// the broker pushes the next deliveries) before it leaves as it is. See [`release_at`].
-const REFILL_GRACE: Duration = Duration::from_secs(2);
-
 /// How many deliveries that have already arrived one turn of the session loop reads. The byte
 /// budget and the window are checked once a turn, so they may be passed by this many deliveries
 /// at most (the prefetch window still bounds what the broker sends).
 const READ_BURST: usize = 64;
-
-/// When the batcher's next due batch (`due`) should leave.
-///
-/// A partial batch leaves on its linger. But while this worker's held deliveries fill the
-/// prefetch window (or its byte budget) and one of its imports is in flight, the deliveries that
-/// would fill that batch are waiting at the broker, held back only by our own unacked window:
-/// a batch sent now leaves half full and costs a request the backlog did not need (issue 18: 9
-/// imports where 7 carry the payload). So it waits until that import settles, plus
-/// [`REFILL_GRACE`] for the refill, and leaves full if the refill fills it. The wait is capped
-/// past its due time at `worker.linger_max_ms` (the longest an operator lets a batch wait) and at
-/// a quarter of `worker.max_hold_secs` (its deliveries keep most of the hold bound for their own
-/// import). A trickle never fills the window: nothing changes for it.
-fn release_at(
-    due: Instant,
-    window_full_and_busy: bool,
-    refill_until: Option<Instant>,
-    cap: Duration,
-) -> Instant {
-    let wanted = if window_full_and_busy {
-        due + cap
-    } else {
-        refill_until.map_or(due, |r| due.max(r))
-    };
-    wanted.min(due + cap)
-}
 
 pub(super) async fn session(
     settings: &Settings,
@@ -378,29 +349,5 @@ async fn accept(
             settle::apply(settler, Deliveries::one("", h), d).await;
             None
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const CAP: Duration = Duration::from_secs(375);
-
-    #[tokio::test(start_paused = true)]
-    async fn a_partial_batch_leaves_on_its_linger_unless_the_window_is_full_and_an_import_in_flight()
-     {
-        let due = Instant::now() + Duration::from_secs(5);
-        // A trickle (window not full) or nothing in flight: the linger decides.
-        assert_eq!(release_at(due, false, None, CAP), due);
-        // Full window and an import in flight: it waits for that import, at most the cap.
-        assert_eq!(release_at(due, true, None, CAP), due + CAP);
-        // The import settled: a refill grace past the linger, never past the cap.
-        let r = due + REFILL_GRACE;
-        assert_eq!(release_at(due, false, Some(r), CAP), r);
-        let early = due - Duration::from_secs(1);
-        assert_eq!(release_at(due, false, Some(early), CAP), due);
-        let late = due + CAP + Duration::from_secs(60);
-        assert_eq!(release_at(due, false, Some(late), CAP), due + CAP);
     }
 }
