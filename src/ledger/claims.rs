@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::rules::{CLAIM, RAISE, RELEASE, RENEW};
+use super::rules::{CLAIM, LET_GO, RAISE};
 use super::{CONSENT_TTL, LEDGER_TTL, Ledger, LedgerError};
 
 /// What an event does, for the ledger's rules (see the module docs).
@@ -134,16 +134,19 @@ impl Ledger {
         for group in self.groups(&hashes) {
             let chunk: Vec<&Event> = group.iter().map(|&i| &items[i]).collect();
             let mut inv = script.prepare_invoke();
+            // A group's emails share one tag on a cluster, so one liveness key serves them.
+            let live = self.live_prefix(&hashes[group[0]]);
+            inv.key(format!("{live}{owner}"));
             for &i in &group {
                 let h = &hashes[i];
                 inv.key(self.key("f", h));
-                inv.key(self.key("fly", h));
                 inv.key(self.key("c", h));
             }
             inv.arg(owner)
                 .arg(LEDGER_TTL.as_millis() as u64)
                 .arg(self.lease.as_millis() as u64)
-                .arg(CONSENT_TTL.as_millis() as u64);
+                .arg(CONSENT_TTL.as_millis() as u64)
+                .arg(&live);
             for e in &chunk {
                 inv.arg(e.kind.code())
                     .arg(e.occurred_at)
@@ -227,25 +230,55 @@ impl Ledger {
         Ok(())
     }
 
-    /// Release the in-flight leases `owner` holds on these emails (after settlement).
+    /// End `owner`'s claim: every email it holds on the tags of `items` (on one server: every
+    /// email it holds) is free again, in one `DEL` of its liveness key (one per tag on a
+    /// cluster), however many emails the import carried. The `!fly` fields left behind name an
+    /// owner without a liveness key, which the next claim treats as free. An owner's claim ends
+    /// once: the sender claims each round of a batch under a new owner.
     pub async fn release(&self, owner: &str, items: &[(&str, &str)]) -> Result<(), LedgerError> {
-        self.per_fly(RELEASE, owner, items, None).await
+        self.on_live_keys("DEL", owner, items, None).await
     }
 
-    /// Extend the in-flight leases `owner` holds by another lease. The sender calls it every
-    /// third of the lease while its import is in flight, and while it follows an import whose
-    /// deliveries were requeued (`pipeline::sender`).
+    /// Let go of these emails only, while `owner` keeps the rest of its claim (the entries a
+    /// newer event made moot, settled without a call while the others are sent).
+    pub async fn let_go(&self, owner: &str, items: &[(&str, &str)]) -> Result<(), LedgerError> {
+        let mut conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| LedgerError(e.to_string()))?;
+        let script = redis::Script::new(LET_GO);
+        let hashes: Vec<String> = items.iter().map(|(a, e)| Self::hash(a, e)).collect();
+        for group in self.groups(&hashes) {
+            let mut inv = script.prepare_invoke();
+            for i in group {
+                inv.key(self.key("f", &hashes[i]));
+            }
+            inv.arg(owner);
+            let _: i64 = inv
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| LedgerError(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Extend `owner`'s claim by another lease (a `PEXPIRE` of its liveness key, one per tag on
+    /// a cluster; a key already expired stays gone: that claim is lost). The sender calls it
+    /// every third of the lease while its import is in flight, and while it follows an import
+    /// whose deliveries were requeued (`pipeline::sender`).
     pub(crate) async fn renew(
         &self,
         owner: &str,
         items: &[(&str, &str)],
     ) -> Result<(), LedgerError> {
-        self.per_fly(RENEW, owner, items, Some(self.lease)).await
+        self.on_live_keys("PEXPIRE", owner, items, Some(self.lease))
+            .await
     }
 
-    async fn per_fly(
+    async fn on_live_keys(
         &self,
-        lua: &str,
+        command: &str,
         owner: &str,
         items: &[(&str, &str)],
         lease: Option<Duration>,
@@ -255,19 +288,20 @@ impl Ledger {
             .get()
             .await
             .map_err(|e| LedgerError(e.to_string()))?;
-        let script = redis::Script::new(lua);
-        let hashes: Vec<String> = items.iter().map(|(a, e)| Self::hash(a, e)).collect();
-        for group in self.groups(&hashes) {
-            let mut inv = script.prepare_invoke();
-            for i in group {
-                inv.key(self.key("fly", &hashes[i]));
-            }
-            inv.arg(owner);
+        let hashes: Vec<String> = if self.cluster {
+            items.iter().map(|(a, e)| Self::hash(a, e)).collect()
+        } else {
+            Vec::new()
+        };
+        // One command per key: on a cluster each key has a slot of its own.
+        for key in self.live_keys(owner, &hashes) {
+            let mut cmd = redis::cmd(command);
+            cmd.arg(&key);
             if let Some(l) = lease {
-                inv.arg(l.as_millis() as u64);
+                cmd.arg(l.as_millis() as u64);
             }
-            let _: i64 = inv
-                .invoke_async(&mut conn)
+            let _: i64 = cmd
+                .query_async(&mut conn)
                 .await
                 .map_err(|e| LedgerError(e.to_string()))?;
         }

@@ -5,14 +5,15 @@ use aws_lc_rs::digest;
 use super::Ledger;
 
 impl Ledger {
-    /// The key `<prefix>:<part>:<h>` of an email's hash `h` (`part`: `f`, `fly` or `c`). On Redis
+    /// The key `<prefix>:<part>:<h>` of an email's hash `h` (`part`: `f` or `c`). On Redis
     /// Cluster it is `<prefix>:{<first two hex digits of h>}:<part>:<h>`: the tag puts an email's
-    /// three keys in one slot and spreads the emails over 256 slots (so over every master),
+    /// two keys (and the liveness keys of their claims) in one slot and spreads the emails over
+    /// 256 slots (so over every master),
     /// while a claim of a 40,000-contact import still takes at most 256 script calls (one per
     /// tag, see [`Ledger::groups`]). One server keeps the untagged names, so an existing
     /// deployment keeps its ledger.
     pub(super) fn key(&self, part: &str, h: &str) -> String {
-        // Built by hand, not with `format!`: a claim builds three keys per contact, and the
+        // Built by hand, not with `format!`: a claim builds two keys per contact, and the
         // formatting machinery was a tenth of the worker's CPU in the overhead figure
         // (BENCHMARKS.md, profiling notes).
         let mut k = String::with_capacity(self.prefix.len() + part.len() + h.len() + 8);
@@ -27,6 +28,36 @@ impl Ledger {
         k.push(':');
         k.push_str(h);
         k
+    }
+
+    /// Where `owner`'s liveness keys start for the emails of hash `h`: `<prefix>:live:` on one
+    /// server, `<prefix>:{<tag of h>}:live:` on a cluster (beside the emails' hashes, so a claim
+    /// script may check another owner's key: it shares the slot of the hash naming it).
+    pub(super) fn live_prefix(&self, h: &str) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + 12);
+        k.push_str(&self.prefix);
+        k.push(':');
+        if self.cluster {
+            k.push('{');
+            k.push_str(&h[..2]);
+            k.push_str("}:");
+        }
+        k.push_str("live:");
+        k
+    }
+
+    /// `owner`'s liveness keys for `hashes`: one on a server, one per hash tag on a cluster.
+    pub(super) fn live_keys(&self, owner: &str, hashes: &[String]) -> Vec<String> {
+        let mut keys: Vec<String> = if self.cluster {
+            let tags: std::collections::BTreeSet<&str> = hashes.iter().map(|h| &h[..2]).collect();
+            tags.into_iter().map(|t| self.live_prefix(t)).collect()
+        } else {
+            vec![self.live_prefix("")]
+        };
+        for k in &mut keys {
+            k.push_str(owner);
+        }
+        keys
     }
 
     /// The indices of `hashes` in script-call groups of at most 500 (so Redis is never blocked

@@ -1,21 +1,29 @@
 //! The newest-event ledger shared by all replicas (DESIGN §2 "the newest event wins, across
 //! batches and replicas"). A Redis room, like `auth` and `ratelimit`.
 //!
-//! Per (account, email) it keeps two keys, named by a SHA-256 of account and email (Redis never
+//! Per (account, email) it keeps a hash, named by a SHA-256 of account and email (Redis never
 //! holds an address in clear):
-//! * `…:f:<h>`: a hash field name → the newest `occurred_at` (ms) that set this field, applied or
-//!   in flight, with a TTL (`LEDGER_TTL`, longer than any redelivery cycle). Fields are tracked one
+//! * `…:f:<h>`: field name → the newest `occurred_at` (ms) that set this field, applied or in
+//!   flight, with a TTL (`LEDGER_TTL`, longer than any redelivery cycle). Fields are tracked one
 //!   by one, so the outcome equals applying every event in `occurred_at` order whatever order the
 //!   events arrive, batch or replica they travel in — the same field-by-field rule the batcher's
 //!   coalescing uses inside one batch;
-//! * `…:fly:<h>`: the id of the import currently carrying this email, as a short lease
+//! * in the same hash, `!fly`: the owner (one claim round of one batch) whose call currently
+//!   carries this email. It holds only while the owner's liveness key `…:live:<owner>` exists
+//!   (on a cluster one per hash tag, beside the hashes), a short lease
 //!   (`worker.claim_lease_secs`) that the sender renews every third of the lease for as long as
 //!   its import is in flight ([`Ledger::renew`]), even past the worker's hold bound (the
 //!   deliveries go back to the queue, the claim stays until CC settles the import), and that
 //!   expires on its own if the replica dies, so a restarted or other replica takes the email over
 //!   within seconds. (After such a death CC may still be processing the dead replica's import; the
 //!   next import of those emails can then overlap it once — the price of not waiting a whole hold
-//!   bound after every crash.)
+//!   bound after every crash.) Ending a claim is one `DEL` of the liveness key, whatever the
+//!   import's size ([`Ledger::release`]); a `!fly` naming an owner without one is free.
+//!
+//! Releases before 2026-12-08 kept the lease in a key of its own (`…:fly:<h>`). During a rolling
+//! upgrade from one of them, an old and a new replica do not see each other's leases: each email
+//! can then have two imports in flight once (the fields each sends were still checked against
+//! the newest event). Scale to zero and back to rule that out (messages wait in the queue).
 //!
 //! Before an import, a sender *claims* its contacts in one atomic Lua call. Each contact gets:
 //! * `Go { stale }`: send it, without the fields in `stale` (a newer event already set them; ties
@@ -32,7 +40,7 @@
 //! deletes are ordered against upserts by `occurred_at` exactly like fields are. Besides the
 //! per-field times, the field hash keeps per list `+<list>` (the newest upsert that added it) and
 //! `-<list>` (the newest removal), `!up` (the newest upsert) and `!in` (the newest explicit
-//! consent sent through `sign_up_form`), all with the field hash's [`LEDGER_TTL`]. A third key,
+//! consent sent through `sign_up_form`), all with the field hash's [`LEDGER_TTL`]. A second key,
 //! `…:c:<h>`, written only by consent events, keeps two facts for [`CONSENT_TTL`] (much longer:
 //! a dead letter replayed months later must still meet the opt-out it predates):
 //! * `out`: the newest known opt-out (a `contact.unsubscribe`, or CC's own from the opt-out feed,

@@ -1,31 +1,44 @@
 //! The ledger's rules (see the module docs of [`crate::ledger`]) as Lua scripts, each applied
 //! atomically per script call.
 
-/// KEYS: (fields hash, fly lease, consent hash) per event. ARGV: owner, ttl ms, lease ms, consent
-/// ttl ms, then per event: kind code ([`Kind::code`]), the event's `occurred_at` ms, the number
-/// of fields F, F field names, each field's own `occurred_at` ms in the same order, the number of
-/// lists L, L list ids. Returns per event -1 (busy) or "<fields>|<lists>|<flag>": one '0'/'1' per
-/// field and per list ('1' = go), flag 'X' (superseded), 'B' (sign-up blocked) or empty. The
-/// rules are the module docs'.
+/// KEYS: the owner's liveness key for this call's emails, then (fields hash, consent hash) per
+/// event. ARGV: owner, ttl ms, lease ms, consent ttl ms, the liveness-key prefix of this call's
+/// emails (the owner's key is that prefix and the owner), then per event: kind code
+/// ([`Kind::code`]), the event's `occurred_at` ms, the number of fields F, F field names, each
+/// field's own `occurred_at` ms in the same order, the number of lists L, L list ids. Returns per
+/// event -1 (busy) or "<fields>|<lists>|<flag>": one '0'/'1' per field and per list ('1' = go),
+/// flag 'X' (superseded), 'B' (sign-up blocked) or empty. The rules are the module docs'.
 pub(super) const CLAIM: &str = r#"
 -- A claim of a 40,000-contact import runs this for every contact, and it made Redis the busiest
 -- process of the overhead figure (BENCHMARKS.md, profiling notes). So each hash is read once
--- (HMGET) and written once (HSET), the arguments come one per value (no string splitting), and a
--- consent hash that does not exist is not touched.
+-- (HMGET) and written once (HSET), the arguments come one per value (no string splitting), a
+-- consent hash that does not exist is not touched, and the in-flight lease is a field of the
+-- email's own hash (`!fly` = owner) made live by one key per owner (KEYS[1], with the lease's
+-- TTL): taking it costs nothing beyond the hash's own write, and letting go of a whole import is
+-- one DEL of that key instead of a GET and a DEL per email.
 local out = {}
-local n = #KEYS / 3
-local p = 5
--- Read `names` of hash `key` at once: a table name -> number (-1 where absent), and whether any
--- of them was present.
-local function read(key, names)
+local n = (#KEYS - 1) / 2
+local p = 6
+local owner = ARGV[1]
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[3])
+-- Read `names` of hash `key` at once: a table name -> number (-1 where absent), whether any of
+-- them was present, and the raw value of `extra` (read in the same call) when given.
+local function read(key, names, extra)
   local r, any = {}, false
-  if #names == 0 then return r, any end
+  local m = #names
+  if extra then names[m+1] = extra end
+  if #names == 0 then return r, any, nil end
   local v = redis.call('HMGET', key, unpack(names))
-  for j, name in ipairs(names) do
+  for j = 1, m do
+    local name = names[j]
     if v[j] then any = true end
     r[name] = tonumber(v[j] or '-1')
   end
-  return r, any
+  if extra then
+    names[m+1] = nil
+    return r, any, v[m+1]
+  end
+  return r, any, nil
 end
 -- Raise `name` to `v` in `w` (the writes of one hash) and in `cur` (what later rules read).
 local function raise(w, cur, name, v)
@@ -34,7 +47,7 @@ local function raise(w, cur, name, v)
   cur[name] = tonumber(v)
 end
 for i = 1, n do
-  local hk, fk, ck = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
+  local hk, ck = KEYS[2*i], KEYS[2*i+1]
   local kind, occs = ARGV[p], ARGV[p+1]
   local occ = tonumber(occs)
   local nf = tonumber(ARGV[p+2])
@@ -43,43 +56,36 @@ for i = 1, n do
   local nl = tonumber(ARGV[tb + nf])
   local lb = tb + nf + 1
   p = lb + nl
-  -- The lease: taken at once when free (the common case, one call), renewed when this owner
-  -- holds it already, busy when another does.
-  local busy = false
-  if not redis.call('SET', fk, ARGV[1], 'PX', ARGV[3], 'NX') then
-    if redis.call('GET', fk) == ARGV[1] then
-      redis.call('PEXPIRE', fk, ARGV[3])
-    else
-      busy = true
+  local want = {}
+  if kind == 'u' or kind == 'e' then
+    for j = 0, nf - 1 do want[#want+1] = ARGV[fb + j] end
+    for j = 0, nl - 1 do
+      local l = ARGV[lb + j]
+      want[#want+1] = '-' .. l
+      want[#want+1] = '+' .. l
     end
+    want[#want+1] = '!in'
+    want[#want+1] = '!up'
+  elseif kind == 'U' then
+    want = {'!in'}
+  elseif kind == 'R' then
+    for j = 0, nl - 1 do
+      local l = ARGV[lb + j]
+      want[#want+1] = '-' .. l
+      want[#want+1] = '+' .. l
+    end
+  elseif kind == 'D' then
+    want = {'!up'}
   end
-  if busy then
+  local h, _, holder = read(hk, want, '!fly')
+  -- The lease: free when nobody holds it, when this owner does, or when its holder's liveness
+  -- key is gone (released, or expired with a dead replica). The holder's key shares this
+  -- hash's slot (same prefix, see `Ledger::live_prefix`).
+  if holder and holder ~= owner and redis.call('EXISTS', ARGV[5] .. holder) == 1 then
     out[i] = -1
   else
     local c, cexists = read(ck, {'del', 'out'})
     local del = c['del']
-    local want = {}
-    if kind == 'u' or kind == 'e' then
-      for j = 0, nf - 1 do want[#want+1] = ARGV[fb + j] end
-      for j = 0, nl - 1 do
-        local l = ARGV[lb + j]
-        want[#want+1] = '-' .. l
-        want[#want+1] = '+' .. l
-      end
-      want[#want+1] = '!in'
-      want[#want+1] = '!up'
-    elseif kind == 'U' then
-      want = {'!in'}
-    elseif kind == 'R' then
-      for j = 0, nl - 1 do
-        local l = ARGV[lb + j]
-        want[#want+1] = '-' .. l
-        want[#want+1] = '+' .. l
-      end
-    elseif kind == 'D' then
-      want = {'!up'}
-    end
-    local h = read(hk, want)
     local hw, cw = {}, {}
     local fm, lm, flag = {}, {}, ''
     if kind == 'u' or kind == 'e' then
@@ -141,10 +147,17 @@ for i = 1, n do
         raise(cw, c, 'del', occs)
       end
     end
-    if #hw > 0 then redis.call('HSET', hk, unpack(hw)) end
+    -- A superseded event is settled without a call: it takes no lease (and so leaves an email
+    -- the ledger does not know without a hash).
+    if flag ~= 'X' then
+      hw[#hw+1] = '!fly'
+      hw[#hw+1] = owner
+    end
+    if #hw > 0 then
+      redis.call('HSET', hk, unpack(hw))
+      redis.call('PEXPIRE', hk, ARGV[2])
+    end
     if #cw > 0 then redis.call('HSET', ck, unpack(cw)) end
-    -- PEXPIRE leaves a missing key missing (as EXISTS then PEXPIRE did).
-    redis.call('PEXPIRE', hk, ARGV[2])
     if cexists or #cw > 0 then redis.call('PEXPIRE', ck, ARGV[4]) end
     out[i] = table.concat(fm) .. '|' .. table.concat(lm) .. '|' .. flag
   end
@@ -161,16 +174,10 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 "#;
 
-pub(super) const RELEASE: &str = r#"
+/// KEYS: fields hashes. ARGV: owner. Lets go of these emails only (the owner keeps the rest).
+pub(super) const LET_GO: &str = r#"
 for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
-end
-return 1
-"#;
-
-pub(super) const RENEW: &str = r#"
-for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+  if redis.call('HGET', KEYS[i], '!fly') == ARGV[1] then redis.call('HDEL', KEYS[i], '!fly') end
 end
 return 1
 "#;

@@ -96,8 +96,9 @@ async fn forget_all_removes_this_prefix_only() {
         .release("imp1", &[("default", "p0@x.co")])
         .await
         .unwrap();
-    // Two keys per email (the field ledger and the in-flight lease), over several SCAN pages.
-    assert_eq!(mine.forget_all().await.unwrap(), 5_000);
+    // One key per email (its field ledger, which holds the in-flight lease) and imp1's
+    // liveness key, over several SCAN pages.
+    assert_eq!(mine.forget_all().await.unwrap(), 2_501);
     assert_eq!(mine.forget_all().await.unwrap(), 0);
     // An older event: this prefix forgot the newer one (and the lease), the other did not.
     let older = [("default", "p0@x.co", at(0, &["first_name"]))];
@@ -108,6 +109,54 @@ async fn forget_all_removes_this_prefix_only() {
     );
     mine.forget_all().await.unwrap();
     other.forget_all().await.unwrap();
+}
+
+/// A claim lives as long as its owner's liveness key: letting go of some emails frees only
+/// those, ending the claim frees the rest in one call, and a claim nobody renews (its replica
+/// died) lapses after the lease, so another replica takes the emails over.
+#[tokio::test]
+async fn a_claim_lives_with_its_owner_and_lapses_without_renewal() {
+    let prefix = format!("test-{}", uuid::Uuid::new_v4());
+    let s = Settings::from_pairs([
+        ("CCSYNC_REDIS__KEY_PREFIX", prefix.as_str()),
+        ("CCSYNC_WORKER__CLAIM_LEASE_SECS", "1"),
+    ])
+    .unwrap();
+    let l = Ledger::connect(&s).unwrap();
+    let three: Vec<Claim> = ["a@x.co", "b@x.co", "c@x.co"]
+        .into_iter()
+        .map(|e| ("default", e, at(1_000, &["first_name"])))
+        .collect();
+    assert_eq!(l.claim("imp1", &three).await.unwrap(), vec![go(&[]); 3]);
+    l.let_go("imp1", &[("default", "a@x.co")]).await.unwrap();
+    assert_eq!(
+        l.claim("imp2", &three).await.unwrap(),
+        vec![go(&[]), Verdict::Busy, Verdict::Busy],
+        "only a was let go (an equal time goes: the later delivery wins)"
+    );
+    l.release("imp1", &[("default", "b@x.co"), ("default", "c@x.co")])
+        .await
+        .unwrap();
+    assert_eq!(
+        l.claim("imp2", &three[1..]).await.unwrap(),
+        vec![go(&[]); 2]
+    );
+    // imp2 holds all three now and is never renewed: busy for imp3 until its lease lapses.
+    assert_eq!(
+        l.claim("imp3", &three).await.unwrap(),
+        vec![Verdict::Busy; 3]
+    );
+    let mut tries = 0;
+    loop {
+        let v = l.claim("imp3", &three).await.unwrap();
+        if v.iter().all(|v| matches!(v, Verdict::Go { .. })) {
+            break;
+        }
+        tries += 1;
+        assert!(tries < 100, "imp2's one-second lease never lapsed: {v:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    l.forget_all().await.unwrap();
 }
 
 fn ev<'a>(email: &'a str, kind: Kind, t: i64, lists: &'a [uuid::Uuid]) -> Event<'a> {
@@ -233,7 +282,8 @@ async fn key_names_stay_what_earlier_releases_wrote() {
     }
     let mut l = ledger();
     let h = Ledger::hash("default", "a@x.co");
-    assert_eq!(l.key("fly", &h), format!("{}:fly:{h}", l.prefix));
+    assert_eq!(l.key("f", &h), format!("{}:f:{h}", l.prefix));
+    assert_eq!(l.key("c", &h), format!("{}:c:{h}", l.prefix));
     l.cluster = true;
     assert_eq!(
         l.key("f", &h),

@@ -190,7 +190,6 @@ pub(super) async fn claim(
         "claimed emails in the ordering ledger"
     );
     if !moot.is_empty() {
-        // Their claims are released with the group's (this owner holds them).
         apply_superseded(settler, ledger, owner, account, moot).await;
     }
     Ok((go, busy))
@@ -204,7 +203,11 @@ async fn apply_superseded(
     moot: Chunk,
 ) {
     let emails: Vec<String> = moot.iter().map(|e| e.item.email.clone()).collect();
-    // Settled without a CC call: ack, then let the claims go at once.
+    // Settled without a CC call: ack, then let these emails go at once (the owner keeps the
+    // ones it sends; a superseded event took no lease at all).
     apply(settler, moot, Disposition::Superseded).await;
-    release_claims(ledger, owner, account, &emails).await;
+    let refs: Vec<(&str, &str)> = emails.iter().map(|e| (account, e.as_str())).collect();
+    if let Err(e) = ledger.let_go(owner, &refs).await {
+        tracing::warn!(error = %e, "cannot release ledger leases; they expire on their own");
+    }
 }

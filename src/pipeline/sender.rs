@@ -69,7 +69,7 @@ async fn send_batch(
     ctx: Arc<Ctx>,
     settler: Settler,
     batch: ContactBatch,
-    owner: String,
+    batch_id: String,
 ) -> Option<Pause> {
     let (account, lists, consent, action) = batch.group.clone();
     let oldest = batch
@@ -110,13 +110,22 @@ async fn send_batch(
     // once this one has settled (see `crate::ledger`).
     let mut pending = entries;
     let mut round = 0u32;
+    // Each claimed round is a claim of its own (`<batch id>.<n>`): releasing one is a single
+    // `DEL` of its liveness key (`Ledger::release`), which must not free a later round's emails
+    // or an earlier round's import still followed by `watch_abandoned`. A failed claim keeps its
+    // owner, so its retry renews what it may have taken.
+    let mut claimed = 0u32;
     while !pending.is_empty() {
+        let owner = format!("{batch_id}.{claimed}");
         let (go, busy) = match claim(
             &settler, &ledger, &owner, &account, action, consent, pending,
         )
         .await
         {
-            Ok(v) => v,
+            Ok(v) => {
+                claimed += 1;
+                v
+            }
             Err((rest, e)) => {
                 tracing::warn!(error = %e, "cannot claim emails; retrying");
                 if Instant::now() >= deadline {
