@@ -345,6 +345,42 @@ async fn http_get(addr: &str, path: &str) -> Result<String, BenchError> {
 }
 
 /// Poll `cond` every 20 ms until it holds; `BenchError::Timeout` naming `what` after `limit`.
+/// Microseconds Redis has spent in Lua scripts since its statistics were last reset
+/// (`INFO commandstats`, `cmdstat_evalsha` + `cmdstat_eval`), on the Redis the bench's workers
+/// use (`CCSYNC_REDIS_URL`, else the default). Two readings around a phase give that phase's
+/// script time (other clients of the same Redis count too: run the bench on a quiet one).
+pub async fn redis_script_usec() -> Result<u64, BenchError> {
+    let env = ccsync_kit::service_env();
+    let settings = settings_of(&env)?;
+    let err = |e: redis::RedisError| BenchError::Setup(format!("Redis INFO commandstats: {e}"));
+    let client = redis::Client::open(secrecy::ExposeSecret::expose_secret(&settings.redis_url))
+        .map_err(err)?;
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(err)?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .map_err(err)?;
+    Ok(script_usec(&info))
+}
+
+/// The `usec` of `cmdstat_evalsha` and `cmdstat_eval` in an `INFO commandstats` reply.
+fn script_usec(info: &str) -> u64 {
+    info.lines()
+        .filter_map(|l| {
+            let rest = l
+                .strip_prefix("cmdstat_evalsha:")
+                .or_else(|| l.strip_prefix("cmdstat_eval:"))?;
+            rest.split(',')
+                .find_map(|kv| kv.strip_prefix("usec="))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
 pub async fn wait_for<F, Fut>(limit: Duration, what: &str, cond: F) -> Result<(), BenchError>
 where
     F: FnMut() -> Fut,
@@ -357,4 +393,17 @@ where
         what: what.to_string(),
         after: limit,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn script_time_is_evalsha_plus_eval() {
+        let info = "# Commandstats\r\n\
+            cmdstat_evalsha:calls=220,usec=1630619,usec_per_call=7411.90,rejected_calls=0\r\n\
+            cmdstat_hset:calls=100002,usec=145729,usec_per_call=1.46\r\n\
+            cmdstat_eval:calls=2,usec=381,usec_per_call=190.50\r\n";
+        assert_eq!(super::script_usec(info), 1_631_000);
+        assert_eq!(super::script_usec("# Commandstats\r\n"), 0);
+    }
 }

@@ -182,10 +182,18 @@ pub(super) fn cpu_unthrottled_row(o: &Overhead) -> Row {
     Row {
         key: "cpu.per_message_unthrottled",
         figure: format!(
-            "6. Worker CPU per message, overhead run: {:.2} s for {} msgs (peak RSS {:.0} MiB)",
+            "6. Worker CPU per message, overhead run: {:.2} s for {} msgs (peak RSS {:.0} MiB){}",
             o.cpu_secs,
             o.messages,
-            o.peak_rss as f64 / (1024.0 * 1024.0)
+            o.peak_rss as f64 / (1024.0 * 1024.0),
+            match o.redis_script_secs {
+                Some(s) => format!(
+                    "; Redis spent {:.1} µs per message in Lua scripts (the ordering ledger's \
+                     claims; `INFO commandstats`, same phase)",
+                    s * 1e6 / o.messages as f64
+                ),
+                None => String::new(),
+            }
         ),
         measured: o.cpu_secs * 1e6 / o.messages as f64,
         unit: "µs",

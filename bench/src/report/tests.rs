@@ -44,6 +44,7 @@ fn overhead() -> Overhead {
         imports: 9,
         cpu_secs: 1.8,
         peak_rss: 110 << 20,
+        redis_script_secs: Some(1.6),
         prefetch: 65_535,
         config: String::new(),
     }
