@@ -344,27 +344,75 @@ async fn http_get(addr: &str, path: &str) -> Result<String, BenchError> {
         .map_err(BenchError::Setup)
 }
 
-/// Poll `cond` every 20 ms until it holds; `BenchError::Timeout` naming `what` after `limit`.
-/// Microseconds Redis has spent in Lua scripts since its statistics were last reset
-/// (`INFO commandstats`, `cmdstat_evalsha` + `cmdstat_eval`), on the Redis the bench's workers
-/// use (`CCSYNC_REDIS_URL`, else the default). Two readings around a phase give that phase's
-/// script time (other clients of the same Redis count too: run the bench on a quiet one).
-pub async fn redis_script_usec() -> Result<u64, BenchError> {
-    let env = ccsync_kit::service_env();
-    let settings = settings_of(&env)?;
-    let err = |e: redis::RedisError| BenchError::Setup(format!("Redis INFO commandstats: {e}"));
-    let client = redis::Client::open(secrecy::ExposeSecret::expose_secret(&settings.redis_url))
-        .map_err(err)?;
-    let mut c = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(err)?;
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut c)
-        .await
-        .map_err(err)?;
-    Ok(script_usec(&info))
+/// CPU seconds spent so far by what shares the machine with the worker: Redis (its own
+/// `used_cpu_user` + `used_cpu_sys`, and the part of it inside Lua scripts from `INFO
+/// commandstats`, `evalsha` + `eval`), RabbitMQ (every `beam.smp` process) and this process
+/// (the simulator and the bench's polls). Two snapshots around a phase give that phase's share.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MachineCpu {
+    pub redis: f64,
+    pub redis_scripts: f64,
+    pub broker: f64,
+    pub bench: f64,
+}
+
+impl MachineCpu {
+    /// Read now (Redis: `CCSYNC_REDIS_URL`, else the default; run on a quiet machine, every
+    /// client of that Redis and every broker process counts).
+    pub async fn now() -> Result<MachineCpu, BenchError> {
+        let env = ccsync_kit::service_env();
+        let settings = settings_of(&env)?;
+        let err = |e: redis::RedisError| BenchError::Setup(format!("Redis INFO: {e}"));
+        let client =
+            redis::Client::open(secrecy::ExposeSecret::expose_secret(&settings.redis_url))
+                .map_err(err)?;
+        let mut c = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(err)?;
+        let info: String = redis::cmd("INFO")
+            .arg("all")
+            .query_async(&mut c)
+            .await
+            .map_err(err)?;
+        let field = |name: &str| -> f64 {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        Ok(MachineCpu {
+            redis: field("used_cpu_user") + field("used_cpu_sys"),
+            redis_scripts: script_usec(&info) as f64 / 1e6,
+            broker: cpu_of_named("beam.smp"),
+            bench: proc_stats(std::process::id())?.cpu_secs,
+        })
+    }
+
+    /// What was spent between `self` and the later snapshot `after`.
+    pub fn until(self, after: MachineCpu) -> MachineCpu {
+        MachineCpu {
+            redis: after.redis - self.redis,
+            redis_scripts: after.redis_scripts - self.redis_scripts,
+            broker: after.broker - self.broker,
+            bench: after.bench - self.bench,
+        }
+    }
+}
+
+/// utime + stime of every process whose `comm` is `name` (0 where none).
+fn cpu_of_named(name: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .filter_map(|pid| proc_stats(pid).ok())
+        .map(|st| st.cpu_secs)
+        .sum()
 }
 
 /// The `usec` of `cmdstat_evalsha` and `cmdstat_eval` in an `INFO commandstats` reply.
@@ -381,6 +429,7 @@ fn script_usec(info: &str) -> u64 {
         .sum()
 }
 
+/// Poll `cond` every 20 ms until it holds; `BenchError::Timeout` naming `what` after `limit`.
 pub async fn wait_for<F, Fut>(limit: Duration, what: &str, cond: F) -> Result<(), BenchError>
 where
     F: FnMut() -> Fut,

@@ -82,10 +82,10 @@ pub struct Overhead {
     pub imports: usize,
     pub cpu_secs: f64,
     pub peak_rss: u64,
-    /// Redis time in Lua scripts (`INFO commandstats`: `evalsha` + `eval`) while the worker
-    /// drained the queue: the ordering ledger's claims, plus the limiter's and the token store's
-    /// few calls. `None` when the stats could not be read (a cluster, an ACL without `INFO`).
-    pub redis_script_secs: Option<f64>,
+    /// CPU the rest of the machine spent while the worker drained the queue (Redis, its Lua
+    /// scripts: the ordering ledger's claims; RabbitMQ; the simulator). `None` when it could not
+    /// be read (a cluster, an ACL without `INFO`).
+    pub phase_cpu: Option<crate::bed::MachineCpu>,
     pub prefetch: u16,
     pub config: String,
 }
@@ -192,7 +192,7 @@ pub async fn overhead(scale: Scale) -> Result<Overhead, BenchError> {
         bed.publish_all(&pipe_q, &bodies(&format!("{run}p"), n, message))
             .await?;
         let env = env_of(OVERHEAD_ENV);
-        let scripts_before = crate::bed::redis_script_usec().await.ok();
+        let cpu_before = crate::bed::MachineCpu::now().await.ok();
         let worker = bed.spawn_worker(&pipe_q, &env).await?;
         let limit = Duration::from_secs(30 + n / 200);
         let mut first = None;
@@ -215,7 +215,7 @@ pub async fn overhead(scale: Scale) -> Result<Overhead, BenchError> {
         })
         .await?;
         let pipeline_secs = first.elapsed().as_secs_f64();
-        let scripts_after = crate::bed::redis_script_usec().await.ok();
+        let cpu_after = crate::bed::MachineCpu::now().await.ok();
         let st = worker.stats()?;
         worker.stop().await;
         let imports = imports(&bed.sim.requests());
@@ -227,9 +227,7 @@ pub async fn overhead(scale: Scale) -> Result<Overhead, BenchError> {
             imports,
             cpu_secs: st.cpu_secs,
             peak_rss: st.peak_rss,
-            redis_script_secs: scripts_before
-                .zip(scripts_after)
-                .map(|(b, a)| a.saturating_sub(b) as f64 / 1e6),
+            phase_cpu: cpu_before.zip(cpu_after).map(|(b, a)| b.until(a)),
             prefetch,
             config: describe(OVERHEAD_ENV),
         })

@@ -186,12 +186,24 @@ pub(super) fn cpu_unthrottled_row(o: &Overhead) -> Row {
             o.cpu_secs,
             o.messages,
             o.peak_rss as f64 / (1024.0 * 1024.0),
-            match o.redis_script_secs {
-                Some(s) => format!(
-                    "; Redis spent {:.1} µs per message in Lua scripts (the ordering ledger's \
-                     claims; `INFO commandstats`, same phase)",
-                    s * 1e6 / o.messages as f64
-                ),
+            match o.phase_cpu {
+                Some(m) => {
+                    let sum = o.cpu_secs + m.redis + m.broker + m.bench;
+                    format!(
+                        ". The same phase on the whole machine ({:.2} s of wall time on {} CPUs): \
+                         worker {:.2} s, Redis {:.2} s ({:.1} µs per message in Lua scripts, the \
+                         ordering ledger's claims), RabbitMQ {:.2} s, simulator and bench {:.2} s: \
+                         {:.2} CPUs busy on average",
+                        o.pipeline_secs,
+                        cpus(),
+                        o.cpu_secs,
+                        m.redis,
+                        m.redis_scripts * 1e6 / o.messages as f64,
+                        m.broker,
+                        m.bench,
+                        sum / o.pipeline_secs
+                    )
+                }
                 None => String::new(),
             }
         ),
@@ -252,4 +264,9 @@ pub(super) fn api_rows(b: &Backlog) -> Vec<Row> {
             target: Target::None,
         },
     ]
+}
+
+/// The CPUs this machine offers the bench.
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }

@@ -44,7 +44,12 @@ fn overhead() -> Overhead {
         imports: 9,
         cpu_secs: 1.8,
         peak_rss: 110 << 20,
-        redis_script_secs: Some(1.6),
+        phase_cpu: Some(crate::bed::MachineCpu {
+            redis: 2.0,
+            redis_scripts: 1.6,
+            broker: 1.0,
+            bench: 0.8,
+        }),
         prefetch: 65_535,
         config: String::new(),
     }
