@@ -363,9 +363,8 @@ impl MachineCpu {
         let env = ccsync_kit::service_env();
         let settings = settings_of(&env)?;
         let err = |e: redis::RedisError| BenchError::Setup(format!("Redis INFO: {e}"));
-        let client =
-            redis::Client::open(secrecy::ExposeSecret::expose_secret(&settings.redis_url))
-                .map_err(err)?;
+        let client = redis::Client::open(secrecy::ExposeSecret::expose_secret(&settings.redis_url))
+            .map_err(err)?;
         let mut c = client
             .get_multiplexed_async_connection()
             .await
