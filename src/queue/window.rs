@@ -18,9 +18,9 @@ const CHEAP_SCAN: usize = 1_024;
 const DEFER_MAX: usize = 16_384;
 /// The most broker work one flush may cause with single acks past the cheap scan, counted as
 /// the deliveries the broker walks past to find each one (the unacked deliveries older than it).
-/// Acking 27,900 settled deliveries one by one behind 20,643 held ones made RabbitMQ 3.10 walk
-/// about 570 million entries: the channel delivered almost nothing for 114 s (3 of 37 overhead
-/// runs stalled so, BENCHMARKS.md "Intermittent stalls"). With the budget, a few stuck
+/// Every stall of the overhead figure (4 of 44 runs, BENCHMARKS.md "Intermittent stalls") came
+/// right after such a burst, e.g. 27,903 single acks behind 20,643 held deliveries, after which
+/// the broker delivered almost nothing for 114 s; with the budget none stalled. A few stuck
 /// deliveries at the front still free the slots behind them at once (each single costs about
 /// one step), while settled deliveries behind a whole batch in flight wait for its one
 /// `multiple` ack.
