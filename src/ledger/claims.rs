@@ -121,11 +121,7 @@ impl Ledger {
         items: &[Event<'_>],
     ) -> Result<Vec<Outcome>, LedgerError> {
         let mut out: Vec<Option<Outcome>> = vec![None; items.len()];
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| LedgerError(e.to_string()))?;
+        let mut conn = self.conn().await?;
         let script = redis::Script::new(CLAIM);
         let hashes: Vec<String> = items
             .iter()
@@ -214,11 +210,7 @@ impl Ledger {
         fact: &str,
         at_ms: i64,
     ) -> Result<(), LedgerError> {
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| LedgerError(e.to_string()))?;
+        let mut conn = self.conn().await?;
         let _: i64 = redis::Script::new(RAISE)
             .key(self.key("c", &Self::hash(account, email)))
             .arg(fact)
@@ -228,6 +220,13 @@ impl Ledger {
             .await
             .map_err(|e| LedgerError(e.to_string()))?;
         Ok(())
+    }
+
+    async fn conn(&self) -> Result<crate::redis::Conn, LedgerError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| LedgerError(e.to_string()))
     }
 
     /// End `owner`'s claim: every email it holds on the tags of `items` (on one server: every
@@ -242,11 +241,7 @@ impl Ledger {
     /// Let go of these emails only, while `owner` keeps the rest of its claim (the entries a
     /// newer event made moot, settled without a call while the others are sent).
     pub async fn let_go(&self, owner: &str, items: &[(&str, &str)]) -> Result<(), LedgerError> {
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| LedgerError(e.to_string()))?;
+        let mut conn = self.conn().await?;
         let script = redis::Script::new(LET_GO);
         let hashes: Vec<String> = items.iter().map(|(a, e)| Self::hash(a, e)).collect();
         for group in self.groups(&hashes) {
@@ -283,11 +278,7 @@ impl Ledger {
         items: &[(&str, &str)],
         lease: Option<Duration>,
     ) -> Result<(), LedgerError> {
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| LedgerError(e.to_string()))?;
+        let mut conn = self.conn().await?;
         let hashes: Vec<String> = if self.cluster {
             items.iter().map(|(a, e)| Self::hash(a, e)).collect()
         } else {

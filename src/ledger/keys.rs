@@ -16,7 +16,17 @@ impl Ledger {
         // Built by hand, not with `format!`: a claim builds two keys per contact, and the
         // formatting machinery was a tenth of the worker's CPU in the overhead figure
         // (BENCHMARKS.md, profiling notes).
-        let mut k = String::with_capacity(self.prefix.len() + part.len() + h.len() + 8);
+        let mut k = self.slot_prefix(h, part.len() + h.len() + 1);
+        k.push_str(part);
+        k.push(':');
+        k.push_str(h);
+        k
+    }
+
+    /// `<prefix>:`, and on a cluster `{<first two hex digits of h>}:` after it (the slot of
+    /// `h`'s keys), with room for `more` bytes.
+    fn slot_prefix(&self, h: &str, more: usize) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + 6 + more);
         k.push_str(&self.prefix);
         k.push(':');
         if self.cluster {
@@ -24,9 +34,6 @@ impl Ledger {
             k.push_str(&h[..2]);
             k.push_str("}:");
         }
-        k.push_str(part);
-        k.push(':');
-        k.push_str(h);
         k
     }
 
@@ -34,14 +41,7 @@ impl Ledger {
     /// server, `<prefix>:{<tag of h>}:live:` on a cluster (beside the emails' hashes, so a claim
     /// script may check another owner's key: it shares the slot of the hash naming it).
     pub(super) fn live_prefix(&self, h: &str) -> String {
-        let mut k = String::with_capacity(self.prefix.len() + 12);
-        k.push_str(&self.prefix);
-        k.push(':');
-        if self.cluster {
-            k.push('{');
-            k.push_str(&h[..2]);
-            k.push_str("}:");
-        }
+        let mut k = self.slot_prefix(h, 5 + 40);
         k.push_str("live:");
         k
     }

@@ -22,23 +22,16 @@ local p = 6
 local owner = ARGV[1]
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[3])
 -- Read `names` of hash `key` at once: a table name -> number (-1 where absent), whether any of
--- them was present, and the raw value of `extra` (read in the same call) when given.
-local function read(key, names, extra)
+-- them was present, and the raw values in the order of `names`.
+local function read(key, names)
   local r, any = {}, false
-  local m = #names
-  if extra then names[m+1] = extra end
-  if #names == 0 then return r, any, nil end
+  if #names == 0 then return r, any, {} end
   local v = redis.call('HMGET', key, unpack(names))
-  for j = 1, m do
-    local name = names[j]
+  for j, name in ipairs(names) do
     if v[j] then any = true end
     r[name] = tonumber(v[j] or '-1')
   end
-  if extra then
-    names[m+1] = nil
-    return r, any, v[m+1]
-  end
-  return r, any, nil
+  return r, any, v
 end
 -- Raise `name` to `v` in `w` (the writes of one hash) and in `cur` (what later rules read).
 local function raise(w, cur, name, v)
@@ -77,7 +70,9 @@ for i = 1, n do
   elseif kind == 'D' then
     want = {'!up'}
   end
-  local h, _, holder = read(hk, want, '!fly')
+  want[#want+1] = '!fly'
+  local h, _, raw = read(hk, want)
+  local holder = raw[#want]
   -- The lease: free when nobody holds it, when this owner does, or when its holder's liveness
   -- key is gone (released, or expired with a dead replica). The holder's key shares this
   -- hash's slot (same prefix, see `Ledger::live_prefix`).
